@@ -1,0 +1,131 @@
+//! Tool and Server Cards: the retained messages through which clients
+//! discover what is online.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The protocol version cards carry in their `version` field.
+pub const CARD_VERSION: &str = "1";
+/// This crate's version, sent as `version_info.sdk`.
+pub const SDK_VERSION: &str = concat!("mcpmqtt-rs/", env!("CARGO_PKG_VERSION"));
+
+/// Whether a card's owner is reachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Serving calls.
+    Online,
+    /// Stopped, or gone (its Last Will said so).
+    Offline,
+}
+
+/// Versions of the software behind a card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct VersionInfo {
+    /// The SDK that published the card.
+    #[serde(default)]
+    pub sdk: String,
+    /// The tool's own version (Tool Cards only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+}
+
+/// The retained description of one tool, at `{ns}/mcp/tools/{tool}/card`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCard {
+    /// Card format version, `"1"`.
+    pub version: String,
+    /// The tool's name.
+    pub tool: String,
+    /// The server hosting it.
+    pub server: String,
+    /// The namespace it lives in.
+    pub namespace: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+    /// JSON Schema of its arguments (MCP's `inputSchema`).
+    pub input_schema: Value,
+    /// JSON Schema of its result, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Value>,
+    /// Whether it streams partial output.
+    #[serde(default)]
+    pub supports_streaming: bool,
+    /// Informational: whether callers need a broker identity.
+    #[serde(default)]
+    pub requires_auth: bool,
+    /// Informational: who may call it. The broker's ACL enforces it.
+    #[serde(default)]
+    pub allowed_callers: Vec<String>,
+    /// Software versions.
+    #[serde(default)]
+    pub version_info: VersionInfo,
+    /// Online or offline.
+    pub status: Status,
+    /// When the card was last published (RFC 3339 UTC).
+    #[serde(default)]
+    pub last_seen: String,
+    /// Extension: the server's deadline for one call, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// The retained description of one server, at `{ns}/mcp/servers/{server}/card`.
+/// Its offline form is the server's MQTT Last Will.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerCard {
+    /// Card format version, `"1"`.
+    pub version: String,
+    /// The server's name.
+    pub server: String,
+    /// The namespace it serves.
+    pub namespace: String,
+    /// The names of its tools.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Software versions.
+    #[serde(default)]
+    pub version_info: VersionInfo,
+    /// Online or offline.
+    pub status: Status,
+    /// When the card was last published (RFC 3339 UTC).
+    #[serde(default)]
+    pub last_seen: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tool_card_has_every_v01_field() {
+        let card = ToolCard {
+            version: CARD_VERSION.into(),
+            tool: "t".into(),
+            server: "s".into(),
+            namespace: "ns".into(),
+            description: "d".into(),
+            input_schema: json!({"type": "object"}),
+            output_schema: None,
+            supports_streaming: true,
+            requires_auth: true,
+            allowed_callers: vec!["scout".into()],
+            version_info: VersionInfo { sdk: SDK_VERSION.into(), tool: Some("1.0.0".into()) },
+            status: Status::Online,
+            last_seen: "2026-11-23T00:00:00.000Z".into(),
+            timeout_ms: None,
+        };
+        let v = serde_json::to_value(&card).unwrap();
+        for key in [
+            "version", "tool", "server", "namespace", "description", "input_schema",
+            "supports_streaming", "requires_auth", "allowed_callers", "version_info",
+            "status", "last_seen",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["status"], "online");
+        assert_eq!(v["version_info"]["tool"], "1.0.0");
+    }
+}

@@ -1,0 +1,667 @@
+//! The client: discovers tools from their cards and calls them by name.
+//!
+//! Many calls share one connection; each is matched to its response by
+//! `call_id` and Correlation Data.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{PubAckReason, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::card::{ServerCard, Status, ToolCard};
+use crate::connection::{BrokerOptions, Link, Message};
+use crate::context::Partial;
+use crate::envelope::{now_rfc3339, CallRequest, CallResponse, ResponseStatus, StreamMessage, StreamType};
+use crate::error::{CallError, Error};
+use crate::names;
+use crate::server::DEFAULT_NAMESPACE;
+use crate::topics::Topics;
+
+/// How long the card cache must be quiet after subscribing before the
+/// retained cards are taken to have all arrived.
+const CARDS_QUIET: Duration = Duration::from_millis(60);
+const CARDS_MAX_WAIT: Duration = Duration::from_secs(2);
+
+/// A connection to the broker that calls tools by name.
+///
+/// Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    link: Link,
+    topics: Topics,
+    identity: String,
+    response_topic: String,
+    default_timeout: Duration,
+    router: Arc<Router>,
+    conn_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.conn_task.abort();
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("identity", &self.inner.identity).finish_non_exhaustive()
+    }
+}
+
+/// What a call waits for.
+struct Waiting {
+    response: oneshot::Sender<CallResponse>,
+    correlation: Bytes,
+}
+
+/// Routes incoming messages: responses and partials to their calls, cards
+/// into the cache.
+#[derive(Default)]
+struct Router {
+    calls: Mutex<HashMap<String, Waiting>>,
+    streams: Mutex<HashMap<String, mpsc::UnboundedSender<(u64, Partial)>>>,
+    cards: Mutex<Cards>,
+}
+
+struct Cards {
+    tools: HashMap<String, ToolCard>,
+    servers: HashMap<String, ServerCard>,
+    last_change: Instant,
+    subscribed_at: Instant,
+}
+
+impl Default for Cards {
+    fn default() -> Self {
+        Cards {
+            tools: HashMap::new(),
+            servers: HashMap::new(),
+            last_change: Instant::now(),
+            subscribed_at: Instant::now(),
+        }
+    }
+}
+
+impl Router {
+    fn route(&self, topics: &Topics, response_topic: &str, publish: Publish) {
+        let topic = String::from_utf8_lossy(&publish.topic);
+        if topic == response_topic {
+            self.on_response(publish);
+        } else if topics.call_of_stream(&topic).is_some() {
+            self.on_stream(&publish.payload);
+        } else if topic.ends_with("/card") {
+            self.on_card(&topic, &publish.payload);
+        }
+    }
+
+    fn on_response(&self, publish: Publish) {
+        let response: CallResponse = match serde_json::from_slice(&publish.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignored an unreadable response");
+                return;
+            }
+        };
+        let mut calls = self.calls.lock().expect("calls lock");
+        let Some(waiting) = calls.get(&response.call_id) else {
+            tracing::debug!(call_id = %response.call_id, "a response for no waiting call (late, or a duplicate)");
+            return;
+        };
+        let correlation = publish.properties.as_ref().and_then(|p| p.correlation_data.as_ref());
+        if correlation.is_some_and(|c| c != &waiting.correlation) {
+            tracing::warn!(call_id = %response.call_id, "ignored a response whose Correlation Data does not match");
+            return;
+        }
+        if let Some(waiting) = calls.remove(&response.call_id) {
+            let _ = waiting.response.send(response);
+        }
+    }
+
+    fn on_stream(&self, payload: &[u8]) {
+        let Ok(msg) = serde_json::from_slice::<StreamMessage>(payload) else {
+            tracing::warn!("ignored an unreadable stream message");
+            return;
+        };
+        if msg.kind == StreamType::Done {
+            return;
+        }
+        let partial = match (msg.content, msg.data) {
+            (Some(text), _) => Partial::Text(text),
+            (None, Some(data)) => Partial::Data(data),
+            (None, None) => return,
+        };
+        if let Some(tx) = self.streams.lock().expect("streams lock").get(&msg.call_id) {
+            let _ = tx.send((msg.seq, partial));
+        }
+    }
+
+    fn on_card(&self, topic: &str, payload: &[u8]) {
+        let mut cards = self.cards.lock().expect("cards lock");
+        cards.last_change = Instant::now();
+        let is_server = topic.contains("/mcp/servers/");
+        let name = topic.rsplit('/').nth(1).unwrap_or_default().to_owned();
+        if payload.is_empty() {
+            if is_server {
+                cards.servers.remove(&name);
+            } else {
+                cards.tools.remove(&name);
+            }
+            return;
+        }
+        if is_server {
+            match serde_json::from_slice::<ServerCard>(payload) {
+                Ok(card) => {
+                    cards.servers.insert(name, card);
+                }
+                Err(e) => tracing::warn!(%topic, error = %e, "ignored an unreadable server card"),
+            }
+        } else {
+            match serde_json::from_slice::<ToolCard>(payload) {
+                Ok(card) => {
+                    cards.tools.insert(name, card);
+                }
+                Err(e) => tracing::warn!(%topic, error = %e, "ignored an unreadable tool card"),
+            }
+        }
+    }
+}
+
+/// Options of one call.
+#[derive(Clone, Default)]
+#[must_use]
+pub struct CallOptions {
+    timeout: Option<Duration>,
+    on_partial: Option<Arc<dyn Fn(Partial) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for CallOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallOptions")
+            .field("timeout", &self.timeout)
+            .field("on_partial", &self.on_partial.is_some())
+            .finish()
+    }
+}
+
+impl CallOptions {
+    /// Default options: the client's timeout, partials ignored.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long to wait for the response. The call also expires in the
+    /// broker after this long, so a server that was away does not run it late.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Called with each streamed partial, in arrival order.
+    pub fn on_partial(mut self, f: impl Fn(Partial) + Send + Sync + 'static) -> Self {
+        self.on_partial = Some(Arc::new(f));
+        self
+    }
+}
+
+/// A call in progress, with its partials as they arrive: see
+/// [`Client::call_streaming`].
+#[derive(Debug)]
+pub struct PendingCall {
+    partials: mpsc::UnboundedReceiver<Partial>,
+    result: tokio::task::JoinHandle<Result<Value, CallError>>,
+}
+
+impl PendingCall {
+    /// The next partial, or `None` once the call has finished.
+    pub async fn next_partial(&mut self) -> Option<Partial> {
+        self.partials.recv().await
+    }
+
+    /// Waits for the call's result (partials not yet read are dropped).
+    pub async fn result(self) -> Result<Value, CallError> {
+        self.result
+            .await
+            .unwrap_or_else(|e| Err(CallError::Transport(format!("the call task failed: {e}"))))
+    }
+}
+
+/// Removes a call's routing entries however the call ends.
+struct CallGuard<'a> {
+    router: &'a Router,
+    call_id: String,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        self.router.calls.lock().expect("calls lock").remove(&self.call_id);
+        self.router.streams.lock().expect("streams lock").remove(&self.call_id);
+    }
+}
+
+impl Client {
+    /// Starts a client with this identity: its MQTT client id and username
+    /// unless set otherwise, and the `{id}` of its response topic.
+    pub fn builder(identity: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            identity: identity.into(),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            broker: Ok(BrokerOptions::default()),
+            password: None,
+            default_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The identity calls are made under.
+    pub fn identity(&self) -> &str {
+        &self.inner.identity
+    }
+
+    /// The topics of the namespace.
+    pub fn topics(&self) -> &Topics {
+        &self.inner.topics
+    }
+
+    /// Calls a tool and returns its result.
+    ///
+    /// Fails at once with [`CallError::Unauthorized`] when the broker refuses
+    /// the publish, and with [`CallError::Unavailable`] when no server is
+    /// subscribed to the tool.
+    pub async fn call(&self, tool: &str, arguments: Value) -> Result<Value, CallError> {
+        self.call_with(tool, arguments, CallOptions::new()).await
+    }
+
+    /// Calls a tool with typed arguments and result.
+    pub async fn call_as<A: Serialize, R: DeserializeOwned>(&self, tool: &str, arguments: A) -> Result<R, CallError> {
+        let args = serde_json::to_value(arguments).map_err(|e| CallError::InvalidArguments {
+            message: format!("could not encode the arguments: {e}"),
+        })?;
+        let value = self.call(tool, args).await?;
+        serde_json::from_value(value).map_err(|e| CallError::Protocol(format!("unexpected result shape: {e}")))
+    }
+
+    /// Calls a tool with options (timeout, partials).
+    pub async fn call_with(&self, tool: &str, arguments: Value, options: CallOptions) -> Result<Value, CallError> {
+        let inner = &self.inner;
+        if let Some(reason) = names::name_problem(tool) {
+            return Err(CallError::InvalidArguments {
+                message: format!("invalid tool name {tool:?}: {reason}"),
+            });
+        }
+        if !arguments.is_object() {
+            return Err(CallError::InvalidArguments {
+                message: "arguments must be a JSON object".into(),
+            });
+        }
+        let timeout = options.timeout.unwrap_or(inner.default_timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let call_id = uuid::Uuid::new_v4().to_string();
+        let span = tracing::debug_span!("call", %call_id, %tool);
+        let _enter = span.enter();
+        let correlation = Bytes::from(call_id.clone().into_bytes());
+
+        let (tx, mut response_rx) = oneshot::channel();
+        let _guard = CallGuard {
+            router: &inner.router,
+            call_id: call_id.clone(),
+        };
+        inner.router.calls.lock().expect("calls lock").insert(
+            call_id.clone(),
+            Waiting {
+                response: tx,
+                correlation: correlation.clone(),
+            },
+        );
+        let mut partial_rx = None;
+        let stream_topic = inner.topics.stream(tool, &call_id);
+        if options.on_partial.is_some() {
+            let (ptx, prx) = mpsc::unbounded_channel();
+            inner.router.streams.lock().expect("streams lock").insert(call_id.clone(), ptx);
+            partial_rx = Some(prx);
+            inner
+                .link
+                .subscribe(&[(stream_topic.clone(), QoS::AtLeastOnce)])
+                .await
+                .map_err(transport)?;
+        }
+
+        let request = CallRequest {
+            call_id: call_id.clone(),
+            arguments,
+            client: inner.identity.clone(),
+            timestamp: Some(now_rfc3339()),
+            response_topic: Some(inner.response_topic.clone()),
+        };
+        let payload = serde_json::to_vec(&request).map_err(|e| CallError::InvalidArguments {
+            message: format!("could not encode the call: {e}"),
+        })?;
+        let expiry = timeout.as_secs_f64().ceil().max(1.0) as u32;
+        let published = inner.link.publish_acked(Message {
+            topic: inner.topics.call(tool),
+            payload: Bytes::from(payload),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Some(PublishProperties {
+                response_topic: Some(inner.response_topic.clone()),
+                correlation_data: Some(correlation),
+                content_type: Some("application/json".into()),
+                message_expiry_interval: Some(expiry),
+                ..Default::default()
+            }),
+        });
+        let outcome = async {
+            let reason = tokio::time::timeout_at(deadline, published)
+                .await
+                .map_err(|_| CallError::Timeout {
+                    message: format!("the broker did not acknowledge the call within {} ms", timeout.as_millis()),
+                })?
+                .map_err(transport)?;
+            check_puback(tool, reason)?;
+            loop {
+                tokio::select! {
+                    response = &mut response_rx => {
+                        let response = response.map_err(|_| CallError::Transport("the client was dropped".into()))?;
+                        return into_result(response);
+                    }
+                    Some((_seq, partial)) = recv_partial(&mut partial_rx) => {
+                        if let Some(f) = &options.on_partial {
+                            f(partial);
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return Err(CallError::Timeout {
+                            message: format!("no response from `{tool}` within {} ms", timeout.as_millis()),
+                        });
+                    }
+                }
+            }
+        }
+        .await;
+        if partial_rx.is_some() {
+            // Deliver partials that arrived just before the response.
+            if let (Some(rx), Some(f)) = (&mut partial_rx, &options.on_partial) {
+                while let Ok((_, p)) = rx.try_recv() {
+                    f(p);
+                }
+            }
+            let link = inner.link.clone();
+            tokio::spawn(async move { link.unsubscribe(&stream_topic).await });
+        }
+        outcome
+    }
+
+    /// Calls a tool in the background and hands back its partials as they
+    /// stream, then its result.
+    pub fn call_streaming(&self, tool: &str, arguments: Value, options: CallOptions) -> PendingCall {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = self.clone();
+        let tool = tool.to_owned();
+        let options = options.on_partial(move |p| {
+            let _ = tx.send(p);
+        });
+        let result = tokio::spawn(async move { client.call_with(&tool, arguments, options).await });
+        PendingCall { partials: rx, result }
+    }
+
+    /// The online Tool Cards of the namespace.
+    pub async fn tools(&self) -> Vec<ToolCard> {
+        self.cards_settled().await;
+        let cards = self.inner.router.cards.lock().expect("cards lock");
+        let mut tools: Vec<ToolCard> = cards.tools.values().filter(|c| c.status == Status::Online).cloned().collect();
+        tools.sort_by(|a, b| a.tool.cmp(&b.tool));
+        tools
+    }
+
+    /// The card of one tool, online or offline, if the broker holds one.
+    pub async fn tool_card(&self, tool: &str) -> Option<ToolCard> {
+        self.cards_settled().await;
+        self.inner.router.cards.lock().expect("cards lock").tools.get(tool).cloned()
+    }
+
+    /// The online Server Cards of the namespace.
+    pub async fn servers(&self) -> Vec<ServerCard> {
+        self.cards_settled().await;
+        let cards = self.inner.router.cards.lock().expect("cards lock");
+        let mut servers: Vec<ServerCard> = cards.servers.values().filter(|c| c.status == Status::Online).cloned().collect();
+        servers.sort_by(|a, b| a.server.cmp(&b.server));
+        servers
+    }
+
+    /// Waits until a tool's card says it is online.
+    pub async fn wait_for_tool(&self, tool: &str, timeout: Duration) -> Result<ToolCard, CallError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(card) = self.tool_card(tool).await.filter(|c| c.status == Status::Online) {
+                return Ok(card);
+            }
+            if Instant::now() >= deadline {
+                return Err(CallError::Unavailable {
+                    message: format!("`{tool}` did not come online within {} ms", timeout.as_millis()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until a server's card says it is offline (its Last Will, or a
+    /// graceful stop).
+    pub async fn wait_for_server_offline(&self, server: &str, timeout: Duration) -> Result<ServerCard, CallError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let card = self.inner.router.cards.lock().expect("cards lock").servers.get(server).cloned();
+            if let Some(card) = card.filter(|c| c.status == Status::Offline) {
+                return Ok(card);
+            }
+            if Instant::now() >= deadline {
+                return Err(CallError::Timeout {
+                    message: format!("`{server}` was not announced offline within {} ms", timeout.as_millis()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn disconnect(&self) {
+        self.inner.link.disconnect().await;
+    }
+
+    /// Retained cards arrive right after the SUBACK, with no end marker: the
+    /// cache counts as complete once it has been quiet for a moment.
+    async fn cards_settled(&self) {
+        loop {
+            let (quiet_for, since_sub) = {
+                let c = self.inner.router.cards.lock().expect("cards lock");
+                (c.last_change.elapsed(), c.subscribed_at.elapsed())
+            };
+            if quiet_for >= CARDS_QUIET || since_sub >= CARDS_MAX_WAIT {
+                return;
+            }
+            tokio::time::sleep(CARDS_QUIET - quiet_for).await;
+        }
+    }
+}
+
+async fn recv_partial(rx: &mut Option<mpsc::UnboundedReceiver<(u64, Partial)>>) -> Option<(u64, Partial)> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn transport(e: Error) -> CallError {
+    CallError::Transport(e.to_string())
+}
+
+/// The broker's verdict on the call's publish.
+fn check_puback(tool: &str, reason: PubAckReason) -> Result<(), CallError> {
+    match reason {
+        PubAckReason::Success => Ok(()),
+        PubAckReason::NotAuthorized => Err(CallError::Unauthorized {
+            message: format!("the broker refused the call to `{tool}` (PUBACK 0x87: not authorized)"),
+        }),
+        PubAckReason::NoMatchingSubscribers => Err(CallError::Unavailable {
+            message: format!("no server is subscribed to `{tool}` (PUBACK 0x10: no matching subscribers)"),
+        }),
+        other => Err(CallError::Transport(format!("the broker refused the call to `{tool}`: {other:?}"))),
+    }
+}
+
+fn into_result(response: CallResponse) -> Result<Value, CallError> {
+    match response.status {
+        ResponseStatus::Ok => Ok(response.result.unwrap_or(Value::Null)),
+        ResponseStatus::Error => Err(match response.error {
+            Some(body) => CallError::from_body(body),
+            None => CallError::Protocol("an error response without an `error` object".into()),
+        }),
+    }
+}
+
+/// Builds a [`Client`].
+#[must_use]
+pub struct ClientBuilder {
+    identity: String,
+    namespace: String,
+    broker: Result<BrokerOptions, Error>,
+    password: Option<String>,
+    default_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder").field("identity", &self.identity).finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// The broker to connect to: `mqtt://host:port` or `mqtts://host:port`.
+    pub fn broker(mut self, url: &str) -> Result<Self, Error> {
+        let keep = self.broker.as_ref().ok().cloned();
+        let mut parsed = BrokerOptions::parse(url)?;
+        if let Some(old) = keep {
+            parsed.username = parsed.username.or(old.username);
+            parsed.password = parsed.password.or(old.password);
+            parsed.client_id = old.client_id;
+        }
+        self.broker = Ok(parsed);
+        Ok(self)
+    }
+
+    /// All connection options at once.
+    pub fn broker_options(mut self, options: BrokerOptions) -> Self {
+        self.broker = Ok(options);
+        self
+    }
+
+    /// The topic namespace (default `a2a/v1`).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Authenticates as the identity with this password.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Authenticates with another username than the identity.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        if let Ok(b) = &mut self.broker {
+            b.username = Some(username.into());
+        }
+        self.password = Some(password.into());
+        self
+    }
+
+    /// The MQTT client id (default: the identity).
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        if let Ok(b) = &mut self.broker {
+            b.client_id = Some(id.into());
+        }
+        self
+    }
+
+    /// Trusts this PEM CA bundle for `mqtts://` instead of the system roots.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        if let Ok(b) = &mut self.broker {
+            b.ca_pem = Some(pem.into());
+        }
+        self
+    }
+
+    /// The largest MQTT packet accepted or sent (default 16 MiB).
+    pub fn max_packet_size(mut self, bytes: u32) -> Self {
+        if let Ok(b) = &mut self.broker {
+            b.max_packet_size = bytes;
+        }
+        self
+    }
+
+    /// How long calls wait for their response by default (30 s).
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// Connects and subscribes to the response topic and the cards.
+    pub async fn connect(self) -> Result<Client, Error> {
+        names::validate("caller", &self.identity)?;
+        let namespace = names::normalize_namespace(&self.namespace)?;
+        let topics = Topics::new(namespace);
+        let mut broker = self.broker?;
+        if self.password.is_some() || broker.password.is_some() {
+            broker.username.get_or_insert_with(|| self.identity.clone());
+            if let Some(p) = self.password {
+                broker.password = Some(p);
+            }
+        }
+        let client_id = broker.client_id.clone().unwrap_or_else(|| self.identity.clone());
+        let options = broker.mqtt_options(&client_id, None, false)?;
+        let (incoming_tx, mut incoming_rx) = mpsc::unbounded_channel::<Publish>();
+        let (link, conn_task) = Link::connect(options, broker.connect_timeout, incoming_tx).await?;
+        let response_topic = topics.responses(&self.identity);
+        let router = Arc::new(Router::default());
+        {
+            let router = router.clone();
+            let topics = topics.clone();
+            let response_topic = response_topic.clone();
+            tokio::spawn(async move {
+                while let Some(publish) = incoming_rx.recv().await {
+                    router.route(&topics, &response_topic, publish);
+                }
+            });
+        }
+        link.subscribe(&[
+            (response_topic.clone(), QoS::AtLeastOnce),
+            (topics.tool_cards(), QoS::AtLeastOnce),
+            (topics.server_cards(), QoS::AtLeastOnce),
+        ])
+        .await?;
+        {
+            let mut cards = router.cards.lock().expect("cards lock");
+            cards.subscribed_at = Instant::now();
+            cards.last_change = Instant::now();
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                link,
+                topics,
+                identity: self.identity,
+                response_topic,
+                default_timeout: self.default_timeout,
+                router,
+                conn_task,
+            }),
+        })
+    }
+}

@@ -1,0 +1,603 @@
+//! The one MQTT 5 connection of a server or client: options, the task that
+//! drives rumqttc's event loop, and [`Link`], the handle that publishes and
+//! subscribes through it and learns each packet's acknowledgement.
+//!
+//! rumqttc's `publish()` does not return the packet id, yet a caller must
+//! know its own PUBACK reason code (0x87 not authorized, 0x10 no subscribers).
+//! rumqttc reports an `Outgoing::Publish(pkid)` event for each publish in the
+//! order the requests entered its channel, so [`Link`] sends requests under a
+//! lock, queues one expectation per request in the same order, and the
+//! connection task pairs each outgoing event with the front of that queue.
+//! Retransmissions reuse a packet id that is still in flight and are told
+//! apart that way.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{
+    Filter, LastWill, Packet, PubAckReason, Publish, PublishProperties, SubscribeReasonCode,
+};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Request};
+use rumqttc::{Outgoing, Transport};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::Error;
+
+/// The default largest MQTT packet, in either direction: 16 MiB. rumqttc's own
+/// default (10 KiB) would refuse ordinary tool results.
+pub const DEFAULT_MAX_PACKET_SIZE: u32 = 16 * 1024 * 1024;
+
+/// Where and how to reach the broker. Shared by servers and clients.
+#[derive(Clone)]
+pub struct BrokerOptions {
+    pub(crate) url: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) tls: bool,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) keep_alive: Duration,
+    pub(crate) max_packet_size: u32,
+    pub(crate) session_expiry: Option<u32>,
+    pub(crate) ca_pem: Option<Vec<u8>>,
+    pub(crate) connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for BrokerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerOptions")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions::parse("mqtt://127.0.0.1:1883").expect("the default URL is valid")
+    }
+}
+
+impl BrokerOptions {
+    /// Reads `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]`
+    /// (TLS, default port 8883). User and password in the URL become the
+    /// credentials.
+    pub fn parse(url: &str) -> Result<Self, Error> {
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let parsed = url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
+        let (tls, default_port) = match parsed.scheme() {
+            "mqtt" | "tcp" => (false, 1883),
+            "mqtts" | "ssl" => (true, 8883),
+            other => return Err(invalid(&format!("unsupported scheme `{other}`: use mqtt:// or mqtts://"))),
+        };
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| invalid("it has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let username = (!parsed.username().is_empty()).then(|| parsed.username().to_owned());
+        Ok(BrokerOptions {
+            url: url.to_owned(),
+            host,
+            port: parsed.port().unwrap_or(default_port),
+            tls,
+            username,
+            password: parsed.password().map(str::to_owned),
+            client_id: None,
+            keep_alive: Duration::from_secs(30),
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            session_expiry: None,
+            ca_pem: None,
+            connect_timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// The URL this was made from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The MQTT username, if any.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    fn tls_config(&self) -> Result<rumqttc::TlsConfiguration, Error> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::CertificateDer;
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(pem) = &self.ca_pem {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| Error::Tls(format!("bad CA certificate: {e}")))?;
+                roots.add(cert).map_err(|e| Error::Tls(e.to_string()))?;
+            }
+        } else {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                let _ = roots.add(cert);
+            }
+        }
+        if roots.is_empty() {
+            return Err(Error::Tls("no CA certificates: give one with `tls_ca_pem`".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(rumqttc::TlsConfiguration::Rustls(Arc::new(config)))
+    }
+
+    pub(crate) fn mqtt_options(&self, client_id: &str, will: Option<LastWill>, manual_acks: bool) -> Result<MqttOptions, Error> {
+        let mut opts = MqttOptions::new(client_id, self.host.clone(), self.port);
+        opts.set_keep_alive(self.keep_alive);
+        opts.set_max_packet_size(Some(self.max_packet_size));
+        opts.set_connection_timeout(self.connect_timeout.as_secs().max(1));
+        opts.set_manual_acks(manual_acks);
+        if let Some(expiry) = self.session_expiry {
+            opts.set_session_expiry_interval(Some(expiry));
+            opts.set_clean_start(false);
+        }
+        if let (Some(user), pass) = (&self.username, &self.password) {
+            opts.set_credentials(user.clone(), pass.clone().unwrap_or_default());
+        }
+        if let Some(will) = will {
+            opts.set_last_will(will);
+        }
+        // Nagle's algorithm would hold every small packet until the broker's
+        // delayed ACK: tens of milliseconds per call.
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        opts.set_network_options(net);
+        if self.tls {
+            opts.set_transport(Transport::tls_with_config(self.tls_config()?));
+        }
+        Ok(opts)
+    }
+}
+
+/// How a broker acknowledged one packet.
+#[derive(Debug)]
+pub(crate) enum Ack {
+    Published(PubAckReason),
+    Subscribed(Vec<SubscribeReasonCode>),
+    /// The connection was lost and the session with it, so the packet may not
+    /// have reached the broker.
+    Lost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Publish,
+    Subscribe,
+}
+
+struct Expectation {
+    kind: Kind,
+    waiter: Option<oneshot::Sender<Ack>>,
+}
+
+/// Bookkeeping shared by [`Link`] and the connection task.
+#[derive(Default)]
+struct Book {
+    /// One entry per request sent and not yet seen as an outgoing packet.
+    queue: VecDeque<Expectation>,
+    /// Packets sent and waiting for their ack, by packet id.
+    inflight: HashMap<u16, Option<oneshot::Sender<Ack>>>,
+    /// Requests that sat unsent in rumqttc's pending list at the last error:
+    /// the front of `queue`. A new session drops them.
+    unsent_at_error: usize,
+    /// Subscriptions to restore when the broker did not keep the session.
+    subscriptions: Vec<(String, QoS)>,
+}
+
+/// The state of the connection, as watched by its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LinkState {
+    Connecting,
+    Connected,
+    Reconnecting(String),
+    /// The first connection attempt failed; nothing will retry.
+    Failed(String),
+    Closed,
+}
+
+/// A handle on the connection: cheap to clone, shared by every task of a
+/// server or client.
+#[derive(Clone)]
+pub(crate) struct Link {
+    client: AsyncClient,
+    book: Arc<Mutex<Book>>,
+    /// Held while a request enters rumqttc's channel, so that the order of
+    /// `book.queue` is the order of the channel.
+    send_order: Arc<tokio::sync::Mutex<()>>,
+    state: watch::Receiver<LinkState>,
+    closing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What to publish.
+pub(crate) struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    pub properties: Option<PublishProperties>,
+}
+
+impl Link {
+    /// Connects, and returns once the broker accepted the connection.
+    /// Incoming publishes are sent to `incoming`.
+    pub(crate) async fn connect(
+        options: MqttOptions,
+        connect_timeout: Duration,
+        incoming: mpsc::UnboundedSender<Publish>,
+    ) -> Result<(Link, tokio::task::JoinHandle<()>), Error> {
+        let (client, eventloop) = AsyncClient::new(options, 1024);
+        let book = Arc::new(Mutex::new(Book::default()));
+        let (state_tx, state_rx) = watch::channel(LinkState::Connecting);
+        let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let send_order = Arc::new(tokio::sync::Mutex::new(()));
+        let task = tokio::spawn(drive(
+            eventloop,
+            book.clone(),
+            client.clone(),
+            incoming,
+            send_order.clone(),
+            state_tx,
+            closing.clone(),
+        ));
+        let link = Link {
+            client,
+            book,
+            send_order,
+            state: state_rx,
+            closing,
+        };
+        let mut state = link.state.clone();
+        let first = tokio::time::timeout(
+            connect_timeout + Duration::from_secs(1),
+            state.wait_for(|s| !matches!(s, LinkState::Connecting)),
+        )
+        .await;
+        match first {
+            Err(_) => {
+                task.abort();
+                Err(Error::Connect("timed out waiting for the broker's CONNACK".into()))
+            }
+            Ok(Err(_)) => Err(Error::Connect("the connection task ended".into())),
+            Ok(Ok(s)) => match s.clone() {
+                LinkState::Failed(why) => Err(Error::Connect(why)),
+                _ => Ok((link, task)),
+            },
+        }
+    }
+
+    /// Publishes and waits for the broker's acknowledgement (QoS 1), which
+    /// carries the reason code.
+    pub(crate) async fn publish_acked(&self, msg: Message) -> Result<PubAckReason, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send_publish(msg, Some(tx)).await?;
+        match rx.await {
+            Ok(Ack::Published(reason)) => Ok(reason),
+            Ok(Ack::Lost) | Err(_) => Err(Error::Closed),
+            Ok(Ack::Subscribed(_)) => unreachable!("a publish is acknowledged by PUBACK"),
+        }
+    }
+
+    /// Publishes without waiting for the acknowledgement.
+    pub(crate) async fn publish(&self, msg: Message) -> Result<(), Error> {
+        self.send_publish(msg, None).await
+    }
+
+    async fn send_publish(&self, msg: Message, waiter: Option<oneshot::Sender<Ack>>) -> Result<(), Error> {
+        let _order = self.send_order.lock().await;
+        self.expect(Kind::Publish, waiter);
+        let props = msg.properties.unwrap_or_default();
+        let sent = self
+            .client
+            .publish_bytes_with_properties(msg.topic, msg.qos, msg.retain, msg.payload, props)
+            .await;
+        sent.map_err(|_| {
+            self.book.lock().expect("book lock").queue.pop_back();
+            Error::Closed
+        })
+    }
+
+    /// Subscribes, waits for the SUBACK, and remembers the subscription so it
+    /// is restored if the broker forgets the session.
+    pub(crate) async fn subscribe(&self, filters: &[(String, QoS)]) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let _order = self.send_order.lock().await;
+            self.expect(Kind::Subscribe, Some(tx));
+            let wanted = filters.iter().map(|(f, q)| Filter::new(f.clone(), *q));
+            if self.client.subscribe_many(wanted).await.is_err() {
+                self.book.lock().expect("book lock").queue.pop_back();
+                return Err(Error::Closed);
+            }
+        }
+        let codes = match rx.await {
+            Ok(Ack::Subscribed(codes)) => codes,
+            _ => return Err(Error::Closed),
+        };
+        for ((filter, _), code) in filters.iter().zip(&codes) {
+            if !matches!(code, SubscribeReasonCode::Success(_)) {
+                return Err(Error::SubscribeRefused {
+                    filter: filter.clone(),
+                    reason: format!("{code:?}"),
+                });
+            }
+        }
+        let mut book = self.book.lock().expect("book lock");
+        for f in filters {
+            if !book.subscriptions.iter().any(|(have, _)| have == &f.0) {
+                book.subscriptions.push(f.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Unsubscribes, without waiting for the UNSUBACK.
+    pub(crate) async fn unsubscribe(&self, filter: &str) {
+        self.book.lock().expect("book lock").subscriptions.retain(|(f, _)| f != filter);
+        if self.client.unsubscribe(filter).await.is_err() {
+            tracing::debug!(filter, "could not unsubscribe: the connection is closed");
+        }
+    }
+
+    /// Acknowledges an incoming QoS 1 publish (for connections with manual acks).
+    pub(crate) async fn ack(&self, publish: &Publish) {
+        if publish.qos != QoS::AtMostOnce && self.client.ack(publish).await.is_err() {
+            tracing::debug!("could not acknowledge a publish: the connection is closed");
+        }
+    }
+
+    /// Says goodbye to the broker (no Last Will is published).
+    pub(crate) async fn disconnect(&self) {
+        self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.client.disconnect().await;
+    }
+
+    /// Whether the connection is up now.
+    pub(crate) fn is_connected(&self) -> bool {
+        matches!(*self.state.borrow(), LinkState::Connected)
+    }
+
+    /// Waits until the connection is closed for good.
+    pub(crate) async fn closed(&self) {
+        let mut state = self.state.clone();
+        let _ = state.wait_for(|s| matches!(s, LinkState::Closed | LinkState::Failed(_))).await;
+    }
+
+    fn expect(&self, kind: Kind, waiter: Option<oneshot::Sender<Ack>>) {
+        self.book.lock().expect("book lock").queue.push_back(Expectation { kind, waiter });
+    }
+}
+
+/// The connection task: polls rumqttc, reconnects with backoff, and settles
+/// acknowledgements.
+async fn drive(
+    mut eventloop: EventLoop,
+    book: Arc<Mutex<Book>>,
+    client: AsyncClient,
+    incoming: mpsc::UnboundedSender<Publish>,
+    send_order: Arc<tokio::sync::Mutex<()>>,
+    state: watch::Sender<LinkState>,
+    closing: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut connected_once = false;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(packet)) => match packet {
+                Packet::Publish(publish) => {
+                    let _ = incoming.send(publish);
+                }
+                Packet::PubAck(ack) => settle(&book, ack.pkid, Ack::Published(ack.reason)),
+                Packet::SubAck(ack) => settle(&book, ack.pkid, Ack::Subscribed(ack.return_codes)),
+                Packet::ConnAck(connack) => {
+                    backoff = Duration::from_millis(50);
+                    if connected_once {
+                        let lost = on_reconnect(&book, connack.session_present);
+                        if !lost.is_empty() {
+                            // Not awaited here: the event loop must keep running.
+                            let link = Link {
+                                client: client.clone(),
+                                book: book.clone(),
+                                send_order: send_order.clone(),
+                                state: state.subscribe(),
+                                closing: closing.clone(),
+                            };
+                            tokio::spawn(async move {
+                                match link.subscribe(&lost).await {
+                                    Ok(()) => tracing::info!(count = lost.len(), "restored subscriptions in a new session"),
+                                    Err(e) => tracing::error!(error = %e, "could not restore subscriptions"),
+                                }
+                            });
+                        }
+                    }
+                    connected_once = true;
+                    let _ = state.send(LinkState::Connected);
+                }
+                Packet::Disconnect(d) => {
+                    tracing::warn!(reason = ?d.reason_code, "the broker disconnected us");
+                }
+                _ => {}
+            },
+            Ok(Event::Outgoing(out)) => match out {
+                Outgoing::Publish(pkid) => sent(&book, Kind::Publish, pkid),
+                Outgoing::Subscribe(pkid) => sent(&book, Kind::Subscribe, pkid),
+                _ => {}
+            },
+            Err(err) => {
+                if closing.load(std::sync::atomic::Ordering::SeqCst) || matches!(err, ConnectionError::RequestsDone) {
+                    break;
+                }
+                if !connected_once {
+                    let _ = state.send(LinkState::Failed(describe(&err)));
+                    return;
+                }
+                let unsent = eventloop
+                    .pending
+                    .iter()
+                    .filter(|r| match r {
+                        Request::Publish(p) => p.pkid == 0,
+                        Request::Subscribe(_) => true,
+                        _ => false,
+                    })
+                    .count();
+                book.lock().expect("book lock").unsent_at_error = unsent;
+                tracing::warn!(error = %describe(&err), retry_in = ?backoff, "MQTT connection lost; reconnecting");
+                let _ = state.send(LinkState::Reconnecting(describe(&err)));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    fail_all(&book);
+    let _ = state.send(LinkState::Closed);
+}
+
+fn describe(err: &ConnectionError) -> String {
+    match err {
+        ConnectionError::ConnectionRefused(code) => format!("the broker refused the connection ({code:?})"),
+        other => other.to_string(),
+    }
+}
+
+/// An outgoing packet left: pair it with the oldest expectation, unless it is
+/// a retransmission of a packet still in flight.
+fn sent(book: &Mutex<Book>, kind: Kind, pkid: u16) {
+    let mut book = book.lock().expect("book lock");
+    if pkid != 0 && book.inflight.contains_key(&pkid) {
+        return;
+    }
+    let Some(exp) = book.queue.pop_front() else {
+        tracing::error!(pkid, "an outgoing packet no request accounts for");
+        return;
+    };
+    book.unsent_at_error = book.unsent_at_error.saturating_sub(1);
+    if exp.kind != kind {
+        tracing::error!(pkid, ?kind, expected = ?exp.kind, "outgoing packets out of step with requests");
+    }
+    if pkid != 0 {
+        book.inflight.insert(pkid, exp.waiter);
+    }
+}
+
+fn settle(book: &Mutex<Book>, pkid: u16, ack: Ack) {
+    let waiter = book.lock().expect("book lock").inflight.remove(&pkid);
+    if let Some(Some(tx)) = waiter {
+        let _ = tx.send(ack);
+    }
+}
+
+/// After a reconnect: if the broker kept the session, rumqttc resends what
+/// was in flight and nothing is lost. If not, rumqttc dropped the in-flight
+/// and the unsent requests, so their waiters fail; the subscriptions to make
+/// again are returned.
+fn on_reconnect(book: &Mutex<Book>, session_present: bool) -> Vec<(String, QoS)> {
+    let mut book = book.lock().expect("book lock");
+    if session_present {
+        book.unsent_at_error = 0;
+        return Vec::new();
+    }
+    for (_, waiter) in book.inflight.drain() {
+        if let Some(tx) = waiter {
+            let _ = tx.send(Ack::Lost);
+        }
+    }
+    for _ in 0..std::mem::take(&mut book.unsent_at_error) {
+        if let Some(Expectation { waiter: Some(tx), .. }) = book.queue.pop_front() {
+            let _ = tx.send(Ack::Lost);
+        }
+    }
+    book.subscriptions.clone()
+}
+
+fn fail_all(book: &Mutex<Book>) {
+    let mut book = book.lock().expect("book lock");
+    for (_, waiter) in book.inflight.drain() {
+        if let Some(tx) = waiter {
+            let _ = tx.send(Ack::Lost);
+        }
+    }
+    for exp in book.queue.drain(..) {
+        if let Some(tx) = exp.waiter {
+            let _ = tx.send(Ack::Lost);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_broker_urls() {
+        let o = BrokerOptions::parse("mqtt://127.0.0.1:1884").unwrap();
+        assert_eq!((o.host.as_str(), o.port, o.tls), ("127.0.0.1", 1884, false));
+        let o = BrokerOptions::parse("mqtts://user:pw@localhost").unwrap();
+        assert_eq!((o.port, o.tls), (8883, true));
+        assert_eq!(o.username.as_deref(), Some("user"));
+        assert_eq!(o.password.as_deref(), Some("pw"));
+        assert!(BrokerOptions::parse("http://x").is_err());
+        assert!(BrokerOptions::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn retransmissions_do_not_consume_expectations() {
+        let book = Mutex::new(Book::default());
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        {
+            let mut b = book.lock().unwrap();
+            b.queue.push_back(Expectation { kind: Kind::Publish, waiter: Some(tx1) });
+            b.queue.push_back(Expectation { kind: Kind::Publish, waiter: Some(tx2) });
+        }
+        sent(&book, Kind::Publish, 7);
+        sent(&book, Kind::Publish, 7); // retransmission
+        sent(&book, Kind::Publish, 8);
+        settle(&book, 8, Ack::Published(PubAckReason::NotAuthorized));
+        settle(&book, 7, Ack::Published(PubAckReason::Success));
+        assert!(matches!(rx1.try_recv(), Ok(Ack::Published(PubAckReason::Success))));
+        assert!(matches!(rx2.try_recv(), Ok(Ack::Published(PubAckReason::NotAuthorized))));
+    }
+
+    #[test]
+    fn a_lost_session_fails_what_it_dropped() {
+        let book = Mutex::new(Book::default());
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        let (tx3, mut rx3) = oneshot::channel();
+        {
+            let mut b = book.lock().unwrap();
+            b.queue.push_back(Expectation { kind: Kind::Publish, waiter: Some(tx1) });
+            b.queue.push_back(Expectation { kind: Kind::Publish, waiter: Some(tx2) });
+            b.queue.push_back(Expectation { kind: Kind::Publish, waiter: Some(tx3) });
+        }
+        sent(&book, Kind::Publish, 1); // in flight when the connection dropped
+        book.lock().unwrap().unsent_at_error = 1; // the second was still unsent
+        book.lock().unwrap().subscriptions.push(("a/b".into(), QoS::AtLeastOnce));
+        let again = on_reconnect(&book, false);
+        assert_eq!(again, vec![("a/b".to_string(), QoS::AtLeastOnce)]);
+        assert!(matches!(rx1.try_recv(), Ok(Ack::Lost)));
+        assert!(matches!(rx2.try_recv(), Ok(Ack::Lost)));
+        assert!(rx3.try_recv().is_err(), "the third was sent after the error and survives");
+        sent(&book, Kind::Publish, 1);
+        settle(&book, 1, Ack::Published(PubAckReason::Success));
+        assert!(matches!(rx3.try_recv(), Ok(Ack::Published(PubAckReason::Success))));
+    }
+}

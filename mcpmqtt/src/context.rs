@@ -1,0 +1,220 @@
+//! What a handler knows about the call it serves, and how it streams.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::QoS;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::connection::{Link, Message};
+use crate::envelope::{StreamMessage, StreamType};
+use crate::error::Error;
+
+/// A piece of streamed output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Partial {
+    /// Text (`content` on the wire).
+    Text(String),
+    /// A JSON object (`data` on the wire).
+    Data(Value),
+}
+
+impl Partial {
+    /// The text, if this is text.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Partial::Text(t) => Some(t),
+            Partial::Data(_) => None,
+        }
+    }
+
+    /// The object, if this is data.
+    pub fn as_data(&self) -> Option<&Value> {
+        match self {
+            Partial::Data(d) => Some(d),
+            Partial::Text(_) => None,
+        }
+    }
+}
+
+/// Who made a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    id: String,
+    verified: bool,
+}
+
+impl Caller {
+    pub(crate) fn new(id: impl Into<String>, verified: bool) -> Self {
+        Caller { id: id.into(), verified }
+    }
+
+    /// The caller's identity.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether the broker attests the identity. In plain v0.1 calls it is only
+    /// what the caller claims, so a handler must not trust it for decisions.
+    pub fn is_verified(&self) -> bool {
+        self.verified
+    }
+}
+
+/// The context of one call: its id, its caller, and for `streaming` tools a
+/// way to emit partial output. Take it as `ctx: &CallContext` in a `#[tool]`
+/// function; it is not part of the input schema.
+#[derive(Clone)]
+pub struct CallContext {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    call_id: String,
+    tool: String,
+    caller: Caller,
+    stream: Option<StreamSink>,
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("call_id", &self.inner.call_id)
+            .field("tool", &self.inner.tool)
+            .field("caller", &self.inner.caller)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallContext {
+    pub(crate) fn new(call_id: String, tool: String, caller: Caller, stream: Option<StreamSink>) -> Self {
+        CallContext {
+            inner: Arc::new(Inner { call_id, tool, caller, stream }),
+        }
+    }
+
+    /// A context for calling a tool function directly, with no broker: in unit
+    /// tests. Partials it emits arrive on the returned receiver.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use mcpmqtt::{CallContext, Partial};
+    ///
+    /// let (ctx, mut partials) = CallContext::for_test("crawl_site", "scout");
+    /// ctx.emit_text("page 1").await.unwrap();
+    /// assert_eq!(partials.recv().await, Some(Partial::Text("page 1".into())));
+    /// # }
+    /// ```
+    pub fn for_test(tool: &str, caller: &str) -> (CallContext, mpsc::UnboundedReceiver<Partial>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ctx = CallContext::new(
+            format!("test-{}", uuid::Uuid::new_v4()),
+            tool.to_owned(),
+            Caller::new(caller, true),
+            Some(StreamSink::Test(tx)),
+        );
+        (ctx, rx)
+    }
+
+    /// The call's unique id.
+    pub fn call_id(&self) -> &str {
+        &self.inner.call_id
+    }
+
+    /// The tool being called.
+    pub fn tool(&self) -> &str {
+        &self.inner.tool
+    }
+
+    /// Who is calling.
+    pub fn caller(&self) -> &Caller {
+        &self.inner.caller
+    }
+
+    /// Streams a piece of text to the caller.
+    pub async fn emit_text(&self, text: impl Into<String>) -> Result<(), Error> {
+        self.emit(Partial::Text(text.into())).await
+    }
+
+    /// Streams a JSON object to the caller; anything else is refused, as the
+    /// protocol's `data` is an object.
+    pub async fn emit_data(&self, data: impl Serialize) -> Result<(), Error> {
+        let value = serde_json::to_value(data)?;
+        if !value.is_object() {
+            return Err(Error::PartialNotObject);
+        }
+        self.emit(Partial::Data(value)).await
+    }
+
+    /// Streams a partial.
+    pub async fn emit(&self, partial: Partial) -> Result<(), Error> {
+        match &self.inner.stream {
+            None => Err(Error::NotStreaming(self.inner.tool.clone())),
+            Some(sink) => sink.send(&self.inner.call_id, StreamType::Partial, Some(partial)).await,
+        }
+    }
+
+    /// Ends the stream with `done`; the dispatcher calls this before it answers.
+    pub(crate) async fn finish_stream(&self) -> Result<(), Error> {
+        match &self.inner.stream {
+            Some(sink @ StreamSink::Mqtt { .. }) => sink.send(&self.inner.call_id, StreamType::Done, None).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Where a call's partials go.
+pub(crate) enum StreamSink {
+    /// Published on the call's stream topic, numbered from 0.
+    Mqtt { link: Link, topic: String, seq: AtomicU64 },
+    /// Collected for a unit test.
+    Test(mpsc::UnboundedSender<Partial>),
+}
+
+impl StreamSink {
+    pub(crate) fn mqtt(link: Link, topic: String) -> Self {
+        StreamSink::Mqtt {
+            link,
+            topic,
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    async fn send(&self, call_id: &str, kind: StreamType, partial: Option<Partial>) -> Result<(), Error> {
+        match self {
+            StreamSink::Test(tx) => {
+                if let Some(p) = partial {
+                    let _ = tx.send(p);
+                }
+                Ok(())
+            }
+            StreamSink::Mqtt { link, topic, seq } => {
+                let (content, data) = match partial {
+                    Some(Partial::Text(t)) => (Some(t), None),
+                    Some(Partial::Data(d)) => (None, Some(d)),
+                    None => (None, None),
+                };
+                let msg = StreamMessage {
+                    call_id: call_id.to_owned(),
+                    seq: seq.fetch_add(1, Ordering::SeqCst),
+                    kind,
+                    content,
+                    data,
+                };
+                // QoS 1, so partials and the response (also QoS 1) keep
+                // their order through the broker.
+                link.publish(Message {
+                    topic: topic.clone(),
+                    payload: Bytes::from(serde_json::to_vec(&msg)?),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    properties: None,
+                })
+                .await
+            }
+        }
+    }
+}

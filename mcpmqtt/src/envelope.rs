@@ -1,0 +1,235 @@
+//! The JSON payloads of calls, responses and stream messages (v0.1 field names).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A call request, published on a tool's call topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRequest {
+    /// Unique per call; echoed in the response and every stream message.
+    pub call_id: String,
+    /// The tool's arguments (an object).
+    #[serde(default = "empty_object")]
+    pub arguments: Value,
+    /// The caller's identity as the caller states it (self-asserted in v0.1).
+    #[serde(default)]
+    pub client: String,
+    /// When the call was made (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    /// Where to answer, for brokers without MQTT 5 Response Topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_topic: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// `ok` or `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseStatus {
+    /// The call succeeded and `result` holds its value.
+    Ok,
+    /// The call failed and `error` says why.
+    Error,
+}
+
+/// A call response, published on the caller's response topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallResponse {
+    /// The call this answers.
+    pub call_id: String,
+    /// Whether it succeeded.
+    pub status: ResponseStatus,
+    /// The tool's result, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Why it failed, on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    /// How long the server took, in milliseconds.
+    #[serde(default)]
+    pub elapsed_ms: u64,
+}
+
+impl CallResponse {
+    /// A success.
+    pub fn ok(call_id: String, result: Value, elapsed_ms: u64) -> Self {
+        CallResponse {
+            call_id,
+            status: ResponseStatus::Ok,
+            result: Some(result),
+            error: None,
+            elapsed_ms,
+        }
+    }
+
+    /// A failure.
+    pub fn error(call_id: String, error: ErrorBody, elapsed_ms: u64) -> Self {
+        CallResponse {
+            call_id,
+            status: ResponseStatus::Error,
+            result: None,
+            error: Some(error),
+            elapsed_ms,
+        }
+    }
+}
+
+/// The `error` object of a failed response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The kind of failure.
+    #[serde(rename = "type")]
+    pub error_type: ErrorType,
+    /// A human-readable explanation.
+    pub message: String,
+    /// A tool-defined code (string or number on the wire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<Value>,
+}
+
+impl ErrorBody {
+    /// An error of `error_type` with `message` and no code.
+    pub fn new(error_type: ErrorType, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error_type,
+            message: message.into(),
+            code: None,
+        }
+    }
+}
+
+/// The v0.1 error types; unknown ones from newer peers are kept as `Other`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ErrorType {
+    /// `invalid_arguments`
+    InvalidArguments,
+    /// `unauthorized`
+    Unauthorized,
+    /// `tool_error`
+    ToolError,
+    /// `timeout`
+    Timeout,
+    /// `unavailable`
+    Unavailable,
+    /// A type this version does not know.
+    Other(String),
+}
+
+impl ErrorType {
+    /// The wire name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorType::InvalidArguments => "invalid_arguments",
+            ErrorType::Unauthorized => "unauthorized",
+            ErrorType::ToolError => "tool_error",
+            ErrorType::Timeout => "timeout",
+            ErrorType::Unavailable => "unavailable",
+            ErrorType::Other(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "invalid_arguments" => ErrorType::InvalidArguments,
+            "unauthorized" => ErrorType::Unauthorized,
+            "tool_error" => ErrorType::ToolError,
+            "timeout" => ErrorType::Timeout,
+            "unavailable" => ErrorType::Unavailable,
+            _ => ErrorType::Other(s),
+        })
+    }
+}
+
+/// `partial` or `done`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamType {
+    /// A piece of output.
+    Partial,
+    /// The last stream message of a call; the response follows.
+    Done,
+}
+
+/// A message on a call's stream topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamMessage {
+    /// The call it belongs to.
+    pub call_id: String,
+    /// Position in the call's stream, from 0 (v0.1 peers may send any number).
+    pub seq: u64,
+    /// Partial or done.
+    #[serde(rename = "type")]
+    pub kind: StreamType,
+    /// Text output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Structured output (an object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+/// Now, as RFC 3339 UTC with milliseconds (`2026-11-23T21:08:03.123Z`).
+pub(crate) fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    now.format(&fmt).unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn v01_response_shapes_parse() {
+        let ok: CallResponse = serde_json::from_value(
+            json!({"call_id": "c1", "status": "ok", "result": {"x": 1}, "elapsed_ms": 3}),
+        )
+        .unwrap();
+        assert_eq!(ok.result, Some(json!({"x": 1})));
+        let err: CallResponse = serde_json::from_value(json!({
+            "call_id": "c1", "status": "error",
+            "error": {"type": "tool_error", "message": "boom", "code": 42},
+            "elapsed_ms": 3
+        }))
+        .unwrap();
+        let body = err.error.unwrap();
+        assert_eq!(body.error_type, ErrorType::ToolError);
+        assert_eq!(body.code, Some(json!(42)));
+    }
+
+    #[test]
+    fn unknown_error_types_survive() {
+        let t: ErrorType = serde_json::from_value(json!("rate_limited")).unwrap();
+        assert_eq!(t, ErrorType::Other("rate_limited".into()));
+        assert_eq!(serde_json::to_value(&t).unwrap(), json!("rate_limited"));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let ts = now_rfc3339();
+        assert!(time::OffsetDateTime::parse(&ts, &time::format_description::well_known::Rfc3339).is_ok(), "{ts}");
+        assert!(ts.ends_with('Z'));
+    }
+}

@@ -1,0 +1,248 @@
+//! Errors: [`Error`] for setting up and running, [`CallError`] for what a
+//! call returns, [`ToolError`] for what a handler returns.
+
+use crate::envelope::{ErrorBody, ErrorType};
+
+/// Setting up or running a server or client failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A tool, server, caller or namespace name cannot be used as a topic level.
+    #[error("invalid {kind} name {name:?}: {reason}")]
+    InvalidName {
+        /// What the name was for.
+        kind: &'static str,
+        /// The rejected name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Two tools of one server have the same name.
+    #[error("tool {0:?} is registered twice: a server hosts each tool name once")]
+    DuplicateTool(String),
+    /// The broker URL could not be used.
+    #[error("invalid broker URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A tool's input schema is not a usable JSON Schema.
+    #[error("tool {tool:?} has an invalid input schema: {message}")]
+    InvalidSchema {
+        /// The tool.
+        tool: String,
+        /// What the validator said.
+        message: String,
+    },
+    /// TLS could not be set up.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// The broker could not be reached or refused the connection.
+    #[error("could not connect to the broker: {0}")]
+    Connect(String),
+    /// The broker refused a subscription.
+    #[error("the broker refused the subscription to {filter:?} ({reason})")]
+    SubscribeRefused {
+        /// The topic filter.
+        filter: String,
+        /// The SUBACK reason code.
+        reason: String,
+    },
+    /// The connection to the broker is closed for good.
+    #[error("the connection to the broker is closed")]
+    Closed,
+    /// Streaming was asked of a tool that is not declared `streaming`.
+    #[error("tool {0:?} is not declared `streaming`, so it cannot emit partials")]
+    NotStreaming(String),
+    /// A partial's `data` must be a JSON object.
+    #[error("a partial's data must be a JSON object; wrap other values, e.g. `{{\"value\": ...}}`")]
+    PartialNotObject,
+    /// Encoding a message failed.
+    #[error("could not encode a message: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Why a call failed, as the caller sees it.
+///
+/// The first five variants are the v0.1 error types a server answers with;
+/// [`CallError::Transport`] and [`CallError::Protocol`] happen on the caller's side.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The arguments do not match the tool's input schema.
+    #[error("invalid arguments: {message}")]
+    InvalidArguments {
+        /// Names the offending field.
+        message: String,
+    },
+    /// The broker or the server refused the caller.
+    #[error("unauthorized: {message}")]
+    Unauthorized {
+        /// Why.
+        message: String,
+    },
+    /// The tool ran and failed, or panicked.
+    #[error("tool error: {message}{}", code.as_deref().map(|c| format!(" (code {c})")).unwrap_or_default())]
+    ToolError {
+        /// The tool's message.
+        message: String,
+        /// The tool's error code, if it gave one.
+        code: Option<String>,
+    },
+    /// No response came in time (the server's own timeout or the caller's).
+    #[error("timeout: {message}")]
+    Timeout {
+        /// Which side gave up, and after how long.
+        message: String,
+    },
+    /// No server hosts the tool, or it is offline.
+    #[error("unavailable: {message}")]
+    Unavailable {
+        /// Why.
+        message: String,
+    },
+    /// The connection to the broker failed.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The server answered with something this client cannot read.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+impl CallError {
+    /// The v0.1 error type this maps to, if it is one a server can send.
+    pub fn error_type(&self) -> Option<ErrorType> {
+        Some(match self {
+            CallError::InvalidArguments { .. } => ErrorType::InvalidArguments,
+            CallError::Unauthorized { .. } => ErrorType::Unauthorized,
+            CallError::ToolError { .. } => ErrorType::ToolError,
+            CallError::Timeout { .. } => ErrorType::Timeout,
+            CallError::Unavailable { .. } => ErrorType::Unavailable,
+            CallError::Transport(_) | CallError::Protocol(_) => return None,
+        })
+    }
+
+    pub(crate) fn from_body(body: ErrorBody) -> Self {
+        let message = body.message;
+        match body.error_type {
+            ErrorType::InvalidArguments => CallError::InvalidArguments { message },
+            ErrorType::Unauthorized => CallError::Unauthorized { message },
+            ErrorType::Timeout => CallError::Timeout { message },
+            ErrorType::Unavailable => CallError::Unavailable { message },
+            ErrorType::ToolError => CallError::ToolError {
+                message,
+                code: body.code.map(code_to_string),
+            },
+            ErrorType::Other(kind) => CallError::ToolError {
+                message: format!("{kind}: {message}"),
+                code: body.code.map(code_to_string),
+            },
+        }
+    }
+}
+
+fn code_to_string(code: serde_json::Value) -> String {
+    match code {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// What a tool returns when it fails: a message, an optional code, and the
+/// error type the caller sees (`tool_error` unless built otherwise).
+///
+/// Anything that implements [`Display`](std::fmt::Display) converts into it,
+/// so `?` works on the errors a handler meets:
+///
+/// ```
+/// use mcpmqtt::ToolError;
+///
+/// fn parse(pages: &str) -> Result<u32, ToolError> {
+///     let n: u32 = pages.parse()?; // ParseIntError: Display
+///     if n == 0 {
+///         return Err(ToolError::new("pages must be positive").with_code("bad_pages"));
+///     }
+///     Ok(n)
+/// }
+/// assert_eq!(parse("0").unwrap_err().code(), Some("bad_pages"));
+/// ```
+///
+/// It deliberately does not implement `Display` itself (that would clash with
+/// the blanket conversion); use [`ToolError::message`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolError {
+    kind: ErrorType,
+    message: String,
+    code: Option<String>,
+}
+
+impl ToolError {
+    /// A `tool_error` with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        ToolError {
+            kind: ErrorType::ToolError,
+            message: message.into(),
+            code: None,
+        }
+    }
+
+    /// An `invalid_arguments` error: for checks the schema cannot express.
+    pub fn invalid_arguments(message: impl Into<String>) -> Self {
+        ToolError {
+            kind: ErrorType::InvalidArguments,
+            ..ToolError::new(message)
+        }
+    }
+
+    /// An `unauthorized` error: for decisions the broker's ACL cannot make.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ToolError {
+            kind: ErrorType::Unauthorized,
+            ..ToolError::new(message)
+        }
+    }
+
+    pub(crate) fn of_type(kind: ErrorType, message: impl Into<String>) -> Self {
+        ToolError {
+            kind,
+            ..ToolError::new(message)
+        }
+    }
+
+    /// Adds a machine-readable code, sent as the error's `code`.
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The code, if any.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// The error type the caller sees.
+    pub fn error_type(&self) -> &ErrorType {
+        &self.kind
+    }
+
+    pub(crate) fn into_body(self) -> ErrorBody {
+        ErrorBody {
+            error_type: self.kind,
+            message: self.message,
+            code: self.code.map(serde_json::Value::String),
+        }
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for ToolError {
+    fn from(err: E) -> Self {
+        ToolError::new(err.to_string())
+    }
+}

@@ -1,0 +1,95 @@
+//! # mcpmqtt
+//!
+//! Host [Model Context Protocol](https://modelcontextprotocol.io) tools on an
+//! MQTT 5 broker, where the **broker** enforces which caller may call which
+//! tool: a caller that was not granted a tool cannot even deliver a call to it.
+//!
+//! Write tools as plain `async fn`s:
+//!
+//! ```no_run
+//! use mcpmqtt::{tool, CallContext, Server, ToolError};
+//!
+//! /// Crawl a site, streaming one partial per page.
+//! #[tool(allowed_callers = ["scout", "operator"], streaming)]
+//! async fn crawl_site(
+//!     ctx: &CallContext,
+//!     /// The first URL to fetch.
+//!     url: String,
+//!     /// How many pages to crawl (default 3).
+//!     pages: Option<u32>,
+//! ) -> Result<Vec<String>, ToolError> {
+//!     let mut seen = Vec::new();
+//!     for i in 1..=pages.unwrap_or(3) {
+//!         let page = format!("{url}/page/{i}");
+//!         ctx.emit_text(format!("crawled {page}")).await?;
+//!         seen.push(page);
+//!     }
+//!     Ok(seen)
+//! }
+//!
+//! # async fn run() -> Result<(), mcpmqtt::Error> {
+//! Server::builder("gtm-mcp-server")
+//!     .broker("mqtt://127.0.0.1:1883")?
+//!     .namespace("gtm")
+//!     .tool::<crawl_site>()
+//!     .build()?
+//!     .run()
+//!     .await
+//! # }
+//! ```
+//!
+//! and call them by name from a [`Client`]:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use mcpmqtt::Client;
+//! use serde_json::json;
+//!
+//! let client = Client::builder("scout").broker("mqtt://127.0.0.1:1883")?.namespace("gtm").connect().await?;
+//! let pages = client.call("crawl_site", json!({"url": "https://example.com"})).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The wire protocol is the draft v0.1 of MCP over MQTT, with the extensions
+//! described in the repository's `SPEC.md`.
+
+#![warn(missing_docs)]
+
+mod card;
+mod client;
+mod connection;
+mod context;
+mod dispatcher;
+mod envelope;
+mod error;
+mod names;
+mod schema;
+mod server;
+mod tool;
+mod topics;
+
+#[cfg(feature = "embedded-broker")]
+pub mod embedded;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use card::{ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, SDK_VERSION};
+pub use client::{CallOptions, Client, ClientBuilder, PendingCall};
+pub use connection::{BrokerOptions, DEFAULT_MAX_PACKET_SIZE};
+pub use context::{CallContext, Caller, Partial};
+pub use envelope::{CallRequest, CallResponse, ErrorBody, ErrorType, ResponseStatus, StreamMessage, StreamType};
+pub use error::{CallError, Error, ToolError};
+pub use names::{name_problem, MAX_NAME_LEN};
+pub use schema::{input_schema, make_self_contained, output_schema};
+pub use server::{Server, ServerBuilder, ServerHandle};
+pub use tool::{BoxFuture, Handler, Tool, ToolDef, ToolDefBuilder};
+pub use topics::Topics;
+
+/// Marks an `async fn` as a tool. See the crate documentation.
+pub use mcpmqtt_macros::tool;
+
+/// Derive this on argument types (with `serde::Deserialize`) so their schema
+/// can be derived; re-exported so users need not depend on schemars.
+pub use schemars::JsonSchema;

@@ -1,0 +1,95 @@
+//! Rules for the names that become MQTT topic levels: tool, server and caller
+//! identities. The `#[tool]` macro applies the same rules at compile time.
+
+/// The longest name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Why a name cannot be a single MQTT topic level, or `None` if it can.
+///
+/// A name is one topic level: wildcards (`+`, `#`) or a `/` in it would let it
+/// match or reach other topics, so the broker's ACL could no longer tell tools
+/// or callers apart.
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("it is longer than 128 bytes")
+    } else if name.contains('/') {
+        Some("it contains `/`, which separates topic levels")
+    } else if name.contains('+') || name.contains('#') {
+        Some("it contains an MQTT wildcard (`+` or `#`)")
+    } else if name.contains('\0') {
+        Some("it contains a NUL character")
+    } else if name.chars().any(char::is_whitespace) {
+        Some("it contains whitespace")
+    } else if name.starts_with('$') {
+        Some("it starts with `$`, which brokers reserve")
+    } else {
+        None
+    }
+}
+
+/// Checks a name, naming its `kind` ("tool", "server", "caller", ...) in the error.
+pub(crate) fn validate(kind: &'static str, name: &str) -> Result<(), crate::Error> {
+    match name_problem(name) {
+        None => Ok(()),
+        Some(reason) => Err(crate::Error::InvalidName {
+            kind,
+            name: name.to_owned(),
+            reason,
+        }),
+    }
+}
+
+/// Normalises a namespace: trims leading and trailing `/` and checks that it
+/// holds no wildcard, NUL, whitespace or empty level.
+pub(crate) fn normalize_namespace(ns: &str) -> Result<String, crate::Error> {
+    let trimmed = ns.trim_matches('/');
+    let invalid = |reason| crate::Error::InvalidName {
+        kind: "namespace",
+        name: ns.to_owned(),
+        reason,
+    };
+    if trimmed.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    for level in trimmed.split('/') {
+        if level.is_empty() {
+            return Err(invalid("it has an empty topic level (`//`)"));
+        }
+        if let Some(reason) = name_problem(level) {
+            return Err(invalid(reason));
+        }
+    }
+    Ok(trimmed.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_names() {
+        for ok in ["query_watch_configs", "gtm-mcp-server", "scout", "a.b", "ü"] {
+            assert_eq!(name_problem(ok), None, "{ok}");
+        }
+        assert_eq!(name_problem(&"a".repeat(128)), None);
+    }
+
+    #[test]
+    fn rejects_what_would_break_topics() {
+        for bad in ["", "a/b", "a+", "#", "a b", "a\tb", "a\0", "$SYS"] {
+            assert!(name_problem(bad).is_some(), "{bad:?}");
+        }
+        assert!(name_problem(&"a".repeat(129)).is_some());
+    }
+
+    #[test]
+    fn namespaces_are_trimmed_and_checked() {
+        assert_eq!(normalize_namespace("/a2a/v1/").unwrap(), "a2a/v1");
+        assert_eq!(normalize_namespace("gtm").unwrap(), "gtm");
+        assert!(normalize_namespace("a//b").is_err());
+        assert!(normalize_namespace("a/+").is_err());
+        assert!(normalize_namespace("/").is_err());
+    }
+}

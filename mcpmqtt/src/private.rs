@@ -1,0 +1,141 @@
+//! What `#[tool]`-generated code calls. Not a public API: it may change in
+//! any release.
+
+pub use schemars;
+pub use serde;
+pub use serde_json;
+
+pub use crate::schema::input_schema;
+pub use crate::tool::{BoxFuture, ToolDef};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::ToolError;
+
+/// Reads validated arguments into the generated arguments struct.
+pub fn parse_arguments<T: DeserializeOwned>(arguments: Value) -> Result<T, ToolError> {
+    serde_json::from_value(arguments).map_err(|e| ToolError::invalid_arguments(e.to_string()))
+}
+
+/// Turns what a tool function returns into the call's result.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned from a tool",
+    label = "the result is sent as JSON",
+    note = "return a type that implements `serde::Serialize`, or `Result<T, E>` where `T: Serialize` and `E: Into<mcpmqtt::ToolError>`"
+)]
+pub trait IntoToolResult {
+    /// Serialises the success, converts the failure.
+    fn into_tool_result(self) -> Result<Value, ToolError>;
+}
+
+impl<T: Serialize, E: Into<ToolError>> IntoToolResult for Result<T, E> {
+    fn into_tool_result(self) -> Result<Value, ToolError> {
+        match self {
+            Ok(v) => to_result(&v),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Wraps a plain (non-`Result`) return value.
+pub struct Plain<T>(pub T);
+
+impl<T: Serialize> IntoToolResult for Plain<T> {
+    fn into_tool_result(self) -> Result<Value, ToolError> {
+        to_result(&self.0)
+    }
+}
+
+fn to_result<T: Serialize>(value: &T) -> Result<Value, ToolError> {
+    serde_json::to_value(value).map_err(|e| ToolError::new(format!("could not serialise the result: {e}")))
+}
+
+/// Asserts at compile time that an argument type can be read from JSON and
+/// described by a schema; generated with the argument type's span.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a tool argument",
+    label = "this argument type must implement `serde::Deserialize` and `schemars::JsonSchema`",
+    note = "derive them: `#[derive(serde::Deserialize, schemars::JsonSchema)]` (the JsonSchema derive is re-exported as `mcpmqtt::JsonSchema`)"
+)]
+pub trait ToolArgument {}
+impl<T: DeserializeOwned + schemars::JsonSchema> ToolArgument for T {}
+
+/// See [`ToolArgument`].
+pub fn assert_argument<T: ToolArgument>() {}
+
+/// Asserts that a return value can be sent as JSON.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned from a tool",
+    label = "this type must implement `serde::Serialize`",
+    note = "derive it: `#[derive(serde::Serialize)]`"
+)]
+pub trait ToolOutput {}
+impl<T: Serialize> ToolOutput for T {}
+
+/// See [`ToolOutput`].
+pub fn assert_output<T: ToolOutput>() {}
+
+/// Picks the output schema when the result type has one (autoref
+/// specialisation: `(&&OutputSchema::<T>::new()).output_schema()`).
+pub struct OutputSchema<T: ?Sized>(std::marker::PhantomData<T>);
+
+impl<T: ?Sized> OutputSchema<T> {
+    /// A probe for `T`.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        OutputSchema(std::marker::PhantomData)
+    }
+}
+
+/// Chosen when `T: JsonSchema`.
+pub trait HasOutputSchema {
+    /// `Some(schema)`.
+    fn output_schema(&self) -> Option<Value>;
+}
+
+impl<T: ?Sized + schemars::JsonSchema> HasOutputSchema for &OutputSchema<T> {
+    fn output_schema(&self) -> Option<Value> {
+        Some(crate::schema::output_schema::<T>())
+    }
+}
+
+/// Chosen otherwise.
+pub trait NoOutputSchema {
+    /// `None`.
+    fn output_schema(&self) -> Option<Value>;
+}
+
+impl<T: ?Sized> NoOutputSchema for OutputSchema<T> {
+    fn output_schema(&self) -> Option<Value> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, schemars::JsonSchema)]
+    struct WithSchema {
+        n: u32,
+    }
+    #[derive(Serialize)]
+    struct WithoutSchema;
+
+    #[test]
+    fn output_schema_only_when_json_schema() {
+        assert!((&&OutputSchema::<WithSchema>::new()).output_schema().is_some());
+        assert!((&&OutputSchema::<WithoutSchema>::new()).output_schema().is_none());
+    }
+
+    #[test]
+    fn display_errors_become_tool_errors() {
+        let r: Result<u32, std::num::ParseIntError> = "x".parse::<u32>();
+        let e = r.into_tool_result().unwrap_err();
+        assert_eq!(e.message(), "invalid digit found in string");
+        let r: Result<(), ToolError> = Err(ToolError::new("no").with_code("E1"));
+        assert_eq!(r.into_tool_result().unwrap_err().code(), Some("E1"));
+    }
+}

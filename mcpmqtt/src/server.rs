@@ -1,0 +1,395 @@
+//! The server: hosts tools, publishes their cards, answers calls.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{LastWill, PubAckReason, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use tokio::sync::mpsc;
+
+use crate::card::{ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, SDK_VERSION};
+use crate::connection::{BrokerOptions, Link, Message};
+use crate::dispatcher::{Dispatcher, HostedTool};
+use crate::envelope::now_rfc3339;
+use crate::error::Error;
+use crate::names;
+use crate::tool::{Tool, ToolDef};
+use crate::topics::Topics;
+
+/// The namespace used when none is given: the v0.1 default.
+pub const DEFAULT_NAMESPACE: &str = "a2a/v1";
+
+/// A server: a named set of tools, ready to go online.
+///
+/// Build one with [`Server::builder`], then [`run`](Server::run) it (until
+/// Ctrl-C) or [`start`](Server::start) it (and keep the handle).
+#[derive(Debug)]
+pub struct Server {
+    pub(crate) name: String,
+    pub(crate) topics: Topics,
+    pub(crate) broker: BrokerOptions,
+    pub(crate) tools: Vec<ToolDef>,
+    pub(crate) config: ServerConfig,
+}
+
+/// Tunables of the dispatcher.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerConfig {
+    pub shared_subscription: bool,
+    pub max_concurrent_calls: usize,
+    pub default_timeout: Duration,
+    pub max_payload_bytes: usize,
+}
+
+impl Server {
+    /// Starts a server named `name` (its identity on the broker, and the
+    /// `server` field of its cards).
+    pub fn builder(name: impl Into<String>) -> ServerBuilder {
+        ServerBuilder {
+            name: name.into(),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            broker: Ok(BrokerOptions::default()),
+            tools: Vec::new(),
+            config: ServerConfig {
+                shared_subscription: true,
+                max_concurrent_calls: 64,
+                default_timeout: Duration::from_secs(30),
+                max_payload_bytes: 1024 * 1024,
+            },
+        }
+    }
+
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The topics of its namespace.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// The tools it hosts.
+    pub fn tools(&self) -> &[ToolDef] {
+        &self.tools
+    }
+
+    /// The card announcing this server, online or offline.
+    pub fn server_card(&self, status: Status) -> ServerCard {
+        ServerCard {
+            version: CARD_VERSION.into(),
+            server: self.name.clone(),
+            namespace: self.topics.namespace().to_owned(),
+            tools: self.tools.iter().map(|t| t.name.clone()).collect(),
+            version_info: VersionInfo {
+                sdk: SDK_VERSION.into(),
+                tool: None,
+            },
+            status,
+            last_seen: now_rfc3339(),
+        }
+    }
+
+    /// The card announcing one of its tools.
+    pub fn tool_card(&self, tool: &ToolDef, status: Status) -> ToolCard {
+        ToolCard {
+            version: CARD_VERSION.into(),
+            tool: tool.name.clone(),
+            server: self.name.clone(),
+            namespace: self.topics.namespace().to_owned(),
+            description: tool.description.clone(),
+            input_schema: tool.input_schema.clone(),
+            output_schema: tool.output_schema.clone(),
+            supports_streaming: tool.streaming,
+            requires_auth: !tool.allowed_callers.is_empty(),
+            allowed_callers: tool.allowed_callers.clone(),
+            version_info: VersionInfo {
+                sdk: SDK_VERSION.into(),
+                tool: tool.version.clone(),
+            },
+            status,
+            last_seen: now_rfc3339(),
+            timeout_ms: Some(tool.timeout.unwrap_or(self.config.default_timeout).as_millis() as u64),
+        }
+    }
+
+    /// Connects, subscribes to the tools' call topics, publishes the cards,
+    /// and serves until [`ServerHandle::shutdown`].
+    pub async fn start(self) -> Result<ServerHandle, Error> {
+        let server = Arc::new(self);
+        let client_id = server
+            .broker
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", server.name, &uuid::Uuid::new_v4().simple().to_string()[..8]));
+        let offline = serde_json::to_vec(&server.server_card(Status::Offline))?;
+        let will = LastWill::new(
+            server.topics.server_card(&server.name),
+            offline,
+            QoS::AtLeastOnce,
+            true,
+            None,
+        );
+        let options = server.broker.mqtt_options(&client_id, Some(will), true)?;
+        let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
+        let (link, conn_task) = Link::connect(options, server.broker.connect_timeout, incoming_tx).await?;
+
+        let hosted: HashMap<String, Arc<HostedTool>> = server
+            .tools
+            .iter()
+            .map(|t| Ok((t.name.clone(), Arc::new(HostedTool::new(t.clone(), &server.config)?))))
+            .collect::<Result<_, Error>>()?;
+
+        let filters: Vec<(String, QoS)> = server
+            .tools
+            .iter()
+            .map(|t| {
+                let topic = if server.config.shared_subscription {
+                    server.topics.shared_call(&t.name)
+                } else {
+                    server.topics.call(&t.name)
+                };
+                (topic, QoS::AtLeastOnce)
+            })
+            .collect();
+        if !filters.is_empty() {
+            link.subscribe(&filters).await?;
+        }
+
+        let dispatcher = Dispatcher::new(link.clone(), server.topics.clone(), hosted, server.config.clone());
+        let dispatch_task = tokio::spawn(dispatcher.run(incoming_rx));
+
+        publish_cards(&server, &link, Status::Online).await?;
+        tracing::info!(server = %server.name, tools = server.tools.len(), namespace = server.topics.namespace(), "server online");
+        Ok(ServerHandle {
+            server,
+            link,
+            conn_task,
+            dispatch_task,
+        })
+    }
+
+    /// Starts, serves until Ctrl-C, then shuts down gracefully.
+    pub async fn run(self) -> Result<(), Error> {
+        let handle = self.start().await?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = handle.link.closed() => return Err(Error::Closed),
+        }
+        handle.shutdown().await
+    }
+}
+
+/// Publishes every card retained, and waits for the broker to take them.
+async fn publish_cards(server: &Server, link: &Link, status: Status) -> Result<(), Error> {
+    let mut cards = Vec::with_capacity(server.tools.len() + 1);
+    for tool in &server.tools {
+        cards.push((server.topics.tool_card(&tool.name), serde_json::to_vec(&server.tool_card(tool, status))?));
+    }
+    cards.push((server.topics.server_card(&server.name), serde_json::to_vec(&server.server_card(status))?));
+    let acks = cards.into_iter().map(|(topic, payload)| {
+        link.publish_acked(Message {
+            topic,
+            payload: Bytes::from(payload),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Some(PublishProperties {
+                content_type: Some("application/json".into()),
+                ..Default::default()
+            }),
+        })
+    });
+    for reason in futures_util::future::join_all(acks).await {
+        match reason? {
+            PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {}
+            other => tracing::warn!(reason = ?other, "the broker did not accept a card"),
+        }
+    }
+    Ok(())
+}
+
+/// A running server.
+pub struct ServerHandle {
+    server: Arc<Server>,
+    link: Link,
+    conn_task: tokio::task::JoinHandle<()>,
+    dispatch_task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle").field("server", &self.server.name).finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// The server being run.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Whether the connection to the broker is up.
+    pub fn is_connected(&self) -> bool {
+        self.link.is_connected()
+    }
+
+    /// Goes offline gracefully: republishes every card as offline, then
+    /// disconnects (so the Last Will is not sent).
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.dispatch_task.abort();
+        let result = publish_cards(&self.server, &self.link, Status::Offline).await;
+        self.link.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.conn_task).await;
+        tracing::info!(server = %self.server.name, "server offline");
+        result
+    }
+
+    /// Drops the connection without a goodbye, as a crash would: the broker
+    /// then publishes the Last Will (the offline Server Card).
+    pub fn abort(self) {
+        self.dispatch_task.abort();
+        self.conn_task.abort();
+    }
+}
+
+/// Builds a [`Server`].
+#[must_use]
+pub struct ServerBuilder {
+    name: String,
+    namespace: String,
+    broker: Result<BrokerOptions, Error>,
+    tools: Vec<ToolDef>,
+    config: ServerConfig,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// The broker to connect to: `mqtt://host:port` or `mqtts://host:port`.
+    pub fn broker(mut self, url: &str) -> Result<Self, Error> {
+        let keep = self.broker.as_ref().ok().cloned();
+        let mut parsed = BrokerOptions::parse(url)?;
+        if let Some(old) = keep {
+            parsed.username = parsed.username.or(old.username);
+            parsed.password = parsed.password.or(old.password);
+            parsed.client_id = old.client_id;
+        }
+        self.broker = Ok(parsed);
+        Ok(self)
+    }
+
+    /// All connection options at once.
+    pub fn broker_options(mut self, options: BrokerOptions) -> Self {
+        self.broker = Ok(options);
+        self
+    }
+
+    /// The topic namespace (default `a2a/v1`).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Username and password for the broker. With `use_username_as_clientid`
+    /// the username is the identity the ACL grants rights to.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        if let Ok(b) = &mut self.broker {
+            b.username = Some(username.into());
+            b.password = Some(password.into());
+        }
+        self
+    }
+
+    /// The MQTT client id (default: the server name and a random suffix, so
+    /// that several instances can share the load).
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        if let Ok(b) = &mut self.broker {
+            b.client_id = Some(id.into());
+        }
+        self
+    }
+
+    /// Trusts this PEM CA bundle for `mqtts://` instead of the system roots.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        if let Ok(b) = &mut self.broker {
+            b.ca_pem = Some(pem.into());
+        }
+        self
+    }
+
+    /// The largest MQTT packet accepted or sent (default 16 MiB).
+    pub fn max_packet_size(mut self, bytes: u32) -> Self {
+        if let Ok(b) = &mut self.broker {
+            b.max_packet_size = bytes;
+        }
+        self
+    }
+
+    /// The largest call payload served; larger ones get `invalid_arguments`
+    /// (default 1 MiB).
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_payload_bytes = bytes;
+        self
+    }
+
+    /// Adds a `#[tool]` function, by name: `.tool::<crawl_site>()`.
+    pub fn tool<T: Tool>(self) -> Self {
+        self.tool_def(T::definition())
+    }
+
+    /// Adds a tool defined at run time.
+    pub fn tool_def(mut self, def: ToolDef) -> Self {
+        self.tools.push(def);
+        self
+    }
+
+    /// Subscribe through `$share/mcp-tool-{tool}/...` so instances split the
+    /// calls (default on). Off, every instance gets every call.
+    pub fn shared_subscription(mut self, on: bool) -> Self {
+        self.config.shared_subscription = on;
+        self
+    }
+
+    /// How many calls run at once (default 64); more wait their turn.
+    pub fn max_concurrent_calls(mut self, n: usize) -> Self {
+        self.config.max_concurrent_calls = n.max(1);
+        self
+    }
+
+    /// How long a call may run when its tool sets no `timeout_ms` (default 30 s).
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.config.default_timeout = timeout;
+        self
+    }
+
+    /// Checks names and schemas, and returns the server.
+    pub fn build(self) -> Result<Server, Error> {
+        names::validate("server", &self.name)?;
+        let namespace = names::normalize_namespace(&self.namespace)?;
+        let broker = self.broker?;
+        let mut seen = std::collections::HashSet::new();
+        for tool in &self.tools {
+            names::validate("tool", &tool.name)?;
+            if !seen.insert(tool.name.as_str()) {
+                return Err(Error::DuplicateTool(tool.name.clone()));
+            }
+            for caller in &tool.allowed_callers {
+                names::validate("caller", caller)?;
+            }
+            HostedTool::compile_schema(tool)?;
+        }
+        Ok(Server {
+            name: self.name,
+            topics: Topics::new(namespace),
+            broker,
+            tools: self.tools,
+            config: self.config,
+        })
+    }
+}

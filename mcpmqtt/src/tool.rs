@@ -1,0 +1,206 @@
+//! Tool definitions: what the `#[tool]` macro generates, and what a server hosts.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::context::CallContext;
+use crate::error::{Error, ToolError};
+
+/// A boxed, sendable future: what tool handlers return.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The type-erased handler of a tool: takes the call's context and its
+/// (already validated) arguments, returns the result as JSON.
+pub type Handler = Arc<dyn Fn(CallContext, Value) -> BoxFuture<Result<Value, ToolError>> + Send + Sync>;
+
+/// A tool written as an `async fn` with `#[tool]`.
+///
+/// The macro implements it on a type named like the function, so a server
+/// registers the tool by that name: `.tool::<crawl_site>()`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a tool",
+    label = "not a `#[tool]` function",
+    note = "annotate an `async fn` with `#[mcpmqtt::tool]` and register it by the function's name: `.tool::<my_tool>()`"
+)]
+pub trait Tool {
+    /// The tool's definition: its card data and its handler.
+    fn definition() -> ToolDef;
+}
+
+/// Everything a server needs to host one tool: the data of its card, who may
+/// call it, and its handler.
+#[derive(Clone)]
+pub struct ToolDef {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) input_schema: Value,
+    pub(crate) output_schema: Option<Value>,
+    pub(crate) allowed_callers: Vec<String>,
+    pub(crate) streaming: bool,
+    pub(crate) version: Option<String>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) handler: Handler,
+}
+
+impl std::fmt::Debug for ToolDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolDef")
+            .field("name", &self.name)
+            .field("allowed_callers", &self.allowed_callers)
+            .field("streaming", &self.streaming)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ToolDef {
+    /// Starts a tool definition by hand, for tools whose schema is only known
+    /// at run time. Most tools use `#[tool]` instead.
+    ///
+    /// ```
+    /// use mcpmqtt::{ToolDef, ToolError};
+    /// use serde_json::json;
+    ///
+    /// let echo = ToolDef::builder("echo")
+    ///     .description("Returns its input")
+    ///     .input_schema(json!({"type": "object", "properties": {"text": {"type": "string"}}}))
+    ///     .allowed_callers(["scout"])
+    ///     .handler(|_ctx, args| async move { Ok::<_, ToolError>(args) })
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(echo.name(), "echo");
+    /// ```
+    pub fn builder(name: impl Into<String>) -> ToolDefBuilder {
+        ToolDefBuilder {
+            def: ToolDef {
+                name: name.into(),
+                description: String::new(),
+                input_schema: serde_json::json!({"type": "object", "properties": {}}),
+                output_schema: None,
+                allowed_callers: Vec::new(),
+                streaming: false,
+                version: None,
+                timeout: None,
+                handler: Arc::new(|_, _| Box::pin(async { Err(ToolError::new("this tool has no handler")) })),
+            },
+        }
+    }
+
+    /// The tool's name: the topic level of its call and card topics.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// What the tool does.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+    /// The JSON Schema its arguments are validated against.
+    pub fn input_schema(&self) -> &Value {
+        &self.input_schema
+    }
+    /// The JSON Schema of its result, when known.
+    pub fn output_schema(&self) -> Option<&Value> {
+        self.output_schema.as_ref()
+    }
+    /// The identities the broker lets call it.
+    pub fn allowed_callers(&self) -> &[String] {
+        &self.allowed_callers
+    }
+    /// Whether it streams partial output.
+    pub fn is_streaming(&self) -> bool {
+        self.streaming
+    }
+    /// Its own version, for the card's `version_info.tool`.
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+    /// How long one call may run, if the tool sets it.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+}
+
+/// Builds a [`ToolDef`]; see [`ToolDef::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct ToolDefBuilder {
+    def: ToolDef,
+}
+
+impl ToolDefBuilder {
+    /// What the tool does, for the card and for models choosing tools.
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.def.description = description.into();
+        self
+    }
+    /// The JSON Schema of the arguments (an object schema).
+    pub fn input_schema(mut self, schema: Value) -> Self {
+        self.def.input_schema = schema;
+        self
+    }
+    /// The JSON Schema of the result.
+    pub fn output_schema(mut self, schema: Value) -> Self {
+        self.def.output_schema = Some(schema);
+        self
+    }
+    /// The identities allowed to call the tool.
+    pub fn allowed_callers<I, S>(mut self, callers: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.def.allowed_callers = callers.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Declares that the tool streams partial output.
+    pub fn streaming(mut self, streaming: bool) -> Self {
+        self.def.streaming = streaming;
+        self
+    }
+    /// The tool's own version.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.def.version = Some(version.into());
+        self
+    }
+    /// How long one call may run before the caller gets `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.def.timeout = Some(timeout);
+        self
+    }
+    /// The function that runs a call.
+    pub fn handler<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(CallContext, Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, ToolError>> + Send + 'static,
+    {
+        self.def.handler = Arc::new(move |ctx, args| Box::pin(handler(ctx, args)));
+        self
+    }
+    /// Checks the names and returns the definition.
+    pub fn build(self) -> Result<ToolDef, Error> {
+        let def = self.def;
+        crate::names::validate("tool", &def.name)?;
+        let mut seen = std::collections::HashSet::new();
+        for caller in &def.allowed_callers {
+            crate::names::validate("caller", caller)?;
+            if !seen.insert(caller) {
+                return Err(Error::InvalidName {
+                    kind: "caller",
+                    name: caller.clone(),
+                    reason: "it is listed twice in allowed_callers",
+                });
+            }
+        }
+        if def.input_schema.get("type").and_then(Value::as_str) != Some("object") {
+            return Err(Error::InvalidSchema {
+                tool: def.name,
+                message: "an input schema must be an object schema (`\"type\": \"object\"`)".into(),
+            });
+        }
+        Ok(def)
+    }
+}

@@ -1,0 +1,139 @@
+//! The topic tree of the protocol, in one place.
+//!
+//! ```text
+//! {ns}/mcp/servers/{server}/card          retained Server Card
+//! {ns}/mcp/tools/{tool}/card              retained Tool Card
+//! {ns}/mcp/tools/{tool}/call              call requests
+//! {ns}/mcp/clients/{client}/responses     call responses
+//! {ns}/mcp/tools/{tool}/stream/{call_id}  streamed partials
+//! ```
+
+/// Builds and recognises the topics of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    ns: String,
+}
+
+impl Topics {
+    /// Topics under `namespace`, which must already be normalised.
+    pub(crate) fn new(namespace: String) -> Self {
+        Topics { ns: namespace }
+    }
+
+    /// The namespace every topic starts with.
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    /// Where a server's retained card lives.
+    pub fn server_card(&self, server: &str) -> String {
+        format!("{}/mcp/servers/{server}/card", self.ns)
+    }
+
+    /// Every server card of the namespace.
+    pub fn server_cards(&self) -> String {
+        format!("{}/mcp/servers/+/card", self.ns)
+    }
+
+    /// Where a tool's retained card lives.
+    pub fn tool_card(&self, tool: &str) -> String {
+        format!("{}/mcp/tools/{tool}/card", self.ns)
+    }
+
+    /// Every tool card of the namespace.
+    pub fn tool_cards(&self) -> String {
+        format!("{}/mcp/tools/+/card", self.ns)
+    }
+
+    /// The v0.1 call topic of a tool.
+    pub fn call(&self, tool: &str) -> String {
+        format!("{}/mcp/tools/{tool}/call", self.ns)
+    }
+
+    /// The call topic through a shared subscription, so that several
+    /// instances of a server split the calls between them.
+    pub fn shared_call(&self, tool: &str) -> String {
+        format!("$share/mcp-tool-{tool}/{}", self.call(tool))
+    }
+
+    /// A client's response topic.
+    pub fn responses(&self, client: &str) -> String {
+        format!("{}/mcp/clients/{client}/responses", self.ns)
+    }
+
+    /// Where the partials of one call of a streaming tool are published.
+    pub fn stream(&self, tool: &str, call_id: &str) -> String {
+        format!("{}/mcp/tools/{tool}/stream/{call_id}", self.ns)
+    }
+
+    /// Every stream of a tool.
+    pub fn streams(&self, tool: &str) -> String {
+        format!("{}/mcp/tools/{tool}/stream/+", self.ns)
+    }
+
+    /// The tool a call topic addresses: `{ns}/mcp/tools/{tool}/call`.
+    pub fn tool_of_call<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let rest = self.strip(topic, "/mcp/tools/")?;
+        let tool = rest.strip_suffix("/call")?;
+        (!tool.is_empty() && !tool.contains('/')).then_some(tool)
+    }
+
+    /// The client a response topic belongs to, if `topic` is exactly
+    /// `{ns}/mcp/clients/{client}/responses`. Servers publish replies only to
+    /// topics this accepts, so a caller cannot aim them elsewhere.
+    pub fn client_of_responses<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let rest = self.strip(topic, "/mcp/clients/")?;
+        let client = rest.strip_suffix("/responses")?;
+        (crate::names::name_problem(client).is_none()).then_some(client)
+    }
+
+    /// The call id of a stream topic `{ns}/mcp/tools/{tool}/stream/{call_id}`.
+    pub fn call_of_stream<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let rest = self.strip(topic, "/mcp/tools/")?;
+        let (_, call_id) = rest.split_once("/stream/")?;
+        (!call_id.is_empty() && !call_id.contains('/')).then_some(call_id)
+    }
+
+    fn strip<'t>(&self, topic: &'t str, middle: &str) -> Option<&'t str> {
+        topic.strip_prefix(self.ns.as_str())?.strip_prefix(middle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t() -> Topics {
+        Topics::new("gtm".into())
+    }
+
+    #[test]
+    fn builds_the_v01_topics() {
+        let t = t();
+        assert_eq!(t.server_card("s"), "gtm/mcp/servers/s/card");
+        assert_eq!(t.tool_card("x"), "gtm/mcp/tools/x/card");
+        assert_eq!(t.call("x"), "gtm/mcp/tools/x/call");
+        assert_eq!(t.shared_call("x"), "$share/mcp-tool-x/gtm/mcp/tools/x/call");
+        assert_eq!(t.responses("c"), "gtm/mcp/clients/c/responses");
+        assert_eq!(t.stream("x", "1"), "gtm/mcp/tools/x/stream/1");
+    }
+
+    #[test]
+    fn recognises_topics() {
+        let t = t();
+        assert_eq!(t.tool_of_call("gtm/mcp/tools/x/call"), Some("x"));
+        assert_eq!(t.tool_of_call("other/mcp/tools/x/call"), None);
+        assert_eq!(t.client_of_responses("gtm/mcp/clients/c/responses"), Some("c"));
+        for bad in [
+            "gtm/mcp/clients/a/b/responses",
+            "gtm/mcp/clients//responses",
+            "gtm/mcp/clients/c/responses/x",
+            "gtm/mcp/tools/x/card",
+            "elsewhere/mcp/clients/c/responses",
+            "gtm/mcp/clients/+/responses",
+        ] {
+            assert_eq!(t.client_of_responses(bad), None, "{bad}");
+        }
+        assert_eq!(t.call_of_stream("gtm/mcp/tools/x/stream/abc"), Some("abc"));
+    }
+}

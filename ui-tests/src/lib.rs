@@ -1,0 +1,1 @@
+//! trybuild UI tests of `#[tool]`: see `tests/`.
