@@ -255,8 +255,8 @@ impl Client {
         ClientBuilder {
             identity: identity.into(),
             namespace: DEFAULT_NAMESPACE.to_owned(),
-            broker: Ok(BrokerOptions::default()),
-            password: None,
+            broker: BrokerOptions::default(),
+            broker_error: None,
             default_timeout: Duration::from_secs(30),
         }
     }
@@ -531,8 +531,8 @@ fn into_result(response: CallResponse) -> Result<Value, CallError> {
 pub struct ClientBuilder {
     identity: String,
     namespace: String,
-    broker: Result<BrokerOptions, Error>,
-    password: Option<String>,
+    broker: BrokerOptions,
+    broker_error: Option<Error>,
     default_timeout: Duration,
 }
 
@@ -543,22 +543,19 @@ impl std::fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// The broker to connect to: `mqtt://host:port` or `mqtts://host:port`.
-    pub fn broker(mut self, url: &str) -> Result<Self, Error> {
-        let keep = self.broker.as_ref().ok().cloned();
-        let mut parsed = BrokerOptions::parse(url)?;
-        if let Some(old) = keep {
-            parsed.username = parsed.username.or(old.username);
-            parsed.password = parsed.password.or(old.password);
-            parsed.client_id = old.client_id;
+    /// The broker to connect to: `mqtt://host:port` or `mqtts://host:port`
+    /// (default `mqtt://127.0.0.1:1883`). A bad URL is reported by `connect()`.
+    pub fn broker(mut self, url: &str) -> Self {
+        match self.broker.reparse(url) {
+            Ok(b) => self.broker = b,
+            Err(e) => self.broker_error = Some(e),
         }
-        self.broker = Ok(parsed);
-        Ok(self)
+        self
     }
 
-    /// All connection options at once.
+    /// All connection options at once (TLS roots, packet size, session expiry...).
     pub fn broker_options(mut self, options: BrokerOptions) -> Self {
-        self.broker = Ok(options);
+        self.broker = options;
         self
     }
 
@@ -570,40 +567,8 @@ impl ClientBuilder {
 
     /// Authenticates as the identity with this password.
     pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(password.into());
-        self
-    }
-
-    /// Authenticates with another username than the identity.
-    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
-        if let Ok(b) = &mut self.broker {
-            b.username = Some(username.into());
-        }
-        self.password = Some(password.into());
-        self
-    }
-
-    /// The MQTT client id (default: the identity).
-    pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        if let Ok(b) = &mut self.broker {
-            b.client_id = Some(id.into());
-        }
-        self
-    }
-
-    /// Trusts this PEM CA bundle for `mqtts://` instead of the system roots.
-    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        if let Ok(b) = &mut self.broker {
-            b.ca_pem = Some(pem.into());
-        }
-        self
-    }
-
-    /// The largest MQTT packet accepted or sent (default 16 MiB).
-    pub fn max_packet_size(mut self, bytes: u32) -> Self {
-        if let Ok(b) = &mut self.broker {
-            b.max_packet_size = bytes;
-        }
+        let user = self.broker.username.clone().unwrap_or_else(|| self.identity.clone());
+        self.broker = self.broker.with_credentials(user, password);
         self
     }
 
@@ -618,12 +583,12 @@ impl ClientBuilder {
         names::validate("caller", &self.identity)?;
         let namespace = names::normalize_namespace(&self.namespace)?;
         let topics = Topics::new(namespace);
-        let mut broker = self.broker?;
-        if self.password.is_some() || broker.password.is_some() {
+        if let Some(e) = self.broker_error {
+            return Err(e);
+        }
+        let mut broker = self.broker;
+        if broker.password.is_some() {
             broker.username.get_or_insert_with(|| self.identity.clone());
-            if let Some(p) = self.password {
-                broker.password = Some(p);
-            }
         }
         let client_id = broker.client_id.clone().unwrap_or_else(|| self.identity.clone());
         let options = broker.mqtt_options(&client_id, None, false)?;

@@ -103,6 +103,45 @@ impl BrokerOptions {
         })
     }
 
+    /// Authenticates with this username and password. With Mosquitto's
+    /// `use_username_as_clientid`, the username is the identity the ACL grants.
+    pub fn with_credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Sets the MQTT client id.
+    pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// Trusts this PEM CA bundle for `mqtts://` instead of the system roots.
+    pub fn with_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// The largest MQTT packet sent or accepted (default 16 MiB).
+    pub fn with_max_packet_size(mut self, bytes: u32) -> Self {
+        self.max_packet_size = bytes;
+        self
+    }
+
+    /// Asks the broker to keep the session (subscriptions and queued QoS 1
+    /// messages) for this many seconds after a disconnect.
+    pub fn with_session_expiry(mut self, seconds: u32) -> Self {
+        self.session_expiry = Some(seconds);
+        self
+    }
+
+    /// The MQTT keep-alive interval (default 30 s).
+    pub fn with_keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self
+    }
+
     /// The URL this was made from.
     pub fn url(&self) -> &str {
         &self.url
@@ -111,6 +150,18 @@ impl BrokerOptions {
     /// The MQTT username, if any.
     pub fn username(&self) -> Option<&str> {
         self.username.as_deref()
+    }
+
+    /// Parses `url` but keeps the credentials and client id already set.
+    pub(crate) fn reparse(&self, url: &str) -> Result<Self, Error> {
+        let mut parsed = BrokerOptions::parse(url)?;
+        parsed.username = parsed.username.or_else(|| self.username.clone());
+        parsed.password = parsed.password.or_else(|| self.password.clone());
+        parsed.client_id = self.client_id.clone();
+        parsed.ca_pem = self.ca_pem.clone();
+        parsed.max_packet_size = self.max_packet_size;
+        parsed.session_expiry = self.session_expiry;
+        Ok(parsed)
     }
 
     fn tls_config(&self) -> Result<rumqttc::TlsConfiguration, Error> {
@@ -224,6 +275,8 @@ pub(crate) struct Link {
     /// `book.queue` is the order of the channel.
     send_order: Arc<tokio::sync::Mutex<()>>,
     state: watch::Receiver<LinkState>,
+    /// Counts CONNACKs: a change means the connection was made again.
+    connects: watch::Receiver<u64>,
     closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -247,6 +300,7 @@ impl Link {
         let (client, eventloop) = AsyncClient::new(options, 1024);
         let book = Arc::new(Mutex::new(Book::default()));
         let (state_tx, state_rx) = watch::channel(LinkState::Connecting);
+        let (connects_tx, connects_rx) = watch::channel(0u64);
         let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let send_order = Arc::new(tokio::sync::Mutex::new(()));
         let task = tokio::spawn(drive(
@@ -256,6 +310,7 @@ impl Link {
             incoming,
             send_order.clone(),
             state_tx,
+            connects_tx,
             closing.clone(),
         ));
         let link = Link {
@@ -263,6 +318,7 @@ impl Link {
             book,
             send_order,
             state: state_rx,
+            connects: connects_rx,
             closing,
         };
         let mut state = link.state.clone();
@@ -375,6 +431,13 @@ impl Link {
         matches!(*self.state.borrow(), LinkState::Connected)
     }
 
+    /// Resolves each time the connection is made again after a loss.
+    pub(crate) fn reconnects(&self) -> watch::Receiver<u64> {
+        let mut rx = self.connects.clone();
+        rx.mark_unchanged();
+        rx
+    }
+
     /// Waits until the connection is closed for good.
     pub(crate) async fn closed(&self) {
         let mut state = self.state.clone();
@@ -395,6 +458,7 @@ async fn drive(
     incoming: mpsc::UnboundedSender<Publish>,
     send_order: Arc<tokio::sync::Mutex<()>>,
     state: watch::Sender<LinkState>,
+    connects: watch::Sender<u64>,
     closing: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut connected_once = false;
@@ -418,6 +482,7 @@ async fn drive(
                                 book: book.clone(),
                                 send_order: send_order.clone(),
                                 state: state.subscribe(),
+                                connects: connects.subscribe(),
                                 closing: closing.clone(),
                             };
                             tokio::spawn(async move {
@@ -430,6 +495,7 @@ async fn drive(
                     }
                     connected_once = true;
                     let _ = state.send(LinkState::Connected);
+                    connects.send_modify(|n| *n += 1);
                 }
                 Packet::Disconnect(d) => {
                     tracing::warn!(reason = ?d.reason_code, "the broker disconnected us");

@@ -294,7 +294,7 @@ impl Dispatcher {
                 format!("`{}` did not finish within {} ms", tool.def.name, tool.timeout.as_millis()),
             )),
             Ok(Err(panic)) => {
-                let what = panic_message(&panic);
+                let what = panic_message(&*panic);
                 tracing::error!(panic = %what, "the tool panicked");
                 Err(ToolError::new(format!("the tool panicked: {what}")).with_code("panic"))
             }

@@ -29,7 +29,7 @@
 //!
 //! # async fn run() -> Result<(), mcpmqtt::Error> {
 //! Server::builder("gtm-mcp-server")
-//!     .broker("mqtt://127.0.0.1:1883")?
+//!     .broker("mqtt://127.0.0.1:1883")
 //!     .namespace("gtm")
 //!     .tool::<crawl_site>()
 //!     .build()?
@@ -45,7 +45,7 @@
 //! use mcpmqtt::Client;
 //! use serde_json::json;
 //!
-//! let client = Client::builder("scout").broker("mqtt://127.0.0.1:1883")?.namespace("gtm").connect().await?;
+//! let client = Client::builder("scout").broker("mqtt://127.0.0.1:1883").namespace("gtm").connect().await?;
 //! let pages = client.call("crawl_site", json!({"url": "https://example.com"})).await?;
 //! # Ok(()) }
 //! ```

@@ -50,7 +50,8 @@ impl Server {
         ServerBuilder {
             name: name.into(),
             namespace: DEFAULT_NAMESPACE.to_owned(),
-            broker: Ok(BrokerOptions::default()),
+            broker: BrokerOptions::default(),
+            broker_error: None,
             tools: Vec::new(),
             config: ServerConfig {
                 shared_subscription: true,
@@ -123,6 +124,7 @@ impl Server {
             .broker
             .client_id
             .clone()
+            // Unique per instance, so that instances can share the load.
             .unwrap_or_else(|| format!("{}-{}", server.name, &uuid::Uuid::new_v4().simple().to_string()[..8]));
         let offline = serde_json::to_vec(&server.server_card(Status::Offline))?;
         let will = LastWill::new(
@@ -162,12 +164,14 @@ impl Server {
         let dispatch_task = tokio::spawn(dispatcher.run(incoming_rx));
 
         publish_cards(&server, &link, Status::Online).await?;
+        let cards_task = tokio::spawn(republish_on_reconnect(server.clone(), link.clone()));
         tracing::info!(server = %server.name, tools = server.tools.len(), namespace = server.topics.namespace(), "server online");
         Ok(ServerHandle {
             server,
             link,
             conn_task,
             dispatch_task,
+            cards_task,
         })
     }
 
@@ -175,11 +179,41 @@ impl Server {
     pub async fn run(self) -> Result<(), Error> {
         let handle = self.start().await?;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = shutdown_signal() => {}
             _ = handle.link.closed() => return Err(Error::Closed),
         }
         handle.shutdown().await
     }
+}
+
+/// After a reconnect the cards may be gone (a broker without persistence)
+/// or overwritten by the Last Will (the broker saw the connection drop), so
+/// they are published again.
+async fn republish_on_reconnect(server: Arc<Server>, link: Link) {
+    let mut reconnects = link.reconnects();
+    while reconnects.changed().await.is_ok() {
+        match publish_cards(&server, &link, Status::Online).await {
+            Ok(()) => tracing::info!(server = %server.name, "cards republished after a reconnect"),
+            Err(e) => tracing::warn!(error = %e, "could not republish the cards after a reconnect"),
+        }
+    }
+}
+
+/// Ctrl-C, or SIGTERM on Unix (what service managers send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Publishes every card retained, and waits for the broker to take them.
@@ -216,6 +250,7 @@ pub struct ServerHandle {
     link: Link,
     conn_task: tokio::task::JoinHandle<()>,
     dispatch_task: tokio::task::JoinHandle<()>,
+    cards_task: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -238,6 +273,7 @@ impl ServerHandle {
     /// Goes offline gracefully: republishes every card as offline, then
     /// disconnects (so the Last Will is not sent).
     pub async fn shutdown(self) -> Result<(), Error> {
+        self.cards_task.abort();
         self.dispatch_task.abort();
         let result = publish_cards(&self.server, &self.link, Status::Offline).await;
         self.link.disconnect().await;
@@ -249,6 +285,7 @@ impl ServerHandle {
     /// Drops the connection without a goodbye, as a crash would: the broker
     /// then publishes the Last Will (the offline Server Card).
     pub fn abort(self) {
+        self.cards_task.abort();
         self.dispatch_task.abort();
         self.conn_task.abort();
     }
@@ -259,7 +296,8 @@ impl ServerHandle {
 pub struct ServerBuilder {
     name: String,
     namespace: String,
-    broker: Result<BrokerOptions, Error>,
+    broker: BrokerOptions,
+    broker_error: Option<Error>,
     tools: Vec<ToolDef>,
     config: ServerConfig,
 }
@@ -271,22 +309,19 @@ impl std::fmt::Debug for ServerBuilder {
 }
 
 impl ServerBuilder {
-    /// The broker to connect to: `mqtt://host:port` or `mqtts://host:port`.
-    pub fn broker(mut self, url: &str) -> Result<Self, Error> {
-        let keep = self.broker.as_ref().ok().cloned();
-        let mut parsed = BrokerOptions::parse(url)?;
-        if let Some(old) = keep {
-            parsed.username = parsed.username.or(old.username);
-            parsed.password = parsed.password.or(old.password);
-            parsed.client_id = old.client_id;
+    /// The broker to connect to: `mqtt://host:port` or `mqtts://host:port`
+    /// (default `mqtt://127.0.0.1:1883`). A bad URL is reported by `build()`.
+    pub fn broker(mut self, url: &str) -> Self {
+        match self.broker.reparse(url) {
+            Ok(b) => self.broker = b,
+            Err(e) => self.broker_error = Some(e),
         }
-        self.broker = Ok(parsed);
-        Ok(self)
+        self
     }
 
-    /// All connection options at once.
+    /// All connection options at once (TLS roots, packet size, session expiry...).
     pub fn broker_options(mut self, options: BrokerOptions) -> Self {
-        self.broker = Ok(options);
+        self.broker = options;
         self
     }
 
@@ -296,38 +331,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Username and password for the broker. With `use_username_as_clientid`
-    /// the username is the identity the ACL grants rights to.
+    /// Username and password for the broker.
     pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
-        if let Ok(b) = &mut self.broker {
-            b.username = Some(username.into());
-            b.password = Some(password.into());
-        }
-        self
-    }
-
-    /// The MQTT client id (default: the server name and a random suffix, so
-    /// that several instances can share the load).
-    pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        if let Ok(b) = &mut self.broker {
-            b.client_id = Some(id.into());
-        }
-        self
-    }
-
-    /// Trusts this PEM CA bundle for `mqtts://` instead of the system roots.
-    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        if let Ok(b) = &mut self.broker {
-            b.ca_pem = Some(pem.into());
-        }
-        self
-    }
-
-    /// The largest MQTT packet accepted or sent (default 16 MiB).
-    pub fn max_packet_size(mut self, bytes: u32) -> Self {
-        if let Ok(b) = &mut self.broker {
-            b.max_packet_size = bytes;
-        }
+        self.broker = self.broker.with_credentials(username, password);
         self
     }
 
@@ -372,7 +378,10 @@ impl ServerBuilder {
     pub fn build(self) -> Result<Server, Error> {
         names::validate("server", &self.name)?;
         let namespace = names::normalize_namespace(&self.namespace)?;
-        let broker = self.broker?;
+        if let Some(e) = self.broker_error {
+            return Err(e);
+        }
+        let broker = self.broker;
         let mut seen = std::collections::HashSet::new();
         for tool in &self.tools {
             names::validate("tool", &tool.name)?;

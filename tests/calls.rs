@@ -1,0 +1,239 @@
+//! Calls: results, typed errors, panics, timeouts, concurrency, load sharing.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use mcpmqtt::{CallError, CallOptions, Client, Server, ToolDef, ToolError};
+use serde_json::json;
+use support::fixtures::{gtm_client, gtm_online, PATIENCE};
+use support::mosquitto::Mosquitto;
+use support::tools::{lab_server, NAMESPACE};
+
+async fn lab_client(broker: &Mosquitto, identity: &str) -> Client {
+    Client::builder(identity)
+        .broker(&broker.url())
+        .namespace(NAMESPACE)
+        .default_timeout(PATIENCE)
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_gtm_tools_answer_scout() {
+    let broker = Mosquitto::start();
+    let server = gtm_online(&broker).await;
+    let scout = gtm_client(&broker, "scout").await;
+
+    let all = scout.call("query_watch_configs", json!({})).await.unwrap();
+    assert_eq!(all["configs"].as_array().unwrap().len(), 4);
+    let reddit = scout.call("query_watch_configs", json!({"platform": "reddit"})).await.unwrap();
+    let configs = reddit["configs"].as_array().unwrap();
+    assert_eq!(configs.len(), 1);
+    assert_eq!(configs[0]["platform"], "reddit");
+
+    // The typed variant.
+    let typed: gtm_tools::WatchConfigs = scout
+        .call_as("query_watch_configs", json!({"platform": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(typed.configs[0].platform, gtm_tools::Platform::X);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn invalid_arguments_name_the_field_and_never_reach_the_handler() {
+    let broker = Mosquitto::start();
+    let server = gtm_online(&broker).await;
+    let scout = gtm_client(&broker, "scout").await;
+
+    let cases = [
+        (json!({"platform": "myspace"}), "platform"),
+        (json!({"platform": 3}), "platform"),
+        (json!({"platfrom": "x"}), "platfrom"),
+    ];
+    for (args, field) in cases {
+        match scout.call("query_watch_configs", args.clone()).await {
+            Err(CallError::InvalidArguments { message }) => {
+                assert!(message.contains(field), "{args}: message {message:?} does not name `{field}`")
+            }
+            other => panic!("{args}: expected invalid_arguments, got {other:?}"),
+        }
+    }
+    match scout.call("crawl_site", json!({"pages": 2})).await {
+        Err(CallError::InvalidArguments { message }) => assert!(message.contains("url"), "{message}"),
+        other => panic!("expected invalid_arguments, got {other:?}"),
+    }
+    match scout.call("crawl_site", json!({"url": "https://a.example", "pages": "two"})).await {
+        Err(CallError::InvalidArguments { message }) => assert!(message.contains("pages"), "{message}"),
+        other => panic!("expected invalid_arguments, got {other:?}"),
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn tool_errors_panics_and_timeouts_are_typed_and_the_server_keeps_serving() {
+    let broker = Mosquitto::start();
+    let server = lab_server("lab").broker(&broker.url()).build().unwrap().start().await.unwrap();
+    let client = lab_client(&broker, "tester").await;
+
+    match client.call("refuse", json!({"code": "E42"})).await {
+        Err(CallError::ToolError { message, code }) => {
+            assert_eq!(message, "refused on purpose");
+            assert_eq!(code.as_deref(), Some("E42"));
+        }
+        other => panic!("expected tool_error, got {other:?}"),
+    }
+    for _ in 0..3 {
+        match client.call("explode", json!({"message": "kaboom"})).await {
+            Err(CallError::ToolError { message, .. }) => assert!(message.contains("kaboom"), "{message}"),
+            other => panic!("expected tool_error from a panic, got {other:?}"),
+        }
+    }
+    match client.call("sleepy", json!({"ms": 5000})).await {
+        Err(CallError::Timeout { message }) => assert!(message.contains("300"), "{message}"),
+        other => panic!("expected the server's timeout, got {other:?}"),
+    }
+    assert_eq!(client.call("sleepy", json!({"ms": 1})).await.unwrap(), json!(1));
+    assert_eq!(client.call("echo", json!({"text": "still here"})).await.unwrap(), json!("still here"));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_callers_own_timeout_does_not_wait_for_the_server() {
+    let broker = Mosquitto::start();
+    let server = lab_server("lab").broker(&broker.url()).build().unwrap().start().await.unwrap();
+    let client = lab_client(&broker, "tester").await;
+    let started = std::time::Instant::now();
+    let result = client
+        .call_with("sleepy", json!({"ms": 250}), CallOptions::new().timeout(Duration::from_millis(50)))
+        .await;
+    assert!(matches!(result, Err(CallError::Timeout { .. })), "{result:?}");
+    assert!(started.elapsed() < Duration::from_millis(250), "gave up before the server answered");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tool_nobody_hosts_is_unavailable_at_once() {
+    let broker = Mosquitto::start();
+    let client = lab_client(&broker, "tester").await;
+    let result = client
+        .call_with("nobody_hosts_this", json!({}), CallOptions::new().timeout(Duration::from_secs(30)))
+        .await;
+    match result {
+        Err(CallError::Unavailable { message }) => assert!(message.contains("0x10"), "{message}"),
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    // Bad names never reach the wire.
+    assert!(matches!(
+        client.call("a/b", json!({})).await,
+        Err(CallError::InvalidArguments { .. })
+    ));
+    assert!(matches!(
+        client.call("echo", json!(["not", "an", "object"])).await,
+        Err(CallError::InvalidArguments { .. })
+    ));
+}
+
+#[tokio::test]
+async fn pubacks_are_matched_to_their_own_calls_under_concurrency() {
+    let broker = Mosquitto::start();
+    let server = lab_server("lab").broker(&broker.url()).build().unwrap().start().await.unwrap();
+    let client = lab_client(&broker, "tester").await;
+    let calls = (0..200).map(|i| {
+        let client = client.clone();
+        async move {
+            if i % 3 == 0 {
+                (i, client.call(&format!("missing_{i}"), json!({})).await)
+            } else {
+                (i, client.call("echo", json!({"text": format!("m{i}")})).await)
+            }
+        }
+    });
+    for (i, result) in futures::future::join_all(calls).await {
+        if i % 3 == 0 {
+            assert!(matches!(result, Err(CallError::Unavailable { .. })), "call {i}: {result:?}");
+        } else {
+            assert_eq!(result.unwrap(), json!(format!("m{i}")), "call {i}");
+        }
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn many_concurrent_calls_share_one_connection() {
+    let broker = Mosquitto::start();
+    let server = lab_server("lab")
+        .broker(&broker.url())
+        .max_concurrent_calls(16)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let client = lab_client(&broker, "tester").await;
+    let calls = (0..1000).map(|i| {
+        let client = client.clone();
+        async move { client.call("echo", json!({"text": i.to_string()})).await }
+    });
+    let results = futures::future::join_all(calls).await;
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.unwrap(), json!(i.to_string()));
+    }
+    server.shutdown().await.unwrap();
+}
+
+fn labelled(label: &'static str) -> ToolDef {
+    ToolDef::builder("which")
+        .handler(move |_ctx, _args| async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok::<_, ToolError>(json!(label))
+        })
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_shared_subscription_spreads_calls_over_instances() {
+    let broker = Mosquitto::start();
+    let a = Server::builder("pool").namespace(NAMESPACE).broker(&broker.url()).tool_def(labelled("a")).build().unwrap().start().await.unwrap();
+    let b = Server::builder("pool").namespace(NAMESPACE).broker(&broker.url()).tool_def(labelled("b")).build().unwrap().start().await.unwrap();
+    let client = lab_client(&broker, "tester").await;
+    let mut served: HashMap<String, usize> = HashMap::new();
+    let calls = (0..200).map(|_| client.call("which", json!({})));
+    for r in futures::future::join_all(calls).await {
+        *served.entry(r.unwrap().as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    assert_eq!(served.values().sum::<usize>(), 200, "every call answered exactly once: {served:?}");
+    assert!(served.get("a").copied().unwrap_or(0) >= 20, "a served too few: {served:?}");
+    assert!(served.get("b").copied().unwrap_or(0) >= 20, "b served too few: {served:?}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_a_shared_subscription_every_instance_gets_the_call() {
+    let broker = Mosquitto::start();
+    let mut raw = support::fixtures::Raw::connect(&broker, "observer").await;
+    raw.subscribe("lab/mcp/clients/tester/responses").await;
+    let a = Server::builder("pool").namespace(NAMESPACE).broker(&broker.url()).shared_subscription(false).tool_def(labelled("a")).build().unwrap().start().await.unwrap();
+    let b = Server::builder("pool").namespace(NAMESPACE).broker(&broker.url()).shared_subscription(false).tool_def(labelled("b")).build().unwrap().start().await.unwrap();
+    let client = lab_client(&broker, "tester").await;
+    client.call("which", json!({})).await.unwrap();
+    // Both instances answered; the observer sees two responses to one call.
+    let (_, first) = raw.recv_json().await;
+    let (_, second) = raw.recv_json().await;
+    assert_eq!(first["call_id"], second["call_id"]);
+    assert_ne!(first["result"], second["result"]);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn registering_a_tool_twice_is_a_builder_error() {
+    let err = lab_server("lab").tool::<support::tools::echo>().build().unwrap_err();
+    assert!(matches!(err, mcpmqtt::Error::DuplicateTool(ref t) if t == "echo"), "{err}");
+    assert!(err.to_string().contains("registered twice"));
+}

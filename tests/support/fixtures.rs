@@ -1,0 +1,147 @@
+//! Servers, clients and raw MQTT peers for the integration tests.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use mcpmqtt::{Client, ServerHandle};
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::mpsc;
+
+use super::mosquitto::Mosquitto;
+
+/// How long a test waits for anything that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The gtm server, online on `broker`.
+pub async fn gtm_online(broker: &Mosquitto) -> ServerHandle {
+    gtm_tools::gtm_server()
+        .broker(&broker.url())
+        .build()
+        .expect("the gtm server builds")
+        .start()
+        .await
+        .expect("the gtm server starts")
+}
+
+/// A client of the gtm namespace.
+pub async fn gtm_client(broker: &Mosquitto, identity: &str) -> Client {
+    Client::builder(identity)
+        .broker(&broker.url())
+        .namespace(gtm_tools::NAMESPACE)
+        .default_timeout(PATIENCE)
+        .connect()
+        .await
+        .expect("the client connects")
+}
+
+/// A bare rumqttc MQTT 5 client, to speak the wire format by hand.
+pub struct Raw {
+    pub client: AsyncClient,
+    messages: mpsc::UnboundedReceiver<Publish>,
+    acks: mpsc::UnboundedReceiver<Packet>,
+}
+
+impl Raw {
+    /// Connects as `client_id`, anonymously.
+    pub async fn connect(broker: &Mosquitto, client_id: &str) -> Raw {
+        Raw::connect_with(broker, client_id, None).await
+    }
+
+    /// Connects as `client_id`, with a username and password if given.
+    pub async fn connect_with(broker: &Mosquitto, client_id: &str, login: Option<(&str, &str)>) -> Raw {
+        let mut opts = MqttOptions::new(client_id, broker.host(), broker.port());
+        opts.set_max_packet_size(Some(16 * 1024 * 1024));
+        if let Some((u, p)) = login {
+            opts.set_credentials(u, p);
+        }
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        opts.set_network_options(net);
+        let (client, mut eventloop) = AsyncClient::new(opts, 100);
+        let (msg_tx, messages) = mpsc::unbounded_channel();
+        let (ack_tx, acks) = mpsc::unbounded_channel();
+        let (up_tx, up_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut up = Some(up_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = msg_tx.send(p);
+                    }
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(tx) = up.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(p @ (Packet::SubAck(_) | Packet::PubAck(_)))) => {
+                        let _ = ack_tx.send(p);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        tokio::time::timeout(PATIENCE, up_rx)
+            .await
+            .expect("raw client connects in time")
+            .expect("raw client connects");
+        Raw { client, messages, acks }
+    }
+
+    /// Subscribes and waits for the SUBACK.
+    pub async fn subscribe(&mut self, filter: &str) {
+        self.client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        loop {
+            match tokio::time::timeout(PATIENCE, self.acks.recv()).await.expect("SUBACK in time") {
+                Some(Packet::SubAck(_)) => return,
+                Some(_) => continue,
+                None => panic!("raw client closed"),
+            }
+        }
+    }
+
+    /// Publishes a QoS 1 message and returns the broker's PUBACK reason.
+    pub async fn publish(&mut self, topic: &str, payload: impl Into<Bytes>, props: PublishProperties) -> PubAckReason {
+        self.client
+            .publish_with_properties(topic, QoS::AtLeastOnce, false, payload.into(), props)
+            .await
+            .unwrap();
+        loop {
+            match tokio::time::timeout(PATIENCE, self.acks.recv()).await.expect("PUBACK in time") {
+                Some(Packet::PubAck(ack)) => return ack.reason,
+                Some(_) => continue,
+                None => panic!("raw client closed"),
+            }
+        }
+    }
+
+    /// The next message, if one arrives within `wait`.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Publish> {
+        tokio::time::timeout(wait, self.messages.recv()).await.ok().flatten()
+    }
+
+    /// The next message; panics if none comes.
+    pub async fn recv(&mut self) -> Publish {
+        self.recv_within(PATIENCE).await.expect("a message in time")
+    }
+
+    /// The next message, as JSON.
+    pub async fn recv_json(&mut self) -> (String, serde_json::Value) {
+        let p = self.recv().await;
+        let topic = String::from_utf8(p.topic.to_vec()).unwrap();
+        let value = serde_json::from_slice(&p.payload).unwrap_or_else(|e| panic!("not JSON on {topic}: {e}"));
+        (topic, value)
+    }
+}
+
+/// MQTT 5 properties of a call, as a v0.1 client sets them.
+pub fn call_props(response_topic: &str, call_id: &str) -> PublishProperties {
+    PublishProperties {
+        response_topic: Some(response_topic.to_owned()),
+        correlation_data: Some(Bytes::from(call_id.to_owned())),
+        content_type: Some("application/json".into()),
+        ..Default::default()
+    }
+}
