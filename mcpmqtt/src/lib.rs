@@ -89,6 +89,7 @@ pub use topics::Topics;
 
 /// Marks an `async fn` as a tool. See the crate documentation.
 pub use mcpmqtt_macros::tool;
+pub use mcpmqtt_macros::json_schema;
 
 /// Derive this on argument types (with `serde::Deserialize`) so their schema
 /// can be derived; re-exported so users need not depend on schemars.

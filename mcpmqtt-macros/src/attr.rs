@@ -1,0 +1,523 @@
+//! The options of `#[tool(...)]` and of `#[arg(...)]` on arguments.
+
+use proc_macro2::{Span, TokenStream};
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, Ident, Lit, LitInt, LitStr, Token};
+
+use crate::errors::Errors;
+use crate::names::{closest, name_problem, one_of};
+
+/// The options `#[tool]` knows, in the order the docs list them.
+pub(crate) const TOOL_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "allowed_callers",
+    "streaming",
+    "version",
+    "timeout_ms",
+];
+
+/// The options `#[arg]` knows.
+pub(crate) const ARG_KEYS: &[&str] = &["rename"];
+
+/// What `#[tool(...)]` said. Every value is checked; absent options are `None`.
+#[derive(Default)]
+pub(crate) struct ToolAttr {
+    /// `name = "..."`, checked against the topic-level rules.
+    pub name: Option<LitStr>,
+    /// `description = "..."`.
+    pub description: Option<LitStr>,
+    /// `allowed_callers = [...]`, each checked, no duplicates.
+    pub allowed_callers: Vec<LitStr>,
+    /// The `streaming` key, when the tool streams (for error spans).
+    pub streaming: Option<Ident>,
+    /// `version = "..."`.
+    pub version: Option<LitStr>,
+    /// `timeout_ms = N`, N > 0.
+    pub timeout_ms: Option<u64>,
+}
+
+/// One `key` or `key = value` of the attribute, before it is checked.
+struct Entry {
+    key: Ident,
+    value: Option<Expr>,
+}
+
+impl Parse for Entry {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        // `parse_any` so that a keyword (`type`, `crate`) gets the "unknown
+        // option" error instead of a bare "expected identifier".
+        let key = Ident::parse_any(input)?;
+        if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            let value = input.parse::<Expr>()?;
+            Ok(Entry {
+                key,
+                value: Some(value),
+            })
+        } else if input.peek(syn::token::Paren) {
+            let group: proc_macro2::Group = input.parse()?;
+            Err(syn::Error::new(
+                group.span(),
+                format!("write `{key} = ...` to set an option, not `{key}(...)`"),
+            ))
+        } else {
+            Ok(Entry { key, value: None })
+        }
+    }
+}
+
+impl ToolAttr {
+    /// Parses and checks `#[tool(...)]`'s tokens, reporting every problem found.
+    pub(crate) fn parse(tokens: TokenStream) -> syn::Result<Self> {
+        let entries = Punctuated::<Entry, Token![,]>::parse_terminated.parse2(tokens)?;
+        let mut attr = ToolAttr::default();
+        let mut errors = Errors::default();
+        let mut seen: Vec<String> = Vec::new();
+        for Entry { key, value } in entries {
+            let key_name = key.unraw().to_string();
+            if !TOOL_KEYS.contains(&key_name.as_str()) {
+                errors.push(unknown_key(&key, "#[tool]", TOOL_KEYS));
+                continue;
+            }
+            if seen.contains(&key_name) {
+                errors.push(syn::Error::new_spanned(
+                    &key,
+                    format!("`{key_name}` is set twice: remove this one"),
+                ));
+                continue;
+            }
+            seen.push(key_name.clone());
+            if let Err(e) = attr.set(&key, &key_name, value) {
+                errors.push(e);
+            }
+        }
+        errors.finish()?;
+        Ok(attr)
+    }
+
+    fn set(&mut self, key: &Ident, key_name: &str, value: Option<Expr>) -> syn::Result<()> {
+        if key_name == "streaming" {
+            return match value.as_ref().map(unwrap_group) {
+                None => {
+                    self.streaming = Some(key.clone());
+                    Ok(())
+                }
+                Some(Expr::Lit(ExprLit {
+                    lit: Lit::Bool(b), ..
+                })) => {
+                    self.streaming = b.value.then(|| key.clone());
+                    Ok(())
+                }
+                Some(other) => Err(syn::Error::new_spanned(
+                    other,
+                    "`streaming` is a flag: write `streaming` (or `streaming = true`)",
+                )),
+            };
+        }
+        let example = match key_name {
+            "name" => "name = \"crawl_site\"",
+            "description" => "description = \"Crawl a site\"",
+            "allowed_callers" => "allowed_callers = [\"scout\", \"operator\"]",
+            "version" => "version = \"1.2.0\"",
+            _ => "timeout_ms = 5000",
+        };
+        let Some(value) = value else {
+            return Err(syn::Error::new_spanned(
+                key,
+                format!("`{key_name}` needs a value: `{example}`"),
+            ));
+        };
+        let value = unwrap_group(&value);
+        match key_name {
+            "name" => {
+                let lit = expect_str(value, key_name, example)?;
+                check_name("tool", &lit)?;
+                self.name = Some(lit);
+            }
+            "description" => self.description = Some(expect_str(value, key_name, example)?),
+            "version" => self.version = Some(expect_str(value, key_name, example)?),
+            "allowed_callers" => self.allowed_callers = parse_callers(value, example)?,
+            _ => self.timeout_ms = Some(parse_timeout(value, example)?),
+        }
+        Ok(())
+    }
+}
+
+/// Sees through the invisible groups `macro_rules!` wraps fragments in.
+fn unwrap_group(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Group(g) => unwrap_group(&g.expr),
+        other => other,
+    }
+}
+
+fn expect_str(value: &Expr, key: &str, example: &str) -> syn::Result<LitStr> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(s.clone()),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("`{key}` takes a string literal: `{example}`"),
+        )),
+    }
+}
+
+fn parse_callers(value: &Expr, example: &str) -> syn::Result<Vec<LitStr>> {
+    let Expr::Array(array) = value else {
+        return Err(syn::Error::new_spanned(
+            value,
+            format!("`allowed_callers` takes an array of string literals: `{example}`"),
+        ));
+    };
+    let mut errors = Errors::default();
+    let mut callers: Vec<LitStr> = Vec::new();
+    for element in &array.elems {
+        let lit = match expect_str(unwrap_group(element), "allowed_callers", example) {
+            Ok(lit) => lit,
+            Err(_) => {
+                errors.push(syn::Error::new_spanned(
+                    element,
+                    format!("each allowed caller is a string literal: `{example}`"),
+                ));
+                continue;
+            }
+        };
+        if let Err(e) = check_name("caller", &lit) {
+            errors.push(e);
+        } else if callers.iter().any(|c| c.value() == lit.value()) {
+            errors.push(syn::Error::new_spanned(
+                &lit,
+                format!(
+                    "caller {:?} is listed twice in `allowed_callers`: remove this one",
+                    lit.value()
+                ),
+            ));
+        } else {
+            callers.push(lit);
+        }
+    }
+    errors.finish()?;
+    Ok(callers)
+}
+
+fn parse_timeout(value: &Expr, example: &str) -> syn::Result<u64> {
+    let message = format!("`timeout_ms` takes a positive integer literal, in milliseconds: `{example}`");
+    let Expr::Lit(ExprLit {
+        lit: Lit::Int(int), ..
+    }) = value
+    else {
+        return Err(syn::Error::new_spanned(value, message));
+    };
+    let ms = parse_u64(int).map_err(|_| syn::Error::new_spanned(int, &message))?;
+    if ms == 0 {
+        return Err(syn::Error::new_spanned(
+            int,
+            format!("`timeout_ms` must be greater than 0: `{example}`, or leave it out for no timeout of the tool's own"),
+        ));
+    }
+    Ok(ms)
+}
+
+fn parse_u64(int: &LitInt) -> syn::Result<u64> {
+    match int.suffix() {
+        "" | "u8" | "u16" | "u32" | "u64" | "usize" => int.base10_parse::<u64>(),
+        _ => Err(syn::Error::new_spanned(int, "not an unsigned integer")),
+    }
+}
+
+/// Checks a tool or caller name written in the attribute, on its literal.
+pub(crate) fn check_name(kind: &str, lit: &LitStr) -> syn::Result<()> {
+    check_name_at(kind, &lit.value(), lit.span())
+}
+
+/// Checks a name, reporting at `span`, with the runtime's wording.
+pub(crate) fn check_name_at(kind: &str, name: &str, span: Span) -> syn::Result<()> {
+    match name_problem(name) {
+        None => Ok(()),
+        Some(reason) => {
+            let fix = if kind == "tool" {
+                "a tool name is one MQTT topic level, e.g. `crawl_site`"
+            } else {
+                "a caller is an MQTT client identity, e.g. `scout`"
+            };
+            Err(syn::Error::new(
+                span,
+                format!("invalid {kind} name {name:?}: {reason}; {fix}"),
+            ))
+        }
+    }
+}
+
+/// "unknown option `x`", with the closest known one or the list of them.
+pub(crate) fn unknown_key(key: &Ident, attribute: &str, known: &[&str]) -> syn::Error {
+    let name = key.unraw().to_string();
+    let message = match closest(&name, known) {
+        Some(suggestion) => {
+            format!("unknown `{attribute}` option `{name}`: did you mean `{suggestion}`?")
+        }
+        None => format!(
+            "unknown `{attribute}` option `{name}`: expected {}",
+            one_of(known)
+        ),
+    };
+    syn::Error::new_spanned(key, message)
+}
+
+/// What `#[arg(...)]` on one argument said.
+#[derive(Default)]
+pub(crate) struct ArgAttr {
+    /// `rename = "jsonName"`: the argument's JSON property name.
+    pub rename: Option<LitStr>,
+}
+
+impl ArgAttr {
+    /// Adds the options of one `#[arg(...)]` attribute.
+    pub(crate) fn add(&mut self, attr: &syn::Attribute) -> syn::Result<()> {
+        let example = "#[arg(rename = \"jsonName\")]";
+        let list = match &attr.meta {
+            syn::Meta::List(list) => list,
+            other => {
+                return Err(syn::Error::new_spanned(
+                    other,
+                    format!("`#[arg]` takes options: `{example}`"),
+                ))
+            }
+        };
+        let entries = Punctuated::<Entry, Token![,]>::parse_terminated.parse2(list.tokens.clone())?;
+        let mut errors = Errors::default();
+        for Entry { key, value } in entries {
+            if key != "rename" {
+                errors.push(unknown_key(&key, "#[arg]", ARG_KEYS));
+                continue;
+            }
+            if self.rename.is_some() {
+                errors.push(syn::Error::new_spanned(
+                    &key,
+                    "`rename` is set twice: remove this one",
+                ));
+                continue;
+            }
+            let Some(value) = value else {
+                errors.push(syn::Error::new_spanned(
+                    &key,
+                    format!("`rename` needs a value: `{example}`"),
+                ));
+                continue;
+            };
+            match expect_str(unwrap_group(&value), "rename", "rename = \"jsonName\"") {
+                Ok(lit) if lit.value().is_empty() => errors.push(syn::Error::new_spanned(
+                    &lit,
+                    "the JSON property name must not be empty: `rename = \"jsonName\"`",
+                )),
+                Ok(lit) => self.rename = Some(lit),
+                Err(e) => errors.push(e),
+            }
+        }
+        errors.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn parse(tokens: TokenStream) -> syn::Result<ToolAttr> {
+        ToolAttr::parse(tokens)
+    }
+
+    fn error(tokens: TokenStream) -> String {
+        match parse(tokens) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e
+                .into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+
+    #[test]
+    fn empty_attribute() {
+        let attr = parse(quote!()).unwrap();
+        assert!(attr.name.is_none());
+        assert!(attr.description.is_none());
+        assert!(attr.allowed_callers.is_empty());
+        assert!(attr.streaming.is_none());
+        assert!(attr.version.is_none());
+        assert!(attr.timeout_ms.is_none());
+    }
+
+    #[test]
+    fn every_key() {
+        let attr = parse(quote!(
+            name = "crawl_site",
+            description = "Crawl.",
+            allowed_callers = ["scout", "operator"],
+            streaming,
+            version = "1.2.0",
+            timeout_ms = 5_000,
+        ))
+        .unwrap();
+        assert_eq!(attr.name.unwrap().value(), "crawl_site");
+        assert_eq!(attr.description.unwrap().value(), "Crawl.");
+        let callers: Vec<String> = attr.allowed_callers.iter().map(LitStr::value).collect();
+        assert_eq!(callers, ["scout", "operator"]);
+        assert!(attr.streaming.is_some());
+        assert_eq!(attr.version.unwrap().value(), "1.2.0");
+        assert_eq!(attr.timeout_ms, Some(5000));
+    }
+
+    #[test]
+    fn streaming_as_bool() {
+        assert!(parse(quote!(streaming = true)).unwrap().streaming.is_some());
+        assert!(parse(quote!(streaming = false)).unwrap().streaming.is_none());
+        assert_eq!(
+            error(quote!(streaming = "yes")),
+            "`streaming` is a flag: write `streaming` (or `streaming = true`)"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_get_suggestions() {
+        assert_eq!(
+            error(quote!(allowed_caller = ["scout"])),
+            "unknown `#[tool]` option `allowed_caller`: did you mean `allowed_callers`?"
+        );
+        assert_eq!(
+            error(quote!(timeout = 5)),
+            "unknown `#[tool]` option `timeout`: did you mean `timeout_ms`?"
+        );
+        assert_eq!(
+            error(quote!(crate = "x")),
+            "unknown `#[tool]` option `crate`: expected `name`, `description`, `allowed_callers`, `streaming`, `version` or `timeout_ms`"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys() {
+        assert_eq!(
+            error(quote!(name = "a", name = "b")),
+            "`name` is set twice: remove this one"
+        );
+        assert_eq!(
+            error(quote!(streaming, streaming)),
+            "`streaming` is set twice: remove this one"
+        );
+    }
+
+    #[test]
+    fn wrong_value_kinds() {
+        assert_eq!(
+            error(quote!(name = crawl_site)),
+            "`name` takes a string literal: `name = \"crawl_site\"`"
+        );
+        assert_eq!(
+            error(quote!(description)),
+            "`description` needs a value: `description = \"Crawl a site\"`"
+        );
+        assert_eq!(
+            error(quote!(version = 1)),
+            "`version` takes a string literal: `version = \"1.2.0\"`"
+        );
+        assert_eq!(
+            error(quote!(allowed_callers = "scout")),
+            "`allowed_callers` takes an array of string literals: `allowed_callers = [\"scout\", \"operator\"]`"
+        );
+        assert_eq!(
+            error(quote!(allowed_callers = [scout])),
+            "each allowed caller is a string literal: `allowed_callers = [\"scout\", \"operator\"]`"
+        );
+        assert_eq!(
+            error(quote!(timeout_ms = "5s")),
+            "`timeout_ms` takes a positive integer literal, in milliseconds: `timeout_ms = 5000`"
+        );
+        assert_eq!(
+            error(quote!(timeout_ms = -5)),
+            "`timeout_ms` takes a positive integer literal, in milliseconds: `timeout_ms = 5000`"
+        );
+        assert_eq!(
+            error(quote!(timeout_ms = 5i32)),
+            "`timeout_ms` takes a positive integer literal, in milliseconds: `timeout_ms = 5000`"
+        );
+        assert!(error(quote!(timeout_ms = 0)).starts_with("`timeout_ms` must be greater than 0"));
+        assert_eq!(
+            error(quote!(allowed_callers("scout"))),
+            "write `allowed_callers = ...` to set an option, not `allowed_callers(...)`"
+        );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(
+            error(quote!(name = "crawl/site")),
+            "invalid tool name \"crawl/site\": it contains `/`, which separates topic levels; a tool name is one MQTT topic level, e.g. `crawl_site`"
+        );
+        assert_eq!(
+            error(quote!(name = "")),
+            "invalid tool name \"\": it is empty; a tool name is one MQTT topic level, e.g. `crawl_site`"
+        );
+        assert_eq!(
+            error(quote!(allowed_callers = ["scout", "$SYS"])),
+            "invalid caller name \"$SYS\": it starts with `$`, which brokers reserve; a caller is an MQTT client identity, e.g. `scout`"
+        );
+        assert_eq!(
+            error(quote!(allowed_callers = ["scout", "operator", "scout"])),
+            "caller \"scout\" is listed twice in `allowed_callers`: remove this one"
+        );
+    }
+
+    #[test]
+    fn errors_accumulate() {
+        let all = error(quote!(nmae = "x", name = "a b", allowed_callers = ["a", "a"], timeout_ms = 0));
+        let lines: Vec<&str> = all.lines().collect();
+        assert_eq!(lines.len(), 4, "{all}");
+        assert!(lines[0].contains("did you mean `name`"));
+        assert!(lines[1].contains("whitespace"));
+        assert!(lines[2].contains("listed twice"));
+        assert!(lines[3].contains("greater than 0"));
+    }
+
+    #[test]
+    fn syntax_errors() {
+        assert!(parse(quote!(name = )).is_err());
+        assert!(parse(quote!(name "x")).is_err());
+    }
+
+    fn arg_attr(attr: syn::Attribute) -> syn::Result<ArgAttr> {
+        let mut a = ArgAttr::default();
+        a.add(&attr)?;
+        Ok(a)
+    }
+
+    #[test]
+    fn arg_rename() {
+        let a = arg_attr(syn::parse_quote!(#[arg(rename = "firstUrl")])).unwrap();
+        assert_eq!(a.rename.unwrap().value(), "firstUrl");
+        let err = |attr| arg_attr(attr).err().unwrap().to_string();
+        assert_eq!(
+            err(syn::parse_quote!(#[arg(renam = "x")])),
+            "unknown `#[arg]` option `renam`: did you mean `rename`?"
+        );
+        assert_eq!(
+            err(syn::parse_quote!(#[arg(rename)])),
+            "`rename` needs a value: `#[arg(rename = \"jsonName\")]`"
+        );
+        assert_eq!(
+            err(syn::parse_quote!(#[arg(rename = "")])),
+            "the JSON property name must not be empty: `rename = \"jsonName\"`"
+        );
+        assert_eq!(
+            err(syn::parse_quote!(#[arg])),
+            "`#[arg]` takes options: `#[arg(rename = \"jsonName\")]`"
+        );
+        assert_eq!(
+            err(syn::parse_quote!(#[arg(rename = "a", rename = "b")])),
+            "`rename` is set twice: remove this one"
+        );
+    }
+}

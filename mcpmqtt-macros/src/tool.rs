@@ -1,0 +1,818 @@
+//! `#[tool]`: checks an `async fn` and generates its `mcpmqtt::Tool` impl.
+//!
+//! # What it generates
+//!
+//! For `async fn crawl_site(ctx: &CallContext, url: String) -> Result<Report, ToolError>`:
+//!
+//! ```text
+//! <the fn, with the doc comments and #[arg] of its arguments removed>
+//!
+//! pub struct crawl_site {}                  // the type namespace: coexists with the fn
+//!
+//! const _: () = {
+//!     trait __ToolArgument: DeserializeOwned + JsonSchema {}     // + blanket impls, with
+//!     trait __ToolOutput: Serialize {}                            //   #[diagnostic::on_unimplemented]
+//!     trait __ToolErrorType: Into<ToolError> {}
+//!
+//!     #[derive(Deserialize, JsonSchema)] #[serde(deny_unknown_fields)]
+//!     struct __ToolArgs<__A0> { /// The first URL.
+//!                               url: __A0 }
+//!
+//!     fn __tool<__A0: __ToolArgument, __O: __ToolOutput, __E: __ToolErrorType, __F, __Fut>(
+//!         output_schema: Option<Value>, call: __F) -> ToolDef
+//!     where __F: Fn(CallContext, __A0) -> __Fut + Copy + Send + Sync + 'static,
+//!           __Fut: Future<Output = Result<__O, __E>> + Send + 'static
+//!     { ToolDef::builder("crawl_site")...handler(...).build().expect(...) }
+//!
+//!     impl Tool for crawl_site {
+//!         fn definition() -> ToolDef {
+//!             __tool::<String, Report, ToolError, _, _>(
+//!                 <Report's output schema, if it has one>,
+//!                 |ctx, a0| async move { crawl_site(&ctx, a0).await })
+//!         }
+//!     }
+//! };
+//! ```
+//!
+//! Why the generic `__tool`: every requirement on the user's types is then a
+//! bound of `__tool`, checked at exactly one place, the turbofish, where each
+//! type is written with the span of the user's own type. A type that is not
+//! `Deserialize` gives one error, on that argument's type, with the
+//! `on_unimplemented` message; deriving `Deserialize` on a struct holding the
+//! concrete types would instead add an error from each derive.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
+use syn::visit::Visit;
+use syn::{
+    Attribute, Expr, ExprLit, FnArg, GenericArgument, Ident, Item, ItemFn, Lit, LitStr, Meta, Pat,
+    PathArguments, ReturnType, Signature, Type, TypeReference,
+};
+
+use crate::attr::{check_name_at, ArgAttr, ToolAttr};
+use crate::errors::Errors;
+
+/// Expands `#[tool(attr)] item`, or says everything that is wrong with it.
+pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let mut func = parse_fn(item)?;
+    let mut errors = Errors::default();
+    let attr = errors.take(ToolAttr::parse(attr));
+    let sig = errors.take(analyze_signature(&func.sig));
+    errors.finish()?;
+    let (Some(attr), Some(sig)) = (attr, sig) else {
+        unreachable!("no errors, so both parsed")
+    };
+    let tool = Tool::new(attr, sig, &func)?;
+    strip_argument_attributes(&mut func);
+    Ok(tool.generate(&func))
+}
+
+/// What is emitted when `expand` fails: the errors, the item as it was
+/// (less the argument attributes only `#[tool]` understands, which rustc
+/// would reject) so that the function itself still resolves, and, for a free
+/// function, a stand-in registration type so that `.tool::<name>()` does not
+/// add "cannot find type" errors.
+pub(crate) fn error_output(error: syn::Error, item: TokenStream) -> TokenStream {
+    let mut out = error.to_compile_error();
+    match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(mut func) => {
+            strip_argument_attributes(&mut func);
+            func.to_tokens(&mut out);
+            // A method would put a struct inside an `impl` block: no stand-in.
+            if func.sig.receiver().is_none() {
+                let ident = &func.sig.ident;
+                let registration = registration_struct(&func);
+                out.extend(quote! {
+                    #registration
+                    impl ::mcpmqtt::Tool for #ident {
+                        fn definition() -> ::mcpmqtt::ToolDef {
+                            ::core::unreachable!("this `#[tool]` function did not compile")
+                        }
+                    }
+                });
+            }
+        }
+        Err(_) => out.extend(item),
+    }
+    out
+}
+
+fn parse_fn(item: TokenStream) -> syn::Result<ItemFn> {
+    let not_a_fn = |tokens: &dyn ToTokens| {
+        syn::Error::new_spanned(
+            tokens,
+            "`#[tool]` applies to an `async fn`: write `#[tool] async fn name(...) { ... }`",
+        )
+    };
+    match syn::parse2::<Item>(item.clone()) {
+        Ok(Item::Fn(func)) => Ok(func),
+        Ok(_) | Err(_) => Err(not_a_fn(&item)),
+    }
+}
+
+/// Removes the doc comments and `#[arg]` of the arguments: rustc rejects doc
+/// comments on function parameters, and `#[arg]` is only for the macro.
+fn strip_argument_attributes(func: &mut ItemFn) {
+    for input in &mut func.sig.inputs {
+        let attrs = match input {
+            FnArg::Typed(pat_type) => &mut pat_type.attrs,
+            FnArg::Receiver(receiver) => &mut receiver.attrs,
+        };
+        attrs.retain(|a| !is_helper_attribute(a));
+    }
+}
+
+fn is_helper_attribute(attr: &Attribute) -> bool {
+    attr.path().is_ident("doc") || attr.path().is_ident("arg")
+}
+
+/// One parameter of the tool function.
+enum Param {
+    /// `ctx: &CallContext`: passed through, not part of the schema.
+    Context,
+    /// An argument read from the call's JSON arguments.
+    Arg(Arg),
+}
+
+/// An argument read from JSON.
+struct Arg {
+    /// Its binding (and the field of the generated arguments struct).
+    ident: Ident,
+    /// Its type, with the user's spans.
+    ty: Type,
+    /// Its doc comments: the description in the schema.
+    docs: Vec<Attribute>,
+    /// `#[arg(rename = "...")]`.
+    rename: Option<LitStr>,
+}
+
+/// How the function's result becomes the call's result.
+enum Output {
+    /// No return type, or `()`: the result is `null`.
+    Unit,
+    /// A type that is not a `Result`: serialised as it is.
+    Plain(Type),
+    /// `Result<T, E>` (or `Result<T>` of an alias): `Ok` is serialised, `Err`
+    /// converted into a `ToolError`.
+    Result { ok: Type, err: Option<Type> },
+    /// A `Result` whose type arguments cannot be read (a non-generic alias):
+    /// converted by `IntoToolResult` without an output schema.
+    Opaque,
+}
+
+struct SignatureInfo {
+    params: Vec<Param>,
+    /// The context parameter's type, if the function takes one.
+    context: Option<Type>,
+    output: Output,
+}
+
+/// Checks everything about the signature that can be checked without types.
+fn analyze_signature(sig: &Signature) -> syn::Result<SignatureInfo> {
+    let mut errors = Errors::default();
+    let ident = &sig.ident;
+    if let Some(constness) = &sig.constness {
+        // rustc reports `const async fn` itself; a `const fn` that is not
+        // async is reported below as not async.
+        if sig.asyncness.is_none() {
+            errors.push(syn::Error::new_spanned(
+                constness,
+                format!("tool functions must be `async fn`, not `const fn`: write `async fn {ident}(...)`"),
+            ));
+        }
+    } else if sig.asyncness.is_none() {
+        errors.push(syn::Error::new_spanned(
+            sig.fn_token,
+            format!("tool functions must be `async fn`: write `async fn {ident}(...)`"),
+        ));
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        errors.push(syn::Error::new_spanned(
+            unsafety,
+            "tool functions cannot be `unsafe`: the server calls them with whatever arguments arrive; remove `unsafe` (an `unsafe` block inside is fine)",
+        ));
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push(syn::Error::new_spanned(
+            abi,
+            "tool functions cannot be `extern`: remove the ABI",
+        ));
+    }
+    if !sig.generics.params.is_empty() {
+        let only_lifetimes = sig
+            .generics
+            .params
+            .iter()
+            .all(|p| matches!(p, syn::GenericParam::Lifetime(_)));
+        let message = if only_lifetimes {
+            "tool functions cannot have lifetime parameters: take the context as `ctx: &CallContext` and every other argument by value"
+        } else {
+            "tool functions cannot be generic: the argument and result types must be concrete so that their JSON schemas are known; remove the type parameters"
+        };
+        errors.push(syn::Error::new_spanned(&sig.generics, message));
+    } else if let Some(where_clause) = &sig.generics.where_clause {
+        errors.push(syn::Error::new_spanned(
+            where_clause,
+            "tool functions cannot have a `where` clause: remove it",
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.push(syn::Error::new_spanned(
+            variadic,
+            "tool functions cannot be variadic: remove `...`",
+        ));
+    }
+
+    let mut params = Vec::new();
+    let mut context: Option<Type> = None;
+    let mut json_names: Vec<String> = Vec::new();
+    for input in &sig.inputs {
+        let pat_type = match input {
+            FnArg::Receiver(receiver) => {
+                errors.push(syn::Error::new_spanned(
+                    receiver,
+                    format!("tool functions cannot take `self`: write `{ident}` as a free `async fn`, outside the `impl` block (it may call methods from there)"),
+                ));
+                continue;
+            }
+            FnArg::Typed(pat_type) => pat_type,
+        };
+        let mut arg_attr = ArgAttr::default();
+        let mut docs = Vec::new();
+        for attr in &pat_type.attrs {
+            if attr.path().is_ident("doc") {
+                docs.push(attr.clone());
+            } else if attr.path().is_ident("arg") {
+                if let Err(e) = arg_attr.add(attr) {
+                    errors.push(e);
+                }
+            } else if attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr") {
+                errors.push(syn::Error::new_spanned(
+                    attr,
+                    "`#[cfg]` is not supported on the arguments of a tool: the argument would leave the function but not its JSON schema",
+                ));
+            }
+        }
+
+        match context_kind(&pat_type.ty) {
+            Some(ContextKind::Shared(reference)) => {
+                // A declared lifetime is already reported with the generics.
+                let lifetime = reference.lifetime.as_ref().filter(|l| l.ident != "_");
+                if let Some(lifetime) = lifetime.filter(|_| sig.generics.params.is_empty()) {
+                    errors.push(syn::Error::new_spanned(
+                        lifetime,
+                        "write `&CallContext` without a lifetime: the context is lent for the call only",
+                    ));
+                }
+                if context.is_some() {
+                    errors.push(syn::Error::new_spanned(
+                        pat_type,
+                        "the context is already an argument of this tool: remove this second one",
+                    ));
+                } else {
+                    context = Some((*pat_type.ty).clone());
+                }
+                if let Some(attr) = pat_type.attrs.iter().find(|a| a.path().is_ident("arg")) {
+                    errors.push(syn::Error::new_spanned(
+                        attr,
+                        "`#[arg]` applies to the arguments read from JSON, not to the context: remove it",
+                    ));
+                }
+                params.push(Param::Context);
+                continue;
+            }
+            Some(ContextKind::Mutable(reference)) => {
+                errors.push(syn::Error::new_spanned(
+                    reference,
+                    "take the context by shared reference: `ctx: &CallContext`",
+                ));
+                continue;
+            }
+            Some(ContextKind::ByValue) => {
+                errors.push(syn::Error::new_spanned(
+                    &pat_type.ty,
+                    "take the context by reference: `ctx: &CallContext`",
+                ));
+                continue;
+            }
+            None => {}
+        }
+
+        let ident = match &*pat_type.pat {
+            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
+            other => {
+                errors.push(syn::Error::new_spanned(
+                    other,
+                    format!(
+                        "use a plain identifier for this argument: its name is the argument's JSON property name (write `name: {}` and destructure it in the body)",
+                        type_to_string(&pat_type.ty)
+                    ),
+                ));
+                continue;
+            }
+        };
+        if let Some(e) = argument_type_problem(&pat_type.ty) {
+            errors.push(e);
+            continue;
+        }
+        let json_name = match &arg_attr.rename {
+            Some(lit) => lit.value(),
+            None => ident.unraw().to_string(),
+        };
+        if json_names.contains(&json_name) {
+            let culprit: &dyn ToTokens = match &arg_attr.rename {
+                Some(lit) => lit,
+                None => &ident,
+            };
+            errors.push(syn::Error::new_spanned(
+                culprit,
+                format!("another argument of this tool is already called `{json_name}` in JSON: rename one with `#[arg(rename = \"...\")]`"),
+            ));
+            continue;
+        }
+        json_names.push(json_name);
+        params.push(Param::Arg(Arg {
+            ident,
+            ty: (*pat_type.ty).clone(),
+            docs,
+            rename: arg_attr.rename,
+        }));
+    }
+
+    let output = errors.take(analyze_output(&sig.output));
+    errors.finish()?;
+    Ok(SignatureInfo {
+        params,
+        context,
+        output: output.unwrap_or(Output::Unit),
+    })
+}
+
+enum ContextKind<'a> {
+    Shared(&'a TypeReference),
+    Mutable(&'a TypeReference),
+    ByValue,
+}
+
+/// Whether a type is the context: a path ending in `CallContext`, by
+/// reference or not.
+fn context_kind(ty: &Type) -> Option<ContextKind<'_>> {
+    match ungroup(ty) {
+        Type::Reference(reference) if is_call_context(&reference.elem) => {
+            Some(if reference.mutability.is_some() {
+                ContextKind::Mutable(reference)
+            } else {
+                ContextKind::Shared(reference)
+            })
+        }
+        other if is_call_context(other) => Some(ContextKind::ByValue),
+        _ => None,
+    }
+}
+
+fn is_call_context(ty: &Type) -> bool {
+    match ungroup(ty) {
+        Type::Path(path) if path.qself.is_none() => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "CallContext" && s.arguments.is_none()),
+        _ => false,
+    }
+}
+
+fn ungroup(ty: &Type) -> &Type {
+    match ty {
+        Type::Group(g) => ungroup(&g.elem),
+        Type::Paren(p) => ungroup(&p.elem),
+        other => other,
+    }
+}
+
+/// Borrowed and `impl Trait` argument types, which cannot be read from JSON.
+fn argument_type_problem(ty: &Type) -> Option<syn::Error> {
+    #[derive(Default)]
+    struct Finder(Option<syn::Error>);
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_type_reference(&mut self, reference: &'ast TypeReference) {
+            if self.0.is_none() {
+                let owned = match ungroup(&reference.elem) {
+                    Type::Path(p) if p.path.is_ident("str") => "String".to_owned(),
+                    Type::Slice(slice) => format!("Vec<{}>", type_to_string(&slice.elem)),
+                    other => type_to_string(other),
+                };
+                self.0 = Some(syn::Error::new_spanned(
+                    reference,
+                    format!(
+                        "`{}` is borrowed, but tool arguments are deserialized from JSON, so they must be owned: take `{owned}`",
+                        type_to_string(&Type::Reference(reference.clone()))
+                    ),
+                ));
+            }
+        }
+        fn visit_type_impl_trait(&mut self, impl_trait: &'ast syn::TypeImplTrait) {
+            if self.0.is_none() {
+                self.0 = Some(syn::Error::new_spanned(
+                    impl_trait,
+                    "`impl Trait` cannot be a tool argument: name a concrete type, which is deserialized from JSON",
+                ));
+            }
+        }
+        fn visit_lifetime(&mut self, lifetime: &'ast syn::Lifetime) {
+            if self.0.is_none() && lifetime.ident != "static" {
+                self.0 = Some(syn::Error::new_spanned(
+                    lifetime,
+                    "tool arguments are deserialized from JSON, so they cannot borrow: use an owned type (or `'static`)",
+                ));
+            }
+        }
+    }
+    let mut finder = Finder::default();
+    finder.visit_type(ty);
+    finder.0
+}
+
+fn analyze_output(output: &ReturnType) -> syn::Result<Output> {
+    let ty = match output {
+        ReturnType::Default => return Ok(Output::Unit),
+        ReturnType::Type(_, ty) => &**ty,
+    };
+    #[derive(Default)]
+    struct ImplFinder(Option<syn::Error>);
+    impl<'ast> Visit<'ast> for ImplFinder {
+        fn visit_type_impl_trait(&mut self, impl_trait: &'ast syn::TypeImplTrait) {
+            if self.0.is_none() {
+                self.0 = Some(syn::Error::new_spanned(
+                    impl_trait,
+                    "`impl Trait` cannot be the result of a tool: name the type, so that its JSON schema can be published",
+                ));
+            }
+        }
+    }
+    let mut finder = ImplFinder::default();
+    finder.visit_type(ty);
+    if let Some(e) = finder.0 {
+        return Err(e);
+    }
+    Ok(match ungroup(ty) {
+        Type::Tuple(tuple) if tuple.elems.is_empty() => Output::Unit,
+        Type::Path(path)
+            if path.qself.is_none()
+                && path.path.segments.last().is_some_and(|s| s.ident == "Result") =>
+        {
+            let last = path.path.segments.last().expect("checked above");
+            let types: Vec<&Type> = match &last.arguments {
+                PathArguments::AngleBracketed(args) => args
+                    .args
+                    .iter()
+                    .filter_map(|a| match a {
+                        GenericArgument::Type(t) => Some(t),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            match types.as_slice() {
+                [ok] => Output::Result {
+                    ok: (*ok).clone(),
+                    err: None,
+                },
+                [ok, err, ..] => Output::Result {
+                    ok: (*ok).clone(),
+                    err: Some((*err).clone()),
+                },
+                [] => Output::Opaque,
+            }
+        }
+        _ => Output::Plain(ty.clone()),
+    })
+}
+
+/// A type as a user would write it, for messages: `Vec<u8>`, not `Vec < u8 >`.
+fn type_to_string(ty: &Type) -> String {
+    let raw = ty.to_token_stream().to_string();
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ' ' {
+            let prev = out.chars().last();
+            let next = chars.peek().copied();
+            let glue_after = matches!(prev, Some('<' | '&' | ':' | '(' | '[' | '\''));
+            let glue_before = matches!(next, Some('<' | '>' | ',' | ':' | ')' | ']' | ';'));
+            if glue_after || glue_before {
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The text of `#[doc = "..."]` attributes: each line trimmed, joined with
+/// `\n`, without leading or trailing blank lines.
+fn doc_text(attrs: &[Attribute]) -> String {
+    let mut lines = Vec::new();
+    for attr in attrs {
+        if !attr.path().is_ident("doc") {
+            continue;
+        }
+        if let Meta::NameValue(nv) = &attr.meta {
+            if let Expr::Lit(ExprLit {
+                lit: Lit::Str(s), ..
+            }) = &nv.value
+            {
+                // `split`, not `lines`: an empty `///` is a paragraph break.
+                lines.extend(s.value().split('\n').map(|l| l.trim().to_owned()));
+            }
+        }
+    }
+    lines.join("\n").trim().to_owned()
+}
+
+/// The registration type: a braced struct, so it lives in the type namespace
+/// only and coexists with the function of the same name.
+fn registration_struct(func: &ItemFn) -> TokenStream {
+    let vis = &func.vis;
+    let ident = &func.sig.ident;
+    let plain = ident.unraw();
+    let doc = format!(
+        "The `#[tool]` registration of [`{plain}`](fn@{ident}): register it with `.tool::<{ident}>()`."
+    );
+    quote! {
+        #[doc = #doc]
+        #[allow(non_camel_case_types, dead_code)]
+        #vis struct #ident {}
+    }
+}
+
+/// Everything needed to generate the code.
+struct Tool {
+    name: LitStr,
+    description: String,
+    attr: ToolAttr,
+    sig: SignatureInfo,
+}
+
+impl Tool {
+    fn new(attr: ToolAttr, sig: SignatureInfo, func: &ItemFn) -> syn::Result<Self> {
+        let mut errors = Errors::default();
+        let ident = &func.sig.ident;
+        let name = match &attr.name {
+            Some(name) => name.clone(),
+            None => {
+                let name = ident.unraw().to_string();
+                if let Err(e) = check_name_at("tool", &name, ident.span()) {
+                    errors.push(syn::Error::new(
+                        ident.span(),
+                        format!("{e}; set another with `#[tool(name = \"...\")]`"),
+                    ));
+                }
+                LitStr::new(&name, ident.span())
+            }
+        };
+        if let (Some(streaming), None) = (&attr.streaming, &sig.context) {
+            errors.push(syn::Error::new_spanned(
+                streaming,
+                format!("a `streaming` tool emits its partials through its context: add `ctx: &CallContext` to the arguments of `{ident}`"),
+            ));
+        }
+        errors.finish()?;
+        let description = match &attr.description {
+            Some(d) => d.value(),
+            None => doc_text(&func.attrs),
+        };
+        Ok(Tool {
+            name,
+            description,
+            attr,
+            sig,
+        })
+    }
+
+    fn generate(&self, func: &ItemFn) -> TokenStream {
+        let ident = &func.sig.ident;
+        let registration = registration_struct(func);
+        let args: Vec<&Arg> = self
+            .sig
+            .params
+            .iter()
+            .filter_map(|p| match p {
+                Param::Arg(a) => Some(a),
+                Param::Context => None,
+            })
+            .collect();
+        let type_params: Vec<Ident> = (0..args.len()).map(|i| format_ident!("__A{}", i)).collect();
+        let values: Vec<Ident> = (0..args.len()).map(|i| format_ident!("__a{}", i)).collect();
+        let arg_types = args.iter().map(|a| &a.ty);
+        let field_idents: Vec<&Ident> = args.iter().map(|a| &a.ident).collect();
+        let fields = args.iter().zip(&type_params).map(|(arg, param)| {
+            let docs = &arg.docs;
+            let ident = &arg.ident;
+            let rename = arg.rename.as_ref().map(|r| quote!(#[serde(rename = #r)]));
+            quote!(#(#docs)* #rename #ident: #param)
+        });
+        let struct_generics = if args.is_empty() {
+            quote!()
+        } else {
+            quote!(<#(#type_params),*>)
+        };
+
+        // The output: the bounds of `__tool`, what it is given, what the
+        // future returns, how it becomes JSON, and its schema's type.
+        let (output_params, output_types, future_output, wrap_plain, schema_type) =
+            match &self.sig.output {
+                Output::Unit => (quote!(), quote!(), quote!(()), true, None),
+                Output::Plain(ty) => (
+                    quote!(__O: __ToolOutput,),
+                    quote!(#ty,),
+                    quote!(__O),
+                    true,
+                    Some(ty),
+                ),
+                Output::Result { ok, err } => {
+                    let err = match err {
+                        Some(err) => err.to_token_stream(),
+                        None => quote!(_),
+                    };
+                    let unit = matches!(ungroup(ok), Type::Tuple(t) if t.elems.is_empty());
+                    (
+                        quote!(__O: __ToolOutput, __E: __ToolErrorType,),
+                        quote!(#ok, #err,),
+                        quote!(::core::result::Result<__O, __E>),
+                        false,
+                        (!unit).then_some(ok),
+                    )
+                }
+                Output::Opaque => (
+                    quote!(__R: ::mcpmqtt::__private::IntoToolResult,),
+                    quote!(_,),
+                    quote!(__R),
+                    false,
+                    None,
+                ),
+            };
+        let call_result = quote!(__call(__ctx #(, #values)*).await);
+        let convert = if wrap_plain {
+            quote!(::mcpmqtt::__private::IntoToolResult::into_tool_result(::mcpmqtt::__private::Plain(#call_result)))
+        } else {
+            quote!(::mcpmqtt::__private::IntoToolResult::into_tool_result(#call_result))
+        };
+        let output_schema = match schema_type {
+            Some(ty) => quote! {{
+                #[allow(unused_imports)]
+                use ::mcpmqtt::__private::{HasOutputSchema as _, NoOutputSchema as _};
+                (&&::mcpmqtt::__private::OutputSchema::<#ty>::new()).output_schema()
+            }},
+            None => quote!(::core::option::Option::None),
+        };
+        let traits = self.helper_traits(!args.is_empty());
+
+        let name = &self.name;
+        let description = (!self.description.is_empty()).then(|| {
+            let d = &self.description;
+            quote!(.description(#d))
+        });
+        let callers = &self.attr.allowed_callers;
+        let callers = (!callers.is_empty()).then(|| quote!(.allowed_callers([#(#callers),*])));
+        let streaming = self.attr.streaming.as_ref().map(|_| quote!(.streaming(true)));
+        let version = match &self.attr.version {
+            Some(v) => quote!(.version(#v)),
+            None => quote!(.version(::core::env!("CARGO_PKG_VERSION"))),
+        };
+        let timeout = self.attr.timeout_ms.map(|ms| {
+            let ms = Literal::u64_unsuffixed(ms);
+            quote!(.timeout(::core::time::Duration::from_millis(#ms)))
+        });
+
+        // The function as `__tool` calls it: the context first, then the
+        // JSON arguments in order. Spanned on the function's name, where a
+        // future that is not `Send` is reported.
+        let call_args = {
+            let mut next = values.iter();
+            self.sig.params.iter().map(move |p| match p {
+                Param::Context => quote!(&__ctx),
+                Param::Arg(_) => next.next().expect("one value per argument").to_token_stream(),
+            })
+        };
+        let closure = if self.sig.context.is_some() {
+            quote_spanned! {ident.span()=>
+                |__ctx: ::mcpmqtt::CallContext #(, #values)*| async move { #ident(#(#call_args),*).await }
+            }
+        } else {
+            quote_spanned! {ident.span()=>
+                |_: ::mcpmqtt::CallContext #(, #values)*| #ident(#(#call_args),*)
+            }
+        };
+        let tool_fn = quote_spanned!(ident.span()=> __tool);
+
+        quote! {
+            #func
+
+            #registration
+
+            const _: () = {
+                #traits
+
+                #[derive(::mcpmqtt::__private::serde::Deserialize, ::mcpmqtt::__private::schemars::JsonSchema)]
+                #[serde(crate = "::mcpmqtt::__private::serde", deny_unknown_fields)]
+                #[schemars(crate = "::mcpmqtt::__private::schemars")]
+                struct __ToolArgs #struct_generics {
+                    #(#fields,)*
+                }
+
+                fn __tool<#(#type_params: __ToolArgument,)* #output_params __F, __Fut>(
+                    __output_schema: ::core::option::Option<::mcpmqtt::__private::serde_json::Value>,
+                    __call: __F,
+                ) -> ::mcpmqtt::ToolDef
+                where
+                    __F: ::core::ops::Fn(::mcpmqtt::CallContext #(, #type_params)*) -> __Fut
+                        + ::core::marker::Copy
+                        + ::core::marker::Send
+                        + ::core::marker::Sync
+                        + 'static,
+                    __Fut: ::core::future::Future<Output = #future_output> + ::core::marker::Send + 'static,
+                {
+                    let __builder = ::mcpmqtt::ToolDef::builder(#name)
+                        #description
+                        .input_schema(::mcpmqtt::__private::input_schema::<__ToolArgs #struct_generics>())
+                        #callers
+                        #streaming
+                        #version
+                        #timeout
+                        .handler(move |__ctx: ::mcpmqtt::CallContext, __args: ::mcpmqtt::__private::serde_json::Value| async move {
+                            let __ToolArgs { #(#field_idents: #values),* } =
+                                ::mcpmqtt::__private::parse_arguments::<__ToolArgs #struct_generics>(__args)?;
+                            #convert
+                        });
+                    let __builder = match __output_schema {
+                        ::core::option::Option::Some(__schema) => __builder.output_schema(__schema),
+                        ::core::option::Option::None => __builder,
+                    };
+                    __builder
+                        .build()
+                        .expect("`#[tool]` checked this tool's name and callers at compile time")
+                }
+
+                impl ::mcpmqtt::Tool for #ident {
+                    fn definition() -> ::mcpmqtt::ToolDef {
+                        #tool_fn::<#(#arg_types,)* #output_types _, _>(#output_schema, #closure)
+                    }
+                }
+            };
+        }
+    }
+
+    /// The traits `__tool` bounds the user's types with: each has the one
+    /// message to show when a type does not qualify. Only those used are
+    /// emitted (an unused private trait would warn).
+    fn helper_traits(&self, has_args: bool) -> TokenStream {
+        let mut out = TokenStream::new();
+        if has_args {
+            out.extend(quote! {
+                #[diagnostic::on_unimplemented(
+                    message = "`{Self}` cannot be a tool argument",
+                    label = "tool arguments are read from JSON: this type must implement `serde::Deserialize` and `schemars::JsonSchema`",
+                    note = "derive `serde::Deserialize` on it, and add `#[mcpmqtt::json_schema]` to derive `schemars::JsonSchema`"
+                )]
+                trait __ToolArgument:
+                    ::mcpmqtt::__private::serde::de::DeserializeOwned + ::mcpmqtt::__private::schemars::JsonSchema
+                {
+                }
+                impl<__T> __ToolArgument for __T where
+                    __T: ::mcpmqtt::__private::serde::de::DeserializeOwned + ::mcpmqtt::__private::schemars::JsonSchema
+                {
+                }
+            });
+        }
+        if matches!(
+            self.sig.output,
+            Output::Plain(_) | Output::Result { .. }
+        ) {
+            out.extend(quote! {
+                #[diagnostic::on_unimplemented(
+                    message = "`{Self}` cannot be returned from a tool",
+                    label = "the result of a tool is sent as JSON: this type must implement `serde::Serialize`",
+                    note = "derive `serde::Serialize` on it (and add `#[mcpmqtt::json_schema]` to publish its output schema)"
+                )]
+                trait __ToolOutput: ::mcpmqtt::__private::serde::Serialize {}
+                impl<__T: ::mcpmqtt::__private::serde::Serialize> __ToolOutput for __T {}
+            });
+        }
+        if matches!(self.sig.output, Output::Result { .. }) {
+            out.extend(quote! {
+                #[diagnostic::on_unimplemented(
+                    message = "`{Self}` cannot be the error of a tool",
+                    label = "this error must convert into `mcpmqtt::ToolError`",
+                    note = "any type that implements `std::fmt::Display` converts; or return `mcpmqtt::ToolError` itself"
+                )]
+                trait __ToolErrorType: ::core::convert::Into<::mcpmqtt::ToolError> {}
+                impl<__T: ::core::convert::Into<::mcpmqtt::ToolError>> __ToolErrorType for __T {}
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;
