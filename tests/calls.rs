@@ -29,6 +29,9 @@ async fn the_gtm_tools_answer_scout() {
 
     let all = scout.call("query_watch_configs", json!({})).await.unwrap();
     assert_eq!(all["configs"].as_array().unwrap().len(), 4);
+    // `null` for an optional argument reads as leaving it out.
+    let also_all = scout.call("query_watch_configs", json!({"platform": null})).await.unwrap();
+    assert_eq!(also_all, all);
     let reddit = scout.call("query_watch_configs", json!({"platform": "reddit"})).await.unwrap();
     let configs = reddit["configs"].as_array().unwrap();
     assert_eq!(configs.len(), 1);
@@ -53,6 +56,7 @@ async fn invalid_arguments_name_the_field_and_never_reach_the_handler() {
         (json!({"platform": "myspace"}), "platform"),
         (json!({"platform": 3}), "platform"),
         (json!({"platfrom": "x"}), "platfrom"),
+        (json!({"platform": "myspace"}), "not one of"),
     ];
     for (args, field) in cases {
         match scout.call("query_watch_configs", args.clone()).await {

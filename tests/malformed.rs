@@ -58,6 +58,10 @@ async fn malformed_payloads_are_answered_when_a_reply_address_is_known() {
     raw.publish(CALL, json!({"arguments": {"text": "x"}}).to_string(), call_props(REPLY, "c4")).await;
     expect_error(&mut raw, "invalid_arguments", "call_id").await;
 
+    // No MQTT 5 properties: the payload's `client` says where to answer.
+    raw.publish(CALL, json!({"arguments": {}, "client": "raw"}).to_string(), Default::default()).await;
+    expect_error(&mut raw, "invalid_arguments", "call_id").await;
+
     raw.publish(CALL, json!({"call_id": "", "arguments": {}}).to_string(), call_props(REPLY, "c5")).await;
     expect_error(&mut raw, "invalid_arguments", "call_id").await;
 

@@ -48,7 +48,9 @@ impl HostedTool {
     }
 
     /// Checks arguments against the schema; the message names the field.
-    fn check(&self, arguments: &Value) -> Result<(), String> {
+    /// `null` for an optional argument counts as leaving it out.
+    fn check(&self, arguments: &mut Value) -> Result<(), String> {
+        crate::schema::drop_optional_nulls(&self.def.input_schema, arguments);
         let problems: Vec<String> = self
             .validator
             .iter_errors(arguments)
@@ -72,6 +74,7 @@ impl HostedTool {
 }
 
 /// Where and how to answer one call.
+#[derive(Clone)]
 struct Reply {
     topic: String,
     correlation: Option<Bytes>,
@@ -115,7 +118,7 @@ impl Dispatcher {
         let started = Instant::now();
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
         let props = publish.properties.clone().unwrap_or_default();
-        let (request, reply) = match self.read_call(&topic, &publish.payload, &props) {
+        let (mut request, reply) = match self.read_call(&publish.payload, &props) {
             Ok(ok) => ok,
             Err((rejection, reply)) => {
                 self.link.ack(&publish).await;
@@ -136,7 +139,7 @@ impl Dispatcher {
             self.respond(&reply, &CallResponse::error(request.call_id, error, elapsed_ms(started))).await;
             return;
         };
-        if let Err(message) = tool.check(&request.arguments) {
+        if let Err(message) = tool.check(&mut request.arguments) {
             self.link.ack(&publish).await;
             let error = ErrorBody::new(ErrorType::InvalidArguments, message);
             self.respond(&reply, &CallResponse::error(request.call_id, error, elapsed_ms(started))).await;
@@ -162,7 +165,7 @@ impl Dispatcher {
     /// Decodes a call and finds where to answer it. A call that fails here is
     /// answered only if its reply address is known and allowed.
     #[allow(clippy::result_large_err)]
-    fn read_call(&self, topic: &str, payload: &[u8], props: &PublishProperties) -> Result<(CallRequest, Reply), (Rejection, Option<Reply>)> {
+    fn read_call(&self, payload: &[u8], props: &PublishProperties) -> Result<(CallRequest, Reply), (Rejection, Option<Reply>)> {
         let correlation = props.correlation_data.clone();
         let hint = correlation
             .as_ref()
@@ -193,29 +196,32 @@ impl Dispatcher {
         let Value::Object(mut fields) = value else {
             return reject("the call must be a JSON object".into(), mqtt_reply);
         };
+        // Without a usable call id, the payload may still say where to answer.
+        let known_reply = mqtt_reply.clone().or_else(|| {
+            let wanted = match (fields.get("response_topic"), fields.get("client")) {
+                (Some(Value::String(topic)), _) => topic.clone(),
+                (_, Some(Value::String(client))) if crate::names::name_problem(client).is_none() => self.topics.responses(client),
+                _ => return None,
+            };
+            self.allowed_reply(&wanted, &correlation)
+        });
         let call_id = match fields.get("call_id") {
             Some(Value::String(id)) if !id.is_empty() => id.clone(),
-            Some(Value::String(_)) => return reject("`call_id` is empty".into(), mqtt_reply),
-            Some(_) => return reject("`call_id` must be a string".into(), mqtt_reply),
-            None => return reject("the call has no `call_id`".into(), mqtt_reply),
+            Some(Value::String(_)) => return reject("`call_id` is empty".into(), known_reply),
+            Some(_) => return reject("`call_id` must be a string".into(), known_reply),
+            None => return reject("the call has no `call_id`".into(), known_reply),
         };
         // The call id becomes a topic level of the stream topic.
         if let Some(reason) = crate::names::name_problem(&call_id) {
-            return reject(format!("`call_id` cannot be used: {reason}"), mqtt_reply);
+            return reject(format!("`call_id` cannot be used: {reason}"), known_reply);
         }
         let arguments = fields.remove("arguments").unwrap_or_else(|| Value::Object(Default::default()));
         fields.insert("arguments".into(), Value::Null);
         let mut request: CallRequest = match serde_json::from_value(Value::Object(fields)) {
             Ok(r) => r,
             Err(e) => {
-                let reply = mqtt_reply.or_else(|| None);
-                return Err((
-                    Rejection {
-                        call_id,
-                        error: ErrorBody::new(ErrorType::InvalidArguments, format!("malformed call: {e}")),
-                    },
-                    reply,
-                ));
+                let error = ErrorBody::new(ErrorType::InvalidArguments, format!("malformed call: {e}"));
+                return Err((Rejection { call_id, error }, mqtt_reply));
             }
         };
         request.arguments = arguments;
@@ -246,7 +252,6 @@ impl Dispatcher {
                         Some(reply),
                     ));
                 }
-                let _ = topic;
                 Ok((request, reply))
             }
             None => Err((

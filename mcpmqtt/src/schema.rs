@@ -37,6 +37,11 @@ pub fn output_schema<T: ?Sized + JsonSchema>() -> Value {
 }
 
 /// Inlines every local `$ref` and drops the definitions and `nullable`.
+///
+/// An optional property (`Option<T>`) is described by `T`'s schema alone, not
+/// "`T` or null": absence is how it is left out, which keeps the schema plain
+/// for MCP clients and the validator's messages precise. A server still
+/// accepts an explicit `null` for an optional property, as if it were absent.
 pub fn make_self_contained(schema: &mut Value) {
     let mut defs = Map::new();
     if let Some(obj) = schema.as_object_mut() {
@@ -73,9 +78,108 @@ fn inline(node: &mut Value, defs: &Map<String, Value>, depth: usize) {
             for value in obj.values_mut() {
                 inline(value, defs, depth);
             }
+            consts_to_enum(obj);
+            strip_null_from_optional(obj);
         }
         Value::Array(items) => items.iter_mut().for_each(|v| inline(v, defs, depth)),
         _ => {}
+    }
+}
+
+/// A choice between constants (an enum whose variants carry doc comments) is
+/// written as `enum`, which every client understands.
+fn consts_to_enum(obj: &mut Map<String, Value>) {
+    for key in ["oneOf", "anyOf"] {
+        let Some(Value::Array(branches)) = obj.get(key) else {
+            continue;
+        };
+        let values: Option<Vec<Vec<Value>>> = branches
+            .iter()
+            .map(|b| match (b.get("const"), b.get("enum").and_then(Value::as_array)) {
+                (Some(c), _) => Some(vec![c.clone()]),
+                (None, Some(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        let Some(values) = values.map(|v| v.concat()).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        obj.remove(key);
+        if values.iter().all(Value::is_string) {
+            obj.insert("type".into(), Value::String("string".into()));
+        }
+        obj.insert("enum".into(), Value::Array(values));
+        return;
+    }
+}
+
+/// In an object schema, makes each optional property's schema non-null.
+fn strip_null_from_optional(obj: &mut Map<String, Value>) {
+    let required: Vec<String> = match obj.get("required") {
+        Some(Value::Array(r)) => r.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+        _ => Vec::new(),
+    };
+    let Some(Value::Object(props)) = obj.get_mut("properties") else {
+        return;
+    };
+    for (name, prop) in props.iter_mut() {
+        if !required.contains(name) {
+            if let Value::Object(p) = prop {
+                strip_null(p);
+            }
+        }
+    }
+}
+
+fn is_null_schema(v: &Value) -> bool {
+    v.get("type").and_then(Value::as_str) == Some("null")
+}
+
+fn strip_null(p: &mut Map<String, Value>) {
+    if let Some(Value::Array(types)) = p.get_mut("type") {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            let only = types.remove(0);
+            p.insert("type".into(), only);
+        }
+    }
+    if let Some(Value::Array(values)) = p.get_mut("enum") {
+        values.retain(|v| !v.is_null());
+    }
+    for key in ["anyOf", "oneOf"] {
+        let Some(Value::Array(branches)) = p.get_mut(key) else {
+            continue;
+        };
+        branches.retain(|b| !is_null_schema(b));
+        if branches.len() == 1 {
+            let Some(Value::Object(only)) = branches.pop() else {
+                continue;
+            };
+            p.remove(key);
+            for (k, v) in only {
+                p.entry(k).or_insert(v);
+            }
+        }
+    }
+}
+
+/// Drops `null` values of optional properties, recursively through nested
+/// objects, so that they read as absent.
+pub(crate) fn drop_optional_nulls(schema: &Value, value: &mut Value) {
+    let (Some(props), Value::Object(fields)) = (schema.get("properties").and_then(Value::as_object), value) else {
+        return;
+    };
+    let required = |k: &str| {
+        schema
+            .get("required")
+            .and_then(Value::as_array)
+            .is_some_and(|r| r.iter().any(|v| v == k))
+    };
+    fields.retain(|k, v| !(v.is_null() && !required(k)));
+    for (k, v) in fields.iter_mut() {
+        if let Some(sub) = props.get(k) {
+            drop_optional_nulls(sub, v);
+        }
     }
 }
 
@@ -89,7 +193,9 @@ mod tests {
     #[serde(rename_all = "lowercase")]
     #[allow(dead_code)]
     enum Platform {
+        /// Documented variants make schemars write `oneOf` of `const`s.
         Reddit,
+        /// x.com
         X,
     }
 
@@ -139,7 +245,19 @@ mod tests {
         assert_eq!(s["properties"]["tags"]["items"]["enum"], json!(["reddit", "x"]));
         let platform = &s["properties"]["platform"];
         assert_eq!(platform["description"], "The platform.");
-        assert!(platform.to_string().contains("reddit"), "{platform}");
+        assert_eq!(platform["enum"], json!(["reddit", "x"]), "an optional enum is its values alone: {platform}");
+        assert!(!platform.to_string().contains("null"), "{platform}");
+    }
+
+    #[test]
+    fn nulls_of_optional_properties_read_as_absent() {
+        let s = input_schema::<Args>();
+        let mut v = json!({"platform": null, "window": {"from": "a", "platform": "x"}, "tags": []});
+        drop_optional_nulls(&s, &mut v);
+        assert_eq!(v, json!({"window": {"from": "a", "platform": "x"}, "tags": []}));
+        let mut v = json!({"window": null});
+        drop_optional_nulls(&s, &mut v);
+        assert_eq!(v, json!({"window": null}), "a required property keeps its null, and fails validation");
     }
 
     #[test]
