@@ -22,7 +22,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .broker_options(args.connect.broker_options()?)
         .namespace(&args.connect.namespace)
         .build()?;
-    eprintln!("{} serving {} tools on {}", server.name(), server.tools().len(), args.connect.broker);
+    eprintln!(
+        "{} serving {} tools on {}",
+        server.name(),
+        server.tools().len(),
+        args.connect.broker
+    );
     server.run().await?;
     Ok(())
 }

@@ -30,7 +30,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let server = gtm_server().broker(&url).build()?.start().await?;
-    println!("{} is online with {} tools", server.server().name(), server.server().tools().len());
+    println!(
+        "{} is online with {} tools",
+        server.server().name(),
+        server.server().tools().len()
+    );
 
     let scout = Client::builder("scout")
         .broker(&url)
@@ -39,10 +43,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     scout.wait_for_tool("crawl_site", Duration::from_secs(5)).await?;
     for card in scout.tools().await {
-        println!("  discovered {:<20} streaming={:<5} callers=[{}]", card.tool, card.supports_streaming, card.allowed_callers.join(", "));
+        println!(
+            "  discovered {:<20} streaming={:<5} callers=[{}]",
+            card.tool,
+            card.supports_streaming,
+            card.allowed_callers.join(", ")
+        );
     }
 
-    let configs = scout.call("query_watch_configs", json!({"platform": "hackernews"})).await?;
+    let configs = scout
+        .call("query_watch_configs", json!({"platform": "hackernews"}))
+        .await?;
     println!("\nscout -> query_watch_configs {{platform: hackernews}}\n  {configs}");
 
     println!("\nscout -> crawl_site {{url: https://example.com, pages: 4}}");
@@ -52,7 +63,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
     let report = scout
-        .call_with("crawl_site", json!({"url": "https://example.com", "pages": 4}), progress)
+        .call_with(
+            "crawl_site",
+            json!({"url": "https://example.com", "pages": 4}),
+            progress,
+        )
         .await?;
     println!("  result: {report}");
 

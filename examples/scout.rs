@@ -35,10 +35,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     client.wait_for_tool("crawl_site", Duration::from_secs(10)).await?;
 
     for card in client.tools().await {
-        println!("tool {:<22} by {} (callers: {})", card.tool, card.server, card.allowed_callers.join(", "));
+        println!(
+            "tool {:<22} by {} (callers: {})",
+            card.tool,
+            card.server,
+            card.allowed_callers.join(", ")
+        );
     }
 
-    let configs = client.call("query_watch_configs", json!({"platform": "reddit"})).await?;
+    let configs = client
+        .call("query_watch_configs", json!({"platform": "reddit"}))
+        .await?;
     println!("query_watch_configs -> {configs}");
 
     let options = CallOptions::new().on_partial(|p| {
@@ -52,7 +59,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("crawl_site -> {report}");
 
     match client
-        .call("create_social_post", json!({"platform": "x", "text": "hello from scout"}))
+        .call(
+            "create_social_post",
+            json!({"platform": "x", "text": "hello from scout"}),
+        )
         .await
     {
         Ok(v) => println!("create_social_post -> {v} (no ACL enforced on this broker)"),

@@ -30,9 +30,15 @@ async fn the_gtm_tools_answer_scout() {
     let all = scout.call("query_watch_configs", json!({})).await.unwrap();
     assert_eq!(all["configs"].as_array().unwrap().len(), 4);
     // `null` for an optional argument reads as leaving it out.
-    let also_all = scout.call("query_watch_configs", json!({"platform": null})).await.unwrap();
+    let also_all = scout
+        .call("query_watch_configs", json!({"platform": null}))
+        .await
+        .unwrap();
     assert_eq!(also_all, all);
-    let reddit = scout.call("query_watch_configs", json!({"platform": "reddit"})).await.unwrap();
+    let reddit = scout
+        .call("query_watch_configs", json!({"platform": "reddit"}))
+        .await
+        .unwrap();
     let configs = reddit["configs"].as_array().unwrap();
     assert_eq!(configs.len(), 1);
     assert_eq!(configs[0]["platform"], "reddit");
@@ -61,7 +67,10 @@ async fn invalid_arguments_name_the_field_and_never_reach_the_handler() {
     for (args, field) in cases {
         match scout.call("query_watch_configs", args.clone()).await {
             Err(CallError::InvalidArguments { message }) => {
-                assert!(message.contains(field), "{args}: message {message:?} does not name `{field}`")
+                assert!(
+                    message.contains(field),
+                    "{args}: message {message:?} does not name `{field}`"
+                )
             }
             other => panic!("{args}: expected invalid_arguments, got {other:?}"),
         }
@@ -70,7 +79,10 @@ async fn invalid_arguments_name_the_field_and_never_reach_the_handler() {
         Err(CallError::InvalidArguments { message }) => assert!(message.contains("url"), "{message}"),
         other => panic!("expected invalid_arguments, got {other:?}"),
     }
-    match scout.call("crawl_site", json!({"url": "https://a.example", "pages": "two"})).await {
+    match scout
+        .call("crawl_site", json!({"url": "https://a.example", "pages": "two"}))
+        .await
+    {
         Err(CallError::InvalidArguments { message }) => assert!(message.contains("pages"), "{message}"),
         other => panic!("expected invalid_arguments, got {other:?}"),
     }
@@ -80,7 +92,13 @@ async fn invalid_arguments_name_the_field_and_never_reach_the_handler() {
 #[tokio::test]
 async fn tool_errors_panics_and_timeouts_are_typed_and_the_server_keeps_serving() {
     let broker = Mosquitto::start();
-    let server = lab_server("lab").broker(&broker.url()).build().unwrap().start().await.unwrap();
+    let server = lab_server("lab")
+        .broker(&broker.url())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
     let client = lab_client(&broker, "tester").await;
 
     match client.call("refuse", json!({"code": "E42"})).await {
@@ -101,21 +119,37 @@ async fn tool_errors_panics_and_timeouts_are_typed_and_the_server_keeps_serving(
         other => panic!("expected the server's timeout, got {other:?}"),
     }
     assert_eq!(client.call("sleepy", json!({"ms": 1})).await.unwrap(), json!(1));
-    assert_eq!(client.call("echo", json!({"text": "still here"})).await.unwrap(), json!("still here"));
+    assert_eq!(
+        client.call("echo", json!({"text": "still here"})).await.unwrap(),
+        json!("still here")
+    );
     server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn the_callers_own_timeout_does_not_wait_for_the_server() {
     let broker = Mosquitto::start();
-    let server = lab_server("lab").broker(&broker.url()).build().unwrap().start().await.unwrap();
+    let server = lab_server("lab")
+        .broker(&broker.url())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
     let client = lab_client(&broker, "tester").await;
     let started = std::time::Instant::now();
     let result = client
-        .call_with("sleepy", json!({"ms": 250}), CallOptions::new().timeout(Duration::from_millis(50)))
+        .call_with(
+            "sleepy",
+            json!({"ms": 250}),
+            CallOptions::new().timeout(Duration::from_millis(50)),
+        )
         .await;
     assert!(matches!(result, Err(CallError::Timeout { .. })), "{result:?}");
-    assert!(started.elapsed() < Duration::from_millis(250), "gave up before the server answered");
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "gave up before the server answered"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -124,7 +158,11 @@ async fn a_tool_nobody_hosts_is_unavailable_at_once() {
     let broker = Mosquitto::start();
     let client = lab_client(&broker, "tester").await;
     let result = client
-        .call_with("nobody_hosts_this", json!({}), CallOptions::new().timeout(Duration::from_secs(30)))
+        .call_with(
+            "nobody_hosts_this",
+            json!({}),
+            CallOptions::new().timeout(Duration::from_secs(30)),
+        )
         .await;
     match result {
         Err(CallError::Unavailable { message }) => assert!(message.contains("0x10"), "{message}"),
@@ -144,7 +182,13 @@ async fn a_tool_nobody_hosts_is_unavailable_at_once() {
 #[tokio::test]
 async fn pubacks_are_matched_to_their_own_calls_under_concurrency() {
     let broker = Mosquitto::start();
-    let server = lab_server("lab").broker(&broker.url()).build().unwrap().start().await.unwrap();
+    let server = lab_server("lab")
+        .broker(&broker.url())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
     let client = lab_client(&broker, "tester").await;
     let calls = (0..200).map(|i| {
         let client = client.clone();
@@ -158,7 +202,10 @@ async fn pubacks_are_matched_to_their_own_calls_under_concurrency() {
     });
     for (i, result) in futures::future::join_all(calls).await {
         if i % 3 == 0 {
-            assert!(matches!(result, Err(CallError::Unavailable { .. })), "call {i}: {result:?}");
+            assert!(
+                matches!(result, Err(CallError::Unavailable { .. })),
+                "call {i}: {result:?}"
+            );
         } else {
             assert_eq!(result.unwrap(), json!(format!("m{i}")), "call {i}");
         }
@@ -202,17 +249,43 @@ fn labelled(label: &'static str) -> ToolDef {
 #[tokio::test]
 async fn a_shared_subscription_spreads_calls_over_instances() {
     let broker = Mosquitto::start();
-    let a = Server::builder("pool").namespace(NAMESPACE).broker(&broker.url()).tool_def(labelled("a")).build().unwrap().start().await.unwrap();
-    let b = Server::builder("pool").namespace(NAMESPACE).broker(&broker.url()).tool_def(labelled("b")).build().unwrap().start().await.unwrap();
+    let a = Server::builder("pool")
+        .namespace(NAMESPACE)
+        .broker(&broker.url())
+        .tool_def(labelled("a"))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let b = Server::builder("pool")
+        .namespace(NAMESPACE)
+        .broker(&broker.url())
+        .tool_def(labelled("b"))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
     let client = lab_client(&broker, "tester").await;
     let mut served: HashMap<String, usize> = HashMap::new();
     let calls = (0..200).map(|_| client.call("which", json!({})));
     for r in futures::future::join_all(calls).await {
         *served.entry(r.unwrap().as_str().unwrap().to_owned()).or_default() += 1;
     }
-    assert_eq!(served.values().sum::<usize>(), 200, "every call answered exactly once: {served:?}");
-    assert!(served.get("a").copied().unwrap_or(0) >= 20, "a served too few: {served:?}");
-    assert!(served.get("b").copied().unwrap_or(0) >= 20, "b served too few: {served:?}");
+    assert_eq!(
+        served.values().sum::<usize>(),
+        200,
+        "every call answered exactly once: {served:?}"
+    );
+    assert!(
+        served.get("a").copied().unwrap_or(0) >= 20,
+        "a served too few: {served:?}"
+    );
+    assert!(
+        served.get("b").copied().unwrap_or(0) >= 20,
+        "b served too few: {served:?}"
+    );
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
@@ -222,8 +295,26 @@ async fn without_a_shared_subscription_every_instance_gets_the_call() {
     let broker = Mosquitto::start();
     let mut raw = support::fixtures::Raw::connect(&broker, "observer").await;
     raw.subscribe("lab/mcp/clients/tester/responses").await;
-    let a = Server::builder("pool").namespace(NAMESPACE).broker(&broker.url()).shared_subscription(false).tool_def(labelled("a")).build().unwrap().start().await.unwrap();
-    let b = Server::builder("pool").namespace(NAMESPACE).broker(&broker.url()).shared_subscription(false).tool_def(labelled("b")).build().unwrap().start().await.unwrap();
+    let a = Server::builder("pool")
+        .namespace(NAMESPACE)
+        .broker(&broker.url())
+        .shared_subscription(false)
+        .tool_def(labelled("a"))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let b = Server::builder("pool")
+        .namespace(NAMESPACE)
+        .broker(&broker.url())
+        .shared_subscription(false)
+        .tool_def(labelled("b"))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
     let client = lab_client(&broker, "tester").await;
     client.call("which", json!({})).await.unwrap();
     // Both instances answered; the observer sees two responses to one call.
@@ -238,6 +329,9 @@ async fn without_a_shared_subscription_every_instance_gets_the_call() {
 #[tokio::test]
 async fn registering_a_tool_twice_is_a_builder_error() {
     let err = lab_server("lab").tool::<support::tools::echo>().build().unwrap_err();
-    assert!(matches!(err, mcpmqtt::Error::DuplicateTool(ref t) if t == "echo"), "{err}");
+    assert!(
+        matches!(err, mcpmqtt::Error::DuplicateTool(ref t) if t == "echo"),
+        "{err}"
+    );
     assert!(err.to_string().contains("registered twice"));
 }

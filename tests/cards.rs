@@ -11,8 +11,19 @@ use support::fixtures::{gtm_client, gtm_online, Raw, PATIENCE};
 use support::mosquitto::Mosquitto;
 
 const TOOL_CARD_FIELDS: [&str; 13] = [
-    "version", "tool", "server", "namespace", "description", "input_schema", "output_schema",
-    "supports_streaming", "requires_auth", "allowed_callers", "version_info", "status", "last_seen",
+    "version",
+    "tool",
+    "server",
+    "namespace",
+    "description",
+    "input_schema",
+    "output_schema",
+    "supports_streaming",
+    "requires_auth",
+    "allowed_callers",
+    "version_info",
+    "status",
+    "last_seen",
 ];
 
 fn assert_recent(ts: &str) {
@@ -41,7 +52,11 @@ async fn cards_are_retained_with_every_v01_field() {
     assert_eq!(names, ["crawl_site", "create_social_post", "query_watch_configs"]);
     for card in &cards {
         for field in TOOL_CARD_FIELDS {
-            assert!(card.get(field).is_some(), "{} card lacks {field}: {card:#}", card["tool"]);
+            assert!(
+                card.get(field).is_some(),
+                "{} card lacks {field}: {card:#}",
+                card["tool"]
+            );
         }
         assert_eq!(card["version"], "1");
         assert_eq!(card["server"], "gtm-mcp-server");
@@ -54,7 +69,10 @@ async fn cards_are_retained_with_every_v01_field() {
     assert_eq!(cards[0]["supports_streaming"], true);
     assert_eq!(cards[0]["allowed_callers"], serde_json::json!(["scout", "operator"]));
     assert_eq!(cards[1]["allowed_callers"], serde_json::json!(["operator"]));
-    assert_eq!(cards[2]["description"], "List the platforms the team watches and what for.");
+    assert_eq!(
+        cards[2]["description"],
+        "List the platforms the team watches and what for."
+    );
 
     raw.subscribe("gtm/mcp/servers/+/card").await;
     let p = raw.recv().await;
@@ -73,7 +91,10 @@ async fn cards_are_retained_with_every_v01_field() {
     assert_eq!(client.servers().await.len(), 1);
     let crawl = client.tool_card("crawl_site").await.unwrap();
     assert!(crawl.supports_streaming);
-    assert!(crawl.output_schema.is_some(), "CrawlReport derives JsonSchema, so the card has an output schema");
+    assert!(
+        crawl.output_schema.is_some(),
+        "CrawlReport derives JsonSchema, so the card has an output schema"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -85,7 +106,10 @@ async fn graceful_shutdown_republishes_every_card_offline() {
     client.wait_for_tool("crawl_site", PATIENCE).await.unwrap();
     server.shutdown().await.unwrap();
 
-    let offline = client.wait_for_server_offline("gtm-mcp-server", PATIENCE).await.unwrap();
+    let offline = client
+        .wait_for_server_offline("gtm-mcp-server", PATIENCE)
+        .await
+        .unwrap();
     assert_recent(&offline.last_seen);
     let mut raw = Raw::connect(&broker, "observer").await;
     raw.subscribe("gtm/mcp/tools/+/card").await;
@@ -113,7 +137,10 @@ async fn a_killed_server_is_announced_offline_by_its_last_will() {
     // SIGKILL: no goodbye, so only the Last Will can say it is gone.
     child.kill().unwrap();
     child.wait().unwrap();
-    let card = client.wait_for_server_offline("gtm-mcp-server", Duration::from_secs(30)).await.unwrap();
+    let card = client
+        .wait_for_server_offline("gtm-mcp-server", Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(card.status, Status::Offline);
     assert!(client.servers().await.is_empty());
 }

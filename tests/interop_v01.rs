@@ -28,11 +28,21 @@ async fn a_v01_shaped_call_is_served() {
         "client": "v01-agent",
         "timestamp": "2026-11-23T12:00:00.000Z"
     });
-    let reason = v01.publish("gtm/mcp/tools/query_watch_configs/call", call.to_string(), call_props(responses, "0b7f3e1c-v01")).await;
+    let reason = v01
+        .publish(
+            "gtm/mcp/tools/query_watch_configs/call",
+            call.to_string(),
+            call_props(responses, "0b7f3e1c-v01"),
+        )
+        .await;
     assert_eq!(reason, rumqttc::v5::mqttbytes::v5::PubAckReason::Success);
     let p = v01.recv().await;
     let props = p.properties.clone().unwrap();
-    assert_eq!(props.correlation_data.as_deref(), Some(&b"0b7f3e1c-v01"[..]), "Correlation Data is echoed");
+    assert_eq!(
+        props.correlation_data.as_deref(),
+        Some(&b"0b7f3e1c-v01"[..]),
+        "Correlation Data is echoed"
+    );
     let response: Value = serde_json::from_slice(&p.payload).unwrap();
     let mut keys: Vec<&str> = response.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort();
@@ -42,21 +52,37 @@ async fn a_v01_shaped_call_is_served() {
     assert_eq!(response["result"]["configs"][0]["platform"], "linkedin");
 
     // Without MQTT 5 properties: the reply goes to {ns}/mcp/clients/{client}/responses.
-    let call = json!({"call_id": "c-by-client", "arguments": {}, "client": "v01-agent", "timestamp": "2026-11-23T12:00:00Z"});
-    v01.publish("gtm/mcp/tools/query_watch_configs/call", call.to_string(), PublishProperties::default()).await;
+    let call =
+        json!({"call_id": "c-by-client", "arguments": {}, "client": "v01-agent", "timestamp": "2026-11-23T12:00:00Z"});
+    v01.publish(
+        "gtm/mcp/tools/query_watch_configs/call",
+        call.to_string(),
+        PublishProperties::default(),
+    )
+    .await;
     let (topic, response) = v01.recv_json().await;
     assert_eq!(topic, responses);
     assert_eq!(response["call_id"], "c-by-client");
 
     // The MQTT 3.1.1 fallback: response_topic in the payload.
     let call = json!({"call_id": "c-by-field", "arguments": {}, "client": "someone", "response_topic": responses});
-    v01.publish("gtm/mcp/tools/query_watch_configs/call", call.to_string(), PublishProperties::default()).await;
+    v01.publish(
+        "gtm/mcp/tools/query_watch_configs/call",
+        call.to_string(),
+        PublishProperties::default(),
+    )
+    .await;
     let (_, response) = v01.recv_json().await;
     assert_eq!(response["call_id"], "c-by-field");
 
     // A v0.1 error shape.
     let call = json!({"call_id": "c-bad", "arguments": {"platform": "myspace"}, "client": "v01-agent"});
-    v01.publish("gtm/mcp/tools/query_watch_configs/call", call.to_string(), call_props(responses, "c-bad")).await;
+    v01.publish(
+        "gtm/mcp/tools/query_watch_configs/call",
+        call.to_string(),
+        call_props(responses, "c-bad"),
+    )
+    .await;
     let (_, response) = v01.recv_json().await;
     assert_eq!(response["status"], "error");
     assert_eq!(response["error"]["type"], "invalid_arguments");
@@ -77,7 +103,12 @@ async fn fake_v01_server(broker: &Mosquitto) -> tokio::task::JoinHandle<()> {
         "status": "online", "last_seen": "2026-11-23T12:00:00.000Z"
     });
     raw.client
-        .publish("gtm/mcp/tools/legacy/card", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, true, card.to_string())
+        .publish(
+            "gtm/mcp/tools/legacy/card",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            true,
+            card.to_string(),
+        )
         .await
         .unwrap();
     raw.subscribe("gtm/mcp/tools/legacy/call").await;
@@ -96,7 +127,8 @@ async fn fake_v01_server(broker: &Mosquitto) -> tokio::task::JoinHandle<()> {
             ] {
                 let mut msg = json!({"call_id": id, "seq": seq, "type": "partial"});
                 msg.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
-                raw.publish(&stream, msg.to_string(), PublishProperties::default()).await;
+                raw.publish(&stream, msg.to_string(), PublishProperties::default())
+                    .await;
             }
             let response = if req["arguments"]["fail"] == true {
                 json!({"call_id": id, "status": "error", "error": {"type": "tool_error", "message": "legacy failure", "code": 503}, "elapsed_ms": 4})
@@ -107,7 +139,10 @@ async fn fake_v01_server(broker: &Mosquitto) -> tokio::task::JoinHandle<()> {
                 correlation_data: props.correlation_data.clone(),
                 ..Default::default()
             };
-            let topic = props.response_topic.clone().unwrap_or_else(|| req["response_topic"].as_str().unwrap().to_owned());
+            let topic = props
+                .response_topic
+                .clone()
+                .unwrap_or_else(|| req["response_topic"].as_str().unwrap().to_owned());
             raw.publish(&topic, Bytes::from(response.to_string()), reply).await;
         }
     })
@@ -117,7 +152,13 @@ async fn fake_v01_server(broker: &Mosquitto) -> tokio::task::JoinHandle<()> {
 async fn our_client_reads_v01_cards_responses_and_partials() {
     let broker = Mosquitto::start();
     let _server = fake_v01_server(&broker).await;
-    let client = Client::builder("scout").broker(&broker.url()).namespace("gtm").default_timeout(PATIENCE).connect().await.unwrap();
+    let client = Client::builder("scout")
+        .broker(&broker.url())
+        .namespace("gtm")
+        .default_timeout(PATIENCE)
+        .connect()
+        .await
+        .unwrap();
 
     let card = client.wait_for_tool("legacy", PATIENCE).await.unwrap();
     assert_eq!(card.server, "legacy-server");
@@ -127,11 +168,18 @@ async fn our_client_reads_v01_cards_responses_and_partials() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let result = client
-        .call_with("legacy", json!({}), CallOptions::new().on_partial(move |p| sink.lock().unwrap().push(p)))
+        .call_with(
+            "legacy",
+            json!({}),
+            CallOptions::new().on_partial(move |p| sink.lock().unwrap().push(p)),
+        )
         .await
         .unwrap();
     assert_eq!(result, json!({"from": "v0.1"}));
-    assert_eq!(*seen.lock().unwrap(), vec![Partial::Text("first".into()), Partial::Data(json!({"step": 2}))]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Partial::Text("first".into()), Partial::Data(json!({"step": 2}))]
+    );
 
     match client.call("legacy", json!({"fail": true})).await {
         Err(CallError::ToolError { message, code }) => {

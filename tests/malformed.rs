@@ -16,7 +16,14 @@ const CALL: &str = "lab/mcp/tools/echo/call";
 
 async fn setup() -> (Mosquitto, mcpmqtt::ServerHandle, Raw) {
     let broker = Mosquitto::start();
-    let server = lab_server("lab").broker(&broker.url()).max_payload_bytes(64 * 1024).build().unwrap().start().await.unwrap();
+    let server = lab_server("lab")
+        .broker(&broker.url())
+        .max_payload_bytes(64 * 1024)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
     let mut raw = Raw::connect(&broker, "raw").await;
     raw.subscribe(REPLY).await;
     (broker, server, raw)
@@ -55,24 +62,49 @@ async fn malformed_payloads_are_answered_when_a_reply_address_is_known() {
     raw.publish(CALL, "[1, 2, 3]", call_props(REPLY, "c3")).await;
     expect_error(&mut raw, "invalid_arguments", "object").await;
 
-    raw.publish(CALL, json!({"arguments": {"text": "x"}}).to_string(), call_props(REPLY, "c4")).await;
+    raw.publish(
+        CALL,
+        json!({"arguments": {"text": "x"}}).to_string(),
+        call_props(REPLY, "c4"),
+    )
+    .await;
     expect_error(&mut raw, "invalid_arguments", "call_id").await;
 
     // No MQTT 5 properties: the payload's `client` says where to answer.
-    raw.publish(CALL, json!({"arguments": {}, "client": "raw"}).to_string(), Default::default()).await;
+    raw.publish(
+        CALL,
+        json!({"arguments": {}, "client": "raw"}).to_string(),
+        Default::default(),
+    )
+    .await;
     expect_error(&mut raw, "invalid_arguments", "call_id").await;
 
-    raw.publish(CALL, json!({"call_id": "", "arguments": {}}).to_string(), call_props(REPLY, "c5")).await;
+    raw.publish(
+        CALL,
+        json!({"call_id": "", "arguments": {}}).to_string(),
+        call_props(REPLY, "c5"),
+    )
+    .await;
     expect_error(&mut raw, "invalid_arguments", "call_id").await;
 
-    raw.publish(CALL, json!({"call_id": "c6", "arguments": "text"}).to_string(), call_props(REPLY, "c6")).await;
+    raw.publish(
+        CALL,
+        json!({"call_id": "c6", "arguments": "text"}).to_string(),
+        call_props(REPLY, "c6"),
+    )
+    .await;
     expect_error(&mut raw, "invalid_arguments", "arguments").await;
 
     let big = json!({"call_id": "c7", "arguments": {"text": "x".repeat(100 * 1024)}});
     raw.publish(CALL, big.to_string(), call_props(REPLY, "c7")).await;
     expect_error(&mut raw, "invalid_arguments", "limit").await;
 
-    raw.publish(CALL, json!({"call_id": "c8", "arguments": {"text": 1, "extra": true}}).to_string(), call_props(REPLY, "c8")).await;
+    raw.publish(
+        CALL,
+        json!({"call_id": "c8", "arguments": {"text": 1, "extra": true}}).to_string(),
+        call_props(REPLY, "c8"),
+    )
+    .await;
     expect_error(&mut raw, "invalid_arguments", "text").await;
 
     still_serving(&mut raw).await;
@@ -83,8 +115,12 @@ async fn malformed_payloads_are_answered_when_a_reply_address_is_known() {
 async fn a_malformed_call_with_no_reply_address_is_dropped_and_serving_goes_on() {
     let (_broker, server, mut raw) = setup().await;
     raw.publish(CALL, "not json", Default::default()).await;
-    raw.publish(CALL, json!({"call_id": "x"}).to_string(), Default::default()).await;
-    assert!(raw.recv_within(Duration::from_millis(300)).await.is_none(), "nothing to answer to");
+    raw.publish(CALL, json!({"call_id": "x"}).to_string(), Default::default())
+        .await;
+    assert!(
+        raw.recv_within(Duration::from_millis(300)).await.is_none(),
+        "nothing to answer to"
+    );
     still_serving(&mut raw).await;
     server.shutdown().await.unwrap();
 }

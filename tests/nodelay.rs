@@ -11,7 +11,11 @@ use support::fixtures::{gtm_online, PATIENCE};
 use support::mosquitto::Mosquitto;
 
 fn strace() -> &'static str {
-    let found = Command::new("strace").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let found = Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
     assert!(
         found.is_ok_and(|s| s.success()),
         "strace not found: install it with `apt-get install -y strace` (or run .ci/run)"
@@ -32,7 +36,9 @@ fn traced(example: &str, args: &[&str], trace: &std::path::Path) -> std::process
 }
 
 fn nodelay_set(trace: &std::path::Path) -> bool {
-    std::fs::read_to_string(trace).unwrap_or_default().contains("TCP_NODELAY, [1]")
+    std::fs::read_to_string(trace)
+        .unwrap_or_default()
+        .contains("TCP_NODELAY, [1]")
 }
 
 #[tokio::test]
@@ -42,14 +48,22 @@ async fn server_and_client_sockets_set_tcp_nodelay() {
 
     // The server end.
     let server_trace = dir.path().join("server.trace");
-    let mut server = traced("gtm_server", &["--broker", &broker.url(), "--namespace", "other"], &server_trace);
+    let mut server = traced(
+        "gtm_server",
+        &["--broker", &broker.url(), "--namespace", "other"],
+        &server_trace,
+    );
     let deadline = Instant::now() + PATIENCE;
     while !nodelay_set(&server_trace) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.kill().unwrap();
     server.wait().unwrap();
-    assert!(nodelay_set(&server_trace), "the server never set TCP_NODELAY:\n{}", std::fs::read_to_string(&server_trace).unwrap_or_default());
+    assert!(
+        nodelay_set(&server_trace),
+        "the server never set TCP_NODELAY:\n{}",
+        std::fs::read_to_string(&server_trace).unwrap_or_default()
+    );
 
     // The client end, calling a live server to completion.
     let gtm = gtm_online(&broker).await;

@@ -13,8 +13,20 @@ use support::tools::{lab_server, NAMESPACE};
 #[tokio::test]
 async fn payloads_far_above_rumqttc_default_packet_size_get_through() {
     let broker = Mosquitto::start();
-    let server = lab_server("lab").broker(&broker.url()).build().unwrap().start().await.unwrap();
-    let client = Client::builder("tester").broker(&broker.url()).namespace(NAMESPACE).default_timeout(PATIENCE).connect().await.unwrap();
+    let server = lab_server("lab")
+        .broker(&broker.url())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let client = Client::builder("tester")
+        .broker(&broker.url())
+        .namespace(NAMESPACE)
+        .default_timeout(PATIENCE)
+        .connect()
+        .await
+        .unwrap();
     let text = "x".repeat(900 * 1024);
     let echoed = client.call("echo", json!({"text": text})).await.unwrap();
     assert_eq!(echoed.as_str().map(str::len), Some(900 * 1024));
@@ -25,11 +37,21 @@ async fn payloads_far_above_rumqttc_default_packet_size_get_through() {
 async fn call_until_ok(client: &Client, tool: &str, args: serde_json::Value) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match client.call_with(tool, args.clone(), mcpmqtt::CallOptions::new().timeout(Duration::from_secs(2))).await {
+        match client
+            .call_with(
+                tool,
+                args.clone(),
+                mcpmqtt::CallOptions::new().timeout(Duration::from_secs(2)),
+            )
+            .await
+        {
             Ok(v) => return v,
             Err(e) if Instant::now() < deadline => {
                 assert!(
-                    matches!(e, CallError::Transport(_) | CallError::Timeout { .. } | CallError::Unavailable { .. }),
+                    matches!(
+                        e,
+                        CallError::Transport(_) | CallError::Timeout { .. } | CallError::Unavailable { .. }
+                    ),
                     "unexpected error while reconnecting: {e}"
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;

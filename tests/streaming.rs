@@ -13,16 +13,31 @@ use support::tools::{lab_server, NAMESPACE};
 #[tokio::test]
 async fn partials_count_from_zero_and_done_precedes_the_response() {
     let broker = Mosquitto::start();
-    let server = lab_server("lab").broker(&broker.url()).build().unwrap().start().await.unwrap();
+    let server = lab_server("lab")
+        .broker(&broker.url())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
     let mut observer = Raw::connect(&broker, "observer").await;
     observer.subscribe("lab/mcp/tools/count/stream/+").await;
     observer.subscribe("lab/mcp/clients/tester/responses").await;
 
-    let client = Client::builder("tester").broker(&broker.url()).namespace(NAMESPACE).connect().await.unwrap();
+    let client = Client::builder("tester")
+        .broker(&broker.url())
+        .namespace(NAMESPACE)
+        .connect()
+        .await
+        .unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let result = client
-        .call_with("count", json!({"n": 5}), CallOptions::new().on_partial(move |p| sink.lock().unwrap().push(p)))
+        .call_with(
+            "count",
+            json!({"n": 5}),
+            CallOptions::new().on_partial(move |p| sink.lock().unwrap().push(p)),
+        )
         .await
         .unwrap();
     assert_eq!(result, json!(5));
@@ -48,7 +63,10 @@ async fn partials_count_from_zero_and_done_precedes_the_response() {
             let has = if seq % 2 == 0 { "content" } else { "data" };
             assert!(msg.get(has).is_some(), "{msg}");
         }
-        assert_eq!(topic, format!("lab/mcp/tools/count/stream/{}", msg["call_id"].as_str().unwrap()));
+        assert_eq!(
+            topic,
+            format!("lab/mcp/tools/count/stream/{}", msg["call_id"].as_str().unwrap())
+        );
         call_id.get_or_insert(msg["call_id"].clone());
     }
     let (topic, response) = observer.recv_json().await;
@@ -68,7 +86,11 @@ async fn crawl_site_streams_one_partial_per_page() {
     let broker = Mosquitto::start();
     let server = gtm_online(&broker).await;
     let scout = gtm_client(&broker, "scout").await;
-    let mut call = scout.call_streaming("crawl_site", json!({"url": "https://example.com", "pages": 3}), CallOptions::new());
+    let mut call = scout.call_streaming(
+        "crawl_site",
+        json!({"url": "https://example.com", "pages": 3}),
+        CallOptions::new(),
+    );
     let mut progress = Vec::new();
     while let Some(p) = tokio::time::timeout(PATIENCE, call.next_partial()).await.unwrap() {
         progress.push(p.as_text().unwrap().to_owned());

@@ -32,12 +32,21 @@ async fn credentials_are_sent_and_a_wrong_password_is_a_clear_error() {
         .unwrap();
     scout.call("query_watch_configs", json!({})).await.unwrap();
 
-    let refused = Client::builder("scout").broker(&broker.url()).password("wrong").namespace("gtm").connect().await;
+    let refused = Client::builder("scout")
+        .broker(&broker.url())
+        .password("wrong")
+        .namespace("gtm")
+        .connect()
+        .await;
     match refused {
         Err(Error::Connect(why)) => assert!(why.contains("refused"), "{why}"),
         other => panic!("expected a refused connection, got {other:?}"),
     }
-    let anonymous = Client::builder("nobody").broker(&broker.url()).namespace("gtm").connect().await;
+    let anonymous = Client::builder("nobody")
+        .broker(&broker.url())
+        .namespace("gtm")
+        .connect()
+        .await;
     assert!(matches!(anonymous, Err(Error::Connect(_))), "{anonymous:?}");
     server.shutdown().await.unwrap();
 }
@@ -75,20 +84,45 @@ async fn mqtts_urls_connect_over_tls() {
     let url = format!("mqtts://127.0.0.1:{}", broker.port());
     let options = BrokerOptions::parse(&url).unwrap().with_ca_pem(ca_pem.clone());
 
-    let server = gtm_tools::gtm_server().broker_options(options.clone()).build().unwrap().start().await.unwrap();
-    let scout = Client::builder("scout").broker_options(options).namespace("gtm").connect().await.unwrap();
-    let configs = scout.call("query_watch_configs", json!({"platform": "reddit"})).await.unwrap();
+    let server = gtm_tools::gtm_server()
+        .broker_options(options.clone())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let scout = Client::builder("scout")
+        .broker_options(options)
+        .namespace("gtm")
+        .connect()
+        .await
+        .unwrap();
+    let configs = scout
+        .call("query_watch_configs", json!({"platform": "reddit"}))
+        .await
+        .unwrap();
     assert_eq!(configs["configs"][0]["platform"], "reddit");
 
     // Plain MQTT to a TLS listener fails, and so does TLS without the CA.
     let plain = tokio::time::timeout(
         Duration::from_secs(15),
-        Client::builder("x").broker(&format!("mqtt://127.0.0.1:{}", broker.port())).connect(),
+        Client::builder("x")
+            .broker(&format!("mqtt://127.0.0.1:{}", broker.port()))
+            .connect(),
     )
     .await;
-    assert!(!matches!(plain, Ok(Ok(_))), "plain MQTT must not connect to a TLS listener");
-    let untrusted = BrokerOptions::parse(&url).unwrap().with_ca_pem(make_pki(tempfile::tempdir().unwrap().path()));
-    let err = Client::builder("y").broker_options(untrusted).connect().await.unwrap_err();
+    assert!(
+        !matches!(plain, Ok(Ok(_))),
+        "plain MQTT must not connect to a TLS listener"
+    );
+    let untrusted = BrokerOptions::parse(&url)
+        .unwrap()
+        .with_ca_pem(make_pki(tempfile::tempdir().unwrap().path()));
+    let err = Client::builder("y")
+        .broker_options(untrusted)
+        .connect()
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Connect(_)), "{err}");
     server.shutdown().await.unwrap();
 }

@@ -142,7 +142,11 @@ pub async fn crawl_site(
     let mut visited = Vec::new();
     for i in 1..=pages {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let page = if i == 1 { root.to_owned() } else { format!("{root}/page/{i}") };
+        let page = if i == 1 {
+            root.to_owned()
+        } else {
+            format!("{root}/page/{i}")
+        };
         ctx.emit_text(format!("crawled {page} ({i}/{pages})")).await?;
         visited.push(page);
     }
@@ -189,9 +193,12 @@ impl ConnectArgs {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: info for mcpmqtt).
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings only).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,mcpmqtt=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

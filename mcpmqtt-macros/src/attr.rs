@@ -105,9 +105,7 @@ impl ToolAttr {
                     self.streaming = Some(key.clone());
                     Ok(())
                 }
-                Some(Expr::Lit(ExprLit {
-                    lit: Lit::Bool(b), ..
-                })) => {
+                Some(Expr::Lit(ExprLit { lit: Lit::Bool(b), .. })) => {
                     self.streaming = b.value.then(|| key.clone());
                     Ok(())
                 }
@@ -156,9 +154,7 @@ fn unwrap_group(expr: &Expr) -> &Expr {
 
 fn expect_str(value: &Expr, key: &str, example: &str) -> syn::Result<LitStr> {
     match value {
-        Expr::Lit(ExprLit {
-            lit: Lit::Str(s), ..
-        }) => Ok(s.clone()),
+        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Ok(s.clone()),
         other => Err(syn::Error::new_spanned(
             other,
             format!("`{key}` takes a string literal: `{example}`"),
@@ -206,17 +202,16 @@ fn parse_callers(value: &Expr, example: &str) -> syn::Result<Vec<LitStr>> {
 
 fn parse_timeout(value: &Expr, example: &str) -> syn::Result<u64> {
     let message = format!("`timeout_ms` takes a positive integer literal, in milliseconds: `{example}`");
-    let Expr::Lit(ExprLit {
-        lit: Lit::Int(int), ..
-    }) = value
-    else {
+    let Expr::Lit(ExprLit { lit: Lit::Int(int), .. }) = value else {
         return Err(syn::Error::new_spanned(value, message));
     };
     let ms = parse_u64(int).map_err(|_| syn::Error::new_spanned(int, &message))?;
     if ms == 0 {
         return Err(syn::Error::new_spanned(
             int,
-            format!("`timeout_ms` must be greater than 0: `{example}`, or leave it out for no timeout of the tool's own"),
+            format!(
+                "`timeout_ms` must be greater than 0: `{example}`, or leave it out for no timeout of the tool's own"
+            ),
         ));
     }
     Ok(ms)
@@ -259,10 +254,7 @@ pub(crate) fn unknown_key(key: &Ident, attribute: &str, known: &[&str]) -> syn::
         Some(suggestion) => {
             format!("unknown `{attribute}` option `{name}`: did you mean `{suggestion}`?")
         }
-        None => format!(
-            "unknown `{attribute}` option `{name}`: expected {}",
-            one_of(known)
-        ),
+        None => format!("unknown `{attribute}` option `{name}`: expected {}", one_of(known)),
     };
     syn::Error::new_spanned(key, message)
 }
@@ -295,10 +287,7 @@ impl ArgAttr {
                 continue;
             }
             if self.rename.is_some() {
-                errors.push(syn::Error::new_spanned(
-                    &key,
-                    "`rename` is set twice: remove this one",
-                ));
+                errors.push(syn::Error::new_spanned(&key, "`rename` is set twice: remove this one"));
                 continue;
             }
             let Some(value) = value else {
@@ -333,11 +322,7 @@ mod tests {
     fn error(tokens: TokenStream) -> String {
         match parse(tokens) {
             Ok(_) => panic!("expected an error"),
-            Err(e) => e
-                .into_iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"),
         }
     }
 
@@ -473,7 +458,12 @@ mod tests {
 
     #[test]
     fn errors_accumulate() {
-        let all = error(quote!(nmae = "x", name = "a b", allowed_callers = ["a", "a"], timeout_ms = 0));
+        let all = error(quote!(
+            nmae = "x",
+            name = "a b",
+            allowed_callers = ["a", "a"],
+            timeout_ms = 0
+        ));
         let lines: Vec<&str> = all.lines().collect();
         assert_eq!(lines.len(), 4, "{all}");
         assert!(lines[0].contains("did you mean `name`"));

@@ -18,6 +18,18 @@ impl Errors {
         result.map_err(|e| self.push(e)).ok()
     }
 
+    /// Both values, or the errors of either or both.
+    pub(crate) fn both<A, B>(a: syn::Result<A>, b: syn::Result<B>) -> syn::Result<(A, B)> {
+        match (a, b) {
+            (Ok(a), Ok(b)) => Ok((a, b)),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+            (Err(mut e), Err(f)) => {
+                e.combine(f);
+                Err(e)
+            }
+        }
+    }
+
     /// `Err` with every error pushed, or `Ok`.
     pub(crate) fn finish(self) -> syn::Result<()> {
         match self.0 {

@@ -15,8 +15,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             "`#[json_schema]` takes no arguments: write `#[mcpmqtt::json_schema]` (and `#[schemars(...)]` for schema options)",
         ));
     }
-    let mut item: Item = syn::parse2(item.clone())
-        .map_err(|_| not_a_type(&item))?;
+    let mut item: Item = syn::parse2(item.clone()).map_err(|_| not_a_type(&item))?;
     let attrs = match &mut item {
         Item::Struct(s) => &mut s.attrs,
         Item::Enum(e) => &mut e.attrs,
@@ -75,15 +74,37 @@ pub enum Platform {
 
     #[test]
     fn structs_too() {
-        let out = expand(quote!(), quote!(struct Window<T> { from: T })).unwrap();
+        let out = expand(
+            quote!(),
+            quote!(
+                struct Window<T> {
+                    from: T,
+                }
+            ),
+        )
+        .unwrap();
         assert!(pretty(out).starts_with("#[derive(::mcpmqtt::__private::schemars::JsonSchema)]"));
     }
 
     #[test]
     fn errors() {
         let err = |attr, item| expand(attr, item).unwrap_err().to_string();
-        assert!(err(quote!(rename_all = "x"), quote!(struct A;)).starts_with("`#[json_schema]` takes no arguments"));
-        assert!(err(quote!(), quote!(fn f() {})).starts_with("`#[json_schema]` applies to a struct or an enum"));
-        assert!(err(quote!(), quote!(union U { a: u32 })).starts_with("`#[json_schema]` applies to a struct or an enum"));
+        assert!(err(
+            quote!(rename_all = "x"),
+            quote!(
+                struct A;
+            )
+        )
+        .starts_with("`#[json_schema]` takes no arguments"));
+        assert!(err(
+            quote!(),
+            quote!(
+                fn f() {}
+            )
+        )
+        .starts_with("`#[json_schema]` applies to a struct or an enum"));
+        assert!(
+            err(quote!(), quote!(union U { a: u32 })).starts_with("`#[json_schema]` applies to a struct or an enum")
+        );
     }
 }

@@ -55,8 +55,7 @@ pub(crate) fn closest<'a>(unknown: &str, candidates: &[&'a str]) -> Option<&'a s
             let distance = edit_distance(&unknown_lower, candidate);
             let close = distance <= (unknown.chars().count() / 3).max(2);
             let contained = unknown_lower.len() >= 4
-                && (candidate.contains(unknown_lower.as_str())
-                    || unknown_lower.contains(candidate));
+                && (candidate.contains(unknown_lower.as_str()) || unknown_lower.contains(candidate));
             (close || contained).then_some((distance, candidate))
         })
         .min_by_key(|&(distance, _)| distance)
@@ -100,10 +99,7 @@ mod tests {
         for (bad, reason) in cases {
             assert_eq!(name_problem(bad), Some(reason), "{bad:?}");
         }
-        assert_eq!(
-            name_problem(&"a".repeat(129)),
-            Some("it is longer than 128 bytes")
-        );
+        assert_eq!(name_problem(&"a".repeat(129)), Some("it is longer than 128 bytes"));
     }
 
     #[test]

@@ -10,15 +10,11 @@
 //! pub struct crawl_site {}                  // the type namespace: coexists with the fn
 //!
 //! const _: () = {
-//!     trait __ToolArgument: DeserializeOwned + JsonSchema {}     // + blanket impls, with
-//!     trait __ToolOutput: Serialize {}                            //   #[diagnostic::on_unimplemented]
-//!     trait __ToolErrorType: Into<ToolError> {}
-//!
 //!     #[derive(Deserialize, JsonSchema)] #[serde(deny_unknown_fields)]
 //!     struct __ToolArgs<__A0> { /// The first URL.
 //!                               url: __A0 }
 //!
-//!     fn __tool<__A0: __ToolArgument, __O: __ToolOutput, __E: __ToolErrorType, __F, __Fut>(
+//!     fn __tool<__A0: ToolArgument, __O: ToolOutput, __E: ToolErrorType, __F, __Fut>(
 //!         output_schema: Option<Value>, call: __F) -> ToolDef
 //!     where __F: Fn(CallContext, __A0) -> __Fut + Copy + Send + Sync + 'static,
 //!           __Fut: Future<Output = Result<__O, __E>> + Send + 'static
@@ -34,6 +30,9 @@
 //! };
 //! ```
 //!
+//! `ToolArgument`, `ToolOutput` and `ToolErrorType` live in
+//! `mcpmqtt::__private`, each with its `#[diagnostic::on_unimplemented]`.
+//!
 //! Why the generic `__tool`: every requirement on the user's types is then a
 //! bound of `__tool`, checked at exactly one place, the turbofish, where each
 //! type is written with the span of the user's own type. A type that is not
@@ -46,8 +45,8 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::visit::Visit;
 use syn::{
-    Attribute, Expr, ExprLit, FnArg, GenericArgument, Ident, Item, ItemFn, Lit, LitStr, Meta, Pat,
-    PathArguments, ReturnType, Signature, Type, TypeReference,
+    Attribute, Expr, ExprLit, FnArg, GenericArgument, Ident, Item, ItemFn, Lit, LitStr, Meta, Pat, PathArguments,
+    ReturnType, Signature, Type, TypeReference,
 };
 
 use crate::attr::{check_name_at, ArgAttr, ToolAttr};
@@ -56,13 +55,8 @@ use crate::errors::Errors;
 /// Expands `#[tool(attr)] item`, or says everything that is wrong with it.
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let mut func = parse_fn(item)?;
-    let mut errors = Errors::default();
-    let attr = errors.take(ToolAttr::parse(attr));
-    let sig = errors.take(analyze_signature(&func.sig));
-    errors.finish()?;
-    let (Some(attr), Some(sig)) = (attr, sig) else {
-        unreachable!("no errors, so both parsed")
-    };
+    // Both are checked, so that the errors of both are reported at once.
+    let (attr, sig) = Errors::both(ToolAttr::parse(attr), analyze_signature(&func.sig))?;
     let tool = Tool::new(attr, sig, &func)?;
     strip_argument_attributes(&mut func);
     Ok(tool.generate(&func))
@@ -107,7 +101,7 @@ fn parse_fn(item: TokenStream) -> syn::Result<ItemFn> {
     };
     match syn::parse2::<Item>(item.clone()) {
         Ok(Item::Fn(func)) => Ok(func),
-        Ok(_) | Err(_) => Err(not_a_fn(&item)),
+        _ => Err(not_a_fn(&item)),
     }
 }
 
@@ -132,15 +126,19 @@ enum Param {
     /// `ctx: &CallContext`: passed through, not part of the schema.
     Context,
     /// An argument read from the call's JSON arguments.
-    Arg(Arg),
+    Arg(Box<Arg>),
 }
 
 /// An argument read from JSON.
 struct Arg {
     /// Its binding (and the field of the generated arguments struct).
     ident: Ident,
-    /// Its type, with the user's spans.
-    ty: Type,
+    /// The `Option` and `Vec` its type is wrapped in, outermost first.
+    wrappers: Vec<Wrapper>,
+    /// Its type inside those wrappers, with the user's spans: the type that
+    /// is checked, so that an error names (and points at) `Window` rather
+    /// than `Option<Window>`.
+    inner: Type,
     /// Its doc comments: the description in the schema.
     docs: Vec<Attribute>,
     /// `#[arg(rename = "...")]`.
@@ -152,10 +150,10 @@ enum Output {
     /// No return type, or `()`: the result is `null`.
     Unit,
     /// A type that is not a `Result`: serialised as it is.
-    Plain(Type),
+    Plain(Box<Type>),
     /// `Result<T, E>` (or `Result<T>` of an alias): `Ok` is serialised, `Err`
     /// converted into a `ToolError`.
-    Result { ok: Type, err: Option<Type> },
+    Result { ok: Box<Type>, err: Option<Box<Type>> },
     /// A `Result` whose type arguments cannot be read (a non-generic alias):
     /// converted by `IntoToolResult` without an output schema.
     Opaque,
@@ -332,12 +330,14 @@ fn analyze_signature(sig: &Signature) -> syn::Result<SignatureInfo> {
             continue;
         }
         json_names.push(json_name);
-        params.push(Param::Arg(Arg {
+        let (wrappers, inner) = peel(&pat_type.ty);
+        params.push(Param::Arg(Box::new(Arg {
             ident,
-            ty: (*pat_type.ty).clone(),
+            wrappers,
+            inner: inner.clone(),
             docs,
             rename: arg_attr.rename,
-        }));
+        })));
     }
 
     let output = errors.take(analyze_output(&sig.output));
@@ -359,13 +359,11 @@ enum ContextKind<'a> {
 /// reference or not.
 fn context_kind(ty: &Type) -> Option<ContextKind<'_>> {
     match ungroup(ty) {
-        Type::Reference(reference) if is_call_context(&reference.elem) => {
-            Some(if reference.mutability.is_some() {
-                ContextKind::Mutable(reference)
-            } else {
-                ContextKind::Shared(reference)
-            })
-        }
+        Type::Reference(reference) if is_call_context(&reference.elem) => Some(if reference.mutability.is_some() {
+            ContextKind::Mutable(reference)
+        } else {
+            ContextKind::Shared(reference)
+        }),
         other if is_call_context(other) => Some(ContextKind::ByValue),
         _ => None,
     }
@@ -388,6 +386,58 @@ fn ungroup(ty: &Type) -> &Type {
         Type::Paren(p) => ungroup(&p.elem),
         other => other,
     }
+}
+
+/// A standard container whose `Deserialize` and `JsonSchema` impls need
+/// only those of its element.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Wrapper {
+    Option,
+    Vec,
+}
+
+impl Wrapper {
+    fn wrap(self, inner: TokenStream) -> TokenStream {
+        match self {
+            Wrapper::Option => quote!(::core::option::Option<#inner>),
+            Wrapper::Vec => quote!(::std::vec::Vec<#inner>),
+        }
+    }
+}
+
+/// Splits `Option<Vec<T>>` into `[Option, Vec]` and `T`. Only paths that
+/// name the standard types are peeled: `Option`, `Vec`, or a path to them
+/// through `std`, `core` or `alloc`.
+fn peel(ty: &Type) -> (Vec<Wrapper>, &Type) {
+    let mut wrappers = Vec::new();
+    let mut ty = ty;
+    while let Type::Path(path) = ungroup(ty) {
+        if path.qself.is_some() {
+            break;
+        }
+        let segments = &path.path.segments;
+        let Some(last) = segments.last() else { break };
+        let wrapper = match last.ident.to_string().as_str() {
+            "Option" => Wrapper::Option,
+            "Vec" => Wrapper::Vec,
+            _ => break,
+        };
+        let std_path = segments.len() == 1
+            || (["std", "core", "alloc"].iter().any(|root| segments[0].ident == root)
+                && segments.iter().rev().skip(1).all(|s| s.arguments.is_none()));
+        let PathArguments::AngleBracketed(args) = &last.arguments else {
+            break;
+        };
+        if !std_path || args.args.len() != 1 {
+            break;
+        }
+        let Some(GenericArgument::Type(elem)) = args.args.first() else {
+            break;
+        };
+        wrappers.push(wrapper);
+        ty = elem;
+    }
+    (wrappers, ty)
 }
 
 /// Borrowed and `impl Trait` argument types, which cannot be read from JSON.
@@ -457,10 +507,7 @@ fn analyze_output(output: &ReturnType) -> syn::Result<Output> {
     }
     Ok(match ungroup(ty) {
         Type::Tuple(tuple) if tuple.elems.is_empty() => Output::Unit,
-        Type::Path(path)
-            if path.qself.is_none()
-                && path.path.segments.last().is_some_and(|s| s.ident == "Result") =>
-        {
+        Type::Path(path) if path.qself.is_none() && path.path.segments.last().is_some_and(|s| s.ident == "Result") => {
             let last = path.path.segments.last().expect("checked above");
             let types: Vec<&Type> = match &last.arguments {
                 PathArguments::AngleBracketed(args) => args
@@ -475,17 +522,17 @@ fn analyze_output(output: &ReturnType) -> syn::Result<Output> {
             };
             match types.as_slice() {
                 [ok] => Output::Result {
-                    ok: (*ok).clone(),
+                    ok: Box::new((*ok).clone()),
                     err: None,
                 },
                 [ok, err, ..] => Output::Result {
-                    ok: (*ok).clone(),
-                    err: Some((*err).clone()),
+                    ok: Box::new((*ok).clone()),
+                    err: Some(Box::new((*err).clone())),
                 },
                 [] => Output::Opaque,
             }
         }
-        _ => Output::Plain(ty.clone()),
+        _ => Output::Plain(Box::new(ty.clone())),
     })
 }
 
@@ -518,10 +565,7 @@ fn doc_text(attrs: &[Attribute]) -> String {
             continue;
         }
         if let Meta::NameValue(nv) = &attr.meta {
-            if let Expr::Lit(ExprLit {
-                lit: Lit::Str(s), ..
-            }) = &nv.value
-            {
+            if let Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) = &nv.value {
                 // `split`, not `lines`: an empty `///` is a paragraph break.
                 lines.extend(s.value().split('\n').map(|l| l.trim().to_owned()));
             }
@@ -536,12 +580,11 @@ fn registration_struct(func: &ItemFn) -> TokenStream {
     let vis = &func.vis;
     let ident = &func.sig.ident;
     let plain = ident.unraw();
-    let doc = format!(
-        "The `#[tool]` registration of [`{plain}`](fn@{ident}): register it with `.tool::<{ident}>()`."
-    );
+    let doc = format!("The `#[tool]` registration of [`{plain}`](fn@{ident}): register it with `.tool::<{ident}>()`.");
     quote! {
         #[doc = #doc]
         #[allow(non_camel_case_types, dead_code)]
+        #[derive(Debug)]
         #vis struct #ident {}
     }
 }
@@ -598,15 +641,26 @@ impl Tool {
             .params
             .iter()
             .filter_map(|p| match p {
-                Param::Arg(a) => Some(a),
+                Param::Arg(a) => Some(&**a),
                 Param::Context => None,
             })
             .collect();
         let type_params: Vec<Ident> = (0..args.len()).map(|i| format_ident!("__A{}", i)).collect();
         let values: Vec<Ident> = (0..args.len()).map(|i| format_ident!("__a{}", i)).collect();
-        let arg_types = args.iter().map(|a| &a.ty);
+        let arg_types = args.iter().map(|a| &a.inner);
+        // The argument types as `__tool` sees them: `__A0`, `Option<__A1>`.
+        let wrapped_params: Vec<TokenStream> = args
+            .iter()
+            .zip(&type_params)
+            .map(|(arg, param)| {
+                arg.wrappers
+                    .iter()
+                    .rev()
+                    .fold(param.to_token_stream(), |inner, w| w.wrap(inner))
+            })
+            .collect();
         let field_idents: Vec<&Ident> = args.iter().map(|a| &a.ident).collect();
-        let fields = args.iter().zip(&type_params).map(|(arg, param)| {
+        let fields = args.iter().zip(&wrapped_params).map(|(arg, param)| {
             let docs = &arg.docs;
             let ident = &arg.ident;
             let rename = arg.rename.as_ref().map(|r| quote!(#[serde(rename = #r)]));
@@ -620,38 +674,31 @@ impl Tool {
 
         // The output: the bounds of `__tool`, what it is given, what the
         // future returns, how it becomes JSON, and its schema's type.
-        let (output_params, output_types, future_output, wrap_plain, schema_type) =
-            match &self.sig.output {
-                Output::Unit => (quote!(), quote!(), quote!(()), true, None),
-                Output::Plain(ty) => (
-                    quote!(__O: __ToolOutput,),
-                    quote!(#ty,),
-                    quote!(__O),
-                    true,
-                    Some(ty),
-                ),
-                Output::Result { ok, err } => {
-                    let err = match err {
-                        Some(err) => err.to_token_stream(),
-                        None => quote!(_),
-                    };
-                    let unit = matches!(ungroup(ok), Type::Tuple(t) if t.elems.is_empty());
-                    (
-                        quote!(__O: __ToolOutput, __E: __ToolErrorType,),
-                        quote!(#ok, #err,),
-                        quote!(::core::result::Result<__O, __E>),
-                        false,
-                        (!unit).then_some(ok),
-                    )
-                }
-                Output::Opaque => (
-                    quote!(__R: ::mcpmqtt::__private::IntoToolResult,),
-                    quote!(_,),
-                    quote!(__R),
+        let (output_params, output_types, future_output, wrap_plain, schema_type) = match &self.sig.output {
+            Output::Unit => (quote!(), quote!(), quote!(()), true, None),
+            Output::Plain(ty) => (quote!(__O: ::mcpmqtt::__private::ToolOutput,), quote!(#ty,), quote!(__O), true, Some(ty)),
+            Output::Result { ok, err } => {
+                let err = match err {
+                    Some(err) => err.to_token_stream(),
+                    None => quote!(_),
+                };
+                let unit = matches!(ungroup(ok), Type::Tuple(t) if t.elems.is_empty());
+                (
+                    quote!(__O: ::mcpmqtt::__private::ToolOutput, __E: ::mcpmqtt::__private::ToolErrorType,),
+                    quote!(#ok, #err,),
+                    quote!(::core::result::Result<__O, __E>),
                     false,
-                    None,
-                ),
-            };
+                    (!unit).then_some(ok),
+                )
+            }
+            Output::Opaque => (
+                quote!(__R: ::mcpmqtt::__private::IntoToolResult,),
+                quote!(_,),
+                quote!(__R),
+                false,
+                None,
+            ),
+        };
         let call_result = quote!(__call(__ctx #(, #values)*).await);
         let convert = if wrap_plain {
             quote!(::mcpmqtt::__private::IntoToolResult::into_tool_result(::mcpmqtt::__private::Plain(#call_result)))
@@ -666,7 +713,6 @@ impl Tool {
             }},
             None => quote!(::core::option::Option::None),
         };
-        let traits = self.helper_traits(!args.is_empty());
 
         let name = &self.name;
         let description = (!self.description.is_empty()).then(|| {
@@ -686,8 +732,7 @@ impl Tool {
         });
 
         // The function as `__tool` calls it: the context first, then the
-        // JSON arguments in order. Spanned on the function's name, where a
-        // future that is not `Send` is reported.
+        // JSON arguments in order.
         let call_args = {
             let mut next = values.iter();
             self.sig.params.iter().map(move |p| match p {
@@ -704,7 +749,10 @@ impl Tool {
                 |_: ::mcpmqtt::CallContext #(, #values)*| #ident(#(#call_args),*)
             }
         };
+        // `__tool` and the inferred `__F, __Fut` are spanned on the name too:
+        // a future that is not `Send` is reported on the function's name.
         let tool_fn = quote_spanned!(ident.span()=> __tool);
+        let inferred = quote_spanned!(ident.span()=> _, _);
 
         quote! {
             #func
@@ -712,8 +760,6 @@ impl Tool {
             #registration
 
             const _: () = {
-                #traits
-
                 #[derive(::mcpmqtt::__private::serde::Deserialize, ::mcpmqtt::__private::schemars::JsonSchema)]
                 #[serde(crate = "::mcpmqtt::__private::serde", deny_unknown_fields)]
                 #[schemars(crate = "::mcpmqtt::__private::schemars")]
@@ -721,12 +767,12 @@ impl Tool {
                     #(#fields,)*
                 }
 
-                fn __tool<#(#type_params: __ToolArgument,)* #output_params __F, __Fut>(
+                fn __tool<#(#type_params: ::mcpmqtt::__private::ToolArgument,)* #output_params __F, __Fut>(
                     __output_schema: ::core::option::Option<::mcpmqtt::__private::serde_json::Value>,
                     __call: __F,
                 ) -> ::mcpmqtt::ToolDef
                 where
-                    __F: ::core::ops::Fn(::mcpmqtt::CallContext #(, #type_params)*) -> __Fut
+                    __F: ::core::ops::Fn(::mcpmqtt::CallContext #(, #wrapped_params)*) -> __Fut
                         + ::core::marker::Copy
                         + ::core::marker::Send
                         + ::core::marker::Sync
@@ -756,61 +802,11 @@ impl Tool {
 
                 impl ::mcpmqtt::Tool for #ident {
                     fn definition() -> ::mcpmqtt::ToolDef {
-                        #tool_fn::<#(#arg_types,)* #output_types _, _>(#output_schema, #closure)
+                        #tool_fn::<#(#arg_types,)* #output_types #inferred>(#output_schema, #closure)
                     }
                 }
             };
         }
-    }
-
-    /// The traits `__tool` bounds the user's types with: each has the one
-    /// message to show when a type does not qualify. Only those used are
-    /// emitted (an unused private trait would warn).
-    fn helper_traits(&self, has_args: bool) -> TokenStream {
-        let mut out = TokenStream::new();
-        if has_args {
-            out.extend(quote! {
-                #[diagnostic::on_unimplemented(
-                    message = "`{Self}` cannot be a tool argument",
-                    label = "tool arguments are read from JSON: this type must implement `serde::Deserialize` and `schemars::JsonSchema`",
-                    note = "derive `serde::Deserialize` on it, and add `#[mcpmqtt::json_schema]` to derive `schemars::JsonSchema`"
-                )]
-                trait __ToolArgument:
-                    ::mcpmqtt::__private::serde::de::DeserializeOwned + ::mcpmqtt::__private::schemars::JsonSchema
-                {
-                }
-                impl<__T> __ToolArgument for __T where
-                    __T: ::mcpmqtt::__private::serde::de::DeserializeOwned + ::mcpmqtt::__private::schemars::JsonSchema
-                {
-                }
-            });
-        }
-        if matches!(
-            self.sig.output,
-            Output::Plain(_) | Output::Result { .. }
-        ) {
-            out.extend(quote! {
-                #[diagnostic::on_unimplemented(
-                    message = "`{Self}` cannot be returned from a tool",
-                    label = "the result of a tool is sent as JSON: this type must implement `serde::Serialize`",
-                    note = "derive `serde::Serialize` on it (and add `#[mcpmqtt::json_schema]` to publish its output schema)"
-                )]
-                trait __ToolOutput: ::mcpmqtt::__private::serde::Serialize {}
-                impl<__T: ::mcpmqtt::__private::serde::Serialize> __ToolOutput for __T {}
-            });
-        }
-        if matches!(self.sig.output, Output::Result { .. }) {
-            out.extend(quote! {
-                #[diagnostic::on_unimplemented(
-                    message = "`{Self}` cannot be the error of a tool",
-                    label = "this error must convert into `mcpmqtt::ToolError`",
-                    note = "any type that implements `std::fmt::Display` converts; or return `mcpmqtt::ToolError` itself"
-                )]
-                trait __ToolErrorType: ::core::convert::Into<::mcpmqtt::ToolError> {}
-                impl<__T: ::core::convert::Into<::mcpmqtt::ToolError>> __ToolErrorType for __T {}
-            });
-        }
-        out
     }
 }
 

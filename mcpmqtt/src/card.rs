@@ -112,16 +112,28 @@ mod tests {
             supports_streaming: true,
             requires_auth: true,
             allowed_callers: vec!["scout".into()],
-            version_info: VersionInfo { sdk: SDK_VERSION.into(), tool: Some("1.0.0".into()) },
+            version_info: VersionInfo {
+                sdk: SDK_VERSION.into(),
+                tool: Some("1.0.0".into()),
+            },
             status: Status::Online,
             last_seen: "2026-11-23T00:00:00.000Z".into(),
             timeout_ms: None,
         };
         let v = serde_json::to_value(&card).unwrap();
         for key in [
-            "version", "tool", "server", "namespace", "description", "input_schema",
-            "supports_streaming", "requires_auth", "allowed_callers", "version_info",
-            "status", "last_seen",
+            "version",
+            "tool",
+            "server",
+            "namespace",
+            "description",
+            "input_schema",
+            "supports_streaming",
+            "requires_auth",
+            "allowed_callers",
+            "version_info",
+            "status",
+            "last_seen",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::card::{ServerCard, Status, ToolCard};
 use crate::connection::{BrokerOptions, Link, Message};
@@ -55,7 +56,9 @@ impl Drop for Inner {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("identity", &self.inner.identity).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("identity", &self.inner.identity)
+            .finish_non_exhaustive()
     }
 }
 
@@ -291,6 +294,20 @@ impl Client {
 
     /// Calls a tool with options (timeout, partials).
     pub async fn call_with(&self, tool: &str, arguments: Value, options: CallOptions) -> Result<Value, CallError> {
+        let call_id = uuid::Uuid::new_v4().to_string();
+        let span = tracing::debug_span!("call", %call_id, %tool);
+        self.call_inner(tool, arguments, options, call_id)
+            .instrument(span)
+            .await
+    }
+
+    async fn call_inner(
+        &self,
+        tool: &str,
+        arguments: Value,
+        options: CallOptions,
+        call_id: String,
+    ) -> Result<Value, CallError> {
         let inner = &self.inner;
         if let Some(reason) = names::name_problem(tool) {
             return Err(CallError::InvalidArguments {
@@ -304,9 +321,6 @@ impl Client {
         }
         let timeout = options.timeout.unwrap_or(inner.default_timeout);
         let deadline = tokio::time::Instant::now() + timeout;
-        let call_id = uuid::Uuid::new_v4().to_string();
-        let span = tracing::debug_span!("call", %call_id, %tool);
-        let _enter = span.enter();
         let correlation = Bytes::from(call_id.clone().into_bytes());
 
         let (tx, mut response_rx) = oneshot::channel();
@@ -325,7 +339,12 @@ impl Client {
         let stream_topic = inner.topics.stream(tool, &call_id);
         if options.on_partial.is_some() {
             let (ptx, prx) = mpsc::unbounded_channel();
-            inner.router.streams.lock().expect("streams lock").insert(call_id.clone(), ptx);
+            inner
+                .router
+                .streams
+                .lock()
+                .expect("streams lock")
+                .insert(call_id.clone(), ptx);
             partial_rx = Some(prx);
             inner
                 .link
@@ -362,7 +381,10 @@ impl Client {
             let reason = tokio::time::timeout_at(deadline, published)
                 .await
                 .map_err(|_| CallError::Timeout {
-                    message: format!("the broker did not acknowledge the call within {} ms", timeout.as_millis()),
+                    message: format!(
+                        "the broker did not acknowledge the call within {} ms",
+                        timeout.as_millis()
+                    ),
                 })?
                 .map_err(transport)?;
             check_puback(tool, reason)?;
@@ -416,7 +438,12 @@ impl Client {
     pub async fn tools(&self) -> Vec<ToolCard> {
         self.cards_settled().await;
         let cards = self.inner.router.cards.lock().expect("cards lock");
-        let mut tools: Vec<ToolCard> = cards.tools.values().filter(|c| c.status == Status::Online).cloned().collect();
+        let mut tools: Vec<ToolCard> = cards
+            .tools
+            .values()
+            .filter(|c| c.status == Status::Online)
+            .cloned()
+            .collect();
         tools.sort_by(|a, b| a.tool.cmp(&b.tool));
         tools
     }
@@ -424,14 +451,26 @@ impl Client {
     /// The card of one tool, online or offline, if the broker holds one.
     pub async fn tool_card(&self, tool: &str) -> Option<ToolCard> {
         self.cards_settled().await;
-        self.inner.router.cards.lock().expect("cards lock").tools.get(tool).cloned()
+        self.inner
+            .router
+            .cards
+            .lock()
+            .expect("cards lock")
+            .tools
+            .get(tool)
+            .cloned()
     }
 
     /// The online Server Cards of the namespace.
     pub async fn servers(&self) -> Vec<ServerCard> {
         self.cards_settled().await;
         let cards = self.inner.router.cards.lock().expect("cards lock");
-        let mut servers: Vec<ServerCard> = cards.servers.values().filter(|c| c.status == Status::Online).cloned().collect();
+        let mut servers: Vec<ServerCard> = cards
+            .servers
+            .values()
+            .filter(|c| c.status == Status::Online)
+            .cloned()
+            .collect();
         servers.sort_by(|a, b| a.server.cmp(&b.server));
         servers
     }
@@ -457,7 +496,15 @@ impl Client {
     pub async fn wait_for_server_offline(&self, server: &str, timeout: Duration) -> Result<ServerCard, CallError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let card = self.inner.router.cards.lock().expect("cards lock").servers.get(server).cloned();
+            let card = self
+                .inner
+                .router
+                .cards
+                .lock()
+                .expect("cards lock")
+                .servers
+                .get(server)
+                .cloned();
             if let Some(card) = card.filter(|c| c.status == Status::Offline) {
                 return Ok(card);
             }
@@ -512,7 +559,9 @@ fn check_puback(tool: &str, reason: PubAckReason) -> Result<(), CallError> {
         PubAckReason::NoMatchingSubscribers => Err(CallError::Unavailable {
             message: format!("no server is subscribed to `{tool}` (PUBACK 0x10: no matching subscribers)"),
         }),
-        other => Err(CallError::Transport(format!("the broker refused the call to `{tool}`: {other:?}"))),
+        other => Err(CallError::Transport(format!(
+            "the broker refused the call to `{tool}`: {other:?}"
+        ))),
     }
 }
 
@@ -538,7 +587,9 @@ pub struct ClientBuilder {
 
 impl std::fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientBuilder").field("identity", &self.identity).finish_non_exhaustive()
+        f.debug_struct("ClientBuilder")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
     }
 }
 

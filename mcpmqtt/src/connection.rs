@@ -77,7 +77,11 @@ impl BrokerOptions {
         let (tls, default_port) = match parsed.scheme() {
             "mqtt" | "tcp" => (false, 1883),
             "mqtts" | "ssl" => (true, 8883),
-            other => return Err(invalid(&format!("unsupported scheme `{other}`: use mqtt:// or mqtts://"))),
+            other => {
+                return Err(invalid(&format!(
+                    "unsupported scheme `{other}`: use mqtt:// or mqtts://"
+                )))
+            }
         };
         let host = parsed
             .host_str()
@@ -191,7 +195,12 @@ impl BrokerOptions {
         Ok(rumqttc::TlsConfiguration::Rustls(Arc::new(config)))
     }
 
-    pub(crate) fn mqtt_options(&self, client_id: &str, will: Option<LastWill>, manual_acks: bool) -> Result<MqttOptions, Error> {
+    pub(crate) fn mqtt_options(
+        &self,
+        client_id: &str,
+        will: Option<LastWill>,
+        manual_acks: bool,
+    ) -> Result<MqttOptions, Error> {
         let mut opts = MqttOptions::new(client_id, self.host.clone(), self.port);
         opts.set_keep_alive(self.keep_alive);
         opts.set_max_packet_size(Some(self.max_packet_size));
@@ -407,7 +416,11 @@ impl Link {
 
     /// Unsubscribes, without waiting for the UNSUBACK.
     pub(crate) async fn unsubscribe(&self, filter: &str) {
-        self.book.lock().expect("book lock").subscriptions.retain(|(f, _)| f != filter);
+        self.book
+            .lock()
+            .expect("book lock")
+            .subscriptions
+            .retain(|(f, _)| f != filter);
         if self.client.unsubscribe(filter).await.is_err() {
             tracing::debug!(filter, "could not unsubscribe: the connection is closed");
         }
@@ -441,11 +454,17 @@ impl Link {
     /// Waits until the connection is closed for good.
     pub(crate) async fn closed(&self) {
         let mut state = self.state.clone();
-        let _ = state.wait_for(|s| matches!(s, LinkState::Closed | LinkState::Failed(_))).await;
+        let _ = state
+            .wait_for(|s| matches!(s, LinkState::Closed | LinkState::Failed(_)))
+            .await;
     }
 
     fn expect(&self, kind: Kind, waiter: Option<oneshot::Sender<Ack>>) {
-        self.book.lock().expect("book lock").queue.push_back(Expectation { kind, waiter });
+        self.book
+            .lock()
+            .expect("book lock")
+            .queue
+            .push_back(Expectation { kind, waiter });
     }
 }
 
@@ -487,7 +506,9 @@ async fn drive(
                             };
                             tokio::spawn(async move {
                                 match link.subscribe(&lost).await {
-                                    Ok(()) => tracing::info!(count = lost.len(), "restored subscriptions in a new session"),
+                                    Ok(()) => {
+                                        tracing::info!(count = lost.len(), "restored subscriptions in a new session")
+                                    }
                                     Err(e) => tracing::error!(error = %e, "could not restore subscriptions"),
                                 }
                             });
@@ -630,8 +651,14 @@ mod tests {
         let (tx2, mut rx2) = oneshot::channel();
         {
             let mut b = book.lock().unwrap();
-            b.queue.push_back(Expectation { kind: Kind::Publish, waiter: Some(tx1) });
-            b.queue.push_back(Expectation { kind: Kind::Publish, waiter: Some(tx2) });
+            b.queue.push_back(Expectation {
+                kind: Kind::Publish,
+                waiter: Some(tx1),
+            });
+            b.queue.push_back(Expectation {
+                kind: Kind::Publish,
+                waiter: Some(tx2),
+            });
         }
         sent(&book, Kind::Publish, 7);
         sent(&book, Kind::Publish, 7); // retransmission
@@ -639,7 +666,10 @@ mod tests {
         settle(&book, 8, Ack::Published(PubAckReason::NotAuthorized));
         settle(&book, 7, Ack::Published(PubAckReason::Success));
         assert!(matches!(rx1.try_recv(), Ok(Ack::Published(PubAckReason::Success))));
-        assert!(matches!(rx2.try_recv(), Ok(Ack::Published(PubAckReason::NotAuthorized))));
+        assert!(matches!(
+            rx2.try_recv(),
+            Ok(Ack::Published(PubAckReason::NotAuthorized))
+        ));
     }
 
     #[test]
@@ -650,18 +680,33 @@ mod tests {
         let (tx3, mut rx3) = oneshot::channel();
         {
             let mut b = book.lock().unwrap();
-            b.queue.push_back(Expectation { kind: Kind::Publish, waiter: Some(tx1) });
-            b.queue.push_back(Expectation { kind: Kind::Publish, waiter: Some(tx2) });
-            b.queue.push_back(Expectation { kind: Kind::Publish, waiter: Some(tx3) });
+            b.queue.push_back(Expectation {
+                kind: Kind::Publish,
+                waiter: Some(tx1),
+            });
+            b.queue.push_back(Expectation {
+                kind: Kind::Publish,
+                waiter: Some(tx2),
+            });
+            b.queue.push_back(Expectation {
+                kind: Kind::Publish,
+                waiter: Some(tx3),
+            });
         }
         sent(&book, Kind::Publish, 1); // in flight when the connection dropped
         book.lock().unwrap().unsent_at_error = 1; // the second was still unsent
-        book.lock().unwrap().subscriptions.push(("a/b".into(), QoS::AtLeastOnce));
+        book.lock()
+            .unwrap()
+            .subscriptions
+            .push(("a/b".into(), QoS::AtLeastOnce));
         let again = on_reconnect(&book, false);
         assert_eq!(again, vec![("a/b".to_string(), QoS::AtLeastOnce)]);
         assert!(matches!(rx1.try_recv(), Ok(Ack::Lost)));
         assert!(matches!(rx2.try_recv(), Ok(Ack::Lost)));
-        assert!(rx3.try_recv().is_err(), "the third was sent after the error and survives");
+        assert!(
+            rx3.try_recv().is_err(),
+            "the third was sent after the error and survives"
+        );
         sent(&book, Kind::Publish, 1);
         settle(&book, 1, Ack::Published(PubAckReason::Success));
         assert!(matches!(rx3.try_recv(), Ok(Ack::Published(PubAckReason::Success))));

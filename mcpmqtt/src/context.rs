@@ -49,7 +49,10 @@ pub struct Caller {
 
 impl Caller {
     pub(crate) fn new(id: impl Into<String>, verified: bool) -> Self {
-        Caller { id: id.into(), verified }
+        Caller {
+            id: id.into(),
+            verified,
+        }
     }
 
     /// The caller's identity.
@@ -92,7 +95,12 @@ impl std::fmt::Debug for CallContext {
 impl CallContext {
     pub(crate) fn new(call_id: String, tool: String, caller: Caller, stream: Option<StreamSink>) -> Self {
         CallContext {
-            inner: Arc::new(Inner { call_id, tool, caller, stream }),
+            inner: Arc::new(Inner {
+                call_id,
+                tool,
+                caller,
+                stream,
+            }),
         }
     }
 

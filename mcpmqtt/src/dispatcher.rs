@@ -37,7 +37,11 @@ impl HostedTool {
     pub(crate) fn new(def: ToolDef, config: &ServerConfig) -> Result<Self, Error> {
         let validator = Self::compile_schema(&def)?;
         let timeout = def.timeout.unwrap_or(config.default_timeout);
-        Ok(HostedTool { def, validator, timeout })
+        Ok(HostedTool {
+            def,
+            validator,
+            timeout,
+        })
     }
 
     pub(crate) fn compile_schema(def: &ToolDef) -> Result<jsonschema::Validator, Error> {
@@ -95,7 +99,12 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(link: Link, topics: Topics, tools: HashMap<String, Arc<HostedTool>>, config: ServerConfig) -> Self {
+    pub(crate) fn new(
+        link: Link,
+        topics: Topics,
+        tools: HashMap<String, Arc<HostedTool>>,
+        config: ServerConfig,
+    ) -> Self {
         let permits = Arc::new(Semaphore::new(config.max_concurrent_calls));
         Dispatcher {
             link,
@@ -128,21 +137,39 @@ impl Dispatcher {
                         let response = CallResponse::error(rejection.call_id, rejection.error, elapsed_ms(started));
                         self.respond(&reply, &response).await;
                     }
-                    None => tracing::warn!(%topic, error = %rejection.error.message, "dropped a call with no valid reply address"),
+                    None => {
+                        tracing::warn!(%topic, error = %rejection.error.message, "dropped a call with no valid reply address")
+                    }
                 }
                 return;
             }
         };
-        let Some(tool) = self.topics.tool_of_call(&topic).and_then(|name| self.tools.get(name)).cloned() else {
+        let Some(tool) = self
+            .topics
+            .tool_of_call(&topic)
+            .and_then(|name| self.tools.get(name))
+            .cloned()
+        else {
             self.link.ack(&publish).await;
-            let error = ErrorBody::new(ErrorType::Unavailable, format!("no tool is hosted at `{topic}` by this server"));
-            self.respond(&reply, &CallResponse::error(request.call_id, error, elapsed_ms(started))).await;
+            let error = ErrorBody::new(
+                ErrorType::Unavailable,
+                format!("no tool is hosted at `{topic}` by this server"),
+            );
+            self.respond(
+                &reply,
+                &CallResponse::error(request.call_id, error, elapsed_ms(started)),
+            )
+            .await;
             return;
         };
         if let Err(message) = tool.check(&mut request.arguments) {
             self.link.ack(&publish).await;
             let error = ErrorBody::new(ErrorType::InvalidArguments, message);
-            self.respond(&reply, &CallResponse::error(request.call_id, error, elapsed_ms(started))).await;
+            self.respond(
+                &reply,
+                &CallResponse::error(request.call_id, error, elapsed_ms(started)),
+            )
+            .await;
             return;
         }
         // Waiting here holds the next call back: with manual acks, the broker
@@ -151,7 +178,8 @@ impl Dispatcher {
             return;
         };
         self.link.ack(&publish).await;
-        let span = tracing::info_span!("call", call_id = %request.call_id, tool = %tool.def.name, caller = %request.client);
+        let span =
+            tracing::info_span!("call", call_id = %request.call_id, tool = %tool.def.name, caller = %request.client);
         tokio::spawn(
             async move {
                 let response = self.run_call(&tool, request, started).await;
@@ -165,7 +193,11 @@ impl Dispatcher {
     /// Decodes a call and finds where to answer it. A call that fails here is
     /// answered only if its reply address is known and allowed.
     #[allow(clippy::result_large_err)]
-    fn read_call(&self, payload: &[u8], props: &PublishProperties) -> Result<(CallRequest, Reply), (Rejection, Option<Reply>)> {
+    fn read_call(
+        &self,
+        payload: &[u8],
+        props: &PublishProperties,
+    ) -> Result<(CallRequest, Reply), (Rejection, Option<Reply>)> {
         let correlation = props.correlation_data.clone();
         let hint = correlation
             .as_ref()
@@ -173,7 +205,10 @@ impl Dispatcher {
             .filter(|s| s.len() <= 256)
             .unwrap_or_default()
             .to_owned();
-        let mqtt_reply = props.response_topic.as_deref().and_then(|t| self.allowed_reply(t, &correlation));
+        let mqtt_reply = props
+            .response_topic
+            .as_deref()
+            .and_then(|t| self.allowed_reply(t, &correlation));
         let reject = |message: String, reply: Option<Reply>| {
             Err((
                 Rejection {
@@ -185,7 +220,11 @@ impl Dispatcher {
         };
         if payload.len() > self.config.max_payload_bytes {
             return reject(
-                format!("the call is {} bytes, over this server's limit of {} bytes", payload.len(), self.config.max_payload_bytes),
+                format!(
+                    "the call is {} bytes, over this server's limit of {} bytes",
+                    payload.len(),
+                    self.config.max_payload_bytes
+                ),
                 mqtt_reply,
             );
         }
@@ -200,7 +239,9 @@ impl Dispatcher {
         let known_reply = mqtt_reply.clone().or_else(|| {
             let wanted = match (fields.get("response_topic"), fields.get("client")) {
                 (Some(Value::String(topic)), _) => topic.clone(),
-                (_, Some(Value::String(client))) if crate::names::name_problem(client).is_none() => self.topics.responses(client),
+                (_, Some(Value::String(client))) if crate::names::name_problem(client).is_none() => {
+                    self.topics.responses(client)
+                }
                 _ => return None,
             };
             self.allowed_reply(&wanted, &correlation)
@@ -215,7 +256,9 @@ impl Dispatcher {
         if let Some(reason) = crate::names::name_problem(&call_id) {
             return reject(format!("`call_id` cannot be used: {reason}"), known_reply);
         }
-        let arguments = fields.remove("arguments").unwrap_or_else(|| Value::Object(Default::default()));
+        let arguments = fields
+            .remove("arguments")
+            .unwrap_or_else(|| Value::Object(Default::default()));
         fields.insert("arguments".into(), Value::Null);
         let mut request: CallRequest = match serde_json::from_value(Value::Object(fields)) {
             Ok(r) => r,
@@ -279,12 +322,22 @@ impl Dispatcher {
     }
 
     async fn run_call(&self, tool: &HostedTool, request: CallRequest, started: Instant) -> CallResponse {
-        let CallRequest { call_id, arguments, client, .. } = request;
+        let CallRequest {
+            call_id,
+            arguments,
+            client,
+            ..
+        } = request;
         let stream = tool
             .def
             .streaming
             .then(|| StreamSink::mqtt(self.link.clone(), self.topics.stream(&tool.def.name, &call_id)));
-        let ctx = CallContext::new(call_id.clone(), tool.def.name.clone(), Caller::new(client, false), stream);
+        let ctx = CallContext::new(
+            call_id.clone(),
+            tool.def.name.clone(),
+            Caller::new(client, false),
+            stream,
+        );
         let handler = tool.def.handler.clone();
         let call_ctx = ctx.clone();
         let run = async move {
@@ -296,7 +349,11 @@ impl Dispatcher {
         let result: Result<Value, ToolError> = match outcome {
             Err(_) => Err(ToolError::of_type(
                 ErrorType::Timeout,
-                format!("`{}` did not finish within {} ms", tool.def.name, tool.timeout.as_millis()),
+                format!(
+                    "`{}` did not finish within {} ms",
+                    tool.def.name,
+                    tool.timeout.as_millis()
+                ),
             )),
             Ok(Err(panic)) => {
                 let what = panic_message(&*panic);

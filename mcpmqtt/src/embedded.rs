@@ -227,14 +227,22 @@ impl EmbeddedBrokerBuilder {
     ///   allowed (`a/#` is not allowed by a rule for `a/+`), and a shared
     ///   subscription `$share/{group}/{filter}` is checked as `{filter}`.
     pub fn allow_publish(mut self, user: impl Into<String>, topic_filter: impl Into<String>) -> Self {
-        self.rules.push(Rule { user: user.into(), filter: topic_filter.into(), access: Access::Publish });
+        self.rules.push(Rule {
+            user: user.into(),
+            filter: topic_filter.into(),
+            access: Access::Publish,
+        });
         self
     }
 
     /// Lets `user` subscribe to topic filters within `topic_filter`; see
     /// [`allow_publish`](Self::allow_publish) for the rules.
     pub fn allow_subscribe(mut self, user: impl Into<String>, topic_filter: impl Into<String>) -> Self {
-        self.rules.push(Rule { user: user.into(), filter: topic_filter.into(), access: Access::Subscribe });
+        self.rules.push(Rule {
+            user: user.into(),
+            filter: topic_filter.into(),
+            access: Access::Subscribe,
+        });
         self
     }
 
@@ -291,7 +299,11 @@ impl EmbeddedBrokerBuilder {
             }
         };
         tracing::debug!(%addr, "embedded MQTT broker started");
-        Ok(EmbeddedBroker { addr, stop: Some(stop_tx), stopped: Some(stopped_rx) })
+        Ok(EmbeddedBroker {
+            addr,
+            stop: Some(stop_tx),
+            stopped: Some(stopped_rx),
+        })
     }
 
     fn auth(&self) -> Result<EmbeddedAuth, EmbeddedBrokerError> {
@@ -339,12 +351,14 @@ fn broker_thread(
     ready: oneshot::Sender<Result<SocketAddr, EmbeddedBrokerError>>,
     stop: watch::Receiver<bool>,
 ) {
-    let _quiet = (!settings.logging)
-        .then(|| tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default()));
+    let _quiet =
+        (!settings.logging).then(|| tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default()));
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            let _ = ready.send(Err(EmbeddedBrokerError::Start(format!("cannot build its runtime: {e}"))));
+            let _ = ready.send(Err(EmbeddedBrokerError::Start(format!(
+                "cannot build its runtime: {e}"
+            ))));
             return;
         }
     };
@@ -361,12 +375,19 @@ async fn run_broker(
 ) {
     let Settings { addr, auth, relay, .. } = settings;
     // With the relay, the broker itself listens on another free port.
-    let broker_addr = if relay { SocketAddr::from((Ipv4Addr::LOCALHOST, 0)) } else { addr };
+    let broker_addr = if relay {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+    } else {
+        addr
+    };
     let public = if relay {
         match TcpListener::bind(addr).await {
             Ok(listener) => Some(listener),
             Err(e) => {
-                let _ = ready.send(Err(EmbeddedBrokerError::Bind { addr, reason: e.to_string() }));
+                let _ = ready.send(Err(EmbeddedBrokerError::Bind {
+                    addr,
+                    reason: e.to_string(),
+                }));
                 return;
             }
         }
@@ -388,7 +409,10 @@ async fn run_broker(
         Err(e) => {
             let text = e.to_string();
             let error = if text.to_ascii_lowercase().contains("bind") {
-                EmbeddedBrokerError::Bind { addr: broker_addr, reason: text }
+                EmbeddedBrokerError::Bind {
+                    addr: broker_addr,
+                    reason: text,
+                }
             } else {
                 EmbeddedBrokerError::Start(text)
             };
@@ -429,7 +453,11 @@ async fn run_broker(
     let (public_addr, relay_task) = match public {
         Some(listener) => {
             let public_addr = listener.local_addr().unwrap_or(addr);
-            let relay = Relay { broker_addr, router, registry: Arc::default() };
+            let relay = Relay {
+                broker_addr,
+                router,
+                registry: Arc::default(),
+            };
             (public_addr, Some(tokio::spawn(relay.accept_loop(listener))))
         }
         None => (broker_addr, None),
@@ -618,7 +646,10 @@ impl Registry {
     fn add(&self, client_id: &str, filter: &str) {
         let stamp = self.clock.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.entry(filter.to_string()).or_default().insert(client_id.to_string(), stamp);
+        entries
+            .entry(filter.to_string())
+            .or_default()
+            .insert(client_id.to_string(), stamp);
     }
 
     fn remove(&self, client_id: &str, filter: &str) {
@@ -651,7 +682,9 @@ impl Registry {
             .iter()
             .filter(|(filter, _)| mqtt5::topic_matches_filter(topic, mqtt5::strip_shared_subscription_prefix(filter)))
             .flat_map(|(filter, clients)| {
-                clients.iter().map(move |(client, stamp)| (client.clone(), filter.clone(), *stamp))
+                clients
+                    .iter()
+                    .map(move |(client, stamp)| (client.clone(), filter.clone(), *stamp))
             })
             .collect()
     }
@@ -892,7 +925,10 @@ async fn read_packet<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<
             return Ok(Some((first[0], body)));
         }
     }
-    Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed MQTT remaining length"))
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "malformed MQTT remaining length",
+    ))
 }
 
 fn frame(header: u8, body: &[u8]) -> Vec<u8> {
@@ -1044,7 +1080,10 @@ mod tests {
             let body = vec![7u8; len];
             let framed = frame(0x30, &body);
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let (header, read) = rt.block_on(async { read_packet(&mut framed.as_slice()).await }).unwrap().unwrap();
+            let (header, read) = rt
+                .block_on(async { read_packet(&mut framed.as_slice()).await })
+                .unwrap()
+                .unwrap();
             assert_eq!(header, 0x30);
             assert_eq!(read.len(), len);
         }

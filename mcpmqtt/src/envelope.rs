@@ -190,9 +190,7 @@ pub struct StreamMessage {
 /// Now, as RFC 3339 UTC with milliseconds (`2026-11-23T21:08:03.123Z`).
 pub(crate) fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     now.format(&fmt).unwrap_or_else(|_| now.unix_timestamp().to_string())
 }
 
@@ -203,10 +201,9 @@ mod tests {
 
     #[test]
     fn v01_response_shapes_parse() {
-        let ok: CallResponse = serde_json::from_value(
-            json!({"call_id": "c1", "status": "ok", "result": {"x": 1}, "elapsed_ms": 3}),
-        )
-        .unwrap();
+        let ok: CallResponse =
+            serde_json::from_value(json!({"call_id": "c1", "status": "ok", "result": {"x": 1}, "elapsed_ms": 3}))
+                .unwrap();
         assert_eq!(ok.result, Some(json!({"x": 1})));
         let err: CallResponse = serde_json::from_value(json!({
             "call_id": "c1", "status": "error",
@@ -229,7 +226,10 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_utc() {
         let ts = now_rfc3339();
-        assert!(time::OffsetDateTime::parse(&ts, &time::format_description::well_known::Rfc3339).is_ok(), "{ts}");
+        assert!(
+            time::OffsetDateTime::parse(&ts, &time::format_description::well_known::Rfc3339).is_ok(),
+            "{ts}"
+        );
         assert!(ts.ends_with('Z'));
     }
 }

@@ -87,10 +87,9 @@ pub use server::{Server, ServerBuilder, ServerHandle};
 pub use tool::{BoxFuture, Handler, Tool, ToolDef, ToolDefBuilder};
 pub use topics::Topics;
 
-/// Marks an `async fn` as a tool. See the crate documentation.
-pub use mcpmqtt_macros::tool;
-pub use mcpmqtt_macros::json_schema;
+pub use mcpmqtt_macros::{json_schema, tool};
 
-/// Derive this on argument types (with `serde::Deserialize`) so their schema
-/// can be derived; re-exported so users need not depend on schemars.
+/// The trait of types with a JSON Schema. To derive it on your own argument
+/// and result types without depending on schemars, put
+/// `#[mcpmqtt::json_schema]` on them.
 pub use schemars::JsonSchema;

@@ -52,30 +52,34 @@ fn to_result<T: Serialize>(value: &T) -> Result<Value, ToolError> {
     serde_json::to_value(value).map_err(|e| ToolError::new(format!("could not serialise the result: {e}")))
 }
 
-/// Asserts at compile time that an argument type can be read from JSON and
-/// described by a schema; generated with the argument type's span.
+/// What a tool argument must be. Generated code bounds each argument type
+/// with it, at the span of the user's type, so a type that does not qualify
+/// gets this one message.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a tool argument",
-    label = "this argument type must implement `serde::Deserialize` and `schemars::JsonSchema`",
-    note = "derive them: `#[derive(serde::Deserialize, schemars::JsonSchema)]` (the JsonSchema derive is re-exported as `mcpmqtt::JsonSchema`)"
+    label = "tool arguments are read from JSON: this type must implement `serde::Deserialize` and `schemars::JsonSchema`",
+    note = "derive `serde::Deserialize` on it, and add `#[mcpmqtt::json_schema]` to derive `schemars::JsonSchema`"
 )]
-pub trait ToolArgument {}
+pub trait ToolArgument: DeserializeOwned + schemars::JsonSchema {}
 impl<T: DeserializeOwned + schemars::JsonSchema> ToolArgument for T {}
 
-/// See [`ToolArgument`].
-pub fn assert_argument<T: ToolArgument>() {}
-
-/// Asserts that a return value can be sent as JSON.
+/// What a tool's success value must be.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be returned from a tool",
-    label = "this type must implement `serde::Serialize`",
-    note = "derive it: `#[derive(serde::Serialize)]`"
+    label = "the result of a tool is sent as JSON: this type must implement `serde::Serialize`",
+    note = "derive `serde::Serialize` on it (and add `#[mcpmqtt::json_schema]` to publish its output schema)"
 )]
-pub trait ToolOutput {}
+pub trait ToolOutput: Serialize {}
 impl<T: Serialize> ToolOutput for T {}
 
-/// See [`ToolOutput`].
-pub fn assert_output<T: ToolOutput>() {}
+/// What a tool's error type must be.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error of a tool",
+    label = "this error must convert into `mcpmqtt::ToolError`",
+    note = "any type that implements `std::fmt::Display` converts; or return `mcpmqtt::ToolError` itself"
+)]
+pub trait ToolErrorType: Into<ToolError> {}
+impl<T: Into<ToolError>> ToolErrorType for T {}
 
 /// Picks the output schema when the result type has one (autoref
 /// specialisation: `(&&OutputSchema::<T>::new()).output_schema()`).

@@ -19,7 +19,11 @@ fn settings() -> SchemaSettings {
 /// The input schema of a tool whose arguments deserialize into `T`: an
 /// object schema with no `$ref`, `$defs`, `definitions` or `nullable`.
 pub fn input_schema<T: ?Sized + JsonSchema>() -> Value {
-    let mut schema = settings().for_deserialize().into_generator().into_root_schema_for::<T>().to_value();
+    let mut schema = settings()
+        .for_deserialize()
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value();
     make_self_contained(&mut schema);
     if let Some(obj) = schema.as_object_mut() {
         obj.remove("title");
@@ -31,7 +35,11 @@ pub fn input_schema<T: ?Sized + JsonSchema>() -> Value {
 
 /// The schema of a tool's result type.
 pub fn output_schema<T: ?Sized + JsonSchema>() -> Value {
-    let mut schema = settings().for_serialize().into_generator().into_root_schema_for::<T>().to_value();
+    let mut schema = settings()
+        .for_serialize()
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value();
     make_self_contained(&mut schema);
     schema
 }
@@ -240,12 +248,22 @@ mod tests {
         assert_eq!(s["type"], "object");
         assert_eq!(s["additionalProperties"], false);
         assert_eq!(s["required"], json!(["window", "tags"]));
-        assert_eq!(s["properties"]["window"]["properties"]["platform"]["enum"], json!(["reddit", "x"]));
-        assert_eq!(s["properties"]["window"]["properties"]["from"]["description"], "First day.");
+        assert_eq!(
+            s["properties"]["window"]["properties"]["platform"]["enum"],
+            json!(["reddit", "x"])
+        );
+        assert_eq!(
+            s["properties"]["window"]["properties"]["from"]["description"],
+            "First day."
+        );
         assert_eq!(s["properties"]["tags"]["items"]["enum"], json!(["reddit", "x"]));
         let platform = &s["properties"]["platform"];
         assert_eq!(platform["description"], "The platform.");
-        assert_eq!(platform["enum"], json!(["reddit", "x"]), "an optional enum is its values alone: {platform}");
+        assert_eq!(
+            platform["enum"],
+            json!(["reddit", "x"]),
+            "an optional enum is its values alone: {platform}"
+        );
         assert!(!platform.to_string().contains("null"), "{platform}");
     }
 
@@ -257,7 +275,11 @@ mod tests {
         assert_eq!(v, json!({"window": {"from": "a", "platform": "x"}, "tags": []}));
         let mut v = json!({"window": null});
         drop_optional_nulls(&s, &mut v);
-        assert_eq!(v, json!({"window": null}), "a required property keeps its null, and fails validation");
+        assert_eq!(
+            v,
+            json!({"window": null}),
+            "a required property keeps its null, and fails validation"
+        );
     }
 
     #[test]

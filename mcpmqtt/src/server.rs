@@ -220,9 +220,15 @@ async fn shutdown_signal() {
 async fn publish_cards(server: &Server, link: &Link, status: Status) -> Result<(), Error> {
     let mut cards = Vec::with_capacity(server.tools.len() + 1);
     for tool in &server.tools {
-        cards.push((server.topics.tool_card(&tool.name), serde_json::to_vec(&server.tool_card(tool, status))?));
+        cards.push((
+            server.topics.tool_card(&tool.name),
+            serde_json::to_vec(&server.tool_card(tool, status))?,
+        ));
     }
-    cards.push((server.topics.server_card(&server.name), serde_json::to_vec(&server.server_card(status))?));
+    cards.push((
+        server.topics.server_card(&server.name),
+        serde_json::to_vec(&server.server_card(status))?,
+    ));
     let acks = cards.into_iter().map(|(topic, payload)| {
         link.publish_acked(Message {
             topic,
@@ -255,7 +261,9 @@ pub struct ServerHandle {
 
 impl std::fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerHandle").field("server", &self.server.name).finish_non_exhaustive()
+        f.debug_struct("ServerHandle")
+            .field("server", &self.server.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -304,7 +312,9 @@ pub struct ServerBuilder {
 
 impl std::fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerBuilder").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("ServerBuilder")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 

@@ -94,7 +94,10 @@ impl Raw {
     pub async fn subscribe(&mut self, filter: &str) {
         self.client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
         loop {
-            match tokio::time::timeout(PATIENCE, self.acks.recv()).await.expect("SUBACK in time") {
+            match tokio::time::timeout(PATIENCE, self.acks.recv())
+                .await
+                .expect("SUBACK in time")
+            {
                 Some(Packet::SubAck(_)) => return,
                 Some(_) => continue,
                 None => panic!("raw client closed"),
@@ -109,7 +112,10 @@ impl Raw {
             .await
             .unwrap();
         loop {
-            match tokio::time::timeout(PATIENCE, self.acks.recv()).await.expect("PUBACK in time") {
+            match tokio::time::timeout(PATIENCE, self.acks.recv())
+                .await
+                .expect("PUBACK in time")
+            {
                 Some(Packet::PubAck(ack)) => return ack.reason,
                 Some(_) => continue,
                 None => panic!("raw client closed"),

@@ -9,7 +9,10 @@ pub mod tools;
 /// examples alongside the tests).
 pub fn example_path(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
     let path = dir.join("examples").join(name);
     assert!(
         path.exists(),

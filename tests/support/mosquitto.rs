@@ -49,8 +49,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 const HOST: &str = "127.0.0.1";
-const NOT_FOUND: &str =
-    "mosquitto not found: install it with `apt-get install -y mosquitto` (or run .ci/run)";
+const NOT_FOUND: &str = "mosquitto not found: install it with `apt-get install -y mosquitto` (or run .ci/run)";
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -243,7 +242,10 @@ impl MosquittoBuilder {
     /// `mosquitto_passwd`: PBKDF2-SHA512, 101 iterations). Implies
     /// `allow_anonymous false`.
     pub fn user(mut self, name: &str, password: &str) -> Self {
-        assert!(!name.contains(':') && !name.contains('\n'), "bad mosquitto user name {name:?}");
+        assert!(
+            !name.contains(':') && !name.contains('\n'),
+            "bad mosquitto user name {name:?}"
+        );
         self.users.push((name.to_owned(), password.to_owned()));
         self
     }
@@ -316,8 +318,7 @@ impl MosquittoBuilder {
         }
         if self.persistence {
             fs::create_dir(path.join(DATA)).expect("create persistence dir");
-            fs::set_permissions(path.join(DATA), fs::Permissions::from_mode(0o755))
-                .expect("chmod persistence dir");
+            fs::set_permissions(path.join(DATA), fs::Permissions::from_mode(0o755)).expect("chmod persistence dir");
         }
         File::create(path.join(CONSOLE)).expect("create console.log");
 
@@ -330,7 +331,14 @@ impl MosquittoBuilder {
             let (child, outcome) = launch(&bin, path, port);
             match outcome {
                 Outcome::Ready => {
-                    return Mosquitto { pid: child.id(), child: Some(child), port, bin, conf, dir };
+                    return Mosquitto {
+                        pid: child.id(),
+                        child: Some(child),
+                        port,
+                        bin,
+                        conf,
+                        dir,
+                    };
                 }
                 Outcome::AddrInUse => last = Some((port, conf)),
                 outcome => fail(outcome, port, &conf, path),
@@ -443,9 +451,7 @@ fn wait_ready(child: &mut Child, dir: &Path, port: u16, marks: (u64, u64)) -> Ou
     let deadline = Instant::now() + START_TIMEOUT;
     let mut accepted_at: Option<Instant> = None;
     loop {
-        let new_output = || {
-            read_from(&dir.join(LOG), marks.0) + &read_from(&dir.join(CONSOLE), marks.1)
-        };
+        let new_output = || read_from(&dir.join(LOG), marks.0) + &read_from(&dir.join(CONSOLE), marks.1);
         match child.try_wait() {
             Ok(None) => {}
             Ok(Some(status)) => {
@@ -508,7 +514,11 @@ fn free_port() -> u16 {
 fn mosquitto_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("MOSQUITTO_BIN") {
         let bin = PathBuf::from(bin);
-        assert!(bin.is_file(), "MOSQUITTO_BIN={} does not exist. {NOT_FOUND}", bin.display());
+        assert!(
+            bin.is_file(),
+            "MOSQUITTO_BIN={} does not exist. {NOT_FOUND}",
+            bin.display()
+        );
         return bin;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -590,7 +600,11 @@ fn mosquitto_user() -> Option<(u32, u32)> {
         }
     }
     let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id").args([flag, "mosquitto"]).stderr(Stdio::null()).output().ok()?;
+        let out = Command::new("id")
+            .args([flag, "mosquitto"])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
         if !out.status.success() {
             return None;
         }

@@ -48,7 +48,13 @@ fn error(attr: TokenStream, item: TokenStream) -> String {
 #[test]
 fn representative_tool() {
     let out = expanded(
-        quote!(name = "crawl_site", allowed_callers = ["scout", "operator"], streaming, version = "1.2.0", timeout_ms = 5000),
+        quote!(
+            name = "crawl_site",
+            allowed_callers = ["scout", "operator"],
+            streaming,
+            version = "1.2.0",
+            timeout_ms = 5000
+        ),
         quote! {
             /// Crawl a site,
             ///   one partial per page.
@@ -77,7 +83,12 @@ fn representative_tool() {
 
 #[test]
 fn minimal_tool() {
-    let out = expanded(quote!(), quote!(async fn ping() {}));
+    let out = expanded(
+        quote!(),
+        quote!(
+            async fn ping() {}
+        ),
+    );
     assert_has(&out, "async fn ping() {}");
     assert_has(&out, "struct __ToolArgs {}");
     assert_has(&out, "ToolDef::builder(\"ping\")");
@@ -85,35 +96,86 @@ fn minimal_tool() {
     assert_has(&out, "let __ToolArgs {} =");
     assert_has(&out, "IntoToolResult::into_tool_result(\n");
     assert_has(&out, "::mcpmqtt::__private::Plain(__call(__ctx).await)");
-    assert_has(&out, "__tool::<_, _>(::core::option::Option::None, |_: ::mcpmqtt::CallContext| ping())");
+    assert_has(
+        &out,
+        "__tool::<_, _>(::core::option::Option::None, |_: ::mcpmqtt::CallContext| ping())",
+    );
     // Nothing unused is emitted.
-    for absent in ["__ToolArgument", "__ToolOutput", "__ToolErrorType", ".description(", ".allowed_callers(", ".streaming(", ".timeout("] {
+    for absent in [
+        "__ToolArgument",
+        "__ToolOutput",
+        "__ToolErrorType",
+        ".description(",
+        ".allowed_callers(",
+        ".streaming(",
+        ".timeout(",
+    ] {
         assert_lacks(&out, absent);
     }
 }
 
 #[test]
 fn result_shapes() {
-    let plain = expanded(quote!(), quote!(async fn f(x: u32) -> Vec<u32> { vec![x] }));
+    let plain = expanded(
+        quote!(),
+        quote!(
+            async fn f(x: u32) -> Vec<u32> {
+                vec![x]
+            }
+        ),
+    );
     assert_has(&plain, "__tool::<u32, Vec<u32>, _, _>(");
     assert_has(&plain, "Output = __O");
     assert_has(&plain, "Plain(__call(__ctx, __a0).await)");
     assert_has(&plain, "OutputSchema::<Vec<u32>>::new()");
     assert_lacks(&plain, "__ToolErrorType");
 
-    let alias = expanded(quote!(), quote!(async fn f() -> anyhow::Result<u32> { Ok(1) }));
+    let alias = expanded(
+        quote!(),
+        quote!(
+            async fn f() -> anyhow::Result<u32> {
+                Ok(1)
+            }
+        ),
+    );
     assert_has(&alias, "__tool::<u32, _, _, _>(");
     assert_has(&alias, "OutputSchema::<u32>::new()");
 
-    let unit_ok = expanded(quote!(), quote!(async fn f() -> Result<(), ToolError> { Ok(()) }));
+    let unit_ok = expanded(
+        quote!(),
+        quote!(
+            async fn f() -> Result<(), ToolError> {
+                Ok(())
+            }
+        ),
+    );
     assert_has(&unit_ok, "__tool::<(), ToolError, _, _>(::core::option::Option::None,");
 
-    let unit = expanded(quote!(), quote!(async fn f() -> () {}));
+    let unit = expanded(
+        quote!(),
+        quote!(
+            async fn f() -> () {}
+        ),
+    );
     assert_has(&unit, "__tool::<_, _>(::core::option::Option::None");
 
-    let opaque = expanded(quote!(), quote!(async fn f() -> MyResult { todo!() }));
+    let opaque = expanded(
+        quote!(),
+        quote!(
+            async fn f() -> MyResult {
+                todo!()
+            }
+        ),
+    );
     assert_has(&opaque, "__tool::<MyResult, _, _>(");
-    let opaque = expanded(quote!(), quote!(async fn f() -> io::Result { todo!() }));
+    let opaque = expanded(
+        quote!(),
+        quote!(
+            async fn f() -> io::Result {
+                todo!()
+            }
+        ),
+    );
     assert_has(&opaque, "__R: ::mcpmqtt::__private::IntoToolResult");
     assert_has(&opaque, "__tool::<_, _, _>(::core::option::Option::None");
 }
@@ -132,8 +194,13 @@ fn description_from_docs_or_attribute() {
         },
     );
     assert_has(&docs, ".description(\"First line.\\n\\nSecond paragraph.\")");
-    let attr = expanded(quote!(description = "Given."), quote!(/// Ignored.
-        async fn f() {}));
+    let attr = expanded(
+        quote!(description = "Given."),
+        quote!(
+            /// Ignored.
+            async fn f() {}
+        ),
+    );
     assert_has(&attr, ".description(\"Given.\")");
     assert_has(&attr, "/// Ignored.\nasync fn f() {}");
 }
@@ -142,15 +209,25 @@ fn description_from_docs_or_attribute() {
 fn context_anywhere_and_any_path() {
     let out = expanded(
         quote!(streaming),
-        quote!(async fn f(a: u32, _c: &'_ mcpmqtt::CallContext, b: u32) {}),
+        quote!(
+            async fn f(a: u32, _c: &'_ mcpmqtt::CallContext, b: u32) {}
+        ),
     );
     assert_has(&out, "f(__a0, &__ctx, __a1).await");
-    assert_has(&out, "struct __ToolArgs<__A0, __A1> {\n        a: __A0,\n        b: __A1,\n    }");
+    assert_has(
+        &out,
+        "struct __ToolArgs<__A0, __A1> {\n        a: __A0,\n        b: __A1,\n    }",
+    );
 }
 
 #[test]
 fn raw_and_mut_identifiers() {
-    let out = expanded(quote!(), quote!(async fn r#match(r#type: String, mut n: u32) {}));
+    let out = expanded(
+        quote!(),
+        quote!(
+            async fn r#match(r#type: String, mut n: u32) {}
+        ),
+    );
     assert_has(&out, "ToolDef::builder(\"match\")");
     assert_has(&out, "r#type: __A0");
     assert_has(&out, "n: __A1");
@@ -160,8 +237,17 @@ fn raw_and_mut_identifiers() {
 
 #[test]
 fn other_parameter_attributes_stay() {
-    let out = expanded(quote!(), quote!(async fn f(#[allow(unused)] /// Doc.
-        x: u32) {}));
+    let out = expanded(
+        quote!(),
+        quote!(
+            async fn f(
+                #[allow(unused)]
+                /// Doc.
+                x: u32,
+            ) {
+            }
+        ),
+    );
     assert_has(&out, "async fn f(#[allow(unused)] x: u32) {}");
     assert_has(&out, "/// Doc.\n        x: __A0");
 }
@@ -169,7 +255,12 @@ fn other_parameter_attributes_stay() {
 #[test]
 fn signature_errors() {
     assert_eq!(
-        error(quote!(), quote!(fn f() {})),
+        error(
+            quote!(),
+            quote!(
+                fn f() {}
+            )
+        ),
         "tool functions must be `async fn`: write `async fn f(...)`"
     );
     assert_eq!(
@@ -185,14 +276,46 @@ fn signature_errors() {
         "tool functions cannot have lifetime parameters: take the context as `ctx: &CallContext` and every other argument by value"
     );
     assert_eq!(
-        error(quote!(), quote!(async fn f() where u32: Copy {})),
+        error(
+            quote!(),
+            quote!(
+                async fn f()
+                where
+                    u32: Copy,
+                {
+                }
+            )
+        ),
         "tool functions cannot have a `where` clause: remove it"
     );
-    assert!(error(quote!(), quote!(async unsafe fn f() {})).starts_with("tool functions cannot be `unsafe`"));
-    assert!(error(quote!(), quote!(async extern "C" fn f() {})).starts_with("tool functions cannot be `extern`"));
-    assert!(error(quote!(), quote!(const fn f() {})).starts_with("tool functions must be `async fn`, not `const fn`"));
+    assert!(error(
+        quote!(),
+        quote!(
+            async unsafe fn f() {}
+        )
+    )
+    .starts_with("tool functions cannot be `unsafe`"));
+    assert!(error(
+        quote!(),
+        quote!(
+            async extern "C" fn f() {}
+        )
+    )
+    .starts_with("tool functions cannot be `extern`"));
+    assert!(error(
+        quote!(),
+        quote!(
+            const fn f() {}
+        )
+    )
+    .starts_with("tool functions must be `async fn`, not `const fn`"));
     assert_eq!(
-        error(quote!(), quote!(struct S;)),
+        error(
+            quote!(),
+            quote!(
+                struct S;
+            )
+        ),
         "`#[tool]` applies to an `async fn`: write `#[tool] async fn name(...) { ... }`"
     );
 }
@@ -203,14 +326,36 @@ fn argument_errors() {
         error(quote!(), quote!(async fn f((a, b): (i32, i32)) {})),
         "use a plain identifier for this argument: its name is the argument's JSON property name (write `name: (i32, i32)` and destructure it in the body)"
     );
-    assert!(error(quote!(), quote!(async fn f(_: u32) {})).starts_with("use a plain identifier"));
-    assert!(error(quote!(), quote!(async fn f(ref x: u32) {})).starts_with("use a plain identifier"));
+    assert!(error(
+        quote!(),
+        quote!(
+            async fn f(_: u32) {}
+        )
+    )
+    .starts_with("use a plain identifier"));
+    assert!(error(
+        quote!(),
+        quote!(
+            async fn f(ref x: u32) {}
+        )
+    )
+    .starts_with("use a plain identifier"));
     assert_eq!(
-        error(quote!(), quote!(async fn f(s: &str) {})),
+        error(
+            quote!(),
+            quote!(
+                async fn f(s: &str) {}
+            )
+        ),
         "`&str` is borrowed, but tool arguments are deserialized from JSON, so they must be owned: take `String`"
     );
     assert_eq!(
-        error(quote!(), quote!(async fn f(s: &[u8]) {})),
+        error(
+            quote!(),
+            quote!(
+                async fn f(s: &[u8]) {}
+            )
+        ),
         "`&[u8]` is borrowed, but tool arguments are deserialized from JSON, so they must be owned: take `Vec<u8>`"
     );
     assert_eq!(
@@ -218,55 +363,128 @@ fn argument_errors() {
         "`&'static Vec<u8>` is borrowed, but tool arguments are deserialized from JSON, so they must be owned: take `Vec<u8>`"
     );
     assert_eq!(
-        error(quote!(), quote!(async fn f(s: Cow<'_, str>) {})),
+        error(
+            quote!(),
+            quote!(
+                async fn f(s: Cow<'_, str>) {}
+            )
+        ),
         "tool arguments are deserialized from JSON, so they cannot borrow: use an owned type (or `'static`)"
     );
     assert_eq!(
-        error(quote!(), quote!(async fn f(s: impl Into<String>) {})),
+        error(
+            quote!(),
+            quote!(
+                async fn f(s: impl Into<String>) {}
+            )
+        ),
         "`impl Trait` cannot be a tool argument: name a concrete type, which is deserialized from JSON"
     );
     assert_eq!(
-        error(quote!(), quote!(async fn f(ctx: CallContext) {})),
+        error(
+            quote!(),
+            quote!(
+                async fn f(ctx: CallContext) {}
+            )
+        ),
         "take the context by reference: `ctx: &CallContext`"
     );
     assert_eq!(
-        error(quote!(), quote!(async fn f(ctx: &mut CallContext) {})),
+        error(
+            quote!(),
+            quote!(
+                async fn f(ctx: &mut CallContext) {}
+            )
+        ),
         "take the context by shared reference: `ctx: &CallContext`"
     );
     assert_eq!(
-        error(quote!(), quote!(async fn f(ctx: &'static CallContext) {})),
+        error(
+            quote!(),
+            quote!(
+                async fn f(ctx: &'static CallContext) {}
+            )
+        ),
         "write `&CallContext` without a lifetime: the context is lent for the call only"
     );
     assert_eq!(
-        error(quote!(), quote!(async fn f(a: &CallContext, b: &CallContext) {})),
+        error(
+            quote!(),
+            quote!(
+                async fn f(a: &CallContext, b: &CallContext) {}
+            )
+        ),
         "the context is already an argument of this tool: remove this second one"
     );
     assert_eq!(
-        error(quote!(), quote!(async fn f(#[arg(rename = "c")] ctx: &CallContext) {})),
+        error(
+            quote!(),
+            quote!(
+                async fn f(#[arg(rename = "c")] ctx: &CallContext) {}
+            )
+        ),
         "`#[arg]` applies to the arguments read from JSON, not to the context: remove it"
     );
-    assert!(error(quote!(), quote!(async fn f(#[cfg(test)] x: u32) {})).starts_with("`#[cfg]` is not supported"));
-    assert!(error(quote!(), quote!(async fn f() -> impl Serialize {})).starts_with("`impl Trait` cannot be the result of a tool"));
+    assert!(error(
+        quote!(),
+        quote!(
+            async fn f(#[cfg(test)] x: u32) {}
+        )
+    )
+    .starts_with("`#[cfg]` is not supported"));
+    assert!(error(
+        quote!(),
+        quote!(
+            async fn f() -> impl Serialize {}
+        )
+    )
+    .starts_with("`impl Trait` cannot be the result of a tool"));
 }
 
 #[test]
 fn duplicate_json_names() {
     assert_eq!(
-        error(quote!(), quote!(async fn f(a: u32, #[arg(rename = "a")] b: u32) {})),
+        error(
+            quote!(),
+            quote!(
+                async fn f(a: u32, #[arg(rename = "a")] b: u32) {}
+            )
+        ),
         "another argument of this tool is already called `a` in JSON: rename one with `#[arg(rename = \"...\")]`"
     );
-    assert!(error(quote!(), quote!(async fn f(r#type: u32, #[arg(rename = "type")] b: u32) {})).contains("`type`"));
+    assert!(error(
+        quote!(),
+        quote!(
+            async fn f(r#type: u32, #[arg(rename = "type")] b: u32) {}
+        )
+    )
+    .contains("`type`"));
     // Renaming away from a clash is fine.
-    expanded(quote!(), quote!(async fn f(#[arg(rename = "b")] a: u32, #[arg(rename = "a")] b: u32) {}));
+    expanded(
+        quote!(),
+        quote!(
+            async fn f(#[arg(rename = "b")] a: u32, #[arg(rename = "a")] b: u32) {}
+        ),
+    );
 }
 
 #[test]
 fn streaming_needs_the_context() {
     assert_eq!(
-        error(quote!(streaming), quote!(async fn f(x: u32) {})),
+        error(
+            quote!(streaming),
+            quote!(
+                async fn f(x: u32) {}
+            )
+        ),
         "a `streaming` tool emits its partials through its context: add `ctx: &CallContext` to the arguments of `f`"
     );
-    expanded(quote!(streaming = false), quote!(async fn f(x: u32) {}));
+    expanded(
+        quote!(streaming = false),
+        quote!(
+            async fn f(x: u32) {}
+        ),
+    );
 }
 
 #[test]
@@ -285,7 +503,9 @@ fn default_name_is_checked() {
 fn errors_accumulate_across_attribute_and_signature() {
     let all = errors(
         quote!(nmae = "x", allowed_callers = ["a", "a"]),
-        quote!(fn f(self, (a, b): (u32, u32), s: &str) {}),
+        quote!(
+            fn f(self, (a, b): (u32, u32), s: &str) {}
+        ),
     );
     assert_eq!(all.len(), 6, "{all:#?}");
     assert!(all[0].contains("did you mean `name`"));
@@ -311,15 +531,23 @@ fn error_output_keeps_the_function() {
     assert_has(&out, "impl ::mcpmqtt::Tool for crawl");
 
     // A method gets no stand-in struct, which could not live in an `impl`.
-    let method = quote!(async fn crawl(&self, /// Doc.
-        url: String) {});
+    let method = quote!(
+        async fn crawl(
+            &self,
+            /// Doc.
+            url: String,
+        ) {
+        }
+    );
     let err = expand(quote!(), method.clone()).unwrap_err();
     let out = error_output(err, method).to_string();
     assert_lacks(&out, "struct");
     assert_lacks(&out, "Doc.");
 
     // Something that is not a function is passed through untouched.
-    let item = quote!(struct S;);
+    let item = quote!(
+        struct S;
+    );
     let err = expand(quote!(), item.clone()).unwrap_err();
     assert!(error_output(err, item).to_string().ends_with("struct S ;"));
 }
@@ -329,7 +557,46 @@ fn type_strings() {
     let ty = |t: TokenStream| type_to_string(&syn::parse2(t).unwrap());
     assert_eq!(ty(quote!(Vec<Option<u8>>)), "Vec<Option<u8>>");
     assert_eq!(ty(quote!(&'static str)), "&'static str");
-    assert_eq!(ty(quote!(std::collections::HashMap<String, u32>)), "std::collections::HashMap<String, u32>");
+    assert_eq!(
+        ty(quote!(std::collections::HashMap<String, u32>)),
+        "std::collections::HashMap<String, u32>"
+    );
     assert_eq!(ty(quote!((i32, i32))), "(i32, i32)");
     assert_eq!(ty(quote!([u8; 4])), "[u8; 4]");
+}
+
+#[test]
+fn option_and_vec_are_peeled() {
+    let peeled = |t: TokenStream| {
+        let ty: Type = syn::parse2(t).unwrap();
+        let (wrappers, inner) = peel(&ty);
+        (wrappers, type_to_string(inner))
+    };
+    use Wrapper::{Option as O, Vec as V};
+    assert_eq!(peeled(quote!(u32)), (vec![], "u32".to_owned()));
+    assert_eq!(peeled(quote!(Option<u32>)), (vec![O], "u32".to_owned()));
+    assert_eq!(peeled(quote!(Option<Vec<Window>>)), (vec![O, V], "Window".to_owned()));
+    assert_eq!(peeled(quote!(std::option::Option<u32>)), (vec![O], "u32".to_owned()));
+    assert_eq!(peeled(quote!(::alloc::vec::Vec<u32>)), (vec![V], "u32".to_owned()));
+    // Not the standard types, or not one type argument: left whole.
+    assert_eq!(peeled(quote!(my::Option<u32>)), (vec![], "my::Option<u32>".to_owned()));
+    assert_eq!(peeled(quote!(Vec<u8, A>)), (vec![], "Vec<u8, A>".to_owned()));
+    assert_eq!(peeled(quote!(Vec)), (vec![], "Vec".to_owned()));
+    assert_eq!(
+        peeled(quote!(HashMap<String, u32>)),
+        (vec![], "HashMap<String, u32>".to_owned())
+    );
+
+    let out = expanded(
+        quote!(),
+        quote!(
+            async fn f(a: Option<Vec<Window>>, b: Vec<u8>) {}
+        ),
+    );
+    assert_has(
+        &out,
+        "a: ::core::option::Option<::std::vec::Vec<__A0>>, b: ::std::vec::Vec<__A1>",
+    );
+    assert_has(&out, "__F: ::core::ops::Fn(::mcpmqtt::CallContext, ::core::option::Option<::std::vec::Vec<__A0>>, ::std::vec::Vec<__A1>) -> __Fut");
+    assert_has(&out, "__tool::<Window, u8, _, _>(");
 }

@@ -7,7 +7,9 @@ pub struct Report {
 /// Crawl a site.
 #[tool]
 async fn crawl_site(url: String) -> Result<Report, ToolError> {
-    Ok(Report { pages: url.len() as u32 })
+    Ok(Report {
+        pages: url.len() as u32,
+    })
 }
 
 fn main() {

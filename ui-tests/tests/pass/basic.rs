@@ -13,7 +13,27 @@ async fn ping() -> String {
 #[tool]
 pub async fn noop() {}
 
+/// Tools may live in modules, with any visibility: the registration type
+/// gets the function's.
+mod tools {
+    use mcpmqtt::tool;
+
+    /// Adds one.
+    #[tool]
+    pub(crate) async fn inc(n: i64) -> i64 {
+        n + 1
+    }
+}
+
 fn main() {
+    /// Even inside a function body.
+    #[tool(name = "local_tool")]
+    async fn local() -> u8 {
+        7
+    }
+    assert_eq!(<local as Tool>::definition().name(), "local_tool");
+    assert_eq!(<tools::inc as Tool>::definition().name(), "inc");
+
     let def = <ping as Tool>::definition();
     assert_eq!(def.name(), "ping");
     assert_eq!(def.description(), "Answers `pong`.");
@@ -36,12 +56,16 @@ fn main() {
         .broker("mqtt://127.0.0.1:1883")
         .tool::<ping>()
         .tool::<noop>()
+        .tool::<tools::inc>()
+        .tool::<local>()
         .build()
         .unwrap();
-    assert_eq!(server.tools().len(), 2);
+    assert_eq!(server.tools().len(), 4);
 
     // Still a plain async fn.
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     assert_eq!(rt.block_on(ping()), "pong");
     rt.block_on(noop());
+    assert_eq!(rt.block_on(tools::inc(1)), 2);
+    assert_eq!(rt.block_on(local()), 7);
 }

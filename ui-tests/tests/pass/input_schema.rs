@@ -78,7 +78,10 @@ fn main() {
     let props = &schema["properties"];
     assert_eq!(props.as_object().unwrap().len(), 4, "{text}");
     assert_eq!(props["watches"]["description"], "The configurations to save.");
-    assert_eq!(props["replace"]["description"], "Replace the existing ones instead of adding to them.");
+    assert_eq!(
+        props["replace"]["description"],
+        "Replace the existing ones instead of adding to them."
+    );
     assert_eq!(props["requestedBy"]["description"], "Who asked.");
     assert_eq!(props["requestedBy"]["type"], "string");
     assert_eq!(props["type"]["description"], "The main platform.");

@@ -88,7 +88,10 @@ fn main() {
     }
     assert!(!props.contains_key("limit"));
     assert!(!props.contains_key("_ctx"));
-    assert_eq!(props["maxResults"]["description"], "At most this many posts (default 10).");
+    assert_eq!(
+        props["maxResults"]["description"],
+        "At most this many posts (default 10)."
+    );
     assert_eq!(
         def.output_schema().unwrap()["properties"]["posts"]["description"],
         "The matching posts."
@@ -97,7 +100,14 @@ fn main() {
     let (ctx, _partials) = CallContext::for_test("search_posts", "scout");
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let found = rt
-        .block_on(search(&ctx, Platform::X, "mqtt".into(), None, Some(2), vec![Platform::Reddit, Platform::Hackernews]))
+        .block_on(search(
+            &ctx,
+            Platform::X,
+            "mqtt".into(),
+            None,
+            Some(2),
+            vec![Platform::Reddit, Platform::Hackernews],
+        ))
         .unwrap();
     assert_eq!(found.posts, ["X: mqtt (0 days)", "Reddit: mqtt (0 days)"]);
 }

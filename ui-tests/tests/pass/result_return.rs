@@ -68,8 +68,14 @@ pub struct NoSchema {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    assert_eq!(with_tool_error::definition().output_schema().unwrap()["type"], "integer");
-    assert_eq!(with_display_error::definition().output_schema().unwrap()["type"], "integer");
+    assert_eq!(
+        with_tool_error::definition().output_schema().unwrap()["type"],
+        "integer"
+    );
+    assert_eq!(
+        with_display_error::definition().output_schema().unwrap()["type"],
+        "integer"
+    );
     assert_eq!(with_alias::definition().output_schema().unwrap()["type"], "string");
     assert!(plain::definition().output_schema().is_some());
     assert!(unit_ok::definition().output_schema().is_none());

@@ -9,6 +9,7 @@ pub async fn crawl(
 }
 ///The `#[tool]` registration of [`crawl`](fn@crawl): register it with `.tool::<crawl>()`.
 #[allow(non_camel_case_types, dead_code)]
+#[derive(Debug)]
 pub struct crawl {}
 const _: () = {
     #[diagnostic::on_unimplemented(
@@ -47,7 +48,7 @@ const _: () = {
         url: __A0,
         /// Pages to crawl.
         #[serde(rename = "maxPages")]
-        pages: __A1,
+        pages: ::core::option::Option<__A1>,
     }
     fn __tool<
         __A0: __ToolArgument,
@@ -61,9 +62,12 @@ const _: () = {
         __call: __F,
     ) -> ::mcpmqtt::ToolDef
     where
-        __F: ::core::ops::Fn(::mcpmqtt::CallContext, __A0, __A1) -> __Fut
-            + ::core::marker::Copy + ::core::marker::Send + ::core::marker::Sync
-            + 'static,
+        __F: ::core::ops::Fn(
+                ::mcpmqtt::CallContext,
+                __A0,
+                ::core::option::Option<__A1>,
+            ) -> __Fut + ::core::marker::Copy + ::core::marker::Send
+            + ::core::marker::Sync + 'static,
         __Fut: ::core::future::Future<Output = ::core::result::Result<__O, __E>>
             + ::core::marker::Send + 'static,
     {
@@ -97,7 +101,7 @@ const _: () = {
         fn definition() -> ::mcpmqtt::ToolDef {
             __tool::<
                 String,
-                Option<u32>,
+                u32,
                 CrawlReport,
                 ToolError,
                 _,
