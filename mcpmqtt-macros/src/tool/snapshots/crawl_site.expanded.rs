@@ -12,31 +12,6 @@ pub async fn crawl(
 #[derive(Debug)]
 pub struct crawl {}
 const _: () = {
-    #[diagnostic::on_unimplemented(
-        message = "`{Self}` cannot be a tool argument",
-        label = "tool arguments are read from JSON: this type must implement `serde::Deserialize` and `schemars::JsonSchema`",
-        note = "derive `serde::Deserialize` on it, and add `#[mcpmqtt::json_schema]` to derive `schemars::JsonSchema`"
-    )]
-    trait __ToolArgument: ::mcpmqtt::__private::serde::de::DeserializeOwned + ::mcpmqtt::__private::schemars::JsonSchema {}
-    impl<__T> __ToolArgument for __T
-    where
-        __T: ::mcpmqtt::__private::serde::de::DeserializeOwned
-            + ::mcpmqtt::__private::schemars::JsonSchema,
-    {}
-    #[diagnostic::on_unimplemented(
-        message = "`{Self}` cannot be returned from a tool",
-        label = "the result of a tool is sent as JSON: this type must implement `serde::Serialize`",
-        note = "derive `serde::Serialize` on it (and add `#[mcpmqtt::json_schema]` to publish its output schema)"
-    )]
-    trait __ToolOutput: ::mcpmqtt::__private::serde::Serialize {}
-    impl<__T: ::mcpmqtt::__private::serde::Serialize> __ToolOutput for __T {}
-    #[diagnostic::on_unimplemented(
-        message = "`{Self}` cannot be the error of a tool",
-        label = "this error must convert into `mcpmqtt::ToolError`",
-        note = "any type that implements `std::fmt::Display` converts; or return `mcpmqtt::ToolError` itself"
-    )]
-    trait __ToolErrorType: ::core::convert::Into<::mcpmqtt::ToolError> {}
-    impl<__T: ::core::convert::Into<::mcpmqtt::ToolError>> __ToolErrorType for __T {}
     #[derive(
         ::mcpmqtt::__private::serde::Deserialize,
         ::mcpmqtt::__private::schemars::JsonSchema
@@ -51,10 +26,10 @@ const _: () = {
         pages: ::core::option::Option<__A1>,
     }
     fn __tool<
-        __A0: __ToolArgument,
-        __A1: __ToolArgument,
-        __O: __ToolOutput,
-        __E: __ToolErrorType,
+        __A0: ::mcpmqtt::__private::ToolArgument,
+        __A1: ::mcpmqtt::__private::ToolArgument,
+        __O: ::mcpmqtt::__private::ToolOutput,
+        __E: ::mcpmqtt::__private::ToolErrorType,
         __F,
         __Fut,
     >(
