@@ -676,7 +676,13 @@ impl Tool {
         // future returns, how it becomes JSON, and its schema's type.
         let (output_params, output_types, future_output, wrap_plain, schema_type) = match &self.sig.output {
             Output::Unit => (quote!(), quote!(), quote!(()), true, None),
-            Output::Plain(ty) => (quote!(__O: ::mcpmqtt::__private::ToolOutput,), quote!(#ty,), quote!(__O), true, Some(ty)),
+            Output::Plain(ty) => (
+                quote!(__O: ::mcpmqtt::__private::ToolOutput,),
+                quote!(#ty,),
+                quote!(__O),
+                true,
+                Some(ty),
+            ),
             Output::Result { ok, err } => {
                 let err = match err {
                     Some(err) => err.to_token_stream(),

@@ -312,16 +312,6 @@ impl Link {
         let (connects_tx, connects_rx) = watch::channel(0u64);
         let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let send_order = Arc::new(tokio::sync::Mutex::new(()));
-        let task = tokio::spawn(drive(
-            eventloop,
-            book.clone(),
-            client.clone(),
-            incoming,
-            send_order.clone(),
-            state_tx,
-            connects_tx,
-            closing.clone(),
-        ));
         let link = Link {
             client,
             book,
@@ -330,6 +320,7 @@ impl Link {
             connects: connects_rx,
             closing,
         };
+        let task = tokio::spawn(drive(eventloop, link.clone(), incoming, state_tx, connects_tx));
         let mut state = link.state.clone();
         let first = tokio::time::timeout(
             connect_timeout + Duration::from_secs(1),
@@ -472,14 +463,12 @@ impl Link {
 /// acknowledgements.
 async fn drive(
     mut eventloop: EventLoop,
-    book: Arc<Mutex<Book>>,
-    client: AsyncClient,
+    link: Link,
     incoming: mpsc::UnboundedSender<Publish>,
-    send_order: Arc<tokio::sync::Mutex<()>>,
     state: watch::Sender<LinkState>,
     connects: watch::Sender<u64>,
-    closing: Arc<std::sync::atomic::AtomicBool>,
 ) {
+    let book = &link.book;
     let mut connected_once = false;
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -488,22 +477,15 @@ async fn drive(
                 Packet::Publish(publish) => {
                     let _ = incoming.send(publish);
                 }
-                Packet::PubAck(ack) => settle(&book, ack.pkid, Ack::Published(ack.reason)),
-                Packet::SubAck(ack) => settle(&book, ack.pkid, Ack::Subscribed(ack.return_codes)),
+                Packet::PubAck(ack) => settle(book, ack.pkid, Ack::Published(ack.reason)),
+                Packet::SubAck(ack) => settle(book, ack.pkid, Ack::Subscribed(ack.return_codes)),
                 Packet::ConnAck(connack) => {
                     backoff = Duration::from_millis(50);
                     if connected_once {
-                        let lost = on_reconnect(&book, connack.session_present);
+                        let lost = on_reconnect(book, connack.session_present);
                         if !lost.is_empty() {
                             // Not awaited here: the event loop must keep running.
-                            let link = Link {
-                                client: client.clone(),
-                                book: book.clone(),
-                                send_order: send_order.clone(),
-                                state: state.subscribe(),
-                                connects: connects.subscribe(),
-                                closing: closing.clone(),
-                            };
+                            let link = link.clone();
                             tokio::spawn(async move {
                                 match link.subscribe(&lost).await {
                                     Ok(()) => {
@@ -524,12 +506,14 @@ async fn drive(
                 _ => {}
             },
             Ok(Event::Outgoing(out)) => match out {
-                Outgoing::Publish(pkid) => sent(&book, Kind::Publish, pkid),
-                Outgoing::Subscribe(pkid) => sent(&book, Kind::Subscribe, pkid),
+                Outgoing::Publish(pkid) => sent(book, Kind::Publish, pkid),
+                Outgoing::Subscribe(pkid) => sent(book, Kind::Subscribe, pkid),
                 _ => {}
             },
             Err(err) => {
-                if closing.load(std::sync::atomic::Ordering::SeqCst) || matches!(err, ConnectionError::RequestsDone) {
+                if link.closing.load(std::sync::atomic::Ordering::SeqCst)
+                    || matches!(err, ConnectionError::RequestsDone)
+                {
                     break;
                 }
                 if !connected_once {
@@ -553,7 +537,7 @@ async fn drive(
             }
         }
     }
-    fail_all(&book);
+    fail_all(book);
     let _ = state.send(LinkState::Closed);
 }
 

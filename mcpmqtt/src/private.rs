@@ -129,6 +129,7 @@ mod tests {
     struct WithoutSchema;
 
     #[test]
+    #[allow(clippy::needless_borrow)] // the borrows pick the impl: autoref specialisation
     fn output_schema_only_when_json_schema() {
         assert!((&&OutputSchema::<WithSchema>::new()).output_schema().is_some());
         assert!((&&OutputSchema::<WithoutSchema>::new()).output_schema().is_none());

@@ -183,7 +183,7 @@ pub(crate) fn drop_optional_nulls(schema: &Value, value: &mut Value) {
             .and_then(Value::as_array)
             .is_some_and(|r| r.iter().any(|v| v == k))
     };
-    fields.retain(|k, v| !(v.is_null() && !required(k)));
+    fields.retain(|k, v| !v.is_null() || required(k));
     for (k, v) in fields.iter_mut() {
         if let Some(sub) = props.get(k) {
             drop_optional_nulls(sub, v);
