@@ -335,3 +335,44 @@ async fn registering_a_tool_twice_is_a_builder_error() {
     );
     assert!(err.to_string().contains("registered twice"));
 }
+
+#[tokio::test]
+async fn calls_run_concurrently_up_to_the_configured_bound() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r, p) = (running.clone(), peak.clone());
+    let busy = ToolDef::builder("busy")
+        .handler(move |_ctx, _args| {
+            let (r, p) = (r.clone(), p.clone());
+            async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, ToolError>(json!(null))
+            }
+        })
+        .build()
+        .unwrap();
+    let broker = Mosquitto::start();
+    let server = Server::builder("bounded")
+        .namespace(NAMESPACE)
+        .broker(&broker.url())
+        .max_concurrent_calls(3)
+        .tool_def(busy)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let client = lab_client(&broker, "tester").await;
+    let calls = (0..24).map(|_| client.call("busy", json!({})));
+    for r in futures::future::join_all(calls).await {
+        r.unwrap();
+    }
+    let peak = peak.load(Ordering::SeqCst);
+    assert_eq!(peak, 3, "24 slow calls should run 3 at a time, never more");
+    server.shutdown().await.unwrap();
+}

@@ -89,6 +89,10 @@ pub use topics::Topics;
 
 pub use mcpmqtt_macros::{json_schema, tool};
 
+/// Arguments and results are JSON values: re-exported so callers can write
+/// `mcpmqtt::serde_json::json!({...})` without depending on it.
+pub use serde_json;
+
 /// The trait of types with a JSON Schema. To derive it on your own argument
 /// and result types without depending on schemars, put
 /// `#[mcpmqtt::json_schema]` on them.
