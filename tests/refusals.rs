@@ -15,12 +15,13 @@ user gtm-mcp-server
 topic write gtm/mcp/servers/gtm-mcp-server/card
 topic write gtm/mcp/tools/+/card
 topic write gtm/mcp/clients/+/responses
-topic write gtm/mcp/tools/+/stream/+
-topic read gtm/mcp/tools/+/call
+topic write gtm/mcp/clients/+/streams/+
+topic read gtm/mcp/tools/+/call/#
 
 user scout
-topic write gtm/mcp/tools/query_watch_configs/call
+topic write gtm/mcp/tools/query_watch_configs/call/scout
 topic read gtm/mcp/clients/scout/responses
+topic read gtm/mcp/clients/scout/streams/+
 topic read gtm/mcp/tools/+/card
 topic read gtm/mcp/servers/+/card
 ";

@@ -21,7 +21,9 @@ async fn partials_count_from_zero_and_done_precedes_the_response() {
         .await
         .unwrap();
     let mut observer = Raw::connect(&broker, "observer").await;
-    observer.subscribe("lab/mcp/tools/count/stream/+").await;
+    // The caller's own private stream (an extension), read here by a spy
+    // that the anonymous test broker lets in.
+    observer.subscribe("lab/mcp/clients/tester/streams/+").await;
     observer.subscribe("lab/mcp/clients/tester/responses").await;
 
     let client = Client::builder("tester")
@@ -56,7 +58,7 @@ async fn partials_count_from_zero_and_done_precedes_the_response() {
     let mut call_id = None;
     for seq in 0..=5u64 {
         let (topic, msg) = observer.recv_json().await;
-        assert!(topic.starts_with("lab/mcp/tools/count/stream/"), "{topic}");
+        assert!(topic.starts_with("lab/mcp/clients/tester/streams/"), "{topic}");
         assert_eq!(msg["seq"], seq, "{msg}");
         assert_eq!(msg["type"], if seq < 5 { "partial" } else { "done" }, "{msg}");
         if seq < 5 {
@@ -65,7 +67,7 @@ async fn partials_count_from_zero_and_done_precedes_the_response() {
         }
         assert_eq!(
             topic,
-            format!("lab/mcp/tools/count/stream/{}", msg["call_id"].as_str().unwrap())
+            format!("lab/mcp/clients/tester/streams/{}", msg["call_id"].as_str().unwrap())
         );
         call_id.get_or_insert(msg["call_id"].clone());
     }
@@ -100,5 +102,39 @@ async fn crawl_site_streams_one_partial_per_page() {
     assert!(progress[2].contains("(3/3)"));
     let report = call.result().await.unwrap();
     assert_eq!(report["pages"].as_array().unwrap().len(), 3);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_v01_caller_gets_its_partials_on_the_tools_stream_topic() {
+    let broker = Mosquitto::start();
+    let server = lab_server("lab")
+        .broker(&broker.url())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let mut v01 = Raw::connect(&broker, "v01").await;
+    v01.subscribe("lab/mcp/tools/count/stream/+").await;
+    v01.subscribe("lab/mcp/clients/v01/responses").await;
+    let call = json!({"call_id": "legacy-1", "arguments": {"n": 2}, "client": "v01"});
+    v01.publish(
+        "lab/mcp/tools/count/call",
+        call.to_string(),
+        support::fixtures::call_props("lab/mcp/clients/v01/responses", "legacy-1"),
+    )
+    .await;
+    for (seq, kind) in [(0, "partial"), (1, "partial"), (2, "done")] {
+        let (topic, msg) = v01.recv_json().await;
+        assert_eq!(topic, "lab/mcp/tools/count/stream/legacy-1");
+        assert_eq!(
+            (msg["seq"].as_u64().unwrap(), msg["type"].as_str().unwrap()),
+            (seq, kind)
+        );
+    }
+    let (topic, response) = v01.recv_json().await;
+    assert_eq!(topic, "lab/mcp/clients/v01/responses");
+    assert_eq!(response["result"], 2);
     server.shutdown().await.unwrap();
 }

@@ -69,6 +69,24 @@ pub struct ToolCard {
     /// Extension: the server's deadline for one call, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Extension: the protocol extensions the server supports
+    /// ([`EXT_CALLER_TOPIC`], [`EXT_PRIVATE_STREAMS`]). v0.1 servers list none,
+    /// and clients then speak plain v0.1 to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
+}
+
+/// Calls may be published on `{ns}/mcp/tools/{tool}/call/{caller}`, and the
+/// server takes the caller from the topic, as attested by the broker's ACL.
+pub const EXT_CALLER_TOPIC: &str = "caller_topic";
+/// Partials may be streamed to `{ns}/mcp/clients/{caller}/streams/{call_id}`.
+pub const EXT_PRIVATE_STREAMS: &str = "private_streams";
+
+impl ToolCard {
+    /// Whether the card's server supports an extension.
+    pub fn supports(&self, extension: &str) -> bool {
+        self.extensions.iter().any(|e| e == extension)
+    }
 }
 
 /// The retained description of one server, at `{ns}/mcp/servers/{server}/card`.
@@ -119,6 +137,7 @@ mod tests {
             status: Status::Online,
             last_seen: "2026-11-23T00:00:00.000Z".into(),
             timeout_ms: None,
+            extensions: vec![],
         };
         let v = serde_json::to_value(&card).unwrap();
         for key in [

@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::card::{ServerCard, Status, ToolCard};
+use crate::card::{ServerCard, Status, ToolCard, EXT_CALLER_TOPIC};
 use crate::connection::{BrokerOptions, Link, Message};
 use crate::context::Partial;
 use crate::envelope::{now_rfc3339, CallRequest, CallResponse, ResponseStatus, StreamMessage, StreamType};
@@ -96,11 +96,11 @@ impl Default for Cards {
 }
 
 impl Router {
-    fn route(&self, topics: &Topics, response_topic: &str, publish: Publish) {
+    fn route(&self, topics: &Topics, own: &OwnTopics, publish: Publish) {
         let topic = String::from_utf8_lossy(&publish.topic);
-        if topic == response_topic {
+        if topic == own.responses {
             self.on_response(publish);
-        } else if topics.call_of_stream(&topic).is_some() {
+        } else if topic.starts_with(&own.streams_prefix) || topics.call_of_stream(&topic).is_some() {
             self.on_stream(&publish.payload);
         } else if topic.ends_with("/card") {
             self.on_card(&topic, &publish.payload);
@@ -177,6 +177,13 @@ impl Router {
             }
         }
     }
+}
+
+/// A client's own topics.
+struct OwnTopics {
+    responses: String,
+    /// `{ns}/mcp/clients/{me}/streams/`
+    streams_prefix: String,
 }
 
 /// Options of one call.
@@ -335,8 +342,14 @@ impl Client {
                 correlation: correlation.clone(),
             },
         );
+        // Servers whose card lists the extensions get the caller-attested
+        // topic and a private stream; known v0.1 servers get plain v0.1.
+        let v01 = {
+            let cards = inner.router.cards.lock().expect("cards lock");
+            cards.tools.get(tool).is_some_and(|c| !c.supports(EXT_CALLER_TOPIC))
+        };
         let mut partial_rx = None;
-        let stream_topic = inner.topics.stream(tool, &call_id);
+        let mut v01_stream = None;
         if options.on_partial.is_some() {
             let (ptx, prx) = mpsc::unbounded_channel();
             inner
@@ -346,11 +359,16 @@ impl Client {
                 .expect("streams lock")
                 .insert(call_id.clone(), ptx);
             partial_rx = Some(prx);
-            inner
-                .link
-                .subscribe(&[(stream_topic.clone(), QoS::AtLeastOnce)])
-                .await
-                .map_err(transport)?;
+            if v01 {
+                // v0.1 streams are per call: subscribe before the call is made.
+                let topic = inner.topics.stream(tool, &call_id);
+                inner
+                    .link
+                    .subscribe(&[(topic.clone(), QoS::AtLeastOnce)])
+                    .await
+                    .map_err(transport)?;
+                v01_stream = Some(topic);
+            }
         }
 
         let request = CallRequest {
@@ -359,13 +377,19 @@ impl Client {
             client: inner.identity.clone(),
             timestamp: Some(now_rfc3339()),
             response_topic: Some(inner.response_topic.clone()),
+            private_stream: !v01,
         };
         let payload = serde_json::to_vec(&request).map_err(|e| CallError::InvalidArguments {
             message: format!("could not encode the call: {e}"),
         })?;
         let expiry = timeout.as_secs_f64().ceil().max(1.0) as u32;
+        let call_topic = if v01 {
+            inner.topics.call(tool)
+        } else {
+            inner.topics.call_as(tool, &inner.identity)
+        };
         let published = inner.link.publish_acked(Message {
-            topic: inner.topics.call(tool),
+            topic: call_topic,
             payload: Bytes::from(payload),
             qos: QoS::AtLeastOnce,
             retain: false,
@@ -408,15 +432,15 @@ impl Client {
             }
         }
         .await;
-        if partial_rx.is_some() {
-            // Deliver partials that arrived just before the response.
-            if let (Some(rx), Some(f)) = (&mut partial_rx, &options.on_partial) {
-                while let Ok((_, p)) = rx.try_recv() {
-                    f(p);
-                }
+        // Deliver partials that arrived just before the response.
+        if let (Some(rx), Some(f)) = (&mut partial_rx, &options.on_partial) {
+            while let Ok((_, p)) = rx.try_recv() {
+                f(p);
             }
+        }
+        if let Some(topic) = v01_stream {
             let link = inner.link.clone();
-            tokio::spawn(async move { link.unsubscribe(&stream_topic).await });
+            tokio::spawn(async move { link.unsubscribe(&topic).await });
         }
         outcome
     }
@@ -646,19 +670,24 @@ impl ClientBuilder {
         let (incoming_tx, mut incoming_rx) = mpsc::unbounded_channel::<Publish>();
         let (link, conn_task) = Link::connect(options, broker.connect_timeout, incoming_tx).await?;
         let response_topic = topics.responses(&self.identity);
+        let private_streams = topics.private_streams(&self.identity);
         let router = Arc::new(Router::default());
         {
             let router = router.clone();
             let topics = topics.clone();
-            let response_topic = response_topic.clone();
+            let own = OwnTopics {
+                responses: response_topic.clone(),
+                streams_prefix: private_streams.trim_end_matches('+').to_owned(),
+            };
             tokio::spawn(async move {
                 while let Some(publish) = incoming_rx.recv().await {
-                    router.route(&topics, &response_topic, publish);
+                    router.route(&topics, &own, publish);
                 }
             });
         }
         link.subscribe(&[
             (response_topic.clone(), QoS::AtLeastOnce),
+            (private_streams, QoS::AtLeastOnce),
             (topics.tool_cards(), QoS::AtLeastOnce),
             (topics.server_cards(), QoS::AtLeastOnce),
         ])

@@ -127,7 +127,11 @@ impl Dispatcher {
         let started = Instant::now();
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
         let props = publish.properties.clone().unwrap_or_default();
-        let (mut request, reply) = match self.read_call(&publish.payload, &props) {
+        let (tool_name, verified) = match self.topics.parse_call(&topic) {
+            Some((tool, caller)) => (tool.to_owned(), caller.map(str::to_owned)),
+            None => (String::new(), None),
+        };
+        let (mut request, reply) = match self.read_call(&publish.payload, &props, verified.as_deref()) {
             Ok(ok) => ok,
             Err((rejection, reply)) => {
                 self.link.ack(&publish).await;
@@ -144,12 +148,25 @@ impl Dispatcher {
                 return;
             }
         };
-        let Some(tool) = self
-            .topics
-            .tool_of_call(&topic)
-            .and_then(|name| self.tools.get(name))
-            .cloned()
-        else {
+        let caller = match &verified {
+            Some(id) => Caller::new(id.clone(), true),
+            None => Caller::new(request.client.clone(), false),
+        };
+        if !caller.is_verified() && self.config.require_verified_caller {
+            self.link.ack(&publish).await;
+            let message = format!(
+                "this server serves only calls whose caller the broker attests: publish to `{}`",
+                self.topics.call_as(&tool_name, "{caller}")
+            );
+            let error = ErrorBody::new(ErrorType::Unauthorized, message);
+            self.respond(
+                &reply,
+                &CallResponse::error(request.call_id, error, elapsed_ms(started)),
+            )
+            .await;
+            return;
+        }
+        let Some(tool) = self.tools.get(&tool_name).cloned() else {
             self.link.ack(&publish).await;
             let error = ErrorBody::new(
                 ErrorType::Unavailable,
@@ -178,11 +195,10 @@ impl Dispatcher {
             return;
         };
         self.link.ack(&publish).await;
-        let span =
-            tracing::info_span!("call", call_id = %request.call_id, tool = %tool.def.name, caller = %request.client);
+        let span = tracing::info_span!("call", call_id = %request.call_id, tool = %tool.def.name, caller = %caller.id(), verified = caller.is_verified());
         tokio::spawn(
             async move {
-                let response = self.run_call(&tool, request, started).await;
+                let response = self.run_call(&tool, request, caller, started).await;
                 self.respond(&reply, &response).await;
                 drop(permit);
             }
@@ -197,6 +213,7 @@ impl Dispatcher {
         &self,
         payload: &[u8],
         props: &PublishProperties,
+        verified: Option<&str>,
     ) -> Result<(CallRequest, Reply), (Rejection, Option<Reply>)> {
         let correlation = props.correlation_data.clone();
         let hint = correlation
@@ -205,10 +222,18 @@ impl Dispatcher {
             .filter(|s| s.len() <= 256)
             .unwrap_or_default()
             .to_owned();
-        let mqtt_reply = props
-            .response_topic
-            .as_deref()
-            .and_then(|t| self.allowed_reply(t, &correlation));
+        // A caller the broker attests is answered on its own response topic,
+        // whatever reply address the call names.
+        let own_reply = verified.map(|caller| Reply {
+            topic: self.topics.responses(caller),
+            correlation: correlation.clone(),
+        });
+        let mqtt_reply = own_reply.clone().or_else(|| {
+            props
+                .response_topic
+                .as_deref()
+                .and_then(|t| self.allowed_reply(t, &correlation))
+        });
         let reject = |message: String, reply: Option<Reply>| {
             Err((
                 Rejection {
@@ -268,43 +293,53 @@ impl Dispatcher {
             }
         };
         request.arguments = arguments;
-        // v0.1 reply rules: the MQTT 5 Response Topic, else the payload's
-        // `response_topic`, else the caller's own response topic.
-        let wanted = props
-            .response_topic
-            .clone()
-            .or_else(|| request.response_topic.clone())
-            .or_else(|| (!request.client.is_empty()).then(|| self.topics.responses(&request.client)));
-        let Some(wanted) = wanted else {
-            return Err((
-                Rejection {
-                    call_id: request.call_id,
-                    error: ErrorBody::new(ErrorType::InvalidArguments, "the call names no reply address"),
-                },
-                None,
-            ));
-        };
-        match self.allowed_reply(&wanted, &correlation) {
-            Some(reply) => {
-                if !request.arguments.is_object() {
+        let reply = match own_reply {
+            Some(own) => own,
+            None => {
+                // v0.1 reply rules: the MQTT 5 Response Topic, else the payload's
+                // `response_topic`, else the caller's own response topic.
+                let wanted = props
+                    .response_topic
+                    .clone()
+                    .or_else(|| request.response_topic.clone())
+                    .or_else(|| (!request.client.is_empty()).then(|| self.topics.responses(&request.client)));
+                let Some(wanted) = wanted else {
+                    let error = ErrorBody::new(ErrorType::InvalidArguments, "the call names no reply address");
                     return Err((
                         Rejection {
                             call_id: request.call_id,
-                            error: ErrorBody::new(ErrorType::InvalidArguments, "`arguments` must be a JSON object"),
+                            error,
                         },
-                        Some(reply),
+                        None,
                     ));
+                };
+                match self.allowed_reply(&wanted, &correlation) {
+                    Some(reply) => reply,
+                    None => {
+                        let error =
+                            ErrorBody::new(ErrorType::Unauthorized, format!("reply address `{wanted}` refused"));
+                        return Err((
+                            Rejection {
+                                call_id: request.call_id,
+                                error,
+                            },
+                            None,
+                        ));
+                    }
                 }
-                Ok((request, reply))
             }
-            None => Err((
+        };
+        if !request.arguments.is_object() {
+            let error = ErrorBody::new(ErrorType::InvalidArguments, "`arguments` must be a JSON object");
+            return Err((
                 Rejection {
                     call_id: request.call_id,
-                    error: ErrorBody::new(ErrorType::Unauthorized, format!("reply address `{wanted}` refused")),
+                    error,
                 },
-                None,
-            )),
+                Some(reply),
+            ));
         }
+        Ok((request, reply))
     }
 
     /// Replies go only to `{ns}/mcp/clients/{client}/responses`, so a caller
@@ -321,23 +356,28 @@ impl Dispatcher {
         }
     }
 
-    async fn run_call(&self, tool: &HostedTool, request: CallRequest, started: Instant) -> CallResponse {
+    async fn run_call(
+        &self,
+        tool: &HostedTool,
+        request: CallRequest,
+        caller: Caller,
+        started: Instant,
+    ) -> CallResponse {
         let CallRequest {
             call_id,
             arguments,
-            client,
+            private_stream,
             ..
         } = request;
-        let stream = tool
-            .def
-            .streaming
-            .then(|| StreamSink::mqtt(self.link.clone(), self.topics.stream(&tool.def.name, &call_id)));
-        let ctx = CallContext::new(
-            call_id.clone(),
-            tool.def.name.clone(),
-            Caller::new(client, false),
-            stream,
-        );
+        let stream = tool.def.streaming.then(|| {
+            let topic = if private_stream && crate::names::name_problem(caller.id()).is_none() {
+                self.topics.private_stream(caller.id(), &call_id)
+            } else {
+                self.topics.stream(&tool.def.name, &call_id)
+            };
+            StreamSink::mqtt(self.link.clone(), topic)
+        });
+        let ctx = CallContext::new(call_id.clone(), tool.def.name.clone(), caller, stream);
         let handler = tool.def.handler.clone();
         let call_ctx = ctx.clone();
         let run = async move {

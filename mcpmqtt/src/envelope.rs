@@ -20,6 +20,11 @@ pub struct CallRequest {
     /// Where to answer, for brokers without MQTT 5 Response Topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_topic: Option<String>,
+    /// **Extension:** stream partials to the caller's private stream topic
+    /// `{ns}/mcp/clients/{caller}/streams/{call_id}` instead of the tool's
+    /// shared v0.1 stream topic.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private_stream: bool,
 }
 
 fn empty_object() -> Value {

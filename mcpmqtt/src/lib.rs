@@ -55,6 +55,7 @@
 
 #![warn(missing_docs)]
 
+pub mod acl;
 mod card;
 mod client;
 mod connection;
@@ -75,7 +76,9 @@ pub mod embedded;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use card::{ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, SDK_VERSION};
+pub use card::{
+    ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS, SDK_VERSION,
+};
 pub use client::{CallOptions, Client, ClientBuilder, PendingCall};
 pub use connection::{BrokerOptions, DEFAULT_MAX_PACKET_SIZE};
 pub use context::{CallContext, Caller, Partial};

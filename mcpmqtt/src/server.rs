@@ -9,7 +9,9 @@ use rumqttc::v5::mqttbytes::v5::{LastWill, PubAckReason, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use tokio::sync::mpsc;
 
-use crate::card::{ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, SDK_VERSION};
+use crate::card::{
+    ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS, SDK_VERSION,
+};
 use crate::connection::{BrokerOptions, Link, Message};
 use crate::dispatcher::{Dispatcher, HostedTool};
 use crate::envelope::now_rfc3339;
@@ -41,6 +43,7 @@ pub(crate) struct ServerConfig {
     pub max_concurrent_calls: usize,
     pub default_timeout: Duration,
     pub max_payload_bytes: usize,
+    pub require_verified_caller: bool,
 }
 
 impl Server {
@@ -58,6 +61,7 @@ impl Server {
                 max_concurrent_calls: 64,
                 default_timeout: Duration::from_secs(30),
                 max_payload_bytes: 1024 * 1024,
+                require_verified_caller: false,
             },
         }
     }
@@ -75,6 +79,18 @@ impl Server {
     /// The tools it hosts.
     pub fn tools(&self) -> &[ToolDef] {
         &self.tools
+    }
+
+    /// The ACL manifest of this server: the rights of the server's identity
+    /// and of every caller its tools allow, from the annotations alone.
+    pub fn acl_manifest(&self) -> crate::acl::AclManifest {
+        crate::acl::AclManifest::for_server(
+            &self.name,
+            &self.topics,
+            &self.tools,
+            self.config.shared_subscription,
+            self.config.require_verified_caller,
+        )
     }
 
     /// The card announcing this server, online or offline.
@@ -113,6 +129,7 @@ impl Server {
             status,
             last_seen: now_rfc3339(),
             timeout_ms: Some(tool.timeout.unwrap_or(self.config.default_timeout).as_millis() as u64),
+            extensions: vec![EXT_CALLER_TOPIC.into(), EXT_PRIVATE_STREAMS.into()],
         }
     }
 
@@ -149,9 +166,9 @@ impl Server {
             .iter()
             .map(|t| {
                 let topic = if server.config.shared_subscription {
-                    server.topics.shared_call(&t.name)
+                    server.topics.shared_calls(&t.name)
                 } else {
-                    server.topics.call(&t.name)
+                    server.topics.calls(&t.name)
                 };
                 (topic, QoS::AtLeastOnce)
             })
@@ -369,6 +386,14 @@ impl ServerBuilder {
     /// calls (default on). Off, every instance gets every call.
     pub fn shared_subscription(mut self, on: bool) -> Self {
         self.config.shared_subscription = on;
+        self
+    }
+
+    /// Refuse plain v0.1 calls, whose caller identity is only claimed, with
+    /// `unauthorized` (default off). On, the generated ACL grants no v0.1 call
+    /// or stream topic, and every caller is attested by the broker.
+    pub fn require_verified_caller(mut self, on: bool) -> Self {
+        self.config.require_verified_caller = on;
         self
     }
 

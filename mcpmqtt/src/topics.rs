@@ -50,10 +50,23 @@ impl Topics {
         format!("{}/mcp/tools/{tool}/call", self.ns)
     }
 
-    /// The call topic through a shared subscription, so that several
+    /// **Extension:** the call topic of one caller. The broker's ACL lets
+    /// each caller publish only under its own name, so the server can trust
+    /// the name it reads from the topic.
+    pub fn call_as(&self, tool: &str, caller: &str) -> String {
+        format!("{}/mcp/tools/{tool}/call/{caller}", self.ns)
+    }
+
+    /// Every call topic of a tool: the v0.1 one and every caller's
+    /// (`call/#` also matches `call`).
+    pub fn calls(&self, tool: &str) -> String {
+        format!("{}/mcp/tools/{tool}/call/#", self.ns)
+    }
+
+    /// [`Topics::calls`] through a shared subscription, so that several
     /// instances of a server split the calls between them.
-    pub fn shared_call(&self, tool: &str) -> String {
-        format!("$share/mcp-tool-{tool}/{}", self.call(tool))
+    pub fn shared_calls(&self, tool: &str) -> String {
+        format!("$share/mcp-tool-{tool}/{}", self.calls(tool))
     }
 
     /// A client's response topic.
@@ -61,7 +74,28 @@ impl Topics {
         format!("{}/mcp/clients/{client}/responses", self.ns)
     }
 
-    /// Where the partials of one call of a streaming tool are published.
+    /// Every client's response topic (what a server may publish on).
+    pub fn all_responses(&self) -> String {
+        format!("{}/mcp/clients/+/responses", self.ns)
+    }
+
+    /// **Extension:** a caller's private stream of one call, which only that
+    /// caller may read.
+    pub fn private_stream(&self, caller: &str, call_id: &str) -> String {
+        format!("{}/mcp/clients/{caller}/streams/{call_id}", self.ns)
+    }
+
+    /// Every private stream of one caller.
+    pub fn private_streams(&self, caller: &str) -> String {
+        format!("{}/mcp/clients/{caller}/streams/+", self.ns)
+    }
+
+    /// Every caller's private streams (what a server may publish on).
+    pub fn all_private_streams(&self) -> String {
+        format!("{}/mcp/clients/+/streams/+", self.ns)
+    }
+
+    /// Where the partials of one call of a streaming tool are published (v0.1).
     pub fn stream(&self, tool: &str, call_id: &str) -> String {
         format!("{}/mcp/tools/{tool}/stream/{call_id}", self.ns)
     }
@@ -71,11 +105,23 @@ impl Topics {
         format!("{}/mcp/tools/{tool}/stream/+", self.ns)
     }
 
-    /// The tool a call topic addresses: `{ns}/mcp/tools/{tool}/call`.
-    pub fn tool_of_call<'t>(&self, topic: &'t str) -> Option<&'t str> {
+    /// The tool a call topic addresses, and the caller if the topic names
+    /// one: `{ns}/mcp/tools/{tool}/call` or `{ns}/mcp/tools/{tool}/call/{caller}`.
+    pub fn parse_call<'t>(&self, topic: &'t str) -> Option<(&'t str, Option<&'t str>)> {
         let rest = self.strip(topic, "/mcp/tools/")?;
-        let tool = rest.strip_suffix("/call")?;
-        (!tool.is_empty() && !tool.contains('/')).then_some(tool)
+        let (tool, after) = rest.split_once("/call")?;
+        if tool.is_empty() || tool.contains('/') {
+            return None;
+        }
+        match after {
+            "" => Some((tool, None)),
+            _ => {
+                let caller = after.strip_prefix('/')?;
+                crate::names::name_problem(caller)
+                    .is_none()
+                    .then_some((tool, Some(caller)))
+            }
+        }
     }
 
     /// The client a response topic belongs to, if `topic` is exactly
@@ -113,7 +159,9 @@ mod tests {
         assert_eq!(t.server_card("s"), "gtm/mcp/servers/s/card");
         assert_eq!(t.tool_card("x"), "gtm/mcp/tools/x/card");
         assert_eq!(t.call("x"), "gtm/mcp/tools/x/call");
-        assert_eq!(t.shared_call("x"), "$share/mcp-tool-x/gtm/mcp/tools/x/call");
+        assert_eq!(t.call_as("x", "scout"), "gtm/mcp/tools/x/call/scout");
+        assert_eq!(t.shared_calls("x"), "$share/mcp-tool-x/gtm/mcp/tools/x/call/#");
+        assert_eq!(t.private_stream("scout", "1"), "gtm/mcp/clients/scout/streams/1");
         assert_eq!(t.responses("c"), "gtm/mcp/clients/c/responses");
         assert_eq!(t.stream("x", "1"), "gtm/mcp/tools/x/stream/1");
     }
@@ -121,8 +169,11 @@ mod tests {
     #[test]
     fn recognises_topics() {
         let t = t();
-        assert_eq!(t.tool_of_call("gtm/mcp/tools/x/call"), Some("x"));
-        assert_eq!(t.tool_of_call("other/mcp/tools/x/call"), None);
+        assert_eq!(t.parse_call("gtm/mcp/tools/x/call"), Some(("x", None)));
+        assert_eq!(t.parse_call("gtm/mcp/tools/x/call/scout"), Some(("x", Some("scout"))));
+        assert_eq!(t.parse_call("gtm/mcp/tools/x/call/a/b"), None);
+        assert_eq!(t.parse_call("gtm/mcp/tools/x/caller"), None);
+        assert_eq!(t.parse_call("other/mcp/tools/x/call"), None);
         assert_eq!(t.client_of_responses("gtm/mcp/clients/c/responses"), Some("c"));
         for bad in [
             "gtm/mcp/clients/a/b/responses",
