@@ -118,11 +118,22 @@ pub async fn create_social_post(
     if platform == Platform::X && text.chars().count() > 280 {
         return Err(ToolError::new("posts on x are limited to 280 characters").with_code("too_long"));
     }
-    Ok(PostReceipt {
+    let receipt = PostReceipt {
         platform,
         post_id: format!("{platform:?}-{}", &ctx.call_id()[..8.min(ctx.call_id().len())]).to_lowercase(),
         posted_by: ctx.caller().id().to_owned(),
-    })
+    };
+    POSTED.lock().expect("posts lock").push((receipt.clone(), text));
+    Ok(receipt)
+}
+
+/// Every post made by this process, with its text: the side effect a caller
+/// without the right must never cause.
+static POSTED: std::sync::Mutex<Vec<(PostReceipt, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The posts made so far by `create_social_post` in this process.
+pub fn posted() -> Vec<(PostReceipt, String)> {
+    POSTED.lock().expect("posts lock").clone()
 }
 
 /// Crawl a site, streaming one partial per page as it goes.
@@ -180,6 +191,12 @@ pub struct ConnectArgs {
     /// MQTT password.
     #[arg(long, env = "MQTT_PASSWORD")]
     pub password: Option<String>,
+    /// Print the ACL in this format (mosquitto, dynsec, emqx, emqx-db,
+    /// hivemq, policy, manifest) and exit without connecting. Handled by
+    /// `Server::run`, which every server gets; declared here so that clap
+    /// lets it through.
+    #[arg(long, value_name = "FORMAT")]
+    pub emit_acl: Option<String>,
 }
 
 impl ConnectArgs {

@@ -246,6 +246,23 @@ impl EmbeddedBrokerBuilder {
         self
     }
 
+    /// Grants every right of an ACL manifest (see
+    /// [`Server::acl_manifest`](crate::Server::acl_manifest)), and nothing
+    /// else: the broker then enforces the tools' `allowed_callers` as a
+    /// production broker loaded with the generated ACL would. Give each
+    /// identity a password with [`user`](Self::user).
+    pub fn acl(mut self, manifest: &crate::acl::AclManifest) -> Self {
+        for identity in &manifest.identities {
+            for filter in &identity.publish {
+                self = self.allow_publish(identity.identity.clone(), filter.clone());
+            }
+            for filter in &identity.subscribe {
+                self = self.allow_subscribe(identity.identity.clone(), filter.clone());
+            }
+        }
+        self
+    }
+
     /// Whether a QoS 1/2 publish that no subscription matches is acknowledged
     /// with reason code `0x10` (No matching subscribers), as Mosquitto does
     /// (default on).

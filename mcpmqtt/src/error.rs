@@ -56,6 +56,9 @@ pub enum Error {
     /// Streaming was asked of a tool that is not declared `streaming`.
     #[error("tool {0:?} is not declared `streaming`, so it cannot emit partials")]
     NotStreaming(String),
+    /// A command-line argument could not be used.
+    #[error("{0}")]
+    InvalidArgument(String),
     /// A partial's `data` must be a JSON object.
     #[error("a partial's data must be a JSON object; wrap other values, e.g. `{{\"value\": ...}}`")]
     PartialNotObject,

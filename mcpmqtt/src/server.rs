@@ -192,8 +192,18 @@ impl Server {
         })
     }
 
-    /// Starts, serves until Ctrl-C, then shuts down gracefully.
+    /// Starts, serves until Ctrl-C or SIGTERM, then shuts down gracefully.
+    ///
+    /// With `--emit-acl FORMAT` among the process's arguments it prints the
+    /// ACL manifest in that format instead and returns without connecting
+    /// (formats: `mosquitto`, `dynsec`, `emqx`, `emqx-db`, `hivemq`,
+    /// `policy`, `manifest`).
     pub async fn run(self) -> Result<(), Error> {
+        if let Some(format) = crate::acl::emit_acl_request(std::env::args().skip(1)) {
+            let format = format.map_err(Error::InvalidArgument)?;
+            print!("{}", self.acl_manifest().render(format));
+            return Ok(());
+        }
         let handle = self.start().await?;
         tokio::select! {
             _ = shutdown_signal() => {}

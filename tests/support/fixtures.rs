@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mcpmqtt::{Client, ServerHandle};
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::mpsc;
@@ -99,6 +99,30 @@ impl Raw {
                 .expect("SUBACK in time")
             {
                 Some(Packet::SubAck(_)) => return,
+                Some(_) => continue,
+                None => panic!("raw client closed"),
+            }
+        }
+    }
+
+    /// Subscribes and returns the broker's SUBACK reason code.
+    pub async fn subscribe_result(&mut self, filter: &str) -> SubscribeReasonCode {
+        self.client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        loop {
+            match tokio::time::timeout(PATIENCE, self.acks.recv()).await.expect("SUBACK in time") {
+                Some(Packet::SubAck(ack)) => return ack.return_codes[0],
+                Some(_) => continue,
+                None => panic!("raw client closed"),
+            }
+        }
+    }
+
+    /// Publishes a retained QoS 1 message and returns the PUBACK reason.
+    pub async fn publish_retained(&mut self, topic: &str, payload: impl Into<Bytes>) -> PubAckReason {
+        self.client.publish(topic, QoS::AtLeastOnce, true, payload.into()).await.unwrap();
+        loop {
+            match tokio::time::timeout(PATIENCE, self.acks.recv()).await.expect("PUBACK in time") {
+                Some(Packet::PubAck(ack)) => return ack.reason,
                 Some(_) => continue,
                 None => panic!("raw client closed"),
             }

@@ -7,12 +7,14 @@
 //! publishes through a wildcard, each client reads only its own responses and
 //! private streams.
 
+mod files;
 mod formats;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use files::{check_acl_files, emit_acl_request, write_acl_files, StaleAclFiles, OVERWRITE_ENV};
 pub use formats::AclFormat;
 
 use crate::tool::ToolDef;
