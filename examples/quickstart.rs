@@ -51,7 +51,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (Some(broker), url, true)
         }
     };
-    let login = |identity: &str| if enforced { passwords.get(identity).cloned() } else { None };
+    let login = |identity: &str| {
+        if enforced {
+            passwords.get(identity).cloned()
+        } else {
+            None
+        }
+    };
     let connect = |identity: &'static str| {
         let mut builder = Client::builder(identity).broker(&url).namespace(NAMESPACE);
         if let Some(password) = login(identity) {
@@ -65,7 +71,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server = server.credentials(gtm_tools::SERVER_NAME, password);
     }
     let server = server.build()?.start().await?;
-    println!("\n{} is online with {} tools", server.server().name(), server.server().tools().len());
+    println!(
+        "\n{} is online with {} tools",
+        server.server().name(),
+        server.server().tools().len()
+    );
 
     let scout = connect("scout").await?;
     scout.wait_for_tool("crawl_site", Duration::from_secs(5)).await?;
@@ -78,7 +88,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    let configs = scout.call("query_watch_configs", json!({"platform": "hackernews"})).await?;
+    let configs = scout
+        .call("query_watch_configs", json!({"platform": "hackernews"}))
+        .await?;
     println!("\nscout -> query_watch_configs {{platform: hackernews}}\n  {configs}");
 
     println!("\nscout -> crawl_site {{url: https://example.com, pages: 4}}");
@@ -88,7 +100,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
     let report = scout
-        .call_with("crawl_site", json!({"url": "https://example.com", "pages": 4}), progress)
+        .call_with(
+            "crawl_site",
+            json!({"url": "https://example.com", "pages": 4}),
+            progress,
+        )
         .await?;
     println!("  result: {report}");
 

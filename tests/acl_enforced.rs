@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mcpmqtt::acl::{AclFormat, AclManifest};
 use mcpmqtt::{CallError, CallOptions, Client, ServerHandle};
-use rumqttc::v5::mqttbytes::v5::{PubAckReason, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::PubAckReason;
 use serde_json::{json, Value};
 use support::fixtures::{call_props, Raw, PATIENCE};
 use support::mosquitto::{dynsec_password_fields, Mosquitto};
@@ -82,11 +82,17 @@ async fn raw(broker: &Mosquitto, identity: &str) -> Raw {
     Raw::connect_with(broker, identity, Some((identity, &password(identity)))).await
 }
 
-fn refused(code: SubscribeReasonCode) -> bool {
-    !matches!(code, SubscribeReasonCode::Success(_))
-}
+/// What scout tries to read of operator's traffic.
+const SPY_FILTERS: [&str; 5] = [
+    "gtm/mcp/clients/operator/responses",
+    "gtm/mcp/clients/operator/streams/+",
+    "gtm/mcp/clients/+/responses",
+    "gtm/mcp/clients/+/streams/+",
+    "gtm/mcp/clients/#",
+];
 
-/// Every point of the proof, against one broker.
+/// Every point of the proof, against one broker. Identity = username =
+/// client id, so each identity holds one connection at a time.
 async fn prove(broker: Mosquitto) {
     let server = online(&broker, false).await;
     let scout = client(&broker, "scout").await;
@@ -94,7 +100,10 @@ async fn prove(broker: Mosquitto) {
     scout.wait_for_tool("create_social_post", PATIENCE).await.unwrap();
 
     // scout calls query_watch_configs: ok.
-    let configs = scout.call("query_watch_configs", json!({"platform": "x"})).await.unwrap();
+    let configs = scout
+        .call("query_watch_configs", json!({"platform": "x"}))
+        .await
+        .unwrap();
     assert_eq!(configs["configs"][0]["platform"], "x");
 
     // scout calls create_social_post: refused at once by the broker; the
@@ -112,8 +121,14 @@ async fn prove(broker: Mosquitto) {
         Err(CallError::Unauthorized { message }) => assert!(message.contains("0x87"), "{message}"),
         other => panic!("scout's post: expected unauthorized, got {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(10), "refused at once, not by a timeout");
-    assert!(!gtm_tools::posted().iter().any(|(_, t)| *t == text), "the handler ran for scout");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "refused at once, not by a timeout"
+    );
+    assert!(
+        !gtm_tools::posted().iter().any(|(_, t)| *t == text),
+        "the handler ran for scout"
+    );
 
     // operator calls create_social_post: ok, as operator.
     let text = format!("operator was here {}", broker.port());
@@ -122,86 +137,170 @@ async fn prove(broker: Mosquitto) {
         .await
         .unwrap();
     assert_eq!(receipt["posted_by"], "operator");
-    assert!(gtm_tools::posted().iter().any(|(r, t)| *t == text && r.posted_by == "operator"));
+    assert!(gtm_tools::posted()
+        .iter()
+        .any(|(r, t)| *t == text && r.posted_by == "operator"));
 
-    // scout cannot read operator's responses or partials.
-    let mut spy = raw(&broker, "scout").await;
-    for filter in [
-        "gtm/mcp/clients/operator/responses",
-        "gtm/mcp/clients/operator/streams/+",
-        "gtm/mcp/clients/+/responses",
-        "gtm/mcp/clients/#",
-        "#",
-    ] {
-        assert!(refused(spy.subscribe_result(filter).await), "scout may subscribe {filter}");
+    // From here on scout speaks raw MQTT.
+    scout.disconnect().await;
+    let mut scout_raw = raw(&broker, "scout").await;
+
+    // scout cannot read operator's responses or partials. (Mosquitto's
+    // acl_file grants every SUBSCRIBE and filters at delivery; dynsec refuses
+    // the SUBSCRIBE. Either way nothing may arrive.)
+    for filter in SPY_FILTERS {
+        scout_raw.subscribe_result(filter).await;
+    }
+    let partials = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = partials.clone();
+    operator
+        .call_with(
+            "crawl_site",
+            json!({"url": "https://example.com", "pages": 2}),
+            CallOptions::new().on_partial(move |_| {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        partials.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "operator got its partials"
+    );
+    operator
+        .call("create_social_post", json!({"platform": "x", "text": "again"}))
+        .await
+        .unwrap();
+    if let Some(p) = scout_raw.recv_within(Duration::from_millis(300)).await {
+        panic!("scout read {} of operator's traffic", String::from_utf8_lossy(&p.topic));
+    }
+    for filter in SPY_FILTERS {
+        // Overlapping subscriptions would deliver scout's own responses twice.
+        scout_raw.client.unsubscribe(filter).await.unwrap();
     }
 
     // A client cannot publish a Tool Card or a Server Card.
     let fake = json!({"version": "1", "tool": "query_watch_configs", "server": "evil", "status": "online"});
-    for topic in ["gtm/mcp/tools/query_watch_configs/card", "gtm/mcp/servers/gtm-mcp-server/card", "gtm/mcp/tools/evil/card"] {
-        let reason = spy.publish_retained(topic, fake.to_string()).await;
+    for topic in [
+        "gtm/mcp/tools/query_watch_configs/card",
+        "gtm/mcp/servers/gtm-mcp-server/card",
+        "gtm/mcp/tools/evil/card",
+    ] {
+        let reason = scout_raw.publish_retained(topic, fake.to_string()).await;
         assert_eq!(reason, PubAckReason::NotAuthorized, "scout published {topic}");
     }
-    let card = scout.tool_card("query_watch_configs").await.unwrap();
-    assert_eq!(card.server, SERVER, "the card was not poisoned");
+    let card = retained_card(&mut scout_raw).await;
+    assert_eq!(card["server"], SERVER, "the card was not poisoned");
 
     // A caller cannot make the server publish outside {ns}/mcp/clients/+/responses:
-    // the reply goes to scout's own response topic whatever the call names.
-    let mut scout_raw = raw(&broker, "scout").await;
+    // on its own topic, the reply goes to scout's own response topic whatever
+    // the call names...
     scout_raw.subscribe("gtm/mcp/clients/scout/responses").await;
-    scout_raw.subscribe("gtm/mcp/tools/+/card").await;
-    while scout_raw.recv_within(Duration::from_millis(200)).await.is_some() {} // the retained cards
-    for hostile in ["gtm/mcp/tools/query_watch_configs/card", "gtm/mcp/clients/operator/responses"] {
+    for hostile in [
+        "gtm/mcp/tools/query_watch_configs/card",
+        "gtm/mcp/clients/operator/responses",
+    ] {
         let call = json!({"call_id": "redirect", "arguments": {}, "client": "scout", "response_topic": hostile});
         let reason = scout_raw
-            .publish("gtm/mcp/tools/query_watch_configs/call/scout", call.to_string(), call_props(hostile, "redirect"))
+            .publish(
+                "gtm/mcp/tools/query_watch_configs/call/scout",
+                call.to_string(),
+                call_props(hostile, "redirect"),
+            )
             .await;
         assert_eq!(reason, PubAckReason::Success);
-        let p = scout_raw.recv().await;
-        assert_eq!(String::from_utf8_lossy(&p.topic), "gtm/mcp/clients/scout/responses");
-        let response: Value = serde_json::from_slice(&p.payload).unwrap();
+        let (topic, response) = scout_raw.recv_json().await;
+        assert_eq!(topic, "gtm/mcp/clients/scout/responses");
         assert_eq!(response["call_id"], "redirect");
     }
-    // Through the v0.1 topic, the server refuses the address outright.
+    // ...and through the v0.1 topic, the server refuses the address outright.
     let call = json!({"call_id": "v01-redirect", "arguments": {}, "client": "scout",
                       "response_topic": "gtm/mcp/tools/query_watch_configs/card"});
     scout_raw
-        .publish("gtm/mcp/tools/query_watch_configs/call", call.to_string(), Default::default())
+        .publish(
+            "gtm/mcp/tools/query_watch_configs/call",
+            call.to_string(),
+            Default::default(),
+        )
         .await;
-    assert!(scout_raw.recv_within(Duration::from_millis(300)).await.is_none(), "nothing was published");
-    assert_eq!(scout.tool_card("query_watch_configs").await.unwrap().server, SERVER);
+    assert!(
+        scout_raw.recv_within(Duration::from_millis(300)).await.is_none(),
+        "nothing came back"
+    );
+    assert_eq!(
+        retained_card(&mut scout_raw).await["server"],
+        SERVER,
+        "the card was not overwritten"
+    );
 
     // A caller cannot pass as another caller: not through the topic suffix...
-    for topic in ["gtm/mcp/tools/create_social_post/call/operator", "gtm/mcp/tools/query_watch_configs/call/analyst"] {
+    for topic in [
+        "gtm/mcp/tools/create_social_post/call/operator",
+        "gtm/mcp/tools/query_watch_configs/call/analyst",
+    ] {
         let call = json!({"call_id": "pose", "arguments": {"platform": "x", "text": "hi"}, "client": "operator"});
-        let reason = scout_raw.publish(topic, call.to_string(), call_props("gtm/mcp/clients/scout/responses", "pose")).await;
+        let props = call_props("gtm/mcp/clients/scout/responses", "pose");
+        let reason = scout_raw.publish(topic, call.to_string(), props).await;
         assert_eq!(reason, PubAckReason::NotAuthorized, "scout published on {topic}");
     }
     // ...nor through the `client` field: the server answers scout, as scout.
+    operator.disconnect().await;
     let mut operator_raw = raw(&broker, "operator").await;
     operator_raw.subscribe("gtm/mcp/clients/operator/responses").await;
     let call = json!({"call_id": "claim", "arguments": {}, "client": "operator"});
     scout_raw
-        .publish("gtm/mcp/tools/query_watch_configs/call/scout", call.to_string(), Default::default())
+        .publish(
+            "gtm/mcp/tools/query_watch_configs/call/scout",
+            call.to_string(),
+            Default::default(),
+        )
         .await;
     let (topic, response) = scout_raw.recv_json().await;
-    assert_eq!((topic.as_str(), response["call_id"].as_str()), ("gtm/mcp/clients/scout/responses", Some("claim")));
+    assert_eq!(topic, "gtm/mcp/clients/scout/responses");
+    assert_eq!(response["call_id"], "claim");
     assert!(operator_raw.recv_within(Duration::from_millis(300)).await.is_none());
 
-    // An identity absent from the manifest can do nothing.
-    let mut mallory = raw(&broker, "mallory").await;
-    for topic in ["gtm/mcp/tools/query_watch_configs/call", "gtm/mcp/tools/query_watch_configs/call/mallory"] {
-        let call = json!({"call_id": "m", "arguments": {}, "client": "mallory"});
-        assert_eq!(
-            mallory.publish(topic, call.to_string(), Default::default()).await,
-            PubAckReason::NotAuthorized
+    // An identity absent from the manifest can do nothing: dynsec does not
+    // let it in at all; with the acl_file it connects (its password is
+    // valid) but may neither call nor read.
+    let mallory = Client::builder("mallory")
+        .broker(&broker.url())
+        .password(password("mallory"))
+        .namespace(gtm_tools::NAMESPACE)
+        .connect()
+        .await;
+    if let Ok(mallory) = mallory {
+        for tool in ["query_watch_configs", "crawl_site", "create_social_post"] {
+            let result = mallory.call(tool, json!({})).await;
+            assert!(
+                matches!(result, Err(CallError::Unauthorized { .. })),
+                "mallory called {tool}: {result:?}"
+            );
+        }
+        assert!(mallory.tools().await.is_empty(), "mallory read the cards");
+        mallory.disconnect().await;
+        let mut m = raw(&broker, "mallory").await;
+        m.subscribe_result("#").await;
+        assert!(
+            m.recv_within(Duration::from_millis(300)).await.is_none(),
+            "mallory read something"
         );
-    }
-    for filter in ["gtm/mcp/tools/+/card", "gtm/mcp/clients/mallory/responses", "#"] {
-        assert!(refused(mallory.subscribe_result(filter).await), "mallory may subscribe {filter}");
     }
 
     server.shutdown().await.unwrap();
+}
+
+/// The retained card of `query_watch_configs`, as scout reads it.
+async fn retained_card(scout_raw: &mut Raw) -> Value {
+    scout_raw.subscribe("gtm/mcp/tools/query_watch_configs/card").await;
+    let (_, card) = scout_raw.recv_json().await;
+    scout_raw
+        .client
+        .unsubscribe("gtm/mcp/tools/query_watch_configs/card")
+        .await
+        .unwrap();
+    card
 }
 
 #[tokio::test]
@@ -223,10 +322,13 @@ async fn prove_verified_only(broker: Mosquitto) {
     let mut scout_raw = raw(&broker, "scout").await;
     let call = json!({"call_id": "plain", "arguments": {}, "client": "scout"});
     let reason = scout_raw
-        .publish("gtm/mcp/tools/query_watch_configs/call", call.to_string(), Default::default())
+        .publish(
+            "gtm/mcp/tools/query_watch_configs/call",
+            call.to_string(),
+            Default::default(),
+        )
         .await;
     assert_eq!(reason, PubAckReason::NotAuthorized);
-    assert!(refused(scout_raw.subscribe_result("gtm/mcp/tools/crawl_site/stream/+").await));
     server.shutdown().await.unwrap();
 }
 

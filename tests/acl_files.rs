@@ -34,11 +34,22 @@ fn every_server_has_the_emit_acl_flag() {
             .args(["--broker", "mqtt://127.0.0.1:9", "--emit-acl", format.name()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "--emit-acl {format}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "--emit-acl {format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let manifest = gtm_tools::gtm_server().build().unwrap().acl_manifest();
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), manifest.render(*format), "--emit-acl {format}");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            manifest.render(*format),
+            "--emit-acl {format}"
+        );
     }
     let out = Command::new(&exe).args(["--emit-acl", "nonsense"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("mosquitto"), "the error lists the formats");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mosquitto"),
+        "the error lists the formats"
+    );
 }

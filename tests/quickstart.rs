@@ -1,5 +1,6 @@
 //! The README's first command works with no broker installed: the quickstart
-//! example starts its embedded broker, calls the tools and streams progress.
+//! example starts its embedded broker with the generated ACL, calls the
+//! tools, streams progress, and shows the broker refusing scout a tool.
 
 mod support;
 

@@ -109,7 +109,10 @@ impl Raw {
     pub async fn subscribe_result(&mut self, filter: &str) -> SubscribeReasonCode {
         self.client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
         loop {
-            match tokio::time::timeout(PATIENCE, self.acks.recv()).await.expect("SUBACK in time") {
+            match tokio::time::timeout(PATIENCE, self.acks.recv())
+                .await
+                .expect("SUBACK in time")
+            {
                 Some(Packet::SubAck(ack)) => return ack.return_codes[0],
                 Some(_) => continue,
                 None => panic!("raw client closed"),
@@ -119,9 +122,15 @@ impl Raw {
 
     /// Publishes a retained QoS 1 message and returns the PUBACK reason.
     pub async fn publish_retained(&mut self, topic: &str, payload: impl Into<Bytes>) -> PubAckReason {
-        self.client.publish(topic, QoS::AtLeastOnce, true, payload.into()).await.unwrap();
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload.into())
+            .await
+            .unwrap();
         loop {
-            match tokio::time::timeout(PATIENCE, self.acks.recv()).await.expect("PUBACK in time") {
+            match tokio::time::timeout(PATIENCE, self.acks.recv())
+                .await
+                .expect("PUBACK in time")
+            {
                 Some(Packet::PubAck(ack)) => return ack.reason,
                 Some(_) => continue,
                 None => panic!("raw client closed"),

@@ -94,12 +94,19 @@ where
         let arg = arg.as_ref();
         if arg == "--emit-acl" {
             return Some(match args.next() {
-                Some(value) => value.as_ref().parse().map_err(|e: <AclFormat as std::str::FromStr>::Err| e.to_string()),
+                Some(value) => value
+                    .as_ref()
+                    .parse()
+                    .map_err(|e: <AclFormat as std::str::FromStr>::Err| e.to_string()),
                 None => Err(format!("--emit-acl needs a format: one of {}", format_names())),
             });
         }
         if let Some(value) = arg.strip_prefix("--emit-acl=") {
-            return Some(value.parse().map_err(|e: <AclFormat as std::str::FromStr>::Err| e.to_string()));
+            return Some(
+                value
+                    .parse()
+                    .map_err(|e: <AclFormat as std::str::FromStr>::Err| e.to_string()),
+            );
         }
     }
     None
@@ -116,8 +123,14 @@ mod tests {
     #[test]
     fn finds_the_flag() {
         assert_eq!(emit_acl_request(["prog", "--broker", "x"]), None);
-        assert_eq!(emit_acl_request(["prog", "--emit-acl", "manifest"]), Some(Ok(AclFormat::Manifest)));
-        assert_eq!(emit_acl_request(["prog", "--emit-acl=manifest"]), Some(Ok(AclFormat::Manifest)));
+        assert_eq!(
+            emit_acl_request(["prog", "--emit-acl", "manifest"]),
+            Some(Ok(AclFormat::Manifest))
+        );
+        assert_eq!(
+            emit_acl_request(["prog", "--emit-acl=manifest"]),
+            Some(Ok(AclFormat::Manifest))
+        );
         assert!(matches!(emit_acl_request(["prog", "--emit-acl"]), Some(Err(_))));
         assert!(matches!(emit_acl_request(["prog", "--emit-acl", "nope"]), Some(Err(_))));
     }
