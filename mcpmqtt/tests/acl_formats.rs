@@ -237,7 +237,7 @@ fn every_format_matches_its_golden_file() {
             check_golden(&golden_dir().join(variant).join(format.file_name()), &out, &mut stale);
         }
     }
-    let conf = AclFormat::mosquitto_conf("/etc/mosquitto/mcpmqtt.acl", "/etc/mosquitto/passwd");
+    let conf = mcpmqtt::acl::mosquitto_conf("/etc/mosquitto/mcpmqtt.acl", "/etc/mosquitto/passwd");
     check_golden(&golden_dir().join("mosquitto.conf"), &conf, &mut stale);
     assert!(
         stale.is_empty(),
@@ -1085,7 +1085,7 @@ fn mosquitto_loads_the_acl_file_and_enforces_it() {
         let (passwd, _) = password_hashes(dir.path(), &names);
         let acl = dir.path().join(AclFormat::Mosquitto.file_name());
         std::fs::write(&acl, m.render(AclFormat::Mosquitto)).unwrap();
-        let settings = AclFormat::mosquitto_conf(acl.to_str().unwrap(), passwd.to_str().unwrap());
+        let settings = mcpmqtt::acl::mosquitto_conf(acl.to_str().unwrap(), passwd.to_str().unwrap());
         let broker = Mosquitto::start(dir, &settings);
 
         check_publish_rights(&broker, &m);
@@ -1181,7 +1181,7 @@ fn mosquitto_loads_the_dynsec_file_and_enforces_it() {
         let scratch = TempDir::new("hashes");
         let names: Vec<_> = m.identities.iter().map(|i| i.identity.as_str()).collect();
         let (_, hashes) = password_hashes(scratch.path(), &names);
-        let broker = start_dynsec(&m.render_dynsec_with_passwords(&hashes));
+        let broker = start_dynsec(&mcpmqtt::acl::dynsec_with_passwords(&m, &hashes));
 
         check_publish_rights(&broker, &m);
 

@@ -38,7 +38,7 @@ pub use mosquitto::{dynsec_with_passwords, mosquitto_conf};
 pub enum AclFormat {
     /// `mosquitto`: a Mosquitto 2.x `acl_file`, with `user` blocks of
     /// `topic read|write|readwrite FILTER` lines. Load it with the settings
-    /// of [`AclFormat::mosquitto_conf`].
+    /// of [`mosquitto_conf`].
     Mosquitto,
     /// `dynsec`: the JSON file of Mosquitto's dynamic-security plugin
     /// (`plugin_opt_config_file`): one client and one role per identity. The
@@ -46,7 +46,7 @@ pub enum AclFormat {
     /// setClientPassword NAME PASSWORD` (which needs an admin client with
     /// rights on `$CONTROL/dynamic-security/#`, not part of this file), or
     /// render the file with hashes already in it with
-    /// [`AclManifest::render_dynsec_with_passwords`]. A client without a
+    /// [`dynsec_with_passwords`]. A client without a
     /// password cannot log in. The clients name no client id; keep
     /// `use_username_as_clientid true` in `mosquitto.conf` so that no client
     /// can kick another off by connecting with its client id.

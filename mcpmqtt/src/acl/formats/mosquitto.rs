@@ -46,7 +46,7 @@ pub(super) fn acl_file(manifest: &AclManifest) -> String {
          # when it delivers it, so a shared subscription ($share/GROUP/FILTER) is covered by\n\
          # the plain FILTER.\n\
          # Load it with `allow_anonymous false`, a `password_file` holding every identity, and\n\
-         # `use_username_as_clientid true` (see `AclFormat::mosquitto_conf`).\n",
+         # `use_username_as_clientid true` (see `mcpmqtt::acl::mosquitto_conf`).\n",
     );
     for identity in &manifest.identities {
         let _ = write!(
