@@ -3,30 +3,18 @@
 
 mod support;
 
-use mcpmqtt::Client;
 use serde_json::json;
 use support::fixtures::{call_props, Raw};
 use support::mosquitto::Mosquitto;
-use support::tools::{lab_server, NAMESPACE};
+use support::tools::{lab_client, lab_online, lab_server};
 
 const REPLY: &str = "lab/mcp/clients/someone/responses";
 
 #[tokio::test]
 async fn handlers_see_the_attested_caller_or_a_claimed_one() {
     let broker = Mosquitto::start();
-    let server = lab_server("lab")
-        .broker(&broker.url())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    let client = Client::builder("tester")
-        .broker(&broker.url())
-        .namespace(NAMESPACE)
-        .connect()
-        .await
-        .unwrap();
+    let server = lab_online(&broker).await;
+    let client = lab_client(&broker, "tester").await;
     let me = client.call("whoami", json!({})).await.unwrap();
     assert_eq!(
         (me["caller"].as_str(), me["verified"].as_bool()),

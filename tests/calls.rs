@@ -5,21 +5,11 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use mcpmqtt::{CallError, CallOptions, Client, Server, ToolDef, ToolError};
+use mcpmqtt::{CallError, CallOptions, Server, ToolDef, ToolError};
 use serde_json::json;
-use support::fixtures::{gtm_client, gtm_online, PATIENCE};
+use support::fixtures::{gtm_client, gtm_online};
 use support::mosquitto::Mosquitto;
-use support::tools::{lab_server, NAMESPACE};
-
-async fn lab_client(broker: &Mosquitto, identity: &str) -> Client {
-    Client::builder(identity)
-        .broker(&broker.url())
-        .namespace(NAMESPACE)
-        .default_timeout(PATIENCE)
-        .connect()
-        .await
-        .unwrap()
-}
+use support::tools::{lab_client, lab_online, lab_server, NAMESPACE};
 
 #[tokio::test]
 async fn the_gtm_tools_answer_scout() {
@@ -92,13 +82,7 @@ async fn invalid_arguments_name_the_field_and_never_reach_the_handler() {
 #[tokio::test]
 async fn tool_errors_panics_and_timeouts_are_typed_and_the_server_keeps_serving() {
     let broker = Mosquitto::start();
-    let server = lab_server("lab")
-        .broker(&broker.url())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let server = lab_online(&broker).await;
     let client = lab_client(&broker, "tester").await;
 
     match client.call("refuse", json!({"code": "E42"})).await {
@@ -129,13 +113,7 @@ async fn tool_errors_panics_and_timeouts_are_typed_and_the_server_keeps_serving(
 #[tokio::test]
 async fn the_callers_own_timeout_does_not_wait_for_the_server() {
     let broker = Mosquitto::start();
-    let server = lab_server("lab")
-        .broker(&broker.url())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let server = lab_online(&broker).await;
     let client = lab_client(&broker, "tester").await;
     let started = std::time::Instant::now();
     let result = client
@@ -182,13 +160,7 @@ async fn a_tool_nobody_hosts_is_unavailable_at_once() {
 #[tokio::test]
 async fn pubacks_are_matched_to_their_own_calls_under_concurrency() {
     let broker = Mosquitto::start();
-    let server = lab_server("lab")
-        .broker(&broker.url())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let server = lab_online(&broker).await;
     let client = lab_client(&broker, "tester").await;
     let calls = (0..200).map(|i| {
         let client = client.clone();

@@ -8,25 +8,13 @@ use mcpmqtt::{CallError, Client};
 use serde_json::json;
 use support::fixtures::{gtm_client, gtm_online, PATIENCE};
 use support::mosquitto::Mosquitto;
-use support::tools::{lab_server, NAMESPACE};
+use support::tools::{lab_client, lab_online};
 
 #[tokio::test]
 async fn payloads_far_above_rumqttc_default_packet_size_get_through() {
     let broker = Mosquitto::start();
-    let server = lab_server("lab")
-        .broker(&broker.url())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    let client = Client::builder("tester")
-        .broker(&broker.url())
-        .namespace(NAMESPACE)
-        .default_timeout(PATIENCE)
-        .connect()
-        .await
-        .unwrap();
+    let server = lab_online(&broker).await;
+    let client = lab_client(&broker, "tester").await;
     let text = "x".repeat(900 * 1024);
     let echoed = client.call("echo", json!({"text": text})).await.unwrap();
     assert_eq!(echoed.as_str().map(str::len), Some(900 * 1024));

@@ -4,34 +4,23 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use mcpmqtt::{CallOptions, Client, Partial};
+use mcpmqtt::{CallOptions, Partial};
 use serde_json::json;
 use support::fixtures::{gtm_client, gtm_online, Raw, PATIENCE};
 use support::mosquitto::Mosquitto;
-use support::tools::{lab_server, NAMESPACE};
+use support::tools::{lab_client, lab_online};
 
 #[tokio::test]
 async fn partials_count_from_zero_and_done_precedes_the_response() {
     let broker = Mosquitto::start();
-    let server = lab_server("lab")
-        .broker(&broker.url())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let server = lab_online(&broker).await;
     let mut observer = Raw::connect(&broker, "observer").await;
     // The caller's own private stream (an extension), read here by a spy
     // that the anonymous test broker lets in.
     observer.subscribe("lab/mcp/clients/tester/streams/+").await;
     observer.subscribe("lab/mcp/clients/tester/responses").await;
 
-    let client = Client::builder("tester")
-        .broker(&broker.url())
-        .namespace(NAMESPACE)
-        .connect()
-        .await
-        .unwrap();
+    let client = lab_client(&broker, "tester").await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let result = client
@@ -108,13 +97,7 @@ async fn crawl_site_streams_one_partial_per_page() {
 #[tokio::test]
 async fn a_v01_caller_gets_its_partials_on_the_tools_stream_topic() {
     let broker = Mosquitto::start();
-    let server = lab_server("lab")
-        .broker(&broker.url())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let server = lab_online(&broker).await;
     let mut v01 = Raw::connect(&broker, "v01").await;
     v01.subscribe("lab/mcp/tools/count/stream/+").await;
     v01.subscribe("lab/mcp/clients/v01/responses").await;

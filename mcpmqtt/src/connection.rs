@@ -585,30 +585,23 @@ fn on_reconnect(book: &Mutex<Book>, session_present: bool) -> Vec<(String, QoS)>
         book.unsent_at_error = 0;
         return Vec::new();
     }
-    for (_, waiter) in book.inflight.drain() {
-        if let Some(tx) = waiter {
-            let _ = tx.send(Ack::Lost);
-        }
-    }
+    book.inflight.drain().for_each(|(_, waiter)| lost(waiter));
     for _ in 0..std::mem::take(&mut book.unsent_at_error) {
-        if let Some(Expectation { waiter: Some(tx), .. }) = book.queue.pop_front() {
-            let _ = tx.send(Ack::Lost);
-        }
+        lost(book.queue.pop_front().and_then(|e| e.waiter));
     }
     book.subscriptions.clone()
 }
 
 fn fail_all(book: &Mutex<Book>) {
     let mut book = book.lock().expect("book lock");
-    for (_, waiter) in book.inflight.drain() {
-        if let Some(tx) = waiter {
-            let _ = tx.send(Ack::Lost);
-        }
-    }
-    for exp in book.queue.drain(..) {
-        if let Some(tx) = exp.waiter {
-            let _ = tx.send(Ack::Lost);
-        }
+    book.inflight.drain().for_each(|(_, waiter)| lost(waiter));
+    book.queue.drain(..).for_each(|e| lost(e.waiter));
+}
+
+/// Tells a waiter its packet may never have reached the broker.
+fn lost(waiter: Option<oneshot::Sender<Ack>>) {
+    if let Some(tx) = waiter {
+        let _ = tx.send(Ack::Lost);
     }
 }
 
@@ -628,22 +621,26 @@ mod tests {
         assert!(BrokerOptions::parse("not a url").is_err());
     }
 
+    /// A book expecting `n` publishes, and their waiters' receivers.
+    fn expecting(n: usize) -> (Mutex<Book>, Vec<oneshot::Receiver<Ack>>) {
+        let mut book = Book::default();
+        let mut receivers = Vec::new();
+        for _ in 0..n {
+            let (tx, rx) = oneshot::channel();
+            book.queue.push_back(Expectation {
+                kind: Kind::Publish,
+                waiter: Some(tx),
+            });
+            receivers.push(rx);
+        }
+        (Mutex::new(book), receivers)
+    }
+
     #[test]
     fn retransmissions_do_not_consume_expectations() {
-        let book = Mutex::new(Book::default());
-        let (tx1, mut rx1) = oneshot::channel();
-        let (tx2, mut rx2) = oneshot::channel();
-        {
-            let mut b = book.lock().unwrap();
-            b.queue.push_back(Expectation {
-                kind: Kind::Publish,
-                waiter: Some(tx1),
-            });
-            b.queue.push_back(Expectation {
-                kind: Kind::Publish,
-                waiter: Some(tx2),
-            });
-        }
+        let (book, mut rx) = expecting(2);
+        let (rx1, rx2) = rx.split_at_mut(1);
+        let (rx1, rx2) = (&mut rx1[0], &mut rx2[0]);
         sent(&book, Kind::Publish, 7);
         sent(&book, Kind::Publish, 7); // retransmission
         sent(&book, Kind::Publish, 8);
@@ -658,25 +655,8 @@ mod tests {
 
     #[test]
     fn a_lost_session_fails_what_it_dropped() {
-        let book = Mutex::new(Book::default());
-        let (tx1, mut rx1) = oneshot::channel();
-        let (tx2, mut rx2) = oneshot::channel();
-        let (tx3, mut rx3) = oneshot::channel();
-        {
-            let mut b = book.lock().unwrap();
-            b.queue.push_back(Expectation {
-                kind: Kind::Publish,
-                waiter: Some(tx1),
-            });
-            b.queue.push_back(Expectation {
-                kind: Kind::Publish,
-                waiter: Some(tx2),
-            });
-            b.queue.push_back(Expectation {
-                kind: Kind::Publish,
-                waiter: Some(tx3),
-            });
-        }
+        let (book, mut rx) = expecting(3);
+        let [rx1, rx2, rx3] = &mut rx[..] else { unreachable!() };
         sent(&book, Kind::Publish, 1); // in flight when the connection dropped
         book.lock().unwrap().unsent_at_error = 1; // the second was still unsent
         book.lock()

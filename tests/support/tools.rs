@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use mcpmqtt::{tool, CallContext, Server, ServerBuilder, ToolError};
+use mcpmqtt::{tool, CallContext, Client, Server, ServerBuilder, ServerHandle, ToolError};
+
+use super::fixtures::PATIENCE;
+use super::mosquitto::Mosquitto;
 
 /// The namespace of these tools.
 pub const NAMESPACE: &str = "lab";
@@ -77,4 +80,26 @@ pub fn lab_server(name: &str) -> ServerBuilder {
         .tool::<refuse>()
         .tool::<count>()
         .tool::<whoami>()
+}
+
+/// The lab server, online on `broker`.
+pub async fn lab_online(broker: &Mosquitto) -> ServerHandle {
+    lab_server("lab")
+        .broker(&broker.url())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
+}
+
+/// A client of the lab namespace.
+pub async fn lab_client(broker: &Mosquitto, identity: &str) -> Client {
+    Client::builder(identity)
+        .broker(&broker.url())
+        .namespace(NAMESPACE)
+        .default_timeout(PATIENCE)
+        .connect()
+        .await
+        .unwrap()
 }
