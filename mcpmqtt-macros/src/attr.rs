@@ -7,7 +7,7 @@ use syn::punctuated::Punctuated;
 use syn::{Expr, ExprLit, Ident, Lit, LitInt, LitStr, Token};
 
 use crate::errors::Errors;
-use crate::names::{closest, name_problem, one_of};
+use crate::names::{closest, name_problem, one_of, repaired_name, shown_name};
 
 /// The options `#[tool]` knows, in the order the docs list them.
 pub(crate) const TOOL_KEYS: &[&str] = &[
@@ -155,45 +155,76 @@ fn unwrap_group(expr: &Expr) -> &Expr {
 fn expect_str(value: &Expr, key: &str, example: &str) -> syn::Result<LitStr> {
     match value {
         Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Ok(s.clone()),
-        other => Err(syn::Error::new_spanned(
-            other,
-            format!("`{key}` takes a string literal: `{example}`"),
-        )),
+        other => {
+            let fix = match quotable(other) {
+                Some(text) => format!("{key} = {text:?}"),
+                None => example.to_owned(),
+            };
+            Err(syn::Error::new_spanned(
+                other,
+                format!("`{key}` takes a string literal: write `{fix}`"),
+            ))
+        }
+    }
+}
+
+/// The text of a value that was surely meant as a string: a bare identifier
+/// (`crawl_site`) or a number, bool or char literal (`1`, `1.2`).
+fn quotable(value: &Expr) -> Option<String> {
+    match value {
+        Expr::Path(path) if path.qself.is_none() => path.path.get_ident().map(|i| i.unraw().to_string()),
+        Expr::Lit(ExprLit { lit, .. }) => match lit {
+            Lit::Int(i) => Some(i.base10_digits().to_owned()),
+            Lit::Float(f) => Some(f.base10_digits().to_owned()),
+            Lit::Bool(b) => Some(b.value.to_string()),
+            Lit::Char(c) => Some(c.value().to_string()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
 fn parse_callers(value: &Expr, example: &str) -> syn::Result<Vec<LitStr>> {
     let Expr::Array(array) = value else {
+        // One caller written without the brackets: put them around it.
+        let fix = match value {
+            Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => format!("allowed_callers = [{:?}]", s.value()),
+            other => match quotable(other) {
+                Some(text) => format!("allowed_callers = [{text:?}]"),
+                None => example.to_owned(),
+            },
+        };
         return Err(syn::Error::new_spanned(
             value,
-            format!("`allowed_callers` takes an array of string literals: `{example}`"),
+            format!("`allowed_callers` takes an array of string literals: write `{fix}`"),
         ));
     };
     let mut errors = Errors::default();
     let mut callers: Vec<LitStr> = Vec::new();
     for element in &array.elems {
-        let lit = match expect_str(unwrap_group(element), "allowed_callers", example) {
-            Ok(lit) => lit,
-            Err(_) => {
-                errors.push(syn::Error::new_spanned(
-                    element,
-                    format!("each allowed caller is a string literal: `{example}`"),
-                ));
-                continue;
-            }
+        let element = unwrap_group(element);
+        let Expr::Lit(ExprLit { lit: Lit::Str(lit), .. }) = element else {
+            let message = match quotable(element) {
+                Some(text) => format!("each allowed caller is a string literal: write `{text:?}`"),
+                None => format!(
+                    "each allowed caller is a string literal, which the macro checks at compile time (not a constant or an expression): `{example}`"
+                ),
+            };
+            errors.push(syn::Error::new_spanned(element, message));
+            continue;
         };
-        if let Err(e) = check_name("caller", &lit) {
+        if let Err(e) = check_name("caller", lit) {
             errors.push(e);
         } else if callers.iter().any(|c| c.value() == lit.value()) {
             errors.push(syn::Error::new_spanned(
-                &lit,
+                lit,
                 format!(
                     "caller {:?} is listed twice in `allowed_callers`: remove this one",
                     lit.value()
                 ),
             ));
         } else {
-            callers.push(lit);
+            callers.push(lit.clone());
         }
     }
     errors.finish()?;
@@ -201,20 +232,42 @@ fn parse_callers(value: &Expr, example: &str) -> syn::Result<Vec<LitStr>> {
 }
 
 fn parse_timeout(value: &Expr, example: &str) -> syn::Result<u64> {
-    let message = format!("`timeout_ms` takes a positive integer literal, in milliseconds: `{example}`");
-    let Expr::Lit(ExprLit { lit: Lit::Int(int), .. }) = value else {
-        return Err(syn::Error::new_spanned(value, message));
+    let message = |fix: &str| format!("`timeout_ms` takes a positive integer literal, in milliseconds: write `{fix}`");
+    let int = match value {
+        Expr::Lit(ExprLit { lit: Lit::Int(int), .. }) => int,
+        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => {
+            // `"5000"`, `"5000ms"` or `"5s"`: the number it means.
+            let fix = match duration_in_ms(&s.value()) {
+                Some(ms) => format!("timeout_ms = {ms}"),
+                None => example.to_owned(),
+            };
+            return Err(syn::Error::new_spanned(value, message(&fix)));
+        }
+        other => return Err(syn::Error::new_spanned(other, message(example))),
     };
-    let ms = parse_u64(int).map_err(|_| syn::Error::new_spanned(int, &message))?;
+    let ms = parse_u64(int).map_err(|_| syn::Error::new_spanned(int, message(example)))?;
     if ms == 0 {
         return Err(syn::Error::new_spanned(
             int,
             format!(
-                "`timeout_ms` must be greater than 0: `{example}`, or leave it out for no timeout of the tool's own"
+                "`timeout_ms` must be greater than 0: write `{example}`, or leave it out for no timeout of the tool's own"
             ),
         ));
     }
     Ok(ms)
+}
+
+/// `"5000"`, `"5000ms"`, `"5s"` in milliseconds, if positive.
+fn duration_in_ms(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let ms = if let Some(ms) = text.strip_suffix("ms") {
+        ms.trim().parse::<u64>().ok()?
+    } else if let Some(s) = text.strip_suffix('s') {
+        s.trim().parse::<u64>().ok()?.checked_mul(1000)?
+    } else {
+        text.parse::<u64>().ok()?
+    };
+    (ms > 0).then_some(ms)
 }
 
 fn parse_u64(int: &LitInt) -> syn::Result<u64> {
@@ -229,21 +282,48 @@ pub(crate) fn check_name(kind: &str, lit: &LitStr) -> syn::Result<()> {
     check_name_at(kind, &lit.value(), lit.span())
 }
 
-/// Checks a name, reporting at `span`, with the runtime's wording.
+/// Checks a name, reporting at `span`, with the runtime's wording for what
+/// is wrong and a fix for this kind of name.
 pub(crate) fn check_name_at(kind: &str, name: &str, span: Span) -> syn::Result<()> {
     match name_problem(name) {
         None => Ok(()),
         Some(reason) => {
             let fix = if kind == "tool" {
-                "a tool name is one MQTT topic level, e.g. `crawl_site`"
+                tool_name_fix(name)
             } else {
-                "a caller is an MQTT client identity, e.g. `scout`"
+                caller_name_fix(name)
             };
             Err(syn::Error::new(
                 span,
-                format!("invalid {kind} name {name:?}: {reason}; {fix}"),
+                format!("invalid {kind} name {}: {reason}; {fix}", shown_name(name)),
             ))
         }
+    }
+}
+
+fn tool_name_fix(name: &str) -> String {
+    if name.is_empty() {
+        return "write a name, e.g. `name = \"crawl_site\"`, or leave `name` out to use the function's name".to_owned();
+    }
+    if name.len() > crate::names::MAX_NAME_LEN {
+        return "shorten it to at most 128 bytes: a tool name is one MQTT topic level".to_owned();
+    }
+    match repaired_name(name) {
+        Some(repaired) => format!("a tool name is one MQTT topic level: write `name = {repaired:?}`"),
+        None => "a tool name is one MQTT topic level: write e.g. `name = \"crawl_site\"`".to_owned(),
+    }
+}
+
+fn caller_name_fix(name: &str) -> String {
+    let generic = "a caller is the MQTT client id the calling agent connects with, one topic level, e.g. `\"scout\"`";
+    if name.is_empty() {
+        "remove it, or write the caller's MQTT client id, e.g. `\"scout\"`".to_owned()
+    } else if name.len() > crate::names::MAX_NAME_LEN || name.contains('/') {
+        generic.to_owned()
+    } else if name.contains(['+', '#']) {
+        "a caller is one exact MQTT client id, and wildcards do not match several: list each caller, e.g. `allowed_callers = [\"scout\", \"operator\"]`".to_owned()
+    } else {
+        generic.to_owned()
     }
 }
 

@@ -28,6 +28,32 @@ pub(crate) fn name_problem(name: &str) -> Option<&'static str> {
     }
 }
 
+/// A valid name close to an invalid one, if there is an obvious one: a
+/// leading `$` and any `/`, `+`, `#`, NUL or whitespace at either end
+/// dropped, each one inside replaced with `_` (`"crawl site"` →
+/// `"crawl_site"`, `"crawl+"` → `"crawl"`).
+pub(crate) fn repaired_name(name: &str) -> Option<String> {
+    let bad = |c: char| matches!(c, '/' | '+' | '#' | '\0') || c.is_whitespace();
+    let repaired: String = name
+        .trim_start_matches('$')
+        .trim_matches(bad)
+        .chars()
+        .map(|c| if bad(c) { '_' } else { c })
+        .collect();
+    (repaired != name && name_problem(&repaired).is_none()).then_some(repaired)
+}
+
+/// A name as messages show it: quoted, and cut after 32 characters when it
+/// is long (with its length in bytes).
+pub(crate) fn shown_name(name: &str) -> String {
+    if name.chars().count() <= 40 {
+        return format!("{name:?}");
+    }
+    let head: String = name.chars().take(32).collect();
+    let quoted = format!("{head:?}");
+    format!("{}…\" ({} bytes)", &quoted[..quoted.len() - 1], name.len())
+}
+
 /// The Levenshtein distance between two strings, by `char`.
 pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -100,6 +126,32 @@ mod tests {
             assert_eq!(name_problem(bad), Some(reason), "{bad:?}");
         }
         assert_eq!(name_problem(&"a".repeat(129)), Some("it is longer than 128 bytes"));
+    }
+
+    #[test]
+    fn repairs() {
+        assert_eq!(repaired_name("crawl site").as_deref(), Some("crawl_site"));
+        assert_eq!(repaired_name("crawl/site").as_deref(), Some("crawl_site"));
+        assert_eq!(repaired_name("crawl+").as_deref(), Some("crawl"));
+        assert_eq!(repaired_name(" a b\t").as_deref(), Some("a_b"));
+        assert_eq!(repaired_name("$SYS").as_deref(), Some("SYS"));
+        assert_eq!(repaired_name("a\0b").as_deref(), Some("a_b"));
+        // Nothing sensible to offer.
+        assert_eq!(repaired_name("#"), None);
+        assert_eq!(repaired_name("/ /"), None);
+        assert_eq!(repaired_name(""), None);
+        assert_eq!(repaired_name(&"a".repeat(129)), None);
+        assert_eq!(repaired_name("fine"), None);
+    }
+
+    #[test]
+    fn shown_names() {
+        assert_eq!(shown_name("a b"), "\"a b\"");
+        assert_eq!(shown_name(&"a".repeat(40)), format!("\"{}\"", "a".repeat(40)));
+        assert_eq!(
+            shown_name(&"a".repeat(129)),
+            format!("\"{}…\" (129 bytes)", "a".repeat(32))
+        );
     }
 
     #[test]
