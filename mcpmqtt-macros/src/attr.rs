@@ -125,7 +125,7 @@ impl ToolAttr {
         let Some(value) = value else {
             return Err(syn::Error::new_spanned(
                 key,
-                format!("`{key_name}` needs a value: `{example}`"),
+                format!("`{key_name}` needs a value: write `{example}`"),
             ));
         };
         let value = unwrap_group(&value);
@@ -207,7 +207,7 @@ fn parse_callers(value: &Expr, example: &str) -> syn::Result<Vec<LitStr>> {
             let message = match quotable(element) {
                 Some(text) => format!("each allowed caller is a string literal: write `{text:?}`"),
                 None => format!(
-                    "each allowed caller is a string literal, which the macro checks at compile time (not a constant or an expression): `{example}`"
+                    "each allowed caller is a string literal, which the macro checks at compile time (not a constant or an expression): write `{example}`"
                 ),
             };
             errors.push(syn::Error::new_spanned(element, message));
@@ -355,7 +355,7 @@ impl ArgAttr {
             other => {
                 return Err(syn::Error::new_spanned(
                     other,
-                    format!("`#[arg]` takes options: `{example}`"),
+                    format!("`#[arg]` takes options: write `{example}`"),
                 ))
             }
         };
@@ -373,14 +373,14 @@ impl ArgAttr {
             let Some(value) = value else {
                 errors.push(syn::Error::new_spanned(
                     &key,
-                    format!("`rename` needs a value: `{example}`"),
+                    format!("`rename` needs a value: write `{example}`"),
                 ));
                 continue;
             };
             match expect_str(unwrap_group(&value), "rename", "rename = \"jsonName\"") {
                 Ok(lit) if lit.value().is_empty() => errors.push(syn::Error::new_spanned(
                     &lit,
-                    "the JSON property name must not be empty: `rename = \"jsonName\"`",
+                    "the JSON property name must not be empty: write `rename = \"jsonName\"`",
                 )),
                 Ok(lit) => self.rename = Some(lit),
                 Err(e) => errors.push(e),
@@ -479,35 +479,67 @@ mod tests {
     fn wrong_value_kinds() {
         assert_eq!(
             error(quote!(name = crawl_site)),
-            "`name` takes a string literal: `name = \"crawl_site\"`"
+            "`name` takes a string literal: write `name = \"crawl_site\"`"
+        );
+        assert_eq!(
+            error(quote!(name = r#crawl)),
+            "`name` takes a string literal: write `name = \"crawl\"`"
+        );
+        assert_eq!(
+            error(quote!(name = concat!("a", "b"))),
+            "`name` takes a string literal: write `name = \"crawl_site\"`"
         );
         assert_eq!(
             error(quote!(description)),
-            "`description` needs a value: `description = \"Crawl a site\"`"
+            "`description` needs a value: write `description = \"Crawl a site\"`"
         );
         assert_eq!(
             error(quote!(version = 1)),
-            "`version` takes a string literal: `version = \"1.2.0\"`"
+            "`version` takes a string literal: write `version = \"1\"`"
+        );
+        assert_eq!(
+            error(quote!(version = 1.2)),
+            "`version` takes a string literal: write `version = \"1.2\"`"
         );
         assert_eq!(
             error(quote!(allowed_callers = "scout")),
-            "`allowed_callers` takes an array of string literals: `allowed_callers = [\"scout\", \"operator\"]`"
+            "`allowed_callers` takes an array of string literals: write `allowed_callers = [\"scout\"]`"
+        );
+        assert_eq!(
+            error(quote!(allowed_callers = scout)),
+            "`allowed_callers` takes an array of string literals: write `allowed_callers = [\"scout\"]`"
+        );
+        assert_eq!(
+            error(quote!(allowed_callers = CALLERS.to_vec())),
+            "`allowed_callers` takes an array of string literals: write `allowed_callers = [\"scout\", \"operator\"]`"
         );
         assert_eq!(
             error(quote!(allowed_callers = [scout])),
-            "each allowed caller is a string literal: `allowed_callers = [\"scout\", \"operator\"]`"
+            "each allowed caller is a string literal: write `\"scout\"`"
+        );
+        assert_eq!(
+            error(quote!(allowed_callers = ["a", crate::SCOUT])),
+            "each allowed caller is a string literal, which the macro checks at compile time (not a constant or an expression): write `allowed_callers = [\"scout\", \"operator\"]`"
         );
         assert_eq!(
             error(quote!(timeout_ms = "5s")),
-            "`timeout_ms` takes a positive integer literal, in milliseconds: `timeout_ms = 5000`"
+            "`timeout_ms` takes a positive integer literal, in milliseconds: write `timeout_ms = 5000`"
+        );
+        assert_eq!(
+            error(quote!(timeout_ms = "250ms")),
+            "`timeout_ms` takes a positive integer literal, in milliseconds: write `timeout_ms = 250`"
+        );
+        assert_eq!(
+            error(quote!(timeout_ms = "soon")),
+            "`timeout_ms` takes a positive integer literal, in milliseconds: write `timeout_ms = 5000`"
         );
         assert_eq!(
             error(quote!(timeout_ms = -5)),
-            "`timeout_ms` takes a positive integer literal, in milliseconds: `timeout_ms = 5000`"
+            "`timeout_ms` takes a positive integer literal, in milliseconds: write `timeout_ms = 5000`"
         );
         assert_eq!(
             error(quote!(timeout_ms = 5i32)),
-            "`timeout_ms` takes a positive integer literal, in milliseconds: `timeout_ms = 5000`"
+            "`timeout_ms` takes a positive integer literal, in milliseconds: write `timeout_ms = 5000`"
         );
         assert!(error(quote!(timeout_ms = 0)).starts_with("`timeout_ms` must be greater than 0"));
         assert_eq!(
@@ -517,18 +549,70 @@ mod tests {
     }
 
     #[test]
+    fn durations() {
+        assert_eq!(duration_in_ms("5000"), Some(5000));
+        assert_eq!(duration_in_ms(" 5 s"), Some(5000));
+        assert_eq!(duration_in_ms("40ms"), Some(40));
+        assert_eq!(duration_in_ms("0"), None);
+        assert_eq!(duration_in_ms("1.5s"), None);
+        assert_eq!(duration_in_ms("5m"), None);
+    }
+
+    #[test]
     fn names_are_checked() {
+        let tool_name = |name: &str| {
+            let lit = LitStr::new(name, Span::call_site());
+            error(quote!(name = #lit))
+        };
         assert_eq!(
-            error(quote!(name = "crawl/site")),
-            "invalid tool name \"crawl/site\": it contains `/`, which separates topic levels; a tool name is one MQTT topic level, e.g. `crawl_site`"
+            tool_name("crawl/site"),
+            "invalid tool name \"crawl/site\": it contains `/`, which separates topic levels; a tool name is one MQTT topic level: write `name = \"crawl_site\"`"
         );
         assert_eq!(
-            error(quote!(name = "")),
-            "invalid tool name \"\": it is empty; a tool name is one MQTT topic level, e.g. `crawl_site`"
+            tool_name("crawl site"),
+            "invalid tool name \"crawl site\": it contains whitespace; a tool name is one MQTT topic level: write `name = \"crawl_site\"`"
         );
+        assert_eq!(
+            tool_name("crawl+"),
+            "invalid tool name \"crawl+\": it contains an MQTT wildcard (`+` or `#`); a tool name is one MQTT topic level: write `name = \"crawl\"`"
+        );
+        assert_eq!(
+            tool_name("#"),
+            "invalid tool name \"#\": it contains an MQTT wildcard (`+` or `#`); a tool name is one MQTT topic level: write e.g. `name = \"crawl_site\"`"
+        );
+        assert_eq!(
+            tool_name("$crawl"),
+            "invalid tool name \"$crawl\": it starts with `$`, which brokers reserve; a tool name is one MQTT topic level: write `name = \"crawl\"`"
+        );
+        assert_eq!(
+            tool_name(""),
+            "invalid tool name \"\": it is empty; write a name, e.g. `name = \"crawl_site\"`, or leave `name` out to use the function's name"
+        );
+        assert_eq!(
+            tool_name(&"a".repeat(129)),
+            format!(
+                "invalid tool name \"{}…\" (129 bytes): it is longer than 128 bytes; shorten it to at most 128 bytes: a tool name is one MQTT topic level",
+                "a".repeat(32)
+            )
+        );
+        let longest = LitStr::new(&"a".repeat(128), Span::call_site());
+        assert!(parse(quote!(name = #longest)).is_ok());
+
         assert_eq!(
             error(quote!(allowed_callers = ["scout", "$SYS"])),
-            "invalid caller name \"$SYS\": it starts with `$`, which brokers reserve; a caller is an MQTT client identity, e.g. `scout`"
+            "invalid caller name \"$SYS\": it starts with `$`, which brokers reserve; a caller is the MQTT client id the calling agent connects with, one topic level, e.g. `\"scout\"`"
+        );
+        assert_eq!(
+            error(quote!(allowed_callers = ["scout", ""])),
+            "invalid caller name \"\": it is empty; remove it, or write the caller's MQTT client id, e.g. `\"scout\"`"
+        );
+        assert_eq!(
+            error(quote!(allowed_callers = ["+"])),
+            "invalid caller name \"+\": it contains an MQTT wildcard (`+` or `#`); a caller is one exact MQTT client id, and wildcards do not match several: list each caller, e.g. `allowed_callers = [\"scout\", \"operator\"]`"
+        );
+        assert_eq!(
+            error(quote!(allowed_callers = ["team/scout"])),
+            "invalid caller name \"team/scout\": it contains `/`, which separates topic levels; a caller is the MQTT client id the calling agent connects with, one topic level, e.g. `\"scout\"`"
         );
         assert_eq!(
             error(quote!(allowed_callers = ["scout", "operator", "scout"])),
@@ -575,15 +659,15 @@ mod tests {
         );
         assert_eq!(
             err(syn::parse_quote!(#[arg(rename)])),
-            "`rename` needs a value: `#[arg(rename = \"jsonName\")]`"
+            "`rename` needs a value: write `#[arg(rename = \"jsonName\")]`"
         );
         assert_eq!(
             err(syn::parse_quote!(#[arg(rename = "")])),
-            "the JSON property name must not be empty: `rename = \"jsonName\"`"
+            "the JSON property name must not be empty: write `rename = \"jsonName\"`"
         );
         assert_eq!(
             err(syn::parse_quote!(#[arg])),
-            "`#[arg]` takes options: `#[arg(rename = \"jsonName\")]`"
+            "`#[arg]` takes options: write `#[arg(rename = \"jsonName\")]`"
         );
         assert_eq!(
             err(syn::parse_quote!(#[arg(rename = "a", rename = "b")])),

@@ -102,10 +102,20 @@ mod tool;
 /// Mistakes are reported at compile time on the offending token, with what
 /// to write instead: a function that is not `async`, takes `self`, is
 /// generic, takes a borrowed, `impl Trait` or pattern argument, takes the
-/// context by value or twice; an unknown option (with the closest known one),
+/// context by value, by `&mut`, inside another type (`Arc<CallContext>`),
+/// under another name (an alias of `CallContext`, another `Context`) or
+/// twice; two arguments with the same JSON property name; a `streaming`
+/// tool without a context; an unknown option (with the closest known one),
 /// an option given twice or with a value of the wrong kind, an invalid
-/// name, a caller listed twice; an argument type that cannot be read from
-/// JSON or a result that cannot be sent as JSON (on that type).
+/// name, an invalid caller or one listed twice; an argument type that cannot
+/// be read from JSON or a result that cannot be sent as JSON (on that type).
+///
+/// On any such error the function is still emitted as written, with a
+/// stand-in registration type, so that calls to it and `.tool::<name>()`
+/// add no errors of their own.
+///
+/// Two tools with the same name on one server are refused when the server
+/// is built (`mcpmqtt::Error::DuplicateTool`): the names only meet there.
 #[proc_macro_attribute]
 pub fn tool(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);

@@ -49,8 +49,9 @@ use syn::{
     ReturnType, Signature, Type, TypeReference,
 };
 
-use crate::attr::{check_name_at, ArgAttr, ToolAttr};
+use crate::attr::{ArgAttr, ToolAttr};
 use crate::errors::Errors;
+use crate::names::{name_problem, shown_name};
 
 /// Expands `#[tool(attr)] item`, or says everything that is wrong with it.
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
@@ -93,15 +94,46 @@ pub(crate) fn error_output(error: syn::Error, item: TokenStream) -> TokenStream 
 }
 
 fn parse_fn(item: TokenStream) -> syn::Result<ItemFn> {
-    let not_a_fn = |tokens: &dyn ToTokens| {
-        syn::Error::new_spanned(
-            tokens,
-            "`#[tool]` applies to an `async fn`: write `#[tool] async fn name(...) { ... }`",
-        )
-    };
     match syn::parse2::<Item>(item.clone()) {
         Ok(Item::Fn(func)) => Ok(func),
-        _ => Err(not_a_fn(&item)),
+        _ => Err(syn::Error::new_spanned(
+            item_head(item),
+            "`#[tool]` applies to an `async fn`: write `#[tool] async fn name(...) { ... }`",
+        )),
+    }
+}
+
+/// The first two tokens of an item after its attributes and visibility
+/// (`struct Ping`, `impl Crawler`): where to report that it is not a
+/// function, rather than under the whole item.
+fn item_head(item: TokenStream) -> TokenStream {
+    use proc_macro2::{Delimiter, TokenTree};
+    let mut tokens = item.clone().into_iter().peekable();
+    loop {
+        match tokens.peek() {
+            // `#[...]`, or `#![...]`
+            Some(TokenTree::Punct(p)) if p.as_char() == '#' => {
+                tokens.next();
+                if matches!(tokens.peek(), Some(TokenTree::Punct(p)) if p.as_char() == '!') {
+                    tokens.next();
+                }
+                tokens.next();
+            }
+            // `pub`, `pub(crate)`
+            Some(TokenTree::Ident(i)) if i == "pub" => {
+                tokens.next();
+                if matches!(tokens.peek(), Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Parenthesis) {
+                    tokens.next();
+                }
+            }
+            _ => break,
+        }
+    }
+    let head: TokenStream = tokens.take(2).collect();
+    if head.is_empty() {
+        item
+    } else {
+        head
     }
 }
 
@@ -223,8 +255,10 @@ fn analyze_signature(sig: &Signature) -> syn::Result<SignatureInfo> {
     }
 
     let mut params = Vec::new();
-    let mut context: Option<Type> = None;
-    let mut json_names: Vec<String> = Vec::new();
+    // The context's argument name and type.
+    let mut context: Option<(String, Type)> = None;
+    // The JSON property names so far, with the arguments that have them.
+    let mut json_names: Vec<(String, Ident)> = Vec::new();
     for input in &sig.inputs {
         let pat_type = match input {
             FnArg::Receiver(receiver) => {
@@ -253,7 +287,12 @@ fn analyze_signature(sig: &Signature) -> syn::Result<SignatureInfo> {
             }
         }
 
-        match context_kind(&pat_type.ty) {
+        // The argument's name, for the fixes the messages suggest.
+        let arg_name = match &*pat_type.pat {
+            Pat::Ident(p) => p.ident.unraw().to_string(),
+            _ => "ctx".to_owned(),
+        };
+        match context_kind(&pat_type.ty, &arg_name) {
             Some(ContextKind::Shared(reference)) => {
                 // A declared lifetime is already reported with the generics.
                 let lifetime = reference.lifetime.as_ref().filter(|l| l.ident != "_");
@@ -263,13 +302,13 @@ fn analyze_signature(sig: &Signature) -> syn::Result<SignatureInfo> {
                         "write `&CallContext` without a lifetime: the context is lent for the call only",
                     ));
                 }
-                if context.is_some() {
+                if let Some((first, _)) = &context {
                     errors.push(syn::Error::new_spanned(
                         pat_type,
-                        "the context is already an argument of this tool: remove this second one",
+                        format!("the tool already takes the context as `{first}`: remove this second context argument"),
                     ));
                 } else {
-                    context = Some((*pat_type.ty).clone());
+                    context = Some((arg_name, (*pat_type.ty).clone()));
                 }
                 if let Some(attr) = pat_type.attrs.iter().find(|a| a.path().is_ident("arg")) {
                     errors.push(syn::Error::new_spanned(
@@ -283,14 +322,36 @@ fn analyze_signature(sig: &Signature) -> syn::Result<SignatureInfo> {
             Some(ContextKind::Mutable(reference)) => {
                 errors.push(syn::Error::new_spanned(
                     reference,
-                    "take the context by shared reference: `ctx: &CallContext`",
+                    format!(
+                        "take the context by shared reference: `{arg_name}: &CallContext` (its methods take `&self`)"
+                    ),
                 ));
                 continue;
             }
             Some(ContextKind::ByValue) => {
                 errors.push(syn::Error::new_spanned(
                     &pat_type.ty,
-                    "take the context by reference: `ctx: &CallContext`",
+                    format!("take the context by reference: `{arg_name}: &CallContext`"),
+                ));
+                continue;
+            }
+            Some(ContextKind::Wrapped) => {
+                errors.push(syn::Error::new_spanned(
+                    &pat_type.ty,
+                    format!(
+                        "`{}` cannot be the context: take it as `{arg_name}: &CallContext`, lent for the call (it is `Clone`: clone it in the body to keep it longer)",
+                        type_to_string(&pat_type.ty)
+                    ),
+                ));
+                continue;
+            }
+            Some(ContextKind::Lookalike) => {
+                errors.push(syn::Error::new_spanned(
+                    &pat_type.ty,
+                    format!(
+                        "`{}` is not the call context: write `{arg_name}: &CallContext`, with `mcpmqtt::CallContext` (the macro recognises the context by that type name)",
+                        type_to_string(&pat_type.ty)
+                    ),
                 ));
                 continue;
             }
@@ -318,18 +379,22 @@ fn analyze_signature(sig: &Signature) -> syn::Result<SignatureInfo> {
             Some(lit) => lit.value(),
             None => ident.unraw().to_string(),
         };
-        if json_names.contains(&json_name) {
+        if let Some((_, other)) = json_names.iter().find(|(name, _)| *name == json_name) {
             let culprit: &dyn ToTokens = match &arg_attr.rename {
                 Some(lit) => lit,
                 None => &ident,
             };
             errors.push(syn::Error::new_spanned(
                 culprit,
-                format!("another argument of this tool is already called `{json_name}` in JSON: rename one with `#[arg(rename = \"...\")]`"),
+                format!(
+                    "`{}` and `{}` both have the JSON property name `{json_name}`: give one of them another with `#[arg(rename = \"...\")]`",
+                    other.unraw(),
+                    ident.unraw()
+                ),
             ));
             continue;
         }
-        json_names.push(json_name);
+        json_names.push((json_name, ident.clone()));
         let (wrappers, inner) = peel(&pat_type.ty);
         params.push(Param::Arg(Box::new(Arg {
             ident,
@@ -344,29 +409,69 @@ fn analyze_signature(sig: &Signature) -> syn::Result<SignatureInfo> {
     errors.finish()?;
     Ok(SignatureInfo {
         params,
-        context,
+        context: context.map(|(_, ty)| ty),
         output: output.unwrap_or(Output::Unit),
     })
 }
 
 enum ContextKind<'a> {
+    /// `&CallContext`: right.
     Shared(&'a TypeReference),
+    /// `&mut CallContext`.
     Mutable(&'a TypeReference),
+    /// `CallContext`.
     ByValue,
+    /// `CallContext` inside another type: `Arc<CallContext>`, `Option<&CallContext>`.
+    Wrapped,
+    /// Meant as the context, but not `CallContext`: a reference to a type
+    /// named `...Context` or named `ctx`, or a `...Context` named `ctx`.
+    Lookalike,
 }
 
 /// Whether a type is the context: a path ending in `CallContext`, by
-/// reference or not.
-fn context_kind(ty: &Type) -> Option<ContextKind<'_>> {
+/// reference or not; or looks meant to be.
+fn context_kind<'a>(ty: &'a Type, arg_name: &str) -> Option<ContextKind<'a>> {
     match ungroup(ty) {
-        Type::Reference(reference) if is_call_context(&reference.elem) => Some(if reference.mutability.is_some() {
-            ContextKind::Mutable(reference)
-        } else {
-            ContextKind::Shared(reference)
-        }),
-        other if is_call_context(other) => Some(ContextKind::ByValue),
-        _ => None,
+        Type::Reference(reference) if is_call_context(&reference.elem) => {
+            return Some(if reference.mutability.is_some() {
+                ContextKind::Mutable(reference)
+            } else {
+                ContextKind::Shared(reference)
+            })
+        }
+        other if is_call_context(other) => return Some(ContextKind::ByValue),
+        _ => {}
     }
+    #[derive(Default)]
+    struct Finder(bool);
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_path_segment(&mut self, segment: &'ast syn::PathSegment) {
+            self.0 |= segment.ident == "CallContext";
+            syn::visit::visit_path_segment(self, segment);
+        }
+    }
+    let mut finder = Finder::default();
+    finder.visit_type(ty);
+    if finder.0 {
+        return Some(ContextKind::Wrapped);
+    }
+    let named_like_context = |ty: &Type| match ungroup(ty) {
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident.to_string().ends_with("Context")),
+        _ => false,
+    };
+    // A reference is never a valid argument, so this only picks the message;
+    // an owned `...Context` could be a JSON argument unless it is `ctx`.
+    let name = arg_name.trim_start_matches('_');
+    let lookalike = match ungroup(ty) {
+        // Not `context`: `context: &str` is more likely meant as a JSON string.
+        Type::Reference(reference) => matches!(name, "ctx" | "cx") || named_like_context(&reference.elem),
+        other => matches!(name, "ctx" | "cx") && named_like_context(other),
+    };
+    lookalike.then_some(ContextKind::Lookalike)
 }
 
 fn is_call_context(ty: &Type) -> bool {
@@ -447,11 +552,7 @@ fn argument_type_problem(ty: &Type) -> Option<syn::Error> {
     impl<'ast> Visit<'ast> for Finder {
         fn visit_type_reference(&mut self, reference: &'ast TypeReference) {
             if self.0.is_none() {
-                let owned = match ungroup(&reference.elem) {
-                    Type::Path(p) if p.path.is_ident("str") => "String".to_owned(),
-                    Type::Slice(slice) => format!("Vec<{}>", type_to_string(&slice.elem)),
-                    other => type_to_string(other),
-                };
+                let owned = owned_version(&reference.elem);
                 self.0 = Some(syn::Error::new_spanned(
                     reference,
                     format!(
@@ -463,9 +564,16 @@ fn argument_type_problem(ty: &Type) -> Option<syn::Error> {
         }
         fn visit_type_impl_trait(&mut self, impl_trait: &'ast syn::TypeImplTrait) {
             if self.0.is_none() {
+                let fix = match concrete_for(impl_trait) {
+                    Some(ty) => format!("take `{ty}`"),
+                    None => "take a concrete type that implements `serde::Deserialize`".to_owned(),
+                };
                 self.0 = Some(syn::Error::new_spanned(
                     impl_trait,
-                    "`impl Trait` cannot be a tool argument: name a concrete type, which is deserialized from JSON",
+                    format!(
+                        "`{}` cannot be a tool argument: arguments are deserialized from JSON, into a concrete type; {fix}",
+                        type_to_string(&Type::ImplTrait(impl_trait.clone()))
+                    ),
                 ));
             }
         }
@@ -481,6 +589,43 @@ fn argument_type_problem(ty: &Type) -> Option<syn::Error> {
     let mut finder = Finder::default();
     finder.visit_type(ty);
     finder.0
+}
+
+/// The owned type an `impl Trait` argument most likely stands for:
+/// `String` for `impl Into<String>`, `impl AsRef<str>` or `impl Display`,
+/// `Vec<T>` for `impl IntoIterator<Item = T>`.
+fn concrete_for(impl_trait: &syn::TypeImplTrait) -> Option<String> {
+    impl_trait.bounds.iter().find_map(|bound| {
+        let syn::TypeParamBound::Trait(bound) = bound else {
+            return None;
+        };
+        let last = bound.path.segments.last()?;
+        let args: Vec<&GenericArgument> = match &last.arguments {
+            PathArguments::AngleBracketed(args) => args.args.iter().collect(),
+            PathArguments::None => Vec::new(),
+            PathArguments::Parenthesized(_) => return None,
+        };
+        match (last.ident.to_string().as_str(), args.as_slice()) {
+            ("Into" | "AsRef" | "Borrow", [GenericArgument::Type(ty)]) => Some(owned_version(ty)),
+            ("IntoIterator" | "Iterator", [GenericArgument::AssocType(item)]) if item.ident == "Item" => {
+                Some(format!("Vec<{}>", owned_version(&item.ty)))
+            }
+            ("ToString" | "Display", []) => Some("String".to_owned()),
+            _ => None,
+        }
+    })
+}
+
+/// The owned type for a borrowed one: `String` for `str`, `Vec<T>` for `[T]`,
+/// `PathBuf` for `Path`, `T` for `&T`.
+fn owned_version(ty: &Type) -> String {
+    match ungroup(ty) {
+        Type::Reference(reference) => owned_version(&reference.elem),
+        Type::Path(p) if p.path.is_ident("str") => "String".to_owned(),
+        Type::Path(p) if p.path.is_ident("Path") => "PathBuf".to_owned(),
+        Type::Slice(slice) => format!("Vec<{}>", type_to_string(&slice.elem)),
+        other => type_to_string(other),
+    }
 }
 
 fn analyze_output(output: &ReturnType) -> syn::Result<Output> {
@@ -546,7 +691,17 @@ fn type_to_string(ty: &Type) -> String {
             let prev = out.chars().last();
             let next = chars.peek().copied();
             let glue_after = matches!(prev, Some('<' | '&' | ':' | '(' | '[' | '\''));
-            let glue_before = matches!(next, Some('<' | '>' | ',' | ':' | ')' | ']' | ';'));
+            // `Fn(u32)`, but `&mut (u8, u8)`.
+            let call_parens = next == Some('(') && {
+                let word_start = out
+                    .char_indices()
+                    .rev()
+                    .take_while(|(_, c)| c.is_alphanumeric() || *c == '_')
+                    .last()
+                    .map(|(i, _)| i);
+                word_start.is_some_and(|i| !["mut", "dyn", "impl", "const"].contains(&&out[i..]))
+            };
+            let glue_before = call_parens || matches!(next, Some('<' | '>' | ',' | ':' | ')' | ']' | ';'));
             if glue_after || glue_before {
                 continue;
             }
@@ -605,10 +760,10 @@ impl Tool {
             Some(name) => name.clone(),
             None => {
                 let name = ident.unraw().to_string();
-                if let Err(e) = check_name_at("tool", &name, ident.span()) {
+                if let Some(reason) = name_problem(&name) {
                     errors.push(syn::Error::new(
                         ident.span(),
-                        format!("{e}; set another with `#[tool(name = \"...\")]`"),
+                        format!("the function's name {} is not a valid tool name: {reason}; set a shorter one with `#[tool(name = \"...\")]`, or rename the function", shown_name(&name)),
                     ));
                 }
                 LitStr::new(&name, ident.span())

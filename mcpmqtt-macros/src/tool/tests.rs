@@ -321,6 +321,28 @@ fn signature_errors() {
 }
 
 #[test]
+fn not_a_function_is_reported_on_its_head() {
+    let head = |item: TokenStream| item_head(item).to_string();
+    assert_eq!(
+        head(quote!(
+            #[derive(Debug)]
+            pub(crate) struct Ping {
+                n: u32,
+            }
+        )),
+        "struct Ping"
+    );
+    assert_eq!(head(quote!(impl Crawler { fn f() {} })), "impl Crawler");
+    assert_eq!(
+        head(quote!(
+            pub const X: u32 = 1;
+        )),
+        "const X"
+    );
+    assert_eq!(head(quote!(#[doc = "x"])), "# [doc = \"x\"]");
+}
+
+#[test]
 fn argument_errors() {
     assert_eq!(
         error(quote!(), quote!(async fn f((a, b): (i32, i32)) {})),
@@ -378,7 +400,7 @@ fn argument_errors() {
                 async fn f(s: impl Into<String>) {}
             )
         ),
-        "`impl Trait` cannot be a tool argument: name a concrete type, which is deserialized from JSON"
+        "`impl Into<String>` cannot be a tool argument: arguments are deserialized from JSON, into a concrete type; take `String`"
     );
     assert_eq!(
         error(
@@ -396,7 +418,7 @@ fn argument_errors() {
                 async fn f(ctx: &mut CallContext) {}
             )
         ),
-        "take the context by shared reference: `ctx: &CallContext`"
+        "take the context by shared reference: `ctx: &CallContext` (its methods take `&self`)"
     );
     assert_eq!(
         error(
@@ -414,7 +436,7 @@ fn argument_errors() {
                 async fn f(a: &CallContext, b: &CallContext) {}
             )
         ),
-        "the context is already an argument of this tool: remove this second one"
+        "the tool already takes the context as `a`: remove this second context argument"
     );
     assert_eq!(
         error(
@@ -442,6 +464,101 @@ fn argument_errors() {
 }
 
 #[test]
+fn impl_trait_arguments_get_a_concrete_type() {
+    let message = |item: TokenStream| error(quote!(), item);
+    let fix = |m: String| m.rsplit("; ").next().unwrap().to_owned();
+    assert_eq!(
+        fix(message(quote!(
+            async fn f(s: impl AsRef<str>) {}
+        ))),
+        "take `String`"
+    );
+    assert_eq!(
+        fix(message(quote!(
+            async fn f(s: impl AsRef<[u8]>) {}
+        ))),
+        "take `Vec<u8>`"
+    );
+    assert_eq!(
+        fix(message(quote!(
+            async fn f(p: impl AsRef<Path>) {}
+        ))),
+        "take `PathBuf`"
+    );
+    assert_eq!(
+        fix(message(quote!(
+            async fn f(s: impl ToString + Send) {}
+        ))),
+        "take `String`"
+    );
+    assert_eq!(
+        fix(message(quote!(
+            async fn f(s: impl IntoIterator<Item = u32>) {}
+        ))),
+        "take `Vec<u32>`"
+    );
+    assert_eq!(
+        fix(message(quote!(
+            async fn f(s: impl IntoIterator<Item = &'static str>) {}
+        ))),
+        "take `Vec<String>`"
+    );
+    assert_eq!(
+        message(quote!(async fn f(f: impl Fn(u32) -> u32) {})),
+        "`impl Fn(u32) -> u32` cannot be a tool argument: arguments are deserialized from JSON, into a concrete type; take a concrete type that implements `serde::Deserialize`"
+    );
+}
+
+#[test]
+fn context_of_the_wrong_type() {
+    let message = |item: TokenStream| error(quote!(), item);
+    assert_eq!(
+        message(quote!(async fn f(ctx: Arc<CallContext>) {})),
+        "`Arc<CallContext>` cannot be the context: take it as `ctx: &CallContext`, lent for the call (it is `Clone`: clone it in the body to keep it longer)"
+    );
+    assert!(message(quote!(
+        async fn f(ctx: Option<&CallContext>) {}
+    ))
+    .starts_with("`Option<&CallContext>` cannot be the context"));
+    assert!(message(quote!(
+        async fn f(ctx: &&CallContext) {}
+    ))
+    .starts_with("`&&CallContext` cannot be the context"));
+    assert_eq!(
+        message(quote!(async fn f(cx: &Context) {})),
+        "`&Context` is not the call context: write `cx: &CallContext`, with `mcpmqtt::CallContext` (the macro recognises the context by that type name)"
+    );
+    assert!(message(quote!(
+        async fn f(c: &mcpmqtt::ToolContext) {}
+    ))
+    .starts_with("`&mcpmqtt::ToolContext` is not the call context: write `c: &CallContext`"));
+    // Named `ctx`: meant as the context, whatever the type.
+    assert!(message(quote!(
+        async fn f(_ctx: &Server) {}
+    ))
+    .starts_with("`&Server` is not the call context: write `_ctx: &CallContext`"));
+    assert!(message(quote!(
+        async fn f(ctx: RequestContext) {}
+    ))
+    .starts_with("`RequestContext` is not the call context"));
+    // Not meant as the context: the ordinary messages.
+    assert!(message(quote!(
+        async fn f(c: &Server) {}
+    ))
+    .starts_with("`&Server` is borrowed"));
+    assert!(message(quote!(
+        async fn f(context: &str) {}
+    ))
+    .starts_with("`&str` is borrowed"));
+    expanded(
+        quote!(),
+        quote!(
+            async fn f(context: SearchContext, ctx_len: u32) {}
+        ),
+    );
+}
+
+#[test]
 fn duplicate_json_names() {
     assert_eq!(
         error(
@@ -450,7 +567,7 @@ fn duplicate_json_names() {
                 async fn f(a: u32, #[arg(rename = "a")] b: u32) {}
             )
         ),
-        "another argument of this tool is already called `a` in JSON: rename one with `#[arg(rename = \"...\")]`"
+        "`a` and `b` both have the JSON property name `a`: give one of them another with `#[arg(rename = \"...\")]`"
     );
     assert!(error(
         quote!(),
@@ -493,7 +610,10 @@ fn default_name_is_checked() {
     let ident = format_ident!("{}", long);
     assert_eq!(
         error(quote!(), quote!(async fn #ident() {})),
-        format!("invalid tool name \"{long}\": it is longer than 128 bytes; a tool name is one MQTT topic level, e.g. `crawl_site`; set another with `#[tool(name = \"...\")]`")
+        format!(
+            "the function's name \"{}…\" (129 bytes) is not a valid tool name: it is longer than 128 bytes; set a shorter one with `#[tool(name = \"...\")]`, or rename the function",
+            "a".repeat(32)
+        )
     );
     // An explicit valid name replaces it.
     expanded(quote!(name = "short"), quote!(async fn #ident() {}));
@@ -563,6 +683,9 @@ fn type_strings() {
     );
     assert_eq!(ty(quote!((i32, i32))), "(i32, i32)");
     assert_eq!(ty(quote!([u8; 4])), "[u8; 4]");
+    assert_eq!(ty(quote!(impl Fn(u32) -> u32)), "impl Fn(u32) -> u32");
+    assert_eq!(ty(quote!(&mut (u8, u8))), "&mut (u8, u8)");
+    assert_eq!(ty(quote!(Box<dyn (Fn())>)), "Box<dyn (Fn())>");
 }
 
 #[test]
@@ -599,4 +722,110 @@ fn option_and_vec_are_peeled() {
     );
     assert_has(&out, "__F: ::core::ops::Fn(::mcpmqtt::CallContext, ::core::option::Option<::std::vec::Vec<__A0>>, ::std::vec::Vec<__A1>) -> __Fut");
     assert_has(&out, "__tool::<Window, u8, _, _>(");
+}
+
+#[test]
+fn registration_type_follows_the_function() {
+    for (vis, expected) in [
+        (quote!(), "struct inc {}"),
+        (quote!(pub), "pub struct inc {}"),
+        (quote!(pub(crate)), "pub(crate) struct inc {}"),
+        (quote!(pub(in crate::tools)), "pub(in crate::tools) struct inc {}"),
+    ] {
+        let out = expanded(quote!(), quote!(#vis async fn inc(n: i64) -> i64 { n + 1 }));
+        assert_has(&out, expected);
+        assert_has(&out, "impl ::mcpmqtt::Tool for inc {");
+        assert_has(&out, "fn definition() -> ::mcpmqtt::ToolDef {");
+        assert_has(
+            &out,
+            "///The `#[tool]` registration of [`inc`](fn@inc): register it with `.tool::<inc>()`.",
+        );
+    }
+}
+
+#[test]
+fn input_schema_struct() {
+    let out = expanded(
+        quote!(),
+        quote! {
+            async fn search(
+                _ctx: &CallContext,
+                /// Where.
+                platform: Platform,
+                /// At most this many.
+                #[arg(rename = "maxResults")]
+                limit: Option<u32>,
+                r#type: Vec<String>,
+            ) {}
+        },
+    );
+    // The context is not a property; every other argument is, in order,
+    // with its docs and rename, and unknown properties are refused.
+    assert_has(
+        &out,
+        "#[serde(crate = \"::mcpmqtt::__private::serde\", deny_unknown_fields)]",
+    );
+    assert_has(
+        &out,
+        "struct __ToolArgs<__A0, __A1, __A2> {
+            /// Where.
+            platform: __A0,
+            /// At most this many.
+            #[serde(rename = \"maxResults\")]
+            limit: ::core::option::Option<__A1>,
+            r#type: ::std::vec::Vec<__A2>,
+        }",
+    );
+    assert_lacks(&out, "_ctx:__A");
+    assert_has(
+        &out,
+        ".input_schema(::mcpmqtt::__private::input_schema::<__ToolArgs<__A0, __A1, __A2>>())",
+    );
+    assert_has(&out, "__tool::<Platform, u32, String, _, _>(");
+    assert_has(&out, "search(&__ctx, __a0, __a1, __a2).await");
+}
+
+#[test]
+fn options_reach_the_builder() {
+    let out = expanded(
+        quote!(
+            description = "Given.",
+            allowed_callers = ["scout"],
+            streaming = true,
+            timeout_ms = 250
+        ),
+        quote!(
+            async fn f(ctx: &CallContext) {}
+        ),
+    );
+    assert_has(
+        &out,
+        "ToolDef::builder(\"f\")
+            .description(\"Given.\")
+            .input_schema(::mcpmqtt::__private::input_schema::<__ToolArgs>())
+            .allowed_callers([\"scout\"])
+            .streaming(true)
+            .version(::core::env!(\"CARGO_PKG_VERSION\"))
+            .timeout(::core::time::Duration::from_millis(250))",
+    );
+}
+
+#[test]
+fn error_output_after_an_attribute_error() {
+    // An attribute mistake still emits the function and a stand-in
+    // registration, so that calls and `.tool::<crawl>()` resolve.
+    let item = quote!(
+        pub(crate) async fn crawl(url: String) -> String {
+            url
+        }
+    );
+    let err = expand(quote!(name = "crawl site"), item.clone()).unwrap_err();
+    assert_eq!(err.to_string(), "invalid tool name \"crawl site\": it contains whitespace; a tool name is one MQTT topic level: write `name = \"crawl_site\"`");
+    let out = pretty(error_output(err, item));
+    assert_has(&out, "pub(crate) async fn crawl(url: String) -> String {");
+    assert_has(&out, "pub(crate) struct crawl {}");
+    assert_has(&out, "impl ::mcpmqtt::Tool for crawl {");
+    // Only the error itself, no other item that could fail to compile.
+    assert_lacks(&out, "__tool");
+    assert_lacks(&out, "__ToolArgs");
 }

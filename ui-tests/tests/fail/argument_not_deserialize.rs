@@ -15,4 +15,5 @@ async fn count_posts(platform: String, window: Window) -> u32 {
 
 fn main() {
     let _ = mcpmqtt::Server::builder("s").tool::<count_posts>();
+    let _ = count_posts(String::new(), Window { days: 1 });
 }

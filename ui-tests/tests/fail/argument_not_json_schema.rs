@@ -14,4 +14,5 @@ async fn count_posts(platform: String, window: Option<Window>) -> u32 {
 
 fn main() {
     let _ = mcpmqtt::Server::builder("s").tool::<count_posts>();
+    let _ = count_posts(String::new(), Some(Window { days: 1 }));
 }

@@ -8,4 +8,6 @@ async fn whoami(ctx: CallContext) -> String {
 
 fn main() {
     let _ = mcpmqtt::Server::builder("s").tool::<whoami>();
+    let (ctx, _partials) = CallContext::for_test("whoami", "scout");
+    let _ = whoami(ctx);
 }

@@ -12,4 +12,5 @@ async fn crawl_site(url: String) -> Result<u32, CrawlFailed> {
 
 fn main() {
     let _ = mcpmqtt::Server::builder("s").tool::<crawl_site>();
+    let _ = crawl_site(String::new());
 }

@@ -12,4 +12,5 @@ async fn not_send(n: u32) -> u32 {
 
 fn main() {
     let _ = mcpmqtt::Server::builder("s").tool::<not_send>();
+    let _ = not_send(1);
 }

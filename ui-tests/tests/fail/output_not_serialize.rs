@@ -14,4 +14,5 @@ async fn crawl_site(url: String) -> Result<Report, ToolError> {
 
 fn main() {
     let _ = mcpmqtt::Server::builder("s").tool::<crawl_site>();
+    let _ = crawl_site(String::new());
 }

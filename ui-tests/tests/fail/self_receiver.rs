@@ -11,5 +11,7 @@ impl Crawler {
 }
 
 fn main() {
+    // A method has no registration type (it would have to live in the
+    // `impl` block), so `.tool::<...>()` is not written here.
     let _ = Crawler.crawl(String::new());
 }

@@ -1,0 +1,15 @@
+use mcpmqtt::tool;
+
+/// Crawl a site.
+#[tool(
+    name = "crawl_site_and_then_some_more_and_then_some_more_and_then_some_more_and_then_some_more_and_then_some_more_and_then_some_more_and_the_rest"
+)]
+async fn crawl_site(url: String) -> String {
+    url
+}
+
+fn main() {
+    // The function and its registration still resolve: no follow-on errors.
+    let _ = mcpmqtt::Server::builder("s").tool::<crawl_site>();
+    let _ = crawl_site(String::new());
+}
