@@ -1,0 +1,1231 @@
+//! mcpmqtt against the raw MQTT 5 request/response floor, on one Mosquitto
+//! that the bench starts on loopback.
+//!
+//! ```sh
+//! cargo run --release --example bench                              # everything (a few minutes)
+//! cargo run --release --example bench -- --inflight 1,64 --payload 100 --sections matrix
+//! ```
+//!
+//! Every side runs in its own process (the binary re-executes itself with a
+//! hidden `--role`), so the CPU seconds and peak RSS printed are per side:
+//!
+//! - `responder`: the floor's server, rumqttc alone. It echoes each request to
+//!   its Response Topic with its Correlation Data, QoS 1.
+//! - `server`: an `mcpmqtt::Server` hosting an `echo` tool (or `--tools N`).
+//! - `client`: the floor's requester (rumqttc, QoS 1 with Response Topic and
+//!   Correlation Data) or an `mcpmqtt::Client` calling `echo`, with a number of
+//!   calls in flight; it warms up, waits for `go`, measures, prints a result.
+//! - `lister`: an `mcpmqtt::Client` waiting for `tools()` to list N tools.
+//!
+//! The orchestrator reads the CPU time of each side and of the broker from
+//! `/proc/<pid>/stat` over the measured window, and peak RSS from
+//! `/proc/<pid>/status` (VmHWM). See BENCHMARKS.md for results.
+
+#[path = "../tests/support/mosquitto.rs"]
+mod mosquitto;
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use clap::Parser;
+use mcpmqtt::{Client, Server, ToolDef, ToolError};
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+type BoxResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+const NS: &str = "bench";
+const TOOLS_NS: &str = "bench-tools";
+const FLOOR_REQ: &str = "bench-floor/req";
+const FLOOR_SHARED: &str = "$share/floor/bench-floor/req";
+/// rumqttc refuses packets over 10 KiB by default.
+const MAX_PACKET: u32 = 16 * 1024 * 1024;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "mcpmqtt vs the raw MQTT 5 request/response floor, on a local Mosquitto")]
+struct Args {
+    /// Calls in flight, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16, 64, 256])]
+    inflight: Vec<usize>,
+    /// Sizes of the arguments JSON (`{"text":"..."}`), comma-separated; `k` = KiB, `m` = MiB. The
+    /// default's largest is 1,000,000 B, so that the call envelope stays under the server's 1 MiB limit.
+    #[arg(long, value_delimiter = ',', default_values = ["100", "10k", "1000000"])]
+    payload: Vec<String>,
+    /// Which sides to measure: floor, mcpmqtt.
+    #[arg(long, value_delimiter = ',', default_values = ["floor", "mcpmqtt"])]
+    modes: Vec<String>,
+    /// Sections to run: matrix, scale, tools.
+    #[arg(long, value_delimiter = ',', default_values = ["matrix", "scale", "tools"])]
+    sections: Vec<String>,
+    /// Time bound of each cell, in seconds (whichever of count and time comes first).
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+    /// Count bound of each cell for payloads under 64 KiB.
+    #[arg(long, default_value_t = 50_000)]
+    calls: u64,
+    /// Count bound of each cell for payloads of 64 KiB and more.
+    #[arg(long, default_value_t = 1000)]
+    big_calls: u64,
+    /// Server instances of the scale-out section (shared subscription).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 4])]
+    scale: Vec<usize>,
+    /// Calls in flight in the scale-out section.
+    #[arg(long, default_value_t = 64)]
+    scale_inflight: usize,
+    /// Tools hosted by one server in the many-tools section.
+    #[arg(long, default_value_t = 1000)]
+    tools: usize,
+    /// Sets Mosquitto's `max_inflight_messages` (its default is 20; 0 means no limit).
+    #[arg(long)]
+    broker_max_inflight: Option<u32>,
+    /// Runs every side under `perf record` (files in this directory); CPU numbers then include perf.
+    #[arg(long)]
+    perf: Option<PathBuf>,
+    /// Counts syscalls and context switches of each side over the measured window (`perf stat`).
+    #[arg(long)]
+    syscalls: bool,
+
+    // The roles the binary re-executes itself in.
+    #[arg(long, hide = true)]
+    role: Option<String>,
+    #[arg(long, hide = true, default_value = "")]
+    url: String,
+    #[arg(long, hide = true, default_value = "floor")]
+    mode: String,
+    #[arg(long, hide = true)]
+    shared: bool,
+    #[arg(long, hide = true, default_value_t = 1)]
+    n: usize,
+    #[arg(long, hide = true, default_value_t = 100)]
+    size: usize,
+    #[arg(long, hide = true, default_value_t = 0)]
+    count: u64,
+    #[arg(long, hide = true, default_value_t = 0)]
+    warmup: u64,
+    #[arg(long, hide = true, default_value = NS)]
+    ns: String,
+}
+
+fn main() -> BoxResult<()> {
+    let args = Args::parse();
+    match args.role.clone() {
+        Some(role) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async move {
+                match role.as_str() {
+                    "responder" => responder_role(&args).await,
+                    "server" => server_role(&args).await,
+                    "client" => client_role(&args).await,
+                    "lister" => lister_role(&args).await,
+                    other => Err(format!("unknown role {other}").into()),
+                }
+            })
+        }
+        None => orchestrate(&args),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Measurements of a process
+
+/// User + system CPU seconds of a process (clock ticks of 1/100 s).
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after `) state`.
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    (tick(11) + tick(12)) as f64 / 100.0
+}
+
+/// A `Vm*` line of `/proc/<pid>/status`, in KiB.
+fn vm_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn epoch_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The next line of standard input, or `None` at its end.
+async fn read_line() -> Option<String> {
+    tokio::task::spawn_blocking(|| {
+        let mut s = String::new();
+        match std::io::stdin().read_line(&mut s) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(s.trim().to_owned()),
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Waits until standard input says `stop` or ends.
+async fn wait_stop() {
+    while let Some(line) = read_line().await {
+        if line == "stop" {
+            break;
+        }
+    }
+}
+
+/// The arguments JSON of one call, `size` bytes long: `{"text":"xxx..."}`.
+fn arguments(size: usize) -> Value {
+    json!({ "text": "x".repeat(size.saturating_sub(11)) })
+}
+
+// ---------------------------------------------------------------------------
+// The floor: rumqttc alone
+
+fn host_port(url: &str) -> BoxResult<(String, u16)> {
+    let rest = url.trim_start_matches("mqtt://");
+    let (host, port) = rest.rsplit_once(':').ok_or("no port in the broker URL")?;
+    Ok((host.to_owned(), port.parse()?))
+}
+
+fn floor_options(url: &str, id: &str) -> BoxResult<MqttOptions> {
+    let (host, port) = host_port(url)?;
+    let mut opts = MqttOptions::new(id, host, port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(Some(MAX_PACKET));
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    opts.set_network_options(net);
+    Ok(opts)
+}
+
+/// What the event loop task of a floor connection tells its owner.
+struct FloorLink {
+    client: AsyncClient,
+    subscribed: oneshot::Receiver<()>,
+    /// The Receive Maximum of the broker's CONNACK, if it sent one.
+    receive_max: Arc<Mutex<Option<u16>>>,
+}
+
+/// Connects, subscribes to `filter`, and hands every incoming publish to `on_publish`.
+fn floor_connect(
+    url: &str,
+    id: &str,
+    filter: &str,
+    on_publish: impl Fn(Publish) + Send + 'static,
+) -> BoxResult<FloorLink> {
+    let (client, eventloop) = AsyncClient::new(floor_options(url, id)?, 1024);
+    let (sub_tx, subscribed) = oneshot::channel();
+    let receive_max = Arc::new(Mutex::new(None));
+    tokio::spawn(floor_drive(eventloop, sub_tx, receive_max.clone(), on_publish));
+    let c = client.clone();
+    let filter = filter.to_owned();
+    tokio::spawn(async move { c.subscribe(filter, QoS::AtLeastOnce).await });
+    Ok(FloorLink {
+        client,
+        subscribed,
+        receive_max,
+    })
+}
+
+async fn floor_drive(
+    mut eventloop: EventLoop,
+    sub_tx: oneshot::Sender<()>,
+    receive_max: Arc<Mutex<Option<u16>>>,
+    on_publish: impl Fn(Publish),
+) {
+    let mut sub_tx = Some(sub_tx);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::Publish(p))) => on_publish(p),
+            Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                *receive_max.lock().expect("lock") = c.properties.and_then(|p| p.receive_max);
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                if let Some(tx) = sub_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("floor connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn responder_role(a: &Args) -> BoxResult<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Publish>();
+    let id = format!("floor-responder-{}", std::process::id());
+    let filter = if a.shared { FLOOR_SHARED } else { FLOOR_REQ };
+    let link = floor_connect(&a.url, &id, filter, move |p| {
+        let _ = tx.send(p);
+    })?;
+    link.subscribed.await?;
+    let client = link.client.clone();
+    tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            let Some(props) = p.properties else { continue };
+            let Some(topic) = props.response_topic else { continue };
+            let reply = PublishProperties {
+                correlation_data: props.correlation_data,
+                ..Default::default()
+            };
+            let _ = client
+                .publish_bytes_with_properties(topic, QoS::AtLeastOnce, false, p.payload, reply)
+                .await;
+        }
+    });
+    println!("ready {}", json!({ "pid": std::process::id() }));
+    wait_stop().await;
+    Ok(())
+}
+
+/// The floor's requester: many requests on one connection, matched by Correlation Data.
+struct FloorRequester {
+    client: AsyncClient,
+    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<usize>>>>,
+    next: AtomicU64,
+    response_topic: String,
+    payload: Bytes,
+}
+
+impl FloorRequester {
+    async fn call(&self) -> Result<(), String> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("lock").insert(id, tx);
+        let props = PublishProperties {
+            response_topic: Some(self.response_topic.clone()),
+            correlation_data: Some(Bytes::copy_from_slice(&id.to_be_bytes())),
+            ..Default::default()
+        };
+        self.client
+            .publish_bytes_with_properties(FLOOR_REQ, QoS::AtLeastOnce, false, self.payload.clone(), props)
+            .await
+            .map_err(|e| e.to_string())?;
+        match rx.await {
+            Ok(n) if n == self.payload.len() => Ok(()),
+            Ok(n) => Err(format!("a response of {n} bytes")),
+            Err(_) => Err("no response".into()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// mcpmqtt
+
+fn echo_tool(name: &str) -> ToolDef {
+    ToolDef::builder(name)
+        .description("Returns its arguments.")
+        .input_schema(json!({
+            "type": "object",
+            "properties": {"text": {"type": "string", "description": "Anything."}},
+            "required": ["text"]
+        }))
+        .handler(|_ctx, args| async move { Ok::<_, ToolError>(args) })
+        .build()
+        .expect("a valid tool")
+}
+
+async fn server_role(a: &Args) -> BoxResult<()> {
+    let started_us = epoch_us();
+    let t0 = Instant::now();
+    let mut builder = Server::builder("bench-server").broker(&a.url).namespace(&a.ns);
+    if a.n <= 1 {
+        builder = builder.tool_def(echo_tool("echo"));
+    } else {
+        for i in 0..a.n {
+            builder = builder.tool_def(echo_tool(&format!("t{i:04}")));
+        }
+    }
+    let server = builder.build()?;
+    let build_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let handle = server.start().await?;
+    let start_ms = t0.elapsed().as_secs_f64() * 1e3 - build_ms;
+    let ready = json!({
+        "pid": std::process::id(),
+        "started_us": started_us,
+        "build_ms": build_ms,
+        "start_ms": start_ms,
+    });
+    println!("ready {ready}");
+    wait_stop().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), handle.shutdown()).await;
+    Ok(())
+}
+
+async fn lister_role(a: &Args) -> BoxResult<()> {
+    let t0 = Instant::now();
+    let client = Client::builder(format!("bench-lister-{}", std::process::id()))
+        .broker(&a.url)
+        .namespace(&a.ns)
+        .connect()
+        .await?;
+    let connect_ms = t0.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "ready {}",
+        json!({ "pid": std::process::id(), "connect_ms": connect_ms })
+    );
+    read_line().await;
+    let go = Instant::now();
+    let deadline = go + Duration::from_secs(60);
+    let mut polls = 0u64;
+    let listed = loop {
+        polls += 1;
+        let n = client.tools().await.len();
+        if n >= a.n || Instant::now() >= deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let result = json!({
+        "done_us": epoch_us(),
+        "since_go_ms": go.elapsed().as_secs_f64() * 1e3,
+        "since_start_ms": t0.elapsed().as_secs_f64() * 1e3,
+        "listed": listed,
+        "polls": polls,
+        "hwm_kib": vm_kib(std::process::id(), "VmHWM"),
+    });
+    println!("result {result}");
+    client.disconnect().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The requesting side, either mode
+
+enum Requester {
+    Floor(FloorRequester),
+    Mcp { client: Client, args: Value, len: usize },
+}
+
+impl Requester {
+    async fn call(&self) -> Result<(), String> {
+        match self {
+            Requester::Floor(f) => f.call().await,
+            Requester::Mcp { client, args, len } => {
+                let result = client.call("echo", args.clone()).await.map_err(|e| e.to_string())?;
+                match result.get("text").and_then(Value::as_str) {
+                    Some(t) if t.len() == *len => Ok(()),
+                    _ => Err("an unexpected result".into()),
+                }
+            }
+        }
+    }
+}
+
+struct Run {
+    latencies_us: Vec<u32>,
+    errors: u64,
+    first_error: Option<String>,
+    wall: Duration,
+}
+
+/// Runs `count` calls (or until `limit` passes) with `inflight` of them at a time.
+async fn run_calls(req: Arc<Requester>, inflight: usize, count: u64, limit: Duration) -> Run {
+    let issued = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + limit;
+    let workers: Vec<_> = (0..inflight)
+        .map(|_| {
+            let req = req.clone();
+            let issued = issued.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0u64;
+                let mut first_error = None;
+                while issued.fetch_add(1, Ordering::Relaxed) < count && Instant::now() < deadline {
+                    let t = Instant::now();
+                    match req.call().await {
+                        Ok(()) => lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                (lat, errors, first_error)
+            })
+        })
+        .collect();
+    let mut run = Run {
+        latencies_us: Vec::new(),
+        errors: 0,
+        first_error: None,
+        wall: Duration::ZERO,
+    };
+    for w in workers {
+        if let Ok((lat, errors, first)) = w.await {
+            run.latencies_us.extend(lat);
+            run.errors += errors;
+            run.first_error = run.first_error.or(first);
+        }
+    }
+    run.wall = start.elapsed();
+    run.latencies_us.sort_unstable();
+    run
+}
+
+fn percentile(sorted: &[u32], p: usize) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)] as f64 / 1e3
+}
+
+async fn client_role(a: &Args) -> BoxResult<()> {
+    let pid = std::process::id();
+    let mut receive_max = None;
+    let req = if a.mode == "floor" {
+        let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<usize>>>> = Arc::default();
+        let response_topic = format!("bench-floor/res/{pid}");
+        let routes = pending.clone();
+        let link = floor_connect(&a.url, &format!("floor-requester-{pid}"), &response_topic, move |p| {
+            let id = p
+                .properties
+                .as_ref()
+                .and_then(|props| props.correlation_data.as_ref())
+                .and_then(|c| <[u8; 8]>::try_from(&c[..]).ok())
+                .map(u64::from_be_bytes);
+            if let Some(tx) = id.and_then(|id| routes.lock().expect("lock").remove(&id)) {
+                let _ = tx.send(p.payload.len());
+            }
+        })?;
+        link.subscribed.await?;
+        receive_max = *link.receive_max.lock().expect("lock");
+        let payload = Bytes::from(serde_json::to_vec(&arguments(a.size))?);
+        Requester::Floor(FloorRequester {
+            client: link.client,
+            pending,
+            next: AtomicU64::new(0),
+            response_topic,
+            payload,
+        })
+    } else {
+        let client = Client::builder(format!("bench-client-{pid}"))
+            .broker(&a.url)
+            .namespace(&a.ns)
+            .connect()
+            .await?;
+        client.wait_for_tool("echo", Duration::from_secs(10)).await?;
+        let args = arguments(a.size);
+        let len = args["text"].as_str().map_or(0, str::len);
+        Requester::Mcp { client, args, len }
+    };
+    let req = Arc::new(req);
+    let warm = run_calls(req.clone(), a.n, a.warmup, Duration::from_secs(30)).await;
+    if warm.errors > 0 {
+        eprintln!("warm-up: {} errors, first: {:?}", warm.errors, warm.first_error);
+    }
+    println!("ready {}", json!({ "pid": pid, "receive_max": receive_max }));
+    read_line().await;
+    let cpu0 = cpu_secs(pid);
+    let run = run_calls(req.clone(), a.n, a.count, Duration::from_secs_f64(a.secs)).await;
+    let cpu = cpu_secs(pid) - cpu0;
+    let lat = &run.latencies_us;
+    let result = json!({
+        "calls": lat.len(),
+        "errors": run.errors,
+        "first_error": run.first_error,
+        "wall_s": run.wall.as_secs_f64(),
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
+        "cpu_s": cpu,
+        "hwm_kib": vm_kib(pid, "VmHWM"),
+    });
+    println!("result {result}");
+    if let Requester::Mcp { client, .. } = &*req {
+        client.disconnect().await;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The orchestrator
+
+/// A child process of the bench, speaking lines on stdin and stdout.
+struct Proc {
+    label: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: std_mpsc::Receiver<String>,
+    /// The pid of the role process itself (not of `perf`, when wrapped).
+    pid: u32,
+}
+
+impl Proc {
+    fn spawn(label: &str, role_args: &[String], perf: Option<&PathBuf>) -> Proc {
+        let exe = std::env::current_exe().expect("the bench's own path");
+        let mut cmd = match perf {
+            Some(dir) => {
+                let mut c = Command::new("perf");
+                c.args(["record", "-q", "-F", "999", "--call-graph", "dwarf,16384", "-o"])
+                    .arg(dir.join(format!("{label}.data")))
+                    .arg("--")
+                    .arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let mut child = cmd
+            .args(role_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {label}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Proc {
+            label: label.to_owned(),
+            child,
+            stdin,
+            lines,
+            pid: 0,
+        }
+    }
+
+    /// Waits for a line `{word} {json}` and returns the JSON.
+    fn expect(&mut self, word: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(word) {
+                        let v: Value = serde_json::from_str(rest.trim()).unwrap_or(Value::Null);
+                        if let Some(pid) = v.get("pid").and_then(Value::as_u64) {
+                            self.pid = pid as u32;
+                        }
+                        return v;
+                    }
+                    eprintln!("[{}] {line}", self.label);
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!("{} did not say `{word}` within {timeout:?}", self.label);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        if let Some(stdin) = &mut self.stdin {
+            let _ = writeln!(stdin, "{line}");
+            let _ = stdin.flush();
+        }
+    }
+
+    /// Says `stop`, closes stdin, and waits (killing it after 15 s).
+    fn stop(mut self) {
+        self.send("stop");
+        self.stdin = None;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("{} did not stop; killing it", self.label);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Floor,
+    Mcp,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Floor => "floor",
+            Mode::Mcp => "mcpmqtt",
+        }
+    }
+}
+
+/// One measured cell.
+#[derive(Clone, Debug)]
+struct Cell {
+    mode: Mode,
+    inflight: usize,
+    size: usize,
+    instances: usize,
+    calls: u64,
+    errors: u64,
+    wall_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    client_cpu: f64,
+    client_hwm_kib: u64,
+    server_cpu: f64,
+    server_hwm_kib: u64,
+    broker_cpu: f64,
+    receive_max: Option<u64>,
+    /// (syscalls, context switches) of client, server(s), broker, when counted.
+    counts: Option<[(u64, u64); 3]>,
+}
+
+impl Cell {
+    fn rate(&self) -> f64 {
+        self.calls as f64 / self.wall_s
+    }
+    fn us_per_call(&self, cpu: f64) -> f64 {
+        cpu * 1e6 / self.calls.max(1) as f64
+    }
+}
+
+struct Ctx<'a> {
+    args: &'a Args,
+    url: String,
+    broker_pid: u32,
+    /// Distinguishes the perf files of cells.
+    seq: usize,
+}
+
+impl Ctx<'_> {
+    fn label(&mut self, what: &str) -> String {
+        self.seq += 1;
+        format!("{:02}-{what}", self.seq)
+    }
+
+    fn cell(&mut self, mode: Mode, inflight: usize, size: usize, instances: usize, shared: bool) -> Cell {
+        let a = self.args;
+        let count = if size >= 64 * 1024 { a.big_calls } else { a.calls };
+        let warmup = (count / 10).clamp(inflight as u64, 2000);
+        let mut servers = Vec::new();
+        for i in 0..instances {
+            let label = self.label(&format!("{}-server{i}-{inflight}x{size}", mode.name()));
+            let role_name = match mode {
+                Mode::Floor => "responder",
+                Mode::Mcp => "server",
+            };
+            let mut role: Vec<String> = ["--role", role_name, "--url", &self.url].map(String::from).to_vec();
+            if shared {
+                role.push("--shared".into());
+            }
+            let mut p = Proc::spawn(&label, &role, a.perf.as_ref());
+            p.expect("ready", Duration::from_secs(60));
+            servers.push(p);
+        }
+        let label = self.label(&format!("{}-client-{inflight}x{size}", mode.name()));
+        let role: Vec<String> = [
+            "--role",
+            "client",
+            "--url",
+            &self.url,
+            "--mode",
+            mode.name(),
+            "--n",
+            &inflight.to_string(),
+            "--size",
+            &size.to_string(),
+            "--count",
+            &count.to_string(),
+            "--warmup",
+            &warmup.to_string(),
+            "--secs",
+            &a.secs.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut client = Proc::spawn(&label, &role, a.perf.as_ref());
+        let ready = client.expect("ready", Duration::from_secs(120));
+        let server_cpu = |ps: &[Proc]| ps.iter().map(|p| cpu_secs(p.pid)).sum::<f64>();
+        let stats = a.syscalls.then(|| {
+            let tmp = std::env::temp_dir();
+            let server_pids: Vec<u32> = servers.iter().map(|p| p.pid).collect();
+            [vec![client.pid], server_pids, vec![self.broker_pid]].map(|pids| PerfStat::start(&pids, &tmp))
+        });
+        let (s0, b0) = (server_cpu(&servers), cpu_secs(self.broker_pid));
+        client.send("go");
+        let r = client.expect("result", Duration::from_secs_f64(a.secs + 120.0));
+        let (s1, b1) = (server_cpu(&servers), cpu_secs(self.broker_pid));
+        let counts = stats.map(|s| s.map(PerfStat::stop));
+        let server_hwm_kib = servers.iter().map(|p| vm_kib(p.pid, "VmHWM")).max().unwrap_or(0);
+        client.stop();
+        for s in servers {
+            s.stop();
+        }
+        let f = |k: &str| r.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        let cell = Cell {
+            mode,
+            inflight,
+            size,
+            instances,
+            calls: r.get("calls").and_then(Value::as_u64).unwrap_or(0),
+            errors: r.get("errors").and_then(Value::as_u64).unwrap_or(0),
+            wall_s: f("wall_s"),
+            p50_ms: f("p50_ms"),
+            p99_ms: f("p99_ms"),
+            client_cpu: f("cpu_s"),
+            client_hwm_kib: r.get("hwm_kib").and_then(Value::as_u64).unwrap_or(0),
+            server_cpu: s1 - s0,
+            server_hwm_kib,
+            broker_cpu: b1 - b0,
+            receive_max: ready.get("receive_max").and_then(Value::as_u64),
+            counts,
+        };
+        if cell.errors > 0 {
+            eprintln!("  {} errors, first: {}", cell.errors, r["first_error"]);
+        }
+        eprintln!(
+            "  {:<8} x{:<3} {:>9} inst {}: {:>8.0} calls/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} calls in {:.2} s)",
+            mode.name(),
+            inflight,
+            size_label(size),
+            instances,
+            cell.rate(),
+            cell.p50_ms,
+            cell.p99_ms,
+            cell.calls,
+            cell.wall_s
+        );
+        cell
+    }
+}
+
+/// `perf stat` counting syscalls and context switches of some processes.
+struct PerfStat {
+    child: Option<Child>,
+    out: PathBuf,
+}
+
+impl PerfStat {
+    fn start(pids: &[u32], dir: &std::path::Path) -> PerfStat {
+        let out = dir.join(format!("bench-stat-{}-{}.csv", std::process::id(), pids[0]));
+        let pids = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let child = Command::new("perf")
+            .args([
+                "stat",
+                "-x",
+                ",",
+                "-e",
+                "raw_syscalls:sys_enter,context-switches",
+                "-p",
+                &pids,
+                "-o",
+            ])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
+        // Let it attach before the window opens.
+        std::thread::sleep(Duration::from_millis(300));
+        PerfStat { child, out }
+    }
+
+    fn stop(mut self) -> (u64, u64) {
+        if let Some(child) = &mut self.child {
+            let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.out);
+        let count = |event: &str| {
+            text.lines()
+                .find(|l| l.contains(event))
+                .and_then(|l| l.split(',').next())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (count("raw_syscalls:sys_enter"), count("context-switches"))
+    }
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim().to_ascii_lowercase();
+    let (num, mult) = if let Some(n) = s.strip_suffix('k') {
+        (n, 1024)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 1024 * 1024)
+    } else {
+        (s.as_str(), 1)
+    };
+    num.parse::<usize>()
+        .map(|n| n * mult)
+        .map_err(|e| format!("bad payload size {s:?}: {e}"))
+}
+
+fn size_label(n: usize) -> String {
+    if n >= 1024 * 1024 && n.is_multiple_of(1024 * 1024) {
+        format!("{} MiB", n / (1024 * 1024))
+    } else if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
+        format!("{} MB", n / 1_000_000)
+    } else if n >= 1024 && n.is_multiple_of(1024) {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} B")
+    }
+}
+
+fn shell(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| {
+            let out = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+            String::from_utf8_lossy(&out)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_owned())
+        .unwrap_or_else(|| "?".into());
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!(
+        "- nproc: {nproc}; CPU: {cpu}\n- kernel: {}\n- broker: {}\n- rustc: {}\n- load average at start: {}",
+        shell("uname", &["-r"]),
+        shell("mosquitto", &["-h"]),
+        shell("rustc", &["-V"]),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    )
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() {
+        format!("{:.2}", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+fn orchestrate(a: &Args) -> BoxResult<()> {
+    let sizes = a.payload.iter().map(|s| parse_size(s)).collect::<Result<Vec<_>, _>>()?;
+    let modes: Vec<Mode> = a
+        .modes
+        .iter()
+        .map(|m| match m.as_str() {
+            "floor" => Ok(Mode::Floor),
+            "mcpmqtt" | "mcp" => Ok(Mode::Mcp),
+            other => Err(format!("unknown mode {other}: floor or mcpmqtt")),
+        })
+        .collect::<Result<_, _>>()?;
+    if let Some(dir) = &a.perf {
+        std::fs::create_dir_all(dir)?;
+    }
+    // The harness logs everything (`log_type all`): a line per packet would cost the broker CPU.
+    let mut builder = mosquitto::Mosquitto::builder()
+        .extra_config("log_type none")
+        .extra_config("log_type error")
+        .extra_config("log_type warning");
+    if let Some(n) = a.broker_max_inflight {
+        builder = builder.extra_config(&format!("max_inflight_messages {n}"));
+    }
+    let broker = builder.start();
+    let mut ctx = Ctx {
+        args: a,
+        url: broker.url(),
+        broker_pid: broker.pid(),
+        seq: 0,
+    };
+    println!("## Machine\n\n{}", machine());
+    println!(
+        "- broker: Mosquitto on {} (max_inflight_messages {})\n",
+        ctx.url,
+        a.broker_max_inflight
+            .map_or_else(|| "default (20)".to_owned(), |n| n.to_string())
+    );
+    let has = |s: &str| a.sections.iter().any(|x| x == s);
+    let t0 = Instant::now();
+
+    if has("matrix") {
+        eprintln!("matrix: {modes:?} x in flight {:?} x payload {sizes:?}", a.inflight);
+        let mut cells = Vec::new();
+        for &size in &sizes {
+            for &inflight in &a.inflight {
+                for &mode in &modes {
+                    cells.push(ctx.cell(mode, inflight, size, 1, false));
+                }
+            }
+        }
+        print_matrix(&cells, &sizes, &a.inflight);
+    }
+    if has("scale") {
+        eprintln!(
+            "scale-out: {:?} instances, {} in flight, 100 B",
+            a.scale, a.scale_inflight
+        );
+        let mut cells = Vec::new();
+        for &n in &a.scale {
+            for &mode in &modes {
+                cells.push(ctx.cell(mode, a.scale_inflight, 100, n, true));
+            }
+        }
+        print_scale(&cells, a);
+    }
+    if has("tools") {
+        eprintln!("many tools: {}", a.tools);
+        many_tools(&mut ctx);
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "Total {:.0} s. Broker peak RSS {} MiB. Load average at the end: {}",
+        t0.elapsed().as_secs_f64(),
+        vm_kib(ctx.broker_pid, "VmHWM") / 1024,
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    drop(broker);
+    Ok(())
+}
+
+fn find(cells: &[Cell], mode: Mode, inflight: usize, size: usize) -> Option<&Cell> {
+    cells
+        .iter()
+        .find(|c| c.mode == mode && c.inflight == inflight && c.size == size)
+}
+
+fn print_matrix(cells: &[Cell], sizes: &[usize], inflights: &[usize]) {
+    if let Some(rm) = cells.iter().find_map(|c| c.receive_max) {
+        println!("The broker's CONNACK Receive Maximum (seen by the floor's requester): {rm}\n");
+    }
+    println!("## mcpmqtt / floor\n");
+    println!("| in flight | payload | floor calls/s | floor p50 ms | floor p99 ms | mcpmqtt calls/s | mcpmqtt p50 ms | mcpmqtt p99 ms | calls/s ratio | p50 ratio | p99 ratio |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &size in sizes {
+        for &n in inflights {
+            let f = find(cells, Mode::Floor, n, size);
+            let m = find(cells, Mode::Mcp, n, size);
+            let col = |c: Option<&Cell>| match c {
+                Some(c) => format!("{:.0} | {:.2} | {:.2}", c.rate(), c.p50_ms, c.p99_ms),
+                None => "– | – | –".into(),
+            };
+            let (rr, r50, r99) = match (f, m) {
+                (Some(f), Some(m)) => (
+                    ratio(m.rate(), f.rate()),
+                    ratio(m.p50_ms, f.p50_ms),
+                    ratio(m.p99_ms, f.p99_ms),
+                ),
+                _ => ("–".into(), "–".into(), "–".into()),
+            };
+            println!(
+                "| {n} | {} | {} | {} | {rr} | {r50} | {r99} |",
+                size_label(size),
+                col(f),
+                col(m)
+            );
+        }
+    }
+    println!();
+    print_resources("## Resources per cell", cells);
+    println!("## Targets (measured, not asserted)\n");
+    let small = sizes.iter().copied().min().unwrap_or(100);
+    if let (Some(f), Some(m)) = (find(cells, Mode::Floor, 1, small), find(cells, Mode::Mcp, 1, small)) {
+        let r = m.p50_ms / f.p50_ms;
+        println!(
+            "- sequential p50 ({}): {r:.2}x the floor's (target <= 1.5x): {}",
+            size_label(small),
+            verdict(r <= 1.5)
+        );
+    }
+    if let (Some(f), Some(m)) = (find(cells, Mode::Floor, 64, small), find(cells, Mode::Mcp, 64, small)) {
+        let r = m.rate() / f.rate();
+        println!(
+            "- 64 in flight calls/s ({}): {r:.2}x the floor's (target >= 0.9x): {}",
+            size_label(small),
+            verdict(r >= 0.9)
+        );
+        let r = m.p99_ms / f.p99_ms;
+        println!(
+            "- 64 in flight p99 ({}): {r:.2}x the floor's (target <= 1.5x): {}",
+            size_label(small),
+            verdict(r <= 1.5)
+        );
+    }
+    println!();
+    if cells.iter().any(|c| c.counts.is_some()) {
+        println!("## Syscalls and context switches per call (perf stat over the measured window)\n");
+        println!("| side | in flight | payload | client syscalls | server syscalls | broker syscalls | client ctx sw | server ctx sw | broker ctx sw |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for c in cells {
+            let Some(k) = c.counts else { continue };
+            let per = |v: u64| v as f64 / c.calls.max(1) as f64;
+            println!(
+                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                c.mode.name(),
+                c.inflight,
+                size_label(c.size),
+                per(k[0].0),
+                per(k[1].0),
+                per(k[2].0),
+                per(k[0].1),
+                per(k[1].1),
+                per(k[2].1)
+            );
+        }
+        println!();
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+fn print_resources(title: &str, cells: &[Cell]) {
+    println!("{title}\n");
+    println!("CPU s over the measured window; µs/call = CPU s / calls. Peak RSS = VmHWM of the process (server: the largest instance).\n");
+    println!("| side | inst | in flight | payload | calls | errors | s | calls/s | p50 ms | p99 ms | CPU client s | CPU server s | CPU broker s | client µs/call | server µs/call | broker µs/call | RSS client MiB | RSS server MiB |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for c in cells {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} |",
+            c.mode.name(),
+            c.instances,
+            c.inflight,
+            size_label(c.size),
+            c.calls,
+            c.errors,
+            c.wall_s,
+            c.rate(),
+            c.p50_ms,
+            c.p99_ms,
+            c.client_cpu,
+            c.server_cpu,
+            c.broker_cpu,
+            c.us_per_call(c.client_cpu),
+            c.us_per_call(c.server_cpu),
+            c.us_per_call(c.broker_cpu),
+            c.client_hwm_kib as f64 / 1024.0,
+            c.server_hwm_kib as f64 / 1024.0,
+        );
+    }
+    println!();
+}
+
+fn print_scale(cells: &[Cell], a: &Args) {
+    println!(
+        "## Scale-out: server instances on one shared subscription, {} in flight, 100 B\n",
+        a.scale_inflight
+    );
+    println!("| instances | floor calls/s | floor p50 ms | floor p99 ms | mcpmqtt calls/s | mcpmqtt p50 ms | mcpmqtt p99 ms | calls/s ratio | p99 ratio |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &n in &a.scale {
+        let f = cells.iter().find(|c| c.mode == Mode::Floor && c.instances == n);
+        let m = cells.iter().find(|c| c.mode == Mode::Mcp && c.instances == n);
+        let col = |c: Option<&Cell>| match c {
+            Some(c) => format!("{:.0} | {:.2} | {:.2}", c.rate(), c.p50_ms, c.p99_ms),
+            None => "– | – | –".into(),
+        };
+        let (rr, r99) = match (f, m) {
+            (Some(f), Some(m)) => (ratio(m.rate(), f.rate()), ratio(m.p99_ms, f.p99_ms)),
+            _ => ("–".into(), "–".into()),
+        };
+        println!("| {n} | {} | {} | {rr} | {r99} |", col(f), col(m));
+    }
+    println!();
+    print_resources("### Resources (server CPU summed over instances)", cells);
+}
+
+fn many_tools(ctx: &mut Ctx) {
+    let a = ctx.args;
+    let n = a.tools.to_string();
+    let url = ctx.url.clone();
+    let common = |role: &str| -> Vec<String> {
+        ["--role", role, "--url", &url, "--ns", TOOLS_NS, "--n", &n]
+            .map(String::from)
+            .to_vec()
+    };
+    // A client already connected when the server starts.
+    let mut live = Proc::spawn(&ctx.label("lister-live"), &common("lister"), a.perf.as_ref());
+    live.expect("ready", Duration::from_secs(30));
+    live.send("go");
+    let label = ctx.label("server-tools");
+    let mut server = Proc::spawn(&label, &common("server"), a.perf.as_ref());
+    let ready = server.expect("ready", Duration::from_secs(120));
+    let hwm = vm_kib(server.pid, "VmHWM");
+    let rss = vm_kib(server.pid, "VmRSS");
+    let server_cpu = cpu_secs(server.pid);
+    let live_r = live.expect("result", Duration::from_secs(90));
+    // A client connecting once the cards are all retained.
+    let mut cold = Proc::spawn(&ctx.label("lister-cold"), &common("lister"), a.perf.as_ref());
+    cold.expect("ready", Duration::from_secs(30));
+    cold.send("go");
+    let cold_r = cold.expect("result", Duration::from_secs(90));
+    let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    let started_us = f(&ready, "started_us");
+    let live_ms = (f(&live_r, "done_us") - started_us) / 1e3;
+    println!("## Many tools: one server hosting {} tools\n", a.tools);
+    println!("| what | value |\n|---|---:|");
+    println!(
+        "| build (ToolDef::builder x {} + Server::build) | {:.1} ms |",
+        a.tools,
+        f(&ready, "build_ms")
+    );
+    println!(
+        "| start() until ServerHandle (connect, subscribe, every card PUBACKed) | {:.1} ms |",
+        f(&ready, "start_ms")
+    );
+    println!(
+        "| server process start until a live client's tools() lists all {} | {live_ms:.1} ms ({} listed, {} polls) |",
+        a.tools, live_r["listed"], live_r["polls"]
+    );
+    println!(
+        "| new client: connect + tools() lists all {} | {:.1} ms ({} listed) |",
+        a.tools,
+        f(&cold_r, "since_start_ms"),
+        cold_r["listed"]
+    );
+    println!("| server CPU until ready | {server_cpu:.2} s |");
+    println!(
+        "| server peak RSS (VmHWM) / RSS once online | {:.1} / {:.1} MiB |",
+        hwm as f64 / 1024.0,
+        rss as f64 / 1024.0
+    );
+    println!(
+        "| lister client peak RSS (VmHWM) | {:.1} MiB |",
+        f(&cold_r, "hwm_kib") / 1024.0
+    );
+    println!();
+    live.stop();
+    cold.stop();
+    server.stop();
+}
