@@ -277,7 +277,8 @@ async fn publish_cards(server: &Server, link: &Link, status: Status) -> Result<(
     Ok(())
 }
 
-/// A running server.
+/// A running server. Dropping the handle does not stop it; call
+/// [`shutdown`](ServerHandle::shutdown) so that its cards go offline.
 pub struct ServerHandle {
     server: Arc<Server>,
     link: Link,
