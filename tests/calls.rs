@@ -218,27 +218,25 @@ fn labelled(label: &'static str) -> ToolDef {
         .unwrap()
 }
 
+/// One instance of server `pool`, whose tool `which` answers `label`.
+async fn pool_instance(broker: &Mosquitto, label: &'static str, shared: bool) -> mcpmqtt::ServerHandle {
+    Server::builder("pool")
+        .namespace(NAMESPACE)
+        .broker(&broker.url())
+        .shared_subscription(shared)
+        .tool_def(labelled(label))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_shared_subscription_spreads_calls_over_instances() {
     let broker = Mosquitto::start();
-    let a = Server::builder("pool")
-        .namespace(NAMESPACE)
-        .broker(&broker.url())
-        .tool_def(labelled("a"))
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    let b = Server::builder("pool")
-        .namespace(NAMESPACE)
-        .broker(&broker.url())
-        .tool_def(labelled("b"))
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let a = pool_instance(&broker, "a", true).await;
+    let b = pool_instance(&broker, "b", true).await;
     let client = lab_client(&broker, "tester").await;
     let mut served: HashMap<String, usize> = HashMap::new();
     let calls = (0..200).map(|_| client.call("which", json!({})));
@@ -267,26 +265,8 @@ async fn without_a_shared_subscription_every_instance_gets_the_call() {
     let broker = Mosquitto::start();
     let mut raw = support::fixtures::Raw::connect(&broker, "observer").await;
     raw.subscribe("lab/mcp/clients/tester/responses").await;
-    let a = Server::builder("pool")
-        .namespace(NAMESPACE)
-        .broker(&broker.url())
-        .shared_subscription(false)
-        .tool_def(labelled("a"))
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    let b = Server::builder("pool")
-        .namespace(NAMESPACE)
-        .broker(&broker.url())
-        .shared_subscription(false)
-        .tool_def(labelled("b"))
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let a = pool_instance(&broker, "a", false).await;
+    let b = pool_instance(&broker, "b", false).await;
     let client = lab_client(&broker, "tester").await;
     client.call("which", json!({})).await.unwrap();
     // Both instances answered; the observer sees two responses to one call.

@@ -93,31 +93,13 @@ impl Raw {
     /// Subscribes and waits for the SUBACK.
     pub async fn subscribe(&mut self, filter: &str) {
         self.client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-        loop {
-            match tokio::time::timeout(PATIENCE, self.acks.recv())
-                .await
-                .expect("SUBACK in time")
-            {
-                Some(Packet::SubAck(_)) => return,
-                Some(_) => continue,
-                None => panic!("raw client closed"),
-            }
-        }
+        self.suback().await;
     }
 
     /// Subscribes and returns the broker's SUBACK reason code.
     pub async fn subscribe_result(&mut self, filter: &str) -> SubscribeReasonCode {
         self.client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-        loop {
-            match tokio::time::timeout(PATIENCE, self.acks.recv())
-                .await
-                .expect("SUBACK in time")
-            {
-                Some(Packet::SubAck(ack)) => return ack.return_codes[0],
-                Some(_) => continue,
-                None => panic!("raw client closed"),
-            }
-        }
+        self.suback().await
     }
 
     /// Publishes a retained QoS 1 message and returns the PUBACK reason.
@@ -126,16 +108,7 @@ impl Raw {
             .publish(topic, QoS::AtLeastOnce, true, payload.into())
             .await
             .unwrap();
-        loop {
-            match tokio::time::timeout(PATIENCE, self.acks.recv())
-                .await
-                .expect("PUBACK in time")
-            {
-                Some(Packet::PubAck(ack)) => return ack.reason,
-                Some(_) => continue,
-                None => panic!("raw client closed"),
-            }
-        }
+        self.puback().await
     }
 
     /// Publishes a QoS 1 message and returns the broker's PUBACK reason.
@@ -144,16 +117,34 @@ impl Raw {
             .publish_with_properties(topic, QoS::AtLeastOnce, false, payload.into(), props)
             .await
             .unwrap();
+        self.puback().await
+    }
+
+    /// The next SUBACK's first reason code.
+    async fn suback(&mut self) -> SubscribeReasonCode {
         loop {
-            match tokio::time::timeout(PATIENCE, self.acks.recv())
-                .await
-                .expect("PUBACK in time")
-            {
-                Some(Packet::PubAck(ack)) => return ack.reason,
-                Some(_) => continue,
-                None => panic!("raw client closed"),
+            match self.next_ack().await {
+                Packet::SubAck(ack) => return ack.return_codes[0],
+                _ => continue,
             }
         }
+    }
+
+    /// The next PUBACK's reason code.
+    async fn puback(&mut self) -> PubAckReason {
+        loop {
+            match self.next_ack().await {
+                Packet::PubAck(ack) => return ack.reason,
+                _ => continue,
+            }
+        }
+    }
+
+    async fn next_ack(&mut self) -> Packet {
+        let ack = tokio::time::timeout(PATIENCE, self.acks.recv())
+            .await
+            .expect("an ack in time");
+        ack.expect("raw client closed")
     }
 
     /// The next message, if one arrives within `wait`.
