@@ -260,84 +260,55 @@ impl Dispatcher {
         let Value::Object(mut fields) = value else {
             return reject("the call must be a JSON object".into(), mqtt_reply);
         };
-        // Without a usable call id, the payload may still say where to answer.
-        let known_reply = mqtt_reply.clone().or_else(|| {
-            let wanted = match (fields.get("response_topic"), fields.get("client")) {
-                (Some(Value::String(topic)), _) => topic.clone(),
-                (_, Some(Value::String(client))) if crate::names::name_problem(client).is_none() => {
-                    self.topics.responses(client)
-                }
-                _ => return None,
-            };
-            self.allowed_reply(&wanted, &correlation)
-        });
+        // v0.1 reply rules: the MQTT 5 Response Topic, else the payload's
+        // `response_topic`, else the caller's own response topic. Resolved
+        // before the call id is read, so a call without one is still answered.
+        let wanted = props
+            .response_topic
+            .clone()
+            .or_else(|| fields.get("response_topic").and_then(Value::as_str).map(str::to_owned))
+            .or_else(|| {
+                let client = fields.get("client").and_then(Value::as_str)?;
+                crate::names::name_problem(client)
+                    .is_none()
+                    .then(|| self.topics.responses(client))
+            });
+        let reply = if own_reply.is_some() || props.response_topic.is_some() {
+            mqtt_reply // already resolved (and any refusal logged) above
+        } else {
+            wanted.as_deref().and_then(|w| self.allowed_reply(w, &correlation))
+        };
         let call_id = match fields.get("call_id") {
             Some(Value::String(id)) if !id.is_empty() => id.clone(),
-            Some(Value::String(_)) => return reject("`call_id` is empty".into(), known_reply),
-            Some(_) => return reject("`call_id` must be a string".into(), known_reply),
-            None => return reject("the call has no `call_id`".into(), known_reply),
+            Some(Value::String(_)) => return reject("`call_id` is empty".into(), reply),
+            Some(_) => return reject("`call_id` must be a string".into(), reply),
+            None => return reject("the call has no `call_id`".into(), reply),
         };
         // The call id becomes a topic level of the stream topic.
         if let Some(reason) = crate::names::name_problem(&call_id) {
-            return reject(format!("`call_id` cannot be used: {reason}"), known_reply);
+            return reject(format!("`call_id` cannot be used: {reason}"), reply);
         }
-        let arguments = fields
-            .remove("arguments")
-            .unwrap_or_else(|| Value::Object(Default::default()));
-        fields.insert("arguments".into(), Value::Null);
+        let arguments = fields.remove("arguments");
         let mut request: CallRequest = match serde_json::from_value(Value::Object(fields)) {
             Ok(r) => r,
             Err(e) => {
                 let error = ErrorBody::new(ErrorType::InvalidArguments, format!("malformed call: {e}"));
-                return Err((Rejection { call_id, error }, mqtt_reply));
+                return Err((Rejection { call_id, error }, reply));
             }
         };
-        request.arguments = arguments;
-        let reply = match own_reply {
-            Some(own) => own,
-            None => {
-                // v0.1 reply rules: the MQTT 5 Response Topic, else the payload's
-                // `response_topic`, else the caller's own response topic.
-                let wanted = props
-                    .response_topic
-                    .clone()
-                    .or_else(|| request.response_topic.clone())
-                    .or_else(|| (!request.client.is_empty()).then(|| self.topics.responses(&request.client)));
-                let Some(wanted) = wanted else {
-                    let error = ErrorBody::new(ErrorType::InvalidArguments, "the call names no reply address");
-                    return Err((
-                        Rejection {
-                            call_id: request.call_id,
-                            error,
-                        },
-                        None,
-                    ));
-                };
-                match self.allowed_reply(&wanted, &correlation) {
-                    Some(reply) => reply,
-                    None => {
-                        let error =
-                            ErrorBody::new(ErrorType::Unauthorized, format!("reply address `{wanted}` refused"));
-                        return Err((
-                            Rejection {
-                                call_id: request.call_id,
-                                error,
-                            },
-                            None,
-                        ));
-                    }
-                }
-            }
+        if let Some(arguments) = arguments {
+            request.arguments = arguments;
+        }
+        let Some(reply) = reply else {
+            let error = match wanted {
+                None => ErrorBody::new(ErrorType::InvalidArguments, "the call names no reply address"),
+                Some(w) => ErrorBody::new(ErrorType::Unauthorized, format!("reply address `{w}` refused")),
+            };
+            return Err((Rejection { call_id, error }, None));
         };
         if !request.arguments.is_object() {
             let error = ErrorBody::new(ErrorType::InvalidArguments, "`arguments` must be a JSON object");
-            return Err((
-                Rejection {
-                    call_id: request.call_id,
-                    error,
-                },
-                Some(reply),
-            ));
+            return Err((Rejection { call_id, error }, Some(reply)));
         }
         Ok((request, reply))
     }
