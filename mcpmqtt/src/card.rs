@@ -110,6 +110,11 @@ pub struct ServerCard {
     /// When the card was last published (RFC 3339 UTC).
     #[serde(default)]
     pub last_seen: String,
+    /// Extension: the MQTT client id of the instance that published the
+    /// card. When a Last Will names a crashed instance, a surviving one
+    /// takes over that instance's session and serves the calls queued in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ impl std::fmt::Debug for Client {
 
 /// What a call waits for.
 struct Waiting {
-    response: oneshot::Sender<CallResponse>,
+    response: oneshot::Sender<Result<CallResponse, CallError>>,
     correlation: Bytes,
 }
 
@@ -126,7 +126,14 @@ impl Router {
             return;
         }
         if let Some(waiting) = calls.remove(&response.call_id) {
-            let _ = waiting.response.send(response);
+            let _ = waiting.response.send(Ok(response));
+        }
+    }
+
+    /// Fails every waiting call: the connection is gone for good.
+    fn fail_all(&self, why: &str) {
+        for (_, waiting) in self.calls.lock().expect("calls lock").drain() {
+            let _ = waiting.response.send(Err(CallError::Transport(why.to_owned())));
         }
     }
 
@@ -415,7 +422,7 @@ impl Client {
             loop {
                 tokio::select! {
                     response = &mut response_rx => {
-                        let response = response.map_err(|_| CallError::Transport("the client was dropped".into()))?;
+                        let response = response.map_err(|_| CallError::Transport("the client was dropped".into()))??;
                         return into_result(response);
                     }
                     Some((_seq, partial)) = recv_partial(&mut partial_rx) => {
@@ -458,14 +465,17 @@ impl Client {
         PendingCall { partials: rx, result }
     }
 
-    /// The online Tool Cards of the namespace.
+    /// The online Tool Cards of the namespace. A tool whose server's card
+    /// says offline (its Last Will: it crashed) is left out, although the
+    /// tool's own card still says online.
     pub async fn tools(&self) -> Vec<ToolCard> {
         self.cards_settled().await;
         let cards = self.inner.router.cards.lock().expect("cards lock");
+        let server_offline = |server: &str| cards.servers.get(server).is_some_and(|c| c.status == Status::Offline);
         let mut tools: Vec<ToolCard> = cards
             .tools
             .values()
-            .filter(|c| c.status == Status::Online)
+            .filter(|c| c.status == Status::Online && !server_offline(&c.server))
             .cloned()
             .collect();
         tools.sort_by(|a, b| a.tool.cmp(&b.tool));
@@ -668,7 +678,7 @@ impl ClientBuilder {
         let client_id = broker.client_id.clone().unwrap_or_else(|| self.identity.clone());
         let options = broker.mqtt_options(&client_id, None, false)?;
         let (incoming_tx, mut incoming_rx) = mpsc::unbounded_channel::<Publish>();
-        let (link, conn_task) = Link::connect(options, broker.connect_timeout, incoming_tx).await?;
+        let (link, conn_task) = Link::connect(options, &broker, incoming_tx).await?;
         let response_topic = topics.responses(&self.identity);
         let private_streams = topics.private_streams(&self.identity);
         let router = Arc::new(Router::default());
@@ -683,6 +693,16 @@ impl ClientBuilder {
                 while let Some(publish) = incoming_rx.recv().await {
                     router.route(&topics, &own, publish);
                 }
+            });
+        }
+        {
+            // Calls waiting for a response fail at once when reconnecting is
+            // given up, instead of each waiting out its timeout.
+            let router = router.clone();
+            let link = link.clone();
+            tokio::spawn(async move {
+                let why = link.closed().await;
+                router.fail_all(&why.unwrap_or_else(|| "the client disconnected".into()));
             });
         }
         link.subscribe(&[

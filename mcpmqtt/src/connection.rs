@@ -30,6 +30,11 @@ use crate::error::Error;
 /// default (10 KiB) would refuse ordinary tool results.
 pub const DEFAULT_MAX_PACKET_SIZE: u32 = 16 * 1024 * 1024;
 
+/// How long the broker keeps a session after a disconnect, by default: two
+/// minutes. Calls published to a server that is briefly away, and responses
+/// to a client that is briefly away, wait in the broker meanwhile.
+pub const DEFAULT_SESSION_EXPIRY: u32 = 120;
+
 /// Where and how to reach the broker. Shared by servers and clients.
 #[derive(Clone)]
 pub struct BrokerOptions {
@@ -42,7 +47,8 @@ pub struct BrokerOptions {
     pub(crate) client_id: Option<String>,
     pub(crate) keep_alive: Duration,
     pub(crate) max_packet_size: u32,
-    pub(crate) session_expiry: Option<u32>,
+    pub(crate) session_expiry: u32,
+    pub(crate) give_up_after: Option<Duration>,
     pub(crate) ca_pem: Option<Vec<u8>>,
     pub(crate) connect_timeout: Duration,
 }
@@ -101,7 +107,8 @@ impl BrokerOptions {
             client_id: None,
             keep_alive: Duration::from_secs(30),
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
-            session_expiry: None,
+            session_expiry: DEFAULT_SESSION_EXPIRY,
+            give_up_after: None,
             ca_pem: None,
             connect_timeout: Duration::from_secs(10),
         })
@@ -134,9 +141,20 @@ impl BrokerOptions {
     }
 
     /// Asks the broker to keep the session (subscriptions and queued QoS 1
-    /// messages) for this many seconds after a disconnect.
+    /// messages) for this many seconds after a disconnect (default
+    /// [`DEFAULT_SESSION_EXPIRY`]). `0` starts clean every time: whatever
+    /// was published while the connection was down is lost.
     pub fn with_session_expiry(mut self, seconds: u32) -> Self {
-        self.session_expiry = Some(seconds);
+        self.session_expiry = seconds;
+        self
+    }
+
+    /// Stops reconnecting after the connection has been down this long, and
+    /// fails what is in flight with a clear error (default: never give up).
+    /// A broker that refuses the credentials on a reconnect is given up on
+    /// at once.
+    pub fn with_give_up_after(mut self, after: Duration) -> Self {
+        self.give_up_after = Some(after);
         self
     }
 
@@ -165,6 +183,8 @@ impl BrokerOptions {
         parsed.ca_pem = self.ca_pem.clone();
         parsed.max_packet_size = self.max_packet_size;
         parsed.session_expiry = self.session_expiry;
+        parsed.give_up_after = self.give_up_after;
+        parsed.keep_alive = self.keep_alive;
         Ok(parsed)
     }
 
@@ -206,8 +226,8 @@ impl BrokerOptions {
         opts.set_max_packet_size(Some(self.max_packet_size));
         opts.set_connection_timeout(self.connect_timeout.as_secs().max(1));
         opts.set_manual_acks(manual_acks);
-        if let Some(expiry) = self.session_expiry {
-            opts.set_session_expiry_interval(Some(expiry));
+        if self.session_expiry > 0 {
+            opts.set_session_expiry_interval(Some(self.session_expiry));
             opts.set_clean_start(false);
         }
         if let (Some(user), pass) = (&self.username, &self.password) {
@@ -233,6 +253,7 @@ impl BrokerOptions {
 pub(crate) enum Ack {
     Published(PubAckReason),
     Subscribed(Vec<SubscribeReasonCode>),
+    Unsubscribed,
     /// The connection was lost and the session with it, so the packet may not
     /// have reached the broker.
     Lost,
@@ -242,6 +263,7 @@ pub(crate) enum Ack {
 enum Kind {
     Publish,
     Subscribe,
+    Unsubscribe,
 }
 
 struct Expectation {
@@ -269,7 +291,8 @@ pub(crate) enum LinkState {
     Connecting,
     Connected,
     Reconnecting(String),
-    /// The first connection attempt failed; nothing will retry.
+    /// The first connection attempt failed, or reconnecting was given up:
+    /// nothing will retry.
     Failed(String),
     Closed,
 }
@@ -303,7 +326,7 @@ impl Link {
     /// Incoming publishes are sent to `incoming`.
     pub(crate) async fn connect(
         options: MqttOptions,
-        connect_timeout: Duration,
+        broker: &BrokerOptions,
         incoming: mpsc::UnboundedSender<Publish>,
     ) -> Result<(Link, tokio::task::JoinHandle<()>), Error> {
         let (client, eventloop) = AsyncClient::new(options, 1024);
@@ -320,10 +343,17 @@ impl Link {
             connects: connects_rx,
             closing,
         };
-        let task = tokio::spawn(drive(eventloop, link.clone(), incoming, state_tx, connects_tx));
+        let task = tokio::spawn(drive(
+            eventloop,
+            link.clone(),
+            incoming,
+            state_tx,
+            connects_tx,
+            broker.give_up_after,
+        ));
         let mut state = link.state.clone();
         let first = tokio::time::timeout(
-            connect_timeout + Duration::from_secs(1),
+            broker.connect_timeout + Duration::from_secs(1),
             state.wait_for(|s| !matches!(s, LinkState::Connecting)),
         )
         .await;
@@ -348,7 +378,7 @@ impl Link {
         match rx.await {
             Ok(Ack::Published(reason)) => Ok(reason),
             Ok(Ack::Lost) | Err(_) => Err(Error::Closed),
-            Ok(Ack::Subscribed(_)) => unreachable!("a publish is acknowledged by PUBACK"),
+            Ok(Ack::Subscribed(_) | Ack::Unsubscribed) => Err(Error::Closed),
         }
     }
 
@@ -407,12 +437,31 @@ impl Link {
 
     /// Unsubscribes, without waiting for the UNSUBACK.
     pub(crate) async fn unsubscribe(&self, filter: &str) {
+        let (tx, _rx) = oneshot::channel();
+        self.send_unsubscribe(filter, tx).await;
+    }
+
+    /// Unsubscribes and waits for the UNSUBACK: once this returns, the broker
+    /// sends nothing more for `filter`.
+    pub(crate) async fn unsubscribe_acked(&self, filter: &str) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send_unsubscribe(filter, tx).await;
+        match rx.await {
+            Ok(Ack::Unsubscribed) => Ok(()),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    async fn send_unsubscribe(&self, filter: &str, waiter: oneshot::Sender<Ack>) {
         self.book
             .lock()
             .expect("book lock")
             .subscriptions
             .retain(|(f, _)| f != filter);
+        let _order = self.send_order.lock().await;
+        self.expect(Kind::Unsubscribe, Some(waiter));
         if self.client.unsubscribe(filter).await.is_err() {
+            self.book.lock().expect("book lock").queue.pop_back();
             tracing::debug!(filter, "could not unsubscribe: the connection is closed");
         }
     }
@@ -442,12 +491,17 @@ impl Link {
         rx
     }
 
-    /// Waits until the connection is closed for good.
-    pub(crate) async fn closed(&self) {
+    /// Waits until the connection is closed for good, and says why: `None`
+    /// after [`disconnect`](Link::disconnect), the reason after giving up.
+    pub(crate) async fn closed(&self) -> Option<String> {
         let mut state = self.state.clone();
-        let _ = state
+        let end = state
             .wait_for(|s| matches!(s, LinkState::Closed | LinkState::Failed(_)))
             .await;
+        match end.as_deref() {
+            Ok(LinkState::Failed(why)) => Some(why.clone()),
+            _ => None,
+        }
     }
 
     fn expect(&self, kind: Kind, waiter: Option<oneshot::Sender<Ack>>) {
@@ -467,11 +521,14 @@ async fn drive(
     incoming: mpsc::UnboundedSender<Publish>,
     state: watch::Sender<LinkState>,
     connects: watch::Sender<u64>,
+    give_up_after: Option<Duration>,
 ) {
     let book = &link.book;
     let mut connected_once = false;
     let mut backoff = Duration::from_millis(50);
-    loop {
+    // When the connection was last lost, while it stays lost.
+    let mut down_since: Option<std::time::Instant> = None;
+    let failure = loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(packet)) => match packet {
                 Packet::Publish(publish) => {
@@ -479,8 +536,10 @@ async fn drive(
                 }
                 Packet::PubAck(ack) => settle(book, ack.pkid, Ack::Published(ack.reason)),
                 Packet::SubAck(ack) => settle(book, ack.pkid, Ack::Subscribed(ack.return_codes)),
+                Packet::UnsubAck(ack) => settle(book, ack.pkid, Ack::Unsubscribed),
                 Packet::ConnAck(connack) => {
                     backoff = Duration::from_millis(50);
+                    down_since = None;
                     if connected_once {
                         let lost = on_reconnect(book, connack.session_present);
                         if !lost.is_empty() {
@@ -508,17 +567,28 @@ async fn drive(
             Ok(Event::Outgoing(out)) => match out {
                 Outgoing::Publish(pkid) => sent(book, Kind::Publish, pkid),
                 Outgoing::Subscribe(pkid) => sent(book, Kind::Subscribe, pkid),
+                Outgoing::Unsubscribe(pkid) => sent(book, Kind::Unsubscribe, pkid),
                 _ => {}
             },
             Err(err) => {
                 if link.closing.load(std::sync::atomic::Ordering::SeqCst)
                     || matches!(err, ConnectionError::RequestsDone)
                 {
-                    break;
+                    break None;
                 }
                 if !connected_once {
-                    let _ = state.send(LinkState::Failed(describe(&err)));
-                    return;
+                    break Some(describe(&err));
+                }
+                let down_for = down_since.get_or_insert_with(std::time::Instant::now).elapsed();
+                if is_permanent(&err) {
+                    break Some(format!("gave up reconnecting: {}", describe(&err)));
+                }
+                if let Some(limit) = give_up_after.filter(|limit| down_for >= *limit) {
+                    break Some(format!(
+                        "gave up reconnecting after {} ms: {}",
+                        limit.as_millis(),
+                        describe(&err)
+                    ));
                 }
                 let unsent = eventloop
                     .pending
@@ -532,13 +602,43 @@ async fn drive(
                 book.lock().expect("book lock").unsent_at_error = unsent;
                 tracing::warn!(error = %describe(&err), retry_in = ?backoff, "MQTT connection lost; reconnecting");
                 let _ = state.send(LinkState::Reconnecting(describe(&err)));
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(jittered(backoff)).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
-    }
+    };
     fail_all(book);
-    let _ = state.send(LinkState::Closed);
+    let _ = state.send(match failure {
+        Some(why) => {
+            if connected_once {
+                tracing::error!(reason = %why, "MQTT connection lost for good");
+            }
+            LinkState::Failed(why)
+        }
+        None => LinkState::Closed,
+    });
+}
+
+/// A refusal that retrying will not change: the credentials or the client
+/// id are not accepted.
+fn is_permanent(err: &ConnectionError) -> bool {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
+    matches!(
+        err,
+        ConnectionError::ConnectionRefused(
+            Code::BadUserNamePassword | Code::NotAuthorized | Code::Banned | Code::ClientIdentifierNotValid
+        )
+    )
+}
+
+/// Up to a quarter more, so that many clients cut off together do not all
+/// reconnect in the same instant.
+fn jittered(backoff: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    backoff + backoff.mul_f64(f64::from(nanos % 1000) / 4000.0)
 }
 
 fn describe(err: &ConnectionError) -> String {

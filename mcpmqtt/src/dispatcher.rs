@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,13 +14,15 @@ use futures_util::FutureExt;
 use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::Value;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::Instrument;
 
 use crate::connection::{Link, Message};
 use crate::context::{CallContext, Caller, StreamSink};
+use crate::dedupe::{CallKey, Seen, Window};
 use crate::envelope::{CallRequest, CallResponse, ErrorBody, ErrorType};
 use crate::error::{Error, ToolError};
+use crate::inbound::{decode_call, Envelope, Inbound, Reply};
 use crate::server::ServerConfig;
 use crate::tool::ToolDef;
 use crate::topics::Topics;
@@ -77,65 +79,136 @@ impl HostedTool {
     }
 }
 
-/// Where and how to answer one call.
-#[derive(Clone)]
-struct Reply {
-    topic: String,
-    correlation: Option<Bytes>,
+/// Where a server is in its life: serving, draining for a shutdown, or
+/// past the drain deadline with the calls still running cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Serving,
+    Draining,
+    Cancelled,
 }
 
-/// A call that could not even be read.
-struct Rejection {
-    call_id: String,
-    error: ErrorBody,
-}
-
-pub(crate) struct Dispatcher {
-    link: Link,
+/// What every connection of a server dispatches with: its own connection,
+/// and, when it adopts a crashed sibling's session, that session's too.
+pub(crate) struct Shared {
     topics: Topics,
     tools: HashMap<String, Arc<HostedTool>>,
     config: ServerConfig,
     permits: Arc<Semaphore>,
+    window: Mutex<Window>,
+    phase: watch::Sender<Phase>,
 }
 
-impl Dispatcher {
-    pub(crate) fn new(
-        link: Link,
-        topics: Topics,
-        tools: HashMap<String, Arc<HostedTool>>,
-        config: ServerConfig,
-    ) -> Self {
-        let permits = Arc::new(Semaphore::new(config.max_concurrent_calls));
-        Dispatcher {
-            link,
+impl Shared {
+    pub(crate) fn new(topics: Topics, tools: HashMap<String, Arc<HostedTool>>, config: ServerConfig) -> Arc<Self> {
+        Arc::new(Shared {
+            permits: Arc::new(Semaphore::new(config.max_concurrent_calls)),
+            window: Mutex::new(Window::new(config.dedupe)),
+            phase: watch::Sender::new(Phase::Serving),
             topics,
             tools,
             config,
-            permits,
+        })
+    }
+
+    /// Stops taking calls, waits up to `deadline` for the running ones, then
+    /// cancels what is left (each gets an `unavailable` response). Returns
+    /// how many calls were cancelled.
+    pub(crate) async fn drain(&self, deadline: Duration) -> usize {
+        self.phase.send_replace(Phase::Draining);
+        let all = self.config.max_concurrent_calls as u32;
+        if tokio::time::timeout(deadline, self.permits.acquire_many(all))
+            .await
+            .is_ok()
+        {
+            return 0;
         }
+        let cancelled = all as usize - self.permits.available_permits();
+        self.phase.send_replace(Phase::Cancelled);
+        // Give the cancelled calls a moment to send their responses.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.permits.acquire_many(all)).await;
+        cancelled
+    }
+}
+
+/// Turns the calls arriving on one connection into responses.
+pub(crate) struct Dispatcher {
+    /// The connection calls arrive on, and are acknowledged on.
+    link: Link,
+    /// The connection responses and partials leave on.
+    reply_link: Link,
+    shared: Arc<Shared>,
+    /// Where publishes on the server's own card topic go (a sibling's Last
+    /// Will, say), rather than being taken for calls.
+    own_card: Option<(String, mpsc::UnboundedSender<Publish>)>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(link: Link, shared: Arc<Shared>) -> Self {
+        Dispatcher {
+            reply_link: link.clone(),
+            link,
+            shared,
+            own_card: None,
+        }
+    }
+
+    /// Answers through `link` (the server's own connection) rather than the
+    /// one the calls arrive on (an adopted session, soon to be closed).
+    pub(crate) fn replying_through(mut self, link: Link) -> Self {
+        self.reply_link = link;
+        self
+    }
+
+    /// Hands publishes on `topic` to `tx` instead of dispatching them.
+    pub(crate) fn with_own_card(mut self, topic: String, tx: mpsc::UnboundedSender<Publish>) -> Self {
+        self.own_card = Some((topic, tx));
+        self
     }
 
     /// Serves until the connection's incoming channel closes.
     pub(crate) async fn run(self, mut incoming: mpsc::UnboundedReceiver<Publish>) {
         let this = Arc::new(self);
         while let Some(publish) = incoming.recv().await {
+            if let Some((topic, tx)) = &this.own_card {
+                if publish.topic == topic.as_bytes() {
+                    let _ = tx.send(publish);
+                    continue;
+                }
+            }
             this.clone().dispatch(publish).await;
         }
     }
 
     async fn dispatch(self: Arc<Self>, publish: Publish) {
         let started = Instant::now();
+        let shared = &self.shared;
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
         let props = publish.properties.clone().unwrap_or_default();
-        let (tool_name, verified) = match self.topics.parse_call(&topic) {
+        // The broker counts the expiry down while a call waits there; it goes
+        // on counting here while the call waits for a free slot.
+        let expires = props
+            .message_expiry_interval
+            .map(|secs| started + Duration::from_secs(u64::from(secs)));
+        let (tool_name, verified) = match shared.topics.parse_call(&topic) {
             Some((tool, caller)) => (tool.to_owned(), caller.map(str::to_owned)),
             None => (String::new(), None),
         };
-        let (mut request, reply) = match self.read_call(&publish.payload, &props, verified.as_deref()) {
-            Ok(ok) => ok,
-            Err((rejection, reply)) => {
+        let envelope = Envelope {
+            response_topic: props.response_topic.as_deref(),
+            correlation: props.correlation_data.as_ref(),
+            verified_caller: verified.as_deref(),
+        };
+        let Inbound { mut request, reply } = match decode_call(
+            &shared.topics,
+            shared.config.max_payload_bytes,
+            &publish.payload,
+            envelope,
+        ) {
+            Ok(inbound) => inbound,
+            Err(rejection) => {
                 self.link.ack(&publish).await;
-                match reply {
+                match rejection.reply {
                     Some(reply) => {
                         tracing::warn!(%topic, call_id = %rejection.call_id, error = %rejection.error.message, "rejected a call");
                         let response = CallResponse::error(rejection.call_id, rejection.error, elapsed_ms(started));
@@ -148,183 +221,103 @@ impl Dispatcher {
                 return;
             }
         };
+        let refuse = |error_type: ErrorType, message: String| {
+            let error = ErrorBody::new(error_type, message);
+            CallResponse::error(request.call_id.clone(), error, elapsed_ms(started))
+        };
         let caller = match &verified {
             Some(id) => Caller::new(id.clone(), true),
             None => Caller::new(request.client.clone(), false),
         };
-        if !caller.is_verified() && self.config.require_verified_caller {
+        if !caller.is_verified() && shared.config.require_verified_caller {
             self.link.ack(&publish).await;
             let message = format!(
                 "this server serves only calls whose caller the broker attests: publish to `{}`",
-                self.topics.call_as(&tool_name, "{caller}")
+                shared.topics.call_as(&tool_name, "{caller}")
             );
-            let error = ErrorBody::new(ErrorType::Unauthorized, message);
-            self.respond(
-                &reply,
-                &CallResponse::error(request.call_id, error, elapsed_ms(started)),
-            )
-            .await;
+            self.respond(&reply, &refuse(ErrorType::Unauthorized, message)).await;
             return;
         }
-        let Some(tool) = self.tools.get(&tool_name).cloned() else {
+        let Some(tool) = shared.tools.get(&tool_name).cloned() else {
             self.link.ack(&publish).await;
-            let error = ErrorBody::new(
-                ErrorType::Unavailable,
-                format!("no tool is hosted at `{topic}` by this server"),
-            );
-            self.respond(
-                &reply,
-                &CallResponse::error(request.call_id, error, elapsed_ms(started)),
-            )
-            .await;
+            let message = format!("no tool is hosted at `{topic}` by this server");
+            self.respond(&reply, &refuse(ErrorType::Unavailable, message)).await;
             return;
         };
         if let Err(message) = tool.check(&mut request.arguments) {
             self.link.ack(&publish).await;
-            let error = ErrorBody::new(ErrorType::InvalidArguments, message);
-            self.respond(
-                &reply,
-                &CallResponse::error(request.call_id, error, elapsed_ms(started)),
-            )
-            .await;
+            self.respond(&reply, &refuse(ErrorType::InvalidArguments, message))
+                .await;
             return;
+        }
+        let key = CallKey::new(&tool.def.name, &request.call_id, &reply.topic);
+        let seen = shared.window.lock().expect("window lock").check(&key, started);
+        match seen {
+            Seen::New => {}
+            Seen::Running => {
+                self.link.ack(&publish).await;
+                tracing::info!(call_id = %request.call_id, "a duplicate of a running call: not run again");
+                return;
+            }
+            Seen::Finished(cached) => {
+                self.link.ack(&publish).await;
+                tracing::info!(call_id = %request.call_id, "a duplicate of a finished call: not run again");
+                match cached {
+                    Some(payload) => self.send(&reply, payload, &request.call_id).await,
+                    None => {
+                        let message = "this call already ran; its result is no longer cached".to_owned();
+                        let mut response = refuse(ErrorType::ToolError, message);
+                        if let Some(error) = &mut response.error {
+                            error.code = Some(Value::from("duplicate"));
+                        }
+                        self.respond(&reply, &response).await;
+                    }
+                }
+                return;
+            }
         }
         // Waiting here holds the next call back: with manual acks, the broker
         // stops sending once its in-flight window is full.
-        let Ok(permit) = self.permits.clone().acquire_owned().await else {
-            return;
+        let mut phase = shared.phase.subscribe();
+        let permit = tokio::select! {
+            permit = shared.permits.clone().acquire_owned() => permit.ok(),
+            _ = phase.wait_for(|p| *p != Phase::Serving) => None,
         };
+        let refusal = match (&permit, expires) {
+            (None, _) => Some(refuse(
+                ErrorType::Unavailable,
+                "the server is shutting down: call again to reach another instance".into(),
+            )),
+            (Some(_), Some(at)) if Instant::now() >= at => Some(refuse(
+                ErrorType::Timeout,
+                "the call expired (MQTT Message Expiry) before the server could start it".into(),
+            )),
+            _ => None,
+        };
+        if let Some(response) = refusal {
+            shared.window.lock().expect("window lock").forget(&key);
+            self.link.ack(&publish).await;
+            self.respond(&reply, &response).await;
+            return;
+        }
         self.link.ack(&publish).await;
         let span = tracing::info_span!("call", call_id = %request.call_id, tool = %tool.def.name, caller = %caller.id(), verified = caller.is_verified());
         tokio::spawn(
             async move {
-                let response = self.run_call(&tool, request, caller, started).await;
-                self.respond(&reply, &response).await;
+                let response = tokio::select! {
+                    response = self.run_call(&tool, request, caller, started) => response,
+                    call_id = cancelled(phase, &key) => {
+                        let message = format!("the server shut down before `{}` finished", tool.def.name);
+                        CallResponse::error(call_id, ErrorBody::new(ErrorType::Unavailable, message), elapsed_ms(started))
+                    }
+                };
+                let payload = encode(&response);
+                self.shared.window.lock().expect("window lock").finish(&key, &payload);
+                self.send(&reply, payload, &response.call_id).await;
                 drop(permit);
             }
             .instrument(span),
         );
-    }
-
-    /// Decodes a call and finds where to answer it. A call that fails here is
-    /// answered only if its reply address is known and allowed.
-    #[allow(clippy::result_large_err)]
-    fn read_call(
-        &self,
-        payload: &[u8],
-        props: &PublishProperties,
-        verified: Option<&str>,
-    ) -> Result<(CallRequest, Reply), (Rejection, Option<Reply>)> {
-        let correlation = props.correlation_data.clone();
-        let hint = correlation
-            .as_ref()
-            .and_then(|c| std::str::from_utf8(c).ok())
-            .filter(|s| s.len() <= 256)
-            .unwrap_or_default()
-            .to_owned();
-        // A caller the broker attests is answered on its own response topic,
-        // whatever reply address the call names.
-        let own_reply = verified.map(|caller| Reply {
-            topic: self.topics.responses(caller),
-            correlation: correlation.clone(),
-        });
-        let mqtt_reply = own_reply.clone().or_else(|| {
-            props
-                .response_topic
-                .as_deref()
-                .and_then(|t| self.allowed_reply(t, &correlation))
-        });
-        let reject = |message: String, reply: Option<Reply>| {
-            Err((
-                Rejection {
-                    call_id: hint.clone(),
-                    error: ErrorBody::new(ErrorType::InvalidArguments, message),
-                },
-                reply,
-            ))
-        };
-        if payload.len() > self.config.max_payload_bytes {
-            return reject(
-                format!(
-                    "the call is {} bytes, over this server's limit of {} bytes",
-                    payload.len(),
-                    self.config.max_payload_bytes
-                ),
-                mqtt_reply,
-            );
-        }
-        let value: Value = match serde_json::from_slice(payload) {
-            Ok(v) => v,
-            Err(e) => return reject(format!("the call is not valid JSON: {e}"), mqtt_reply),
-        };
-        let Value::Object(mut fields) = value else {
-            return reject("the call must be a JSON object".into(), mqtt_reply);
-        };
-        // v0.1 reply rules: the MQTT 5 Response Topic, else the payload's
-        // `response_topic`, else the caller's own response topic. Resolved
-        // before the call id is read, so a call without one is still answered.
-        let wanted = props
-            .response_topic
-            .clone()
-            .or_else(|| fields.get("response_topic").and_then(Value::as_str).map(str::to_owned))
-            .or_else(|| {
-                let client = fields.get("client").and_then(Value::as_str)?;
-                crate::names::name_problem(client)
-                    .is_none()
-                    .then(|| self.topics.responses(client))
-            });
-        let reply = if own_reply.is_some() || props.response_topic.is_some() {
-            mqtt_reply // already resolved (and any refusal logged) above
-        } else {
-            wanted.as_deref().and_then(|w| self.allowed_reply(w, &correlation))
-        };
-        let call_id = match fields.get("call_id") {
-            Some(Value::String(id)) if !id.is_empty() => id.clone(),
-            Some(Value::String(_)) => return reject("`call_id` is empty".into(), reply),
-            Some(_) => return reject("`call_id` must be a string".into(), reply),
-            None => return reject("the call has no `call_id`".into(), reply),
-        };
-        // The call id becomes a topic level of the stream topic.
-        if let Some(reason) = crate::names::name_problem(&call_id) {
-            return reject(format!("`call_id` cannot be used: {reason}"), reply);
-        }
-        let arguments = fields.remove("arguments");
-        let mut request: CallRequest = match serde_json::from_value(Value::Object(fields)) {
-            Ok(r) => r,
-            Err(e) => {
-                let error = ErrorBody::new(ErrorType::InvalidArguments, format!("malformed call: {e}"));
-                return Err((Rejection { call_id, error }, reply));
-            }
-        };
-        if let Some(arguments) = arguments {
-            request.arguments = arguments;
-        }
-        let Some(reply) = reply else {
-            let error = match wanted {
-                None => ErrorBody::new(ErrorType::InvalidArguments, "the call names no reply address"),
-                Some(w) => ErrorBody::new(ErrorType::Unauthorized, format!("reply address `{w}` refused")),
-            };
-            return Err((Rejection { call_id, error }, None));
-        };
-        if !request.arguments.is_object() {
-            let error = ErrorBody::new(ErrorType::InvalidArguments, "`arguments` must be a JSON object");
-            return Err((Rejection { call_id, error }, Some(reply)));
-        }
-        Ok((request, reply))
-    }
-
-    /// Replies go only to `{ns}/mcp/clients/{client}/responses`, so a caller
-    /// cannot make this server publish where the caller itself may not.
-    fn allowed_reply(&self, topic: &str, correlation: &Option<Bytes>) -> Option<Reply> {
-        if self.topics.client_of_responses(topic).is_some() {
-            Some(Reply {
-                topic: topic.to_owned(),
-                correlation: correlation.clone(),
-            })
-        } else {
-            tracing::warn!(reply_topic = %topic, "refused a reply address outside {}/mcp/clients/+/responses", self.topics.namespace());
-            None
-        }
     }
 
     async fn run_call(
@@ -342,11 +335,11 @@ impl Dispatcher {
         } = request;
         let stream = tool.def.streaming.then(|| {
             let topic = if private_stream && crate::names::name_problem(caller.id()).is_none() {
-                self.topics.private_stream(caller.id(), &call_id)
+                self.shared.topics.private_stream(caller.id(), &call_id)
             } else {
-                self.topics.stream(&tool.def.name, &call_id)
+                self.shared.topics.stream(&tool.def.name, &call_id)
             };
-            StreamSink::mqtt(self.link.clone(), topic)
+            StreamSink::mqtt(self.reply_link.clone(), topic)
         });
         let ctx = CallContext::new(call_id.clone(), tool.def.name.clone(), caller, stream);
         let handler = tool.def.handler.clone();
@@ -387,18 +380,15 @@ impl Dispatcher {
     }
 
     async fn respond(&self, reply: &Reply, response: &CallResponse) {
-        let payload = match serde_json::to_vec(response) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "could not encode a response");
-                return;
-            }
-        };
+        self.send(reply, encode(response), &response.call_id).await;
+    }
+
+    async fn send(&self, reply: &Reply, payload: Bytes, call_id: &str) {
         let sent = self
-            .link
+            .reply_link
             .publish(Message {
                 topic: reply.topic.clone(),
-                payload: Bytes::from(payload),
+                payload,
                 qos: QoS::AtLeastOnce,
                 retain: false,
                 properties: Some(PublishProperties {
@@ -409,9 +399,23 @@ impl Dispatcher {
             })
             .await;
         if let Err(e) = sent {
-            tracing::error!(error = %e, call_id = %response.call_id, "could not send a response");
+            tracing::error!(error = %e, %call_id, "could not send a response");
         }
     }
+}
+
+/// Resolves, with the call id, once the server cancels the calls still
+/// running at the end of a drain.
+async fn cancelled(mut phase: watch::Receiver<Phase>, key: &CallKey) -> String {
+    let _ = phase.wait_for(|p| *p == Phase::Cancelled).await;
+    key.call_id().to_owned()
+}
+
+/// Encodes a response. Cannot fail: every value in it is already JSON.
+fn encode(response: &CallResponse) -> Bytes {
+    let mut buf = Vec::with_capacity(256);
+    serde_json::to_writer(&mut buf, response).expect("a response is always serialisable");
+    Bytes::from(buf)
 }
 
 fn elapsed_ms(started: Instant) -> u64 {

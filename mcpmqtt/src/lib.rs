@@ -56,13 +56,16 @@
 #![warn(missing_docs)]
 
 pub mod acl;
+mod adoption;
 mod card;
 mod client;
 mod connection;
 mod context;
+mod dedupe;
 mod dispatcher;
 mod envelope;
 mod error;
+mod inbound;
 mod names;
 mod schema;
 mod server;
@@ -80,8 +83,9 @@ pub use card::{
     ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS, SDK_VERSION,
 };
 pub use client::{CallOptions, Client, ClientBuilder, PendingCall};
-pub use connection::{BrokerOptions, DEFAULT_MAX_PACKET_SIZE};
+pub use connection::{BrokerOptions, DEFAULT_MAX_PACKET_SIZE, DEFAULT_SESSION_EXPIRY};
 pub use context::{CallContext, Caller, Partial};
+pub use dedupe::DedupeWindow;
 pub use envelope::{CallRequest, CallResponse, ErrorBody, ErrorType, ResponseStatus, StreamMessage, StreamType};
 pub use error::{CallError, Error, ToolError};
 pub use names::{name_problem, MAX_NAME_LEN};

@@ -13,7 +13,8 @@ use crate::card::{
     ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS, SDK_VERSION,
 };
 use crate::connection::{BrokerOptions, Link, Message};
-use crate::dispatcher::{Dispatcher, HostedTool};
+use crate::dedupe::DedupeWindow;
+use crate::dispatcher::{Dispatcher, HostedTool, Shared};
 use crate::envelope::now_rfc3339;
 use crate::error::Error;
 use crate::names;
@@ -44,6 +45,9 @@ pub(crate) struct ServerConfig {
     pub default_timeout: Duration,
     pub max_payload_bytes: usize,
     pub require_verified_caller: bool,
+    pub dedupe: DedupeWindow,
+    pub drain_timeout: Duration,
+    pub adopt_orphaned_sessions: bool,
 }
 
 impl Server {
@@ -62,6 +66,9 @@ impl Server {
                 default_timeout: Duration::from_secs(30),
                 max_payload_bytes: 1024 * 1024,
                 require_verified_caller: false,
+                dedupe: DedupeWindow::default(),
+                drain_timeout: Duration::from_secs(10),
+                adopt_orphaned_sessions: true,
             },
         }
     }
@@ -106,7 +113,31 @@ impl Server {
             },
             status,
             last_seen: now_rfc3339(),
+            instance: None,
         }
+    }
+
+    /// The server card as one running instance publishes it.
+    fn instance_card(&self, status: Status, instance: &str) -> ServerCard {
+        ServerCard {
+            instance: Some(instance.to_owned()),
+            ..self.server_card(status)
+        }
+    }
+
+    /// The call filters this server subscribes to.
+    pub(crate) fn call_filters(&self) -> Vec<(String, QoS)> {
+        self.tools
+            .iter()
+            .map(|t| {
+                let topic = if self.config.shared_subscription {
+                    self.topics.shared_calls(&t.name)
+                } else {
+                    self.topics.calls(&t.name)
+                };
+                (topic, QoS::AtLeastOnce)
+            })
+            .collect()
     }
 
     /// The card announcing one of its tools.
@@ -137,58 +168,51 @@ impl Server {
     /// and serves until [`ServerHandle::shutdown`].
     pub async fn start(self) -> Result<ServerHandle, Error> {
         let server = Arc::new(self);
-        let client_id = server
+        let instance = server
             .broker
             .client_id
             .clone()
             // Unique per instance, so that instances can share the load.
             .unwrap_or_else(|| format!("{}-{}", server.name, &uuid::Uuid::new_v4().simple().to_string()[..8]));
-        let offline = serde_json::to_vec(&server.server_card(Status::Offline))?;
-        let will = LastWill::new(
-            server.topics.server_card(&server.name),
-            offline,
-            QoS::AtLeastOnce,
-            true,
-            None,
-        );
-        let options = server.broker.mqtt_options(&client_id, Some(will), true)?;
+        let offline = serde_json::to_vec(&server.instance_card(Status::Offline, &instance))?;
+        let own_card = server.topics.server_card(&server.name);
+        let will = LastWill::new(own_card.clone(), offline, QoS::AtLeastOnce, true, None);
+        let options = server.broker.mqtt_options(&instance, Some(will), true)?;
         let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
-        let (link, conn_task) = Link::connect(options, server.broker.connect_timeout, incoming_tx).await?;
+        let (link, conn_task) = Link::connect(options, &server.broker, incoming_tx).await?;
 
         let hosted: HashMap<String, Arc<HostedTool>> = server
             .tools
             .iter()
             .map(|t| Ok((t.name.clone(), Arc::new(HostedTool::new(t.clone(), &server.config)?))))
             .collect::<Result<_, Error>>()?;
-
-        let filters: Vec<(String, QoS)> = server
-            .tools
-            .iter()
-            .map(|t| {
-                let topic = if server.config.shared_subscription {
-                    server.topics.shared_calls(&t.name)
-                } else {
-                    server.topics.calls(&t.name)
-                };
-                (topic, QoS::AtLeastOnce)
-            })
-            .collect();
-        if !filters.is_empty() {
-            link.subscribe(&filters).await?;
-        }
-
-        let dispatcher = Dispatcher::new(link.clone(), server.topics.clone(), hosted, server.config.clone());
+        let shared = Shared::new(server.topics.clone(), hosted, server.config.clone());
+        let (cards_tx, cards_rx) = mpsc::unbounded_channel();
+        let dispatcher = Dispatcher::new(link.clone(), shared.clone()).with_own_card(own_card.clone(), cards_tx);
         let dispatch_task = tokio::spawn(dispatcher.run(incoming_rx));
 
-        publish_cards(&server, &link, Status::Online).await?;
-        let cards_task = tokio::spawn(republish_on_reconnect(server.clone(), link.clone()));
-        tracing::info!(server = %server.name, tools = server.tools.len(), namespace = server.topics.namespace(), "server online");
+        let mut filters = server.call_filters();
+        // The server's own card, where a sibling's (or a crashed
+        // predecessor's) Last Will lands.
+        filters.push((own_card, QoS::AtLeastOnce));
+        link.subscribe(&filters).await?;
+        publish_cards(&server, &link, Status::Online, &instance).await?;
+
+        let running = Arc::new(Running {
+            server: server.clone(),
+            instance,
+            link: link.clone(),
+            shared,
+        });
+        let cards_task = tokio::spawn(republish_on_reconnect(running.clone()));
+        let siblings_task = tokio::spawn(crate::adoption::watch_siblings(running.clone(), cards_rx));
+        tracing::info!(server = %server.name, instance = %running.instance, tools = server.tools.len(), namespace = server.topics.namespace(), "server online");
         Ok(ServerHandle {
-            server,
-            link,
+            running,
             conn_task,
             dispatch_task,
             cards_task,
+            siblings_task,
         })
     }
 
@@ -207,7 +231,9 @@ impl Server {
         let handle = self.start().await?;
         tokio::select! {
             _ = shutdown_signal() => {}
-            _ = handle.link.closed() => return Err(Error::Closed),
+            why = handle.running.link.closed() => {
+                return Err(why.map_or(Error::Closed, Error::Connect));
+            }
         }
         handle.shutdown().await
     }
@@ -216,11 +242,11 @@ impl Server {
 /// After a reconnect the cards may be gone (a broker without persistence)
 /// or overwritten by the Last Will (the broker saw the connection drop), so
 /// they are published again.
-async fn republish_on_reconnect(server: Arc<Server>, link: Link) {
-    let mut reconnects = link.reconnects();
+async fn republish_on_reconnect(running: Arc<Running>) {
+    let mut reconnects = running.link.reconnects();
     while reconnects.changed().await.is_ok() {
-        match publish_cards(&server, &link, Status::Online).await {
-            Ok(()) => tracing::info!(server = %server.name, "cards republished after a reconnect"),
+        match running.publish_cards(Status::Online).await {
+            Ok(()) => tracing::info!(server = %running.server.name, "cards republished after a reconnect"),
             Err(e) => tracing::warn!(error = %e, "could not republish the cards after a reconnect"),
         }
     }
@@ -243,8 +269,34 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// What a started server runs with, shared by its tasks.
+pub(crate) struct Running {
+    pub server: Arc<Server>,
+    /// This instance's MQTT client id.
+    pub instance: String,
+    pub link: Link,
+    pub shared: Arc<Shared>,
+}
+
+impl Running {
+    pub(crate) async fn publish_cards(&self, status: Status) -> Result<(), Error> {
+        publish_cards(&self.server, &self.link, status, &self.instance).await
+    }
+
+    /// Publishes only the server card (after a sibling's Last Will
+    /// overwrote it).
+    pub(crate) async fn publish_server_card(&self, status: Status) -> Result<(), Error> {
+        let card = serde_json::to_vec(&self.server.instance_card(status, &self.instance))?;
+        publish_retained(
+            &self.link,
+            vec![(self.server.topics.server_card(&self.server.name), card)],
+        )
+        .await
+    }
+}
+
 /// Publishes every card retained, and waits for the broker to take them.
-async fn publish_cards(server: &Server, link: &Link, status: Status) -> Result<(), Error> {
+async fn publish_cards(server: &Server, link: &Link, status: Status, instance: &str) -> Result<(), Error> {
     let mut cards = Vec::with_capacity(server.tools.len() + 1);
     for tool in &server.tools {
         cards.push((
@@ -254,8 +306,12 @@ async fn publish_cards(server: &Server, link: &Link, status: Status) -> Result<(
     }
     cards.push((
         server.topics.server_card(&server.name),
-        serde_json::to_vec(&server.server_card(status))?,
+        serde_json::to_vec(&server.instance_card(status, instance))?,
     ));
+    publish_retained(link, cards).await
+}
+
+async fn publish_retained(link: &Link, cards: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
     let acks = cards.into_iter().map(|(topic, payload)| {
         link.publish_acked(Message {
             topic,
@@ -280,17 +336,18 @@ async fn publish_cards(server: &Server, link: &Link, status: Status) -> Result<(
 /// A running server. Dropping the handle does not stop it; call
 /// [`shutdown`](ServerHandle::shutdown) so that its cards go offline.
 pub struct ServerHandle {
-    server: Arc<Server>,
-    link: Link,
+    running: Arc<Running>,
     conn_task: tokio::task::JoinHandle<()>,
     dispatch_task: tokio::task::JoinHandle<()>,
     cards_task: tokio::task::JoinHandle<()>,
+    siblings_task: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerHandle")
-            .field("server", &self.server.name)
+            .field("server", &self.running.server.name)
+            .field("instance", &self.running.instance)
             .finish_non_exhaustive()
     }
 }
@@ -298,23 +355,43 @@ impl std::fmt::Debug for ServerHandle {
 impl ServerHandle {
     /// The server being run.
     pub fn server(&self) -> &Server {
-        &self.server
+        &self.running.server
+    }
+
+    /// This instance's MQTT client id (the `instance` of its server card).
+    pub fn instance(&self) -> &str {
+        &self.running.instance
     }
 
     /// Whether the connection to the broker is up.
     pub fn is_connected(&self) -> bool {
-        self.link.is_connected()
+        self.running.link.is_connected()
     }
 
-    /// Goes offline gracefully: republishes every card as offline, then
-    /// disconnects (so the Last Will is not sent).
+    /// Goes offline gracefully: stops taking calls, lets the running ones
+    /// finish within the drain deadline ([`ServerBuilder::drain_timeout`];
+    /// those still running then get `unavailable`), republishes every card
+    /// as offline, and disconnects (so the Last Will is not sent).
     pub async fn shutdown(self) -> Result<(), Error> {
+        let running = &self.running;
         self.cards_task.abort();
+        self.siblings_task.abort();
+        // After the UNSUBACK the broker sends no more calls here; those it
+        // queues go to the other instances.
+        for (filter, _) in running.server.call_filters() {
+            if let Err(e) = running.link.unsubscribe_acked(&filter).await {
+                tracing::warn!(error = %e, %filter, "could not unsubscribe before shutting down");
+            }
+        }
+        let cancelled = running.shared.drain(running.server.config.drain_timeout).await;
+        if cancelled > 0 {
+            tracing::warn!(cancelled, "calls still running at the drain deadline were cancelled");
+        }
         self.dispatch_task.abort();
-        let result = publish_cards(&self.server, &self.link, Status::Offline).await;
-        self.link.disconnect().await;
+        let result = running.publish_cards(Status::Offline).await;
+        running.link.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.conn_task).await;
-        tracing::info!(server = %self.server.name, "server offline");
+        tracing::info!(server = %running.server.name, "server offline");
         result
     }
 
@@ -322,6 +399,7 @@ impl ServerHandle {
     /// then publishes the Last Will (the offline Server Card).
     pub fn abort(self) {
         self.cards_task.abort();
+        self.siblings_task.abort();
         self.dispatch_task.abort();
         self.conn_task.abort();
     }
@@ -417,6 +495,31 @@ impl ServerBuilder {
     /// How long a call may run when its tool sets no `timeout_ms` (default 30 s).
     pub fn default_timeout(mut self, timeout: Duration) -> Self {
         self.config.default_timeout = timeout;
+        self
+    }
+
+    /// How calls already run are recognised when they come again (a QoS 1
+    /// redelivery, a replay): such a call is not run twice, and gets the
+    /// first run's response again. Default: the last 10,000 calls, for 10
+    /// minutes, with up to 64 MiB of cached responses.
+    pub fn dedupe_window(mut self, window: DedupeWindow) -> Self {
+        self.config.dedupe = window;
+        self
+    }
+
+    /// How long [`ServerHandle::shutdown`] waits for running calls to finish
+    /// before cancelling them (default 10 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.config.drain_timeout = timeout;
+        self
+    }
+
+    /// When a sibling instance of this server crashes, take over its MQTT
+    /// session and serve the calls the broker queued there (default on).
+    /// Turn it off when the broker forces the client id (Mosquitto's
+    /// `use_username_as_clientid`): taking over is then impossible.
+    pub fn adopt_orphaned_sessions(mut self, on: bool) -> Self {
+        self.config.adopt_orphaned_sessions = on;
         self
     }
 

@@ -102,10 +102,14 @@ fn the_server_publishes_its_cards_responses_and_streams_and_subscribes_its_calls
                 Some(format!("$share/mcp-tool-{tool}/{calls}").as_str())
             );
         }
+        assert!(
+            has(&s.subscribe, "gtm/mcp/servers/gtm-mcp-server/card"),
+            "{variant}: the server reads its own card, where a sibling's Last Will lands"
+        );
         assert_eq!(
             s.subscribe.len(),
-            3,
-            "{variant}: the server reads nothing but its calls"
+            4,
+            "{variant}: the server reads nothing but its calls and its own card"
         );
     }
 }

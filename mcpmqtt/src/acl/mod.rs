@@ -81,6 +81,8 @@ impl AclManifest {
 
         server_rights.publish(topics.server_card(server));
         server_rights.publish(topics.all_responses());
+        // Its own card, where a sibling instance's Last Will lands.
+        server_rights.subscribe(topics.server_card(server));
         for tool in tools {
             server_rights.publish(topics.tool_card(&tool.name));
             server_rights.subscribe(topics.calls(&tool.name));

@@ -1,0 +1,105 @@
+//! Taking over a crashed sibling's session.
+//!
+//! Servers keep their MQTT session across disconnects, so that calls
+//! published while they are briefly away wait for them. The flip side: when
+//! an instance behind a shared subscription dies for good, the broker goes
+//! on handing that instance's share of the calls to its orphaned session
+//! (Mosquitto 2 does, until the session expires). A surviving instance sees
+//! the dead one's Last Will on the server card it watches, connects with the
+//! dead instance's client id, serves what was queued there, unsubscribes,
+//! and leaves with a session expiry of zero, so the broker forgets it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::Publish;
+use tokio::sync::mpsc;
+
+use crate::card::{ServerCard, Status};
+use crate::connection::Link;
+use crate::dispatcher::Dispatcher;
+use crate::server::Running;
+
+/// How long an adopted session must stay quiet before it is let go.
+const QUIET: Duration = Duration::from_millis(1000);
+
+/// Watches the server's own card. An offline card while this instance runs
+/// comes from another instance's Last Will (or a graceful stop): the card
+/// is put back online, and a crashed instance's session adopted.
+pub(crate) async fn watch_siblings(running: Arc<Running>, mut cards: mpsc::UnboundedReceiver<Publish>) {
+    let mut adopted = HashSet::new();
+    while let Some(publish) = cards.recv().await {
+        let Ok(card) = serde_json::from_slice::<ServerCard>(&publish.payload) else {
+            continue;
+        };
+        if card.status != Status::Offline {
+            continue;
+        }
+        if let Err(e) = running.publish_server_card(Status::Online).await {
+            tracing::warn!(error = %e, "could not put the server card back online");
+        }
+        let Some(orphan) = card.instance.filter(|i| *i != running.instance) else {
+            continue;
+        };
+        if running.server.config.adopt_orphaned_sessions && adopted.insert(orphan.clone()) {
+            tokio::spawn(adopt(running.clone(), orphan));
+        }
+    }
+}
+
+/// Serves the calls queued in `orphan`'s session, then ends that session.
+async fn adopt(running: Arc<Running>, orphan: String) {
+    let server = &running.server;
+    // No Last Will, no reconnecting (another survivor may take the session
+    // over in turn), and a session that ends when this connection does.
+    let broker = server.broker.clone().with_give_up_after(Duration::ZERO);
+    let mut options = match broker.mqtt_options(&orphan, None, true) {
+        Ok(o) => o,
+        Err(e) => return tracing::warn!(%orphan, error = %e, "cannot adopt a session"),
+    };
+    options.set_clean_start(false);
+    options.set_session_expiry_interval(None);
+    let (incoming_tx, mut incoming_rx) = mpsc::unbounded_channel();
+    let (link, conn_task) = match Link::connect(options, &broker, incoming_tx).await {
+        Ok(ok) => ok,
+        Err(e) => return tracing::warn!(%orphan, error = %e, "could not adopt a crashed instance's session"),
+    };
+    tracing::info!(%orphan, "adopted a crashed instance's session");
+    let (calls_tx, calls_rx) = mpsc::unbounded_channel();
+    let dispatcher = Dispatcher::new(link.clone(), running.shared.clone()).replying_through(running.link.clone());
+    let dispatch = tokio::spawn(dispatcher.run(calls_rx));
+    let own_card = server.topics.server_card(&server.name);
+    let mut served = 0usize;
+    let mut unsubscribed = false;
+    loop {
+        match tokio::time::timeout(QUIET, incoming_rx.recv()).await {
+            Ok(Some(publish)) if publish.topic == own_card.as_bytes() => {}
+            Ok(Some(publish)) => {
+                served += 1;
+                let _ = calls_tx.send(publish);
+            }
+            Ok(None) => break, // taken over by another survivor, or the broker went away
+            Err(_) if !unsubscribed => {
+                // Quiet: stop the broker sending this session new calls, then
+                // wait once more for any that were already on their way.
+                for filter in server
+                    .call_filters()
+                    .into_iter()
+                    .map(|(f, _)| f)
+                    .chain([own_card.clone()])
+                {
+                    let _ = link.unsubscribe_acked(&filter).await;
+                }
+                unsubscribed = true;
+            }
+            Err(_) => break,
+        }
+    }
+    drop(calls_tx);
+    // Every call received is acknowledged once the dispatcher is done with it.
+    let _ = dispatch.await;
+    link.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn_task).await;
+    tracing::info!(%orphan, served, "released an adopted session");
+}

@@ -1,0 +1,230 @@
+//! At most one run per call: the window of recent calls that a QoS 1
+//! redelivery or a replay is recognised by.
+//!
+//! A call is known by its tool, `call_id` and reply topic. The reply topic is
+//! part of the key so that a caller who reuses someone else's `call_id` is
+//! never answered with that caller's cached result: a cached response only
+//! ever goes back where it went the first time.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// How many finished calls are remembered, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupeWindow {
+    /// The most calls remembered (0 turns deduplication off).
+    pub capacity: usize,
+    /// How long a call is remembered.
+    pub max_age: Duration,
+    /// The most bytes of cached responses kept; beyond it a duplicate of a
+    /// finished call is still not run again, but gets an error instead of
+    /// the original result.
+    pub max_cached_bytes: usize,
+}
+
+impl Default for DedupeWindow {
+    fn default() -> Self {
+        DedupeWindow {
+            capacity: 10_000,
+            max_age: Duration::from_secs(600),
+            max_cached_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the window knows of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// A call not seen before (now recorded as running).
+    New,
+    /// The same call is running now.
+    Running,
+    /// The call finished; its encoded response, if still cached.
+    Finished(Option<Bytes>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct CallKey {
+    tool: String,
+    call_id: String,
+    reply_topic: String,
+}
+
+impl CallKey {
+    pub(crate) fn new(tool: &str, call_id: &str, reply_topic: &str) -> Self {
+        CallKey {
+            tool: tool.to_owned(),
+            call_id: call_id.to_owned(),
+            reply_topic: reply_topic.to_owned(),
+        }
+    }
+
+    pub(crate) fn call_id(&self) -> &str {
+        &self.call_id
+    }
+}
+
+enum State {
+    Running,
+    Finished(Option<Bytes>),
+}
+
+/// The window itself. Not thread-safe: the dispatcher holds it in a mutex.
+pub(crate) struct Window {
+    limits: DedupeWindow,
+    /// Each call's state, and the number of its entry in `order`.
+    calls: HashMap<CallKey, (u64, State)>,
+    /// Calls in the order they were first seen, to expire the oldest.
+    order: VecDeque<(u64, Instant, CallKey)>,
+    next_entry: u64,
+    cached_bytes: usize,
+}
+
+impl Window {
+    pub(crate) fn new(limits: DedupeWindow) -> Self {
+        Window {
+            limits,
+            calls: HashMap::new(),
+            order: VecDeque::new(),
+            next_entry: 0,
+            cached_bytes: 0,
+        }
+    }
+
+    /// Looks a call up, and records it as running if it is new.
+    pub(crate) fn check(&mut self, key: &CallKey, now: Instant) -> Seen {
+        if self.limits.capacity == 0 {
+            return Seen::New;
+        }
+        self.expire(now);
+        match self.calls.get(key) {
+            Some((_, State::Running)) => return Seen::Running,
+            Some((_, State::Finished(response))) => return Seen::Finished(response.clone()),
+            None => {}
+        }
+        while self.order.len() >= self.limits.capacity {
+            self.evict_oldest();
+        }
+        let entry = self.next_entry;
+        self.next_entry += 1;
+        self.calls.insert(key.clone(), (entry, State::Running));
+        self.order.push_back((entry, now, key.clone()));
+        Seen::New
+    }
+
+    /// Records a call's response, so that a duplicate gets it again.
+    pub(crate) fn finish(&mut self, key: &CallKey, response: &Bytes) {
+        let fits = self.cached_bytes + response.len() <= self.limits.max_cached_bytes;
+        if let Some((_, state)) = self.calls.get_mut(key) {
+            *state = if fits {
+                self.cached_bytes += response.len();
+                State::Finished(Some(response.clone()))
+            } else {
+                State::Finished(None)
+            };
+        }
+    }
+
+    /// Forgets a call that did not run after all (refused before it
+    /// started), so that sending it again is not taken for a duplicate.
+    pub(crate) fn forget(&mut self, key: &CallKey) {
+        if let Some((_, State::Finished(Some(r)))) = self.calls.remove(key) {
+            self.cached_bytes -= r.len();
+        }
+    }
+
+    /// How many calls are remembered.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((_, seen, _)) = self.order.front() {
+            if now.duration_since(*seen) < self.limits.max_age {
+                break;
+            }
+            self.evict_oldest();
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some((entry, _, key)) = self.order.pop_front() {
+            // A call forgotten earlier may have come back under a newer entry.
+            if self.calls.get(&key).is_some_and(|(e, _)| *e == entry) {
+                self.forget(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str) -> CallKey {
+        CallKey::new("echo", id, "ns/mcp/clients/a/responses")
+    }
+
+    fn limits(capacity: usize, max_age: Duration, max_cached_bytes: usize) -> DedupeWindow {
+        DedupeWindow {
+            capacity,
+            max_age,
+            max_cached_bytes,
+        }
+    }
+
+    #[test]
+    fn a_duplicate_is_running_then_finished_with_its_response() {
+        let now = Instant::now();
+        let mut w = Window::new(DedupeWindow::default());
+        assert_eq!(w.check(&key("c1"), now), Seen::New);
+        assert_eq!(w.check(&key("c1"), now), Seen::Running);
+        w.finish(&key("c1"), &Bytes::from_static(b"r1"));
+        assert_eq!(
+            w.check(&key("c1"), now),
+            Seen::Finished(Some(Bytes::from_static(b"r1")))
+        );
+        // Same call id, other reply topic: another caller's call.
+        let other = CallKey::new("echo", "c1", "ns/mcp/clients/b/responses");
+        assert_eq!(w.check(&other, now), Seen::New);
+    }
+
+    #[test]
+    fn the_window_is_bounded_by_count_and_age() {
+        let start = Instant::now();
+        let mut w = Window::new(limits(3, Duration::from_secs(10), 1024));
+        for i in 0..5 {
+            assert_eq!(w.check(&key(&i.to_string()), start), Seen::New);
+        }
+        assert_eq!(w.len(), 3);
+        assert_eq!(w.check(&key("0"), start), Seen::New, "evicted by count");
+        let later = start + Duration::from_secs(11);
+        assert_eq!(w.check(&key("z"), later), Seen::New);
+        assert_eq!(w.len(), 1, "everything older than max_age expired");
+    }
+
+    #[test]
+    fn cached_responses_are_bounded_in_bytes() {
+        let now = Instant::now();
+        let mut w = Window::new(limits(10, Duration::from_secs(10), 4));
+        w.check(&key("a"), now);
+        w.finish(&key("a"), &Bytes::from_static(b"abc"));
+        w.check(&key("b"), now);
+        w.finish(&key("b"), &Bytes::from_static(b"def"));
+        assert_eq!(
+            w.check(&key("a"), now),
+            Seen::Finished(Some(Bytes::from_static(b"abc")))
+        );
+        assert_eq!(w.check(&key("b"), now), Seen::Finished(None), "over the byte budget");
+    }
+
+    #[test]
+    fn capacity_zero_turns_it_off() {
+        let mut w = Window::new(limits(0, Duration::from_secs(10), 4));
+        assert_eq!(w.check(&key("a"), Instant::now()), Seen::New);
+        assert_eq!(w.check(&key("a"), Instant::now()), Seen::New);
+    }
+}

@@ -1,0 +1,334 @@
+//! Reading an incoming call: from the bytes and MQTT properties a broker
+//! delivered to a [`CallRequest`] and the address to answer it at.
+//!
+//! Kept free of I/O so that everything a caller controls passes through one
+//! function that can be fuzzed ([`decode_call`]).
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::envelope::{CallRequest, ErrorBody, ErrorType};
+use crate::names::name_problem;
+use crate::topics::Topics;
+
+/// The longest Correlation Data echoed back as the `call_id` of a call whose
+/// own `call_id` cannot be read.
+const MAX_HINT_LEN: usize = 256;
+
+/// Where and how to answer one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reply {
+    pub topic: String,
+    pub correlation: Option<Bytes>,
+}
+
+/// What arrived with a call besides its payload.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Envelope<'a> {
+    /// The MQTT 5 Response Topic.
+    pub response_topic: Option<&'a str>,
+    /// The MQTT 5 Correlation Data.
+    pub correlation: Option<&'a Bytes>,
+    /// The caller the broker attests through the topic it let the call in on.
+    pub verified_caller: Option<&'a str>,
+}
+
+/// A call ready to run.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    pub request: CallRequest,
+    pub reply: Reply,
+}
+
+/// A call that cannot run, and what to tell its caller when it can be reached.
+#[derive(Debug)]
+pub(crate) struct Rejection {
+    pub call_id: String,
+    pub error: ErrorBody,
+    pub reply: Option<Reply>,
+}
+
+/// The payload as sent; every field is read loosely so that a wrong type is
+/// reported by name instead of failing the whole call.
+#[derive(Deserialize)]
+#[serde(expecting = "a JSON object with a `call_id`")]
+struct Wire {
+    #[serde(default)]
+    call_id: Option<Value>,
+    #[serde(default)]
+    arguments: Option<Value>,
+    #[serde(default)]
+    client: Option<Value>,
+    #[serde(default)]
+    timestamp: Option<Value>,
+    #[serde(default)]
+    response_topic: Option<Value>,
+    #[serde(default)]
+    private_stream: Option<Value>,
+}
+
+/// Decodes a call. Never panics, whatever the bytes: a call that cannot run
+/// comes back as a [`Rejection`], answered only if its reply address is known
+/// and allowed (see [`allowed_reply`]).
+pub(crate) fn decode_call(
+    topics: &Topics,
+    max_payload: usize,
+    payload: &[u8],
+    envelope: Envelope<'_>,
+) -> Result<Inbound, Box<Rejection>> {
+    let correlation = envelope.correlation.cloned();
+    let hint = correlation
+        .as_ref()
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .filter(|s| s.len() <= MAX_HINT_LEN)
+        .unwrap_or_default();
+    // A caller the broker attests is answered on its own response topic,
+    // whatever reply address the call names.
+    let own_reply = envelope.verified_caller.map(|caller| Reply {
+        topic: topics.responses(caller),
+        correlation: correlation.clone(),
+    });
+    let mqtt_reply = own_reply.clone().or_else(|| {
+        envelope
+            .response_topic
+            .and_then(|t| allowed_reply(topics, t, &correlation))
+    });
+    let reject = |call_id: &str, error_type, message: String, reply: Option<Reply>| {
+        Box::new(Rejection {
+            call_id: call_id.to_owned(),
+            error: ErrorBody::new(error_type, message),
+            reply,
+        })
+    };
+    let invalid = |call_id: &str, message: String, reply: Option<Reply>| {
+        reject(call_id, ErrorType::InvalidArguments, message, reply)
+    };
+
+    if payload.len() > max_payload {
+        let message = format!(
+            "the call is {} bytes, over this server's limit of {max_payload} bytes",
+            payload.len()
+        );
+        return Err(invalid(hint, message, mqtt_reply));
+    }
+    // Serde would also read a struct from an array, by position.
+    if payload.trim_ascii_start().first() != Some(&b'{') {
+        let message = match serde_json::from_slice::<serde::de::IgnoredAny>(payload) {
+            Ok(_) => "the call must be a JSON object".to_owned(),
+            Err(e) => format!("the call is not valid JSON: {e}"),
+        };
+        return Err(invalid(hint, message, mqtt_reply));
+    }
+    let wire: Wire = match serde_json::from_slice(payload) {
+        Ok(w) => w,
+        Err(e) if e.is_data() => return Err(invalid(hint, format!("malformed call: {e}"), mqtt_reply)),
+        Err(e) => return Err(invalid(hint, format!("the call is not valid JSON: {e}"), mqtt_reply)),
+    };
+
+    // v0.1 reply rules: the MQTT 5 Response Topic, else the payload's
+    // `response_topic`, else the caller's own response topic. Resolved
+    // before the call id is read, so a call without one is still answered.
+    let client = match &wire.client {
+        None => String::new(),
+        Some(Value::String(c)) => c.clone(),
+        Some(_) => return Err(invalid(hint, "`client` must be a string".into(), mqtt_reply)),
+    };
+    let payload_topic = match &wire.response_topic {
+        None => None,
+        Some(Value::String(t)) => Some(t.as_str()),
+        Some(_) => return Err(invalid(hint, "`response_topic` must be a string".into(), mqtt_reply)),
+    };
+    let wanted = envelope
+        .response_topic
+        .map(str::to_owned)
+        .or_else(|| payload_topic.map(str::to_owned))
+        .or_else(|| name_problem(&client).is_none().then(|| topics.responses(&client)));
+    let reply = if own_reply.is_some() || envelope.response_topic.is_some() {
+        mqtt_reply // already resolved (and any refusal logged) above
+    } else {
+        wanted.as_deref().and_then(|w| allowed_reply(topics, w, &correlation))
+    };
+
+    let call_id = match wire.call_id {
+        // The call id becomes a topic level of the stream topic.
+        Some(Value::String(id)) => match name_problem(&id) {
+            None => id,
+            Some(_) if id.is_empty() => return Err(invalid(hint, "`call_id` is empty".into(), reply)),
+            Some(reason) => {
+                let message = format!("`call_id` cannot be used: {reason}");
+                return Err(invalid(hint, message, reply));
+            }
+        },
+        Some(_) => return Err(invalid(hint, "`call_id` must be a string".into(), reply)),
+        None => return Err(invalid(hint, "the call has no `call_id`".into(), reply)),
+    };
+    let timestamp = match wire.timestamp {
+        None => None,
+        Some(Value::String(t)) => Some(t),
+        Some(_) => return Err(invalid(&call_id, "`timestamp` must be a string".into(), reply)),
+    };
+    let private_stream = match wire.private_stream {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => {
+            return Err(invalid(
+                &call_id,
+                "`private_stream` must be true or false".into(),
+                reply,
+            ))
+        }
+    };
+    let arguments = match wire.arguments {
+        None => Value::Object(Default::default()),
+        Some(a @ Value::Object(_)) => a,
+        Some(_) => return Err(invalid(&call_id, "`arguments` must be a JSON object".into(), reply)),
+    };
+    let Some(reply) = reply else {
+        return Err(match wanted {
+            None => invalid(&call_id, "the call names no reply address".into(), None),
+            Some(w) => reject(
+                &call_id,
+                ErrorType::Unauthorized,
+                format!("reply address `{w}` refused"),
+                None,
+            ),
+        });
+    };
+    let request = CallRequest {
+        call_id,
+        arguments,
+        client,
+        timestamp,
+        response_topic: payload_topic.map(str::to_owned),
+        private_stream,
+    };
+    Ok(Inbound { request, reply })
+}
+
+/// Replies go only to `{ns}/mcp/clients/{client}/responses`, so a caller
+/// cannot make a server publish where the caller itself may not.
+pub(crate) fn allowed_reply(topics: &Topics, topic: &str, correlation: &Option<Bytes>) -> Option<Reply> {
+    if topics.client_of_responses(topic).is_some() {
+        Some(Reply {
+            topic: topic.to_owned(),
+            correlation: correlation.clone(),
+        })
+    } else {
+        tracing::warn!(reply_topic = %topic, "refused a reply address outside {}/mcp/clients/+/responses", topics.namespace());
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn topics() -> Topics {
+        Topics::new("lab".into())
+    }
+
+    fn decode(payload: &[u8], envelope: Envelope<'_>) -> Result<Inbound, Box<Rejection>> {
+        decode_call(&topics(), 64 * 1024, payload, envelope)
+    }
+
+    #[test]
+    fn a_v01_call_is_answered_at_its_clients_response_topic() {
+        let call = json!({"call_id": "c1", "arguments": {"a": 1}, "client": "scout"});
+        let inbound = decode(call.to_string().as_bytes(), Envelope::default()).unwrap();
+        assert_eq!(inbound.request.call_id, "c1");
+        assert_eq!(inbound.request.arguments, json!({"a": 1}));
+        assert_eq!(inbound.reply.topic, "lab/mcp/clients/scout/responses");
+    }
+
+    #[test]
+    fn an_attested_caller_is_answered_on_its_own_topic_whatever_it_names() {
+        let call =
+            json!({"call_id": "c1", "client": "operator", "response_topic": "lab/mcp/clients/operator/responses"});
+        let envelope = Envelope {
+            response_topic: Some("lab/mcp/clients/operator/responses"),
+            verified_caller: Some("scout"),
+            ..Default::default()
+        };
+        let inbound = decode(call.to_string().as_bytes(), envelope).unwrap();
+        assert_eq!(inbound.reply.topic, "lab/mcp/clients/scout/responses");
+    }
+
+    #[test]
+    fn an_unusable_call_id_is_not_echoed_back() {
+        let id = "x/".repeat(600_000);
+        let call = json!({"call_id": id, "client": "scout"});
+        let correlation = Bytes::from_static(b"hint");
+        let envelope = Envelope {
+            correlation: Some(&correlation),
+            ..Default::default()
+        };
+        let rejection = decode_call(&topics(), 4 << 20, call.to_string().as_bytes(), envelope).unwrap_err();
+        assert_eq!(rejection.call_id, "hint");
+        assert!(rejection.error.message.contains("call_id"));
+        assert!(rejection.reply.is_some());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflowing_the_stack() {
+        let deep = format!(
+            "{{\"call_id\":\"d\",\"arguments\":{{\"a\":{}1{}}}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        let rejection = decode(deep.as_bytes(), Envelope::default()).unwrap_err();
+        assert_eq!(rejection.error.error_type, ErrorType::InvalidArguments);
+        assert!(
+            rejection.error.message.contains("recursion"),
+            "{}",
+            rejection.error.message
+        );
+    }
+
+    #[test]
+    fn only_objects_are_calls() {
+        for (payload, says) in [
+            ("[\"c\", {}, \"s\"]", "object"),
+            ("5", "object"),
+            ("{", "JSON"),
+            ("", "JSON"),
+        ] {
+            let rejection = decode(payload.as_bytes(), Envelope::default()).unwrap_err();
+            assert!(
+                rejection.error.message.contains(says),
+                "{payload}: {}",
+                rejection.error.message
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_field_types_are_named() {
+        for (call, field) in [
+            (json!({"call_id": 5, "client": "s"}), "call_id"),
+            (json!({"call_id": "c", "client": "s", "arguments": [1]}), "arguments"),
+            (json!({"call_id": "c", "client": 7}), "client"),
+            (
+                json!({"call_id": "c", "client": "s", "private_stream": "yes"}),
+                "private_stream",
+            ),
+            (json!({"call_id": "c", "client": "s", "timestamp": 1}), "timestamp"),
+        ] {
+            let rejection = decode(call.to_string().as_bytes(), Envelope::default()).unwrap_err();
+            assert!(
+                rejection.error.message.contains(field),
+                "{call}: {}",
+                rejection.error.message
+            );
+        }
+    }
+
+    #[test]
+    fn reply_addresses_outside_the_namespace_are_refused() {
+        let call = json!({"call_id": "c", "response_topic": "alarms/door/open"});
+        let rejection = decode(call.to_string().as_bytes(), Envelope::default()).unwrap_err();
+        assert_eq!(rejection.error.error_type, ErrorType::Unauthorized);
+        assert!(rejection.reply.is_none());
+    }
+}
