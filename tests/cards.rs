@@ -124,19 +124,18 @@ async fn graceful_shutdown_republishes_every_card_offline() {
 async fn a_killed_server_is_announced_offline_by_its_last_will() {
     let broker = Mosquitto::start();
     let exe = support::example_path("gtm_server");
-    let mut child = Command::new(&exe)
-        .args(["--broker", &broker.url(), "--namespace", "gtm"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("could not run {}: {e}", exe.display()));
+    let mut child = support::Spawned::spawn(
+        Command::new(&exe)
+            .args(["--broker", &broker.url(), "--namespace", "gtm"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
     let client = gtm_client(&broker, "scout").await;
     client.wait_for_tool("query_watch_configs", PATIENCE).await.unwrap();
     assert_eq!(client.servers().await.len(), 1);
 
     // SIGKILL: no goodbye, so only the Last Will can say it is gone.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     let card = client
         .wait_for_server_offline("gtm-mcp-server", Duration::from_secs(30))
         .await

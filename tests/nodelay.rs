@@ -23,16 +23,16 @@ fn strace() -> &'static str {
     "strace"
 }
 
-fn traced(example: &str, args: &[&str], trace: &std::path::Path) -> std::process::Child {
-    Command::new(strace())
-        .args(["-f", "-qq", "-e", "trace=setsockopt", "-o"])
-        .arg(trace)
-        .arg(support::example_path(example))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("strace runs")
+fn traced(example: &str, args: &[&str], trace: &std::path::Path) -> support::Spawned {
+    support::Spawned::spawn(
+        Command::new(strace())
+            .args(["-f", "-qq", "-e", "trace=setsockopt", "-o"])
+            .arg(trace)
+            .arg(support::example_path(example))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
 }
 
 fn nodelay_set(trace: &std::path::Path) -> bool {
@@ -57,8 +57,7 @@ async fn server_and_client_sockets_set_tcp_nodelay() {
     while !nodelay_set(&server_trace) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     assert!(
         nodelay_set(&server_trace),
         "the server never set TCP_NODELAY:\n{}",
@@ -71,7 +70,7 @@ async fn server_and_client_sockets_set_tcp_nodelay() {
     let status = tokio::task::spawn_blocking({
         let url = broker.url();
         let trace = client_trace.clone();
-        move || traced("scout", &["--broker", &url], &trace).wait().unwrap()
+        move || traced("scout", &["--broker", &url], &trace).0.wait().unwrap()
     })
     .await
     .unwrap();

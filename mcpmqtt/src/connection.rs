@@ -375,10 +375,28 @@ impl Link {
     pub(crate) async fn publish_acked(&self, msg: Message) -> Result<PubAckReason, Error> {
         let (tx, rx) = oneshot::channel();
         self.send_publish(msg, Some(tx)).await?;
-        match rx.await {
-            Ok(Ack::Published(reason)) => Ok(reason),
-            Ok(Ack::Lost) | Err(_) => Err(Error::Closed),
-            Ok(Ack::Subscribed(_) | Ack::Unsubscribed) => Err(Error::Closed),
+        match self.settled(rx).await {
+            Some(Ack::Published(reason)) => Ok(reason),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    /// Waits for an acknowledgement, or for the connection to close for good
+    /// (whichever comes first: a request that slipped in as it closed is
+    /// never acknowledged).
+    async fn settled(&self, rx: oneshot::Receiver<Ack>) -> Option<Ack> {
+        tokio::select! {
+            ack = rx => ack.ok(),
+            _ = self.closed() => None,
+        }
+    }
+
+    /// Fails at once once the connection is closed for good.
+    fn ensure_open(&self) -> Result<(), Error> {
+        match &*self.state.borrow() {
+            LinkState::Closed => Err(Error::Closed),
+            LinkState::Failed(why) => Err(Error::Connect(why.clone())),
+            _ => Ok(()),
         }
     }
 
@@ -388,6 +406,7 @@ impl Link {
     }
 
     async fn send_publish(&self, msg: Message, waiter: Option<oneshot::Sender<Ack>>) -> Result<(), Error> {
+        self.ensure_open()?;
         let _order = self.send_order.lock().await;
         self.expect(Kind::Publish, waiter);
         let props = msg.properties.unwrap_or_default();
@@ -414,8 +433,8 @@ impl Link {
                 return Err(Error::Closed);
             }
         }
-        let codes = match rx.await {
-            Ok(Ack::Subscribed(codes)) => codes,
+        let codes = match self.settled(rx).await {
+            Some(Ack::Subscribed(codes)) => codes,
             _ => return Err(Error::Closed),
         };
         for ((filter, _), code) in filters.iter().zip(&codes) {
@@ -446,8 +465,8 @@ impl Link {
     pub(crate) async fn unsubscribe_acked(&self, filter: &str) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
         self.send_unsubscribe(filter, tx).await;
-        match rx.await {
-            Ok(Ack::Unsubscribed) => Ok(()),
+        match self.settled(rx).await {
+            Some(Ack::Unsubscribed) => Ok(()),
             _ => Err(Error::Closed),
         }
     }

@@ -21,3 +21,37 @@ pub fn example_path(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// A child process (and everything it started, e.g. under strace) that is
+/// killed when dropped, so a failing test leaves nothing running.
+pub struct Spawned(pub std::process::Child);
+
+impl Spawned {
+    /// Spawns `command` in a process group of its own.
+    pub fn spawn(command: &mut std::process::Command) -> Spawned {
+        use std::os::unix::process::CommandExt;
+        let child = command
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not run {command:?}: {e}"));
+        Spawned(child)
+    }
+
+    /// SIGKILLs the whole process group and reaps the child. Idempotent.
+    pub fn kill(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = std::process::Command::new("kill")
+                // `--`: without it, `-PGID` may be read as an option.
+                .args(["-s", "KILL", "--", &format!("-{}", self.0.id())])
+                .status();
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
