@@ -83,7 +83,7 @@ pub use card::{
     ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS, SDK_VERSION,
 };
 pub use client::{CallOptions, Client, ClientBuilder, PendingCall};
-pub use connection::{BrokerOptions, DEFAULT_MAX_PACKET_SIZE, DEFAULT_SESSION_EXPIRY};
+pub use connection::{BrokerOptions, Protocol, DEFAULT_MAX_PACKET_SIZE, DEFAULT_SESSION_EXPIRY};
 pub use context::{CallContext, Caller, Partial};
 pub use dedupe::DedupeWindow;
 pub use envelope::{CallRequest, CallResponse, ErrorBody, ErrorType, ResponseStatus, StreamMessage, StreamType};
