@@ -16,6 +16,8 @@ use rumqttc::Outgoing;
 use super::{Incoming, Kind, Message};
 
 /// The options of one connection, for the version it speaks.
+// One per connection, made once: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum ConnectOptions {
     V5(rumqttc::v5::MqttOptions),
     /// rumqttc's 3.1.1 client takes its socket options (TCP_NODELAY, connect
@@ -145,6 +147,8 @@ pub(crate) enum Sender {
 pub(crate) struct ChannelClosed;
 
 /// The event side of a connection, polled by the connection task.
+// One per connection, owned by its task: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Driver {
     V5(rumqttc::v5::EventLoop),
     V311(rumqttc::EventLoop),
