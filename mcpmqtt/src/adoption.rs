@@ -12,9 +12,9 @@
 //! On MQTT 3.1.1 there is no session expiry: the adopting connection resumes
 //! the session (`clean_session = false`), serves and unsubscribes the same
 //! way, then a second, clean connection under the same client id ends the
-//! session. (Without shared subscriptions every instance also got each call
-//! live; a call it already ran is recognised by the dedupe window and not
-//! run twice.)
+//! session. (Without shared subscriptions a live instance also got each call
+//! the crashed one queued; one it already ran is recognised by the dedupe
+//! window and not run twice, only answered again, which the caller ignores.)
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -51,7 +51,9 @@
 //! ```
 //!
 //! The wire protocol is the draft v0.1 of MCP over MQTT, with the extensions
-//! described in the repository's `SPEC.md`.
+//! described in the repository's `SPEC.md`. It runs on MQTT 5, or on MQTT
+//! 3.1.1 as v0.1's compatibility mode ([`Protocol::V311`]), where a call the
+//! broker refuses can only time out.
 
 #![warn(missing_docs)]
 
