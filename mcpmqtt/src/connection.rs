@@ -478,7 +478,8 @@ impl Link {
     }
 
     /// Publishes and waits for the broker's acknowledgement (QoS 1), which
-    /// carries the reason code.
+    /// carries the reason code (always `Success` on MQTT 3.1.1, whose PUBACK
+    /// has none).
     pub(crate) async fn publish_acked(&self, msg: Message) -> Result<PubAckReason, Error> {
         let (tx, rx) = oneshot::channel();
         self.send_publish(msg, Some(tx)).await?;
@@ -652,39 +653,41 @@ async fn drive(
     let mut down_since: Option<std::time::Instant> = None;
     let failure = loop {
         match eventloop.poll().await {
-            Ok(Polled::Publish(publish)) => {
-                let _ = incoming.send(publish);
-            }
-            Ok(Polled::PubAck(pkid, reason)) => settle(book, pkid, Ack::Published(reason)),
-            Ok(Polled::SubAck(pkid, codes)) => settle(book, pkid, Ack::Subscribed(codes)),
-            Ok(Polled::UnsubAck(pkid)) => settle(book, pkid, Ack::Unsubscribed),
-            Ok(Polled::ConnAck { session_present }) => {
-                backoff = Duration::from_millis(50);
-                down_since = None;
-                if connected_once {
-                    let lost = on_reconnect(book, session_present);
-                    if !lost.is_empty() {
-                        // Not awaited here: the event loop must keep running.
-                        let link = link.clone();
-                        tokio::spawn(async move {
-                            match link.subscribe(&lost).await {
-                                Ok(()) => {
-                                    tracing::info!(count = lost.len(), "restored subscriptions in a new session")
-                                }
-                                Err(e) => tracing::error!(error = %e, "could not restore subscriptions"),
-                            }
-                        });
-                    }
+            Ok(event) => match event {
+                Polled::Publish(publish) => {
+                    let _ = incoming.send(publish);
                 }
-                connected_once = true;
-                let _ = state.send(LinkState::Connected);
-                connects.send_modify(|n| *n += 1);
-            }
-            Ok(Polled::Disconnected(reason)) => {
-                tracing::warn!(%reason, "the broker disconnected us");
-            }
-            Ok(Polled::Sent(kind, pkid)) => sent(book, kind, pkid),
-            Ok(Polled::Other) => {}
+                Polled::PubAck(pkid, reason) => settle(book, pkid, Ack::Published(reason)),
+                Polled::SubAck(pkid, codes) => settle(book, pkid, Ack::Subscribed(codes)),
+                Polled::UnsubAck(pkid) => settle(book, pkid, Ack::Unsubscribed),
+                Polled::ConnAck { session_present } => {
+                    backoff = Duration::from_millis(50);
+                    down_since = None;
+                    if connected_once {
+                        let lost = on_reconnect(book, session_present);
+                        if !lost.is_empty() {
+                            // Not awaited here: the event loop must keep running.
+                            let link = link.clone();
+                            tokio::spawn(async move {
+                                match link.subscribe(&lost).await {
+                                    Ok(()) => {
+                                        tracing::info!(count = lost.len(), "restored subscriptions in a new session")
+                                    }
+                                    Err(e) => tracing::error!(error = %e, "could not restore subscriptions"),
+                                }
+                            });
+                        }
+                    }
+                    connected_once = true;
+                    let _ = state.send(LinkState::Connected);
+                    connects.send_modify(|n| *n += 1);
+                }
+                Polled::Disconnected(reason) => {
+                    tracing::warn!(%reason, "the broker disconnected us");
+                }
+                Polled::Sent(kind, pkid) => sent(book, kind, pkid),
+                Polled::Other => {}
+            },
             Err(err) => {
                 if link.closing.load(std::sync::atomic::Ordering::SeqCst) || err.requests_done {
                     break None;
