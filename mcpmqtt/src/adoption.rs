@@ -8,16 +8,22 @@
 //! the dead one's Last Will on the server card it watches, connects with the
 //! dead instance's client id, serves what was queued there, unsubscribes,
 //! and leaves with a session expiry of zero, so the broker forgets it.
+//!
+//! On MQTT 3.1.1 there is no session expiry: the adopting connection resumes
+//! the session (`clean_session = false`), serves and unsubscribes the same
+//! way, then a second, clean connection under the same client id ends the
+//! session. (Without shared subscriptions a live instance also got each call
+//! the crashed one queued; one it already ran is recognised by the dedupe
+//! window and not run twice, only answered again, which the caller ignores.)
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5::Publish;
 use tokio::sync::mpsc;
 
 use crate::card::{ServerCard, Status};
-use crate::connection::Link;
+use crate::connection::{end_session, Incoming, Link, Protocol};
 use crate::dispatcher::Dispatcher;
 use crate::server::Running;
 
@@ -27,7 +33,7 @@ const QUIET: Duration = Duration::from_millis(1000);
 /// Watches the server's own card. An offline card while this instance runs
 /// comes from another instance's Last Will (or a graceful stop): the card
 /// is put back online, and a crashed instance's session adopted.
-pub(crate) async fn watch_siblings(running: Arc<Running>, mut cards: mpsc::UnboundedReceiver<Publish>) {
+pub(crate) async fn watch_siblings(running: Arc<Running>, mut cards: mpsc::UnboundedReceiver<Incoming>) {
     let mut adopted = HashSet::new();
     while let Some(publish) = cards.recv().await {
         let Ok(card) = serde_json::from_slice::<ServerCard>(&publish.payload) else {
@@ -58,8 +64,7 @@ async fn adopt(running: Arc<Running>, orphan: String) {
         Ok(o) => o,
         Err(e) => return tracing::warn!(%orphan, error = %e, "cannot adopt a session"),
     };
-    options.set_clean_start(false);
-    options.set_session_expiry_interval(None);
+    options.resume_once();
     let (incoming_tx, mut incoming_rx) = mpsc::unbounded_channel();
     let (link, conn_task) = match Link::connect(options, &broker, incoming_tx).await {
         Ok(ok) => ok,
@@ -74,7 +79,7 @@ async fn adopt(running: Arc<Running>, orphan: String) {
     let mut unsubscribed = false;
     loop {
         match tokio::time::timeout(QUIET, incoming_rx.recv()).await {
-            Ok(Some(publish)) if publish.topic == own_card.as_bytes() => {}
+            Ok(Some(publish)) if publish.topic == own_card => {}
             Ok(Some(publish)) => {
                 served += 1;
                 let _ = calls_tx.send(publish);
@@ -101,5 +106,8 @@ async fn adopt(running: Arc<Running>, orphan: String) {
     let _ = dispatch.await;
     link.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), conn_task).await;
+    if broker.protocol() == Protocol::V311 {
+        end_session(&broker, &orphan).await;
+    }
     tracing::info!(%orphan, served, "released an adopted session");
 }

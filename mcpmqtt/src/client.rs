@@ -1,14 +1,14 @@
 //! The client: discovers tools from their cards and calls them by name.
 //!
 //! Many calls share one connection; each is matched to its response by
-//! `call_id` and Correlation Data.
+//! `call_id` and Correlation Data (by `call_id` alone on MQTT 3.1.1).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{PubAckReason, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{PubAckReason, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::card::{ServerCard, Status, ToolCard, EXT_CALLER_TOPIC};
-use crate::connection::{BrokerOptions, Link, Message};
+use crate::connection::{BrokerOptions, Incoming, Link, Message, Protocol};
 use crate::context::Partial;
 use crate::envelope::{now_rfc3339, CallRequest, CallResponse, ResponseStatus, StreamMessage, StreamType};
 use crate::error::{CallError, Error};
@@ -44,6 +44,7 @@ struct Inner {
     identity: String,
     response_topic: String,
     default_timeout: Duration,
+    protocol: Protocol,
     router: Arc<Router>,
     conn_task: tokio::task::JoinHandle<()>,
 }
@@ -96,18 +97,18 @@ impl Default for Cards {
 }
 
 impl Router {
-    fn route(&self, topics: &Topics, own: &OwnTopics, publish: Publish) {
-        let topic = String::from_utf8_lossy(&publish.topic);
+    fn route(&self, topics: &Topics, own: &OwnTopics, publish: Incoming) {
+        let topic = publish.topic.as_str();
         if topic == own.responses {
             self.on_response(publish);
-        } else if topic.starts_with(&own.streams_prefix) || topics.call_of_stream(&topic).is_some() {
+        } else if topic.starts_with(&own.streams_prefix) || topics.call_of_stream(topic).is_some() {
             self.on_stream(&publish.payload);
         } else if topic.ends_with("/card") {
-            self.on_card(&topic, &publish.payload);
+            self.on_card(topic, &publish.payload);
         }
     }
 
-    fn on_response(&self, publish: Publish) {
+    fn on_response(&self, publish: Incoming) {
         let response: CallResponse = match serde_json::from_slice(&publish.payload) {
             Ok(r) => r,
             Err(e) => {
@@ -120,8 +121,8 @@ impl Router {
             tracing::debug!(call_id = %response.call_id, "a response for no waiting call (late, or a duplicate)");
             return;
         };
-        let correlation = publish.properties.as_ref().and_then(|p| p.correlation_data.as_ref());
-        if correlation.is_some_and(|c| c != &waiting.correlation) {
+        // MQTT 3.1.1 carries no Correlation Data: the `call_id` alone matches.
+        if publish.correlation.as_ref().is_some_and(|c| c != &waiting.correlation) {
             tracing::warn!(call_id = %response.call_id, "ignored a response whose Correlation Data does not match");
             return;
         }
@@ -216,8 +217,9 @@ impl CallOptions {
         Self::default()
     }
 
-    /// How long to wait for the response. The call also expires in the
-    /// broker after this long, so a server that was away does not run it late.
+    /// How long to wait for the response. On MQTT 5 the call also expires in
+    /// the broker after this long, so a server that was away does not run it
+    /// late (MQTT 3.1.1 has no message expiry).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -292,7 +294,10 @@ impl Client {
     ///
     /// Fails at once with [`CallError::Unauthorized`] when the broker refuses
     /// the publish, and with [`CallError::Unavailable`] when no server is
-    /// subscribed to the tool.
+    /// subscribed to the tool. On MQTT 3.1.1 ([`Protocol::V311`]) the broker
+    /// does not say so: such a call fails with [`CallError::Timeout`].
+    ///
+    /// [`Protocol::V311`]: crate::Protocol::V311
     pub async fn call(&self, tool: &str, arguments: Value) -> Result<Value, CallError> {
         self.call_with(tool, arguments, CallOptions::new()).await
     }
@@ -432,7 +437,7 @@ impl Client {
                     }
                     _ = tokio::time::sleep_until(deadline) => {
                         return Err(CallError::Timeout {
-                            message: format!("no response from `{tool}` within {} ms", timeout.as_millis()),
+                            message: no_response(tool, timeout, inner.protocol),
                         });
                     }
                 }
@@ -579,6 +584,19 @@ async fn recv_partial(rx: &mut Option<mpsc::UnboundedReceiver<(u64, Partial)>>) 
     }
 }
 
+/// Why a call got no response. On MQTT 3.1.1 the PUBACK has no reason
+/// code, so a call the broker refused cannot be told apart from a slow one.
+fn no_response(tool: &str, timeout: Duration, protocol: Protocol) -> String {
+    let mut message = format!("no response from `{tool}` within {} ms", timeout.as_millis());
+    if protocol == Protocol::V311 {
+        message.push_str(
+            "; on MQTT 3.1.1 the broker does not report a refused call (not authorized, or no server \
+             subscribed to the tool), so such a call can only time out",
+        );
+    }
+    message
+}
+
 fn transport(e: Error) -> CallError {
     CallError::Transport(e.to_string())
 }
@@ -663,6 +681,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Speaks this MQTT version with the broker (default MQTT 5). On MQTT
+    /// 3.1.1 a call the broker refuses can only time out: see [`Protocol`].
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.broker = self.broker.with_protocol(protocol);
+        self
+    }
+
     /// Connects and subscribes to the response topic and the cards.
     pub async fn connect(self) -> Result<Client, Error> {
         names::validate("caller", &self.identity)?;
@@ -677,7 +702,7 @@ impl ClientBuilder {
         }
         let client_id = broker.client_id.clone().unwrap_or_else(|| self.identity.clone());
         let options = broker.mqtt_options(&client_id, None, false)?;
-        let (incoming_tx, mut incoming_rx) = mpsc::unbounded_channel::<Publish>();
+        let (incoming_tx, mut incoming_rx) = mpsc::unbounded_channel::<Incoming>();
         let (link, conn_task) = Link::connect(options, &broker, incoming_tx).await?;
         let response_topic = topics.responses(&self.identity);
         let private_streams = topics.private_streams(&self.identity);
@@ -724,9 +749,54 @@ impl ClientBuilder {
                 identity: self.identity,
                 response_topic,
                 default_timeout: self.default_timeout,
+                protocol: broker.protocol,
                 router,
                 conn_task,
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_on_311_says_a_refusal_cannot_be_seen() {
+        let on_311 = no_response("echo", Duration::from_millis(500), Protocol::V311);
+        assert!(on_311.starts_with("no response from `echo` within 500 ms"), "{on_311}");
+        assert!(
+            on_311.contains("MQTT 3.1.1") && on_311.contains("can only time out"),
+            "{on_311}"
+        );
+        let on_5 = no_response("echo", Duration::from_millis(500), Protocol::V5);
+        assert!(!on_5.contains("3.1.1"), "{on_5}");
+    }
+
+    #[test]
+    fn on_311_a_response_is_matched_by_call_id_alone() {
+        let router = Router::default();
+        let (tx, mut rx) = oneshot::channel();
+        let waiting = Waiting {
+            response: tx,
+            correlation: Bytes::from_static(b"c1"),
+        };
+        router.calls.lock().unwrap().insert("c1".into(), waiting);
+        let response = Incoming {
+            topic: "lab/mcp/clients/scout/responses".into(),
+            payload: Bytes::from_static(br#"{"call_id":"c1","status":"ok","result":1,"elapsed_ms":0}"#),
+            qos: QoS::AtLeastOnce,
+            response_topic: None,
+            correlation: None,
+            message_expiry: None,
+            pkid: 1,
+        };
+        let mut wrong = response.clone();
+        wrong.correlation = Some(Bytes::from_static(b"other"));
+        router.on_response(wrong);
+        assert!(rx.try_recv().is_err(), "a mismatched Correlation Data is dropped");
+        router.on_response(response);
+        let got = rx.try_recv().unwrap().unwrap();
+        assert_eq!(got.result, Some(serde_json::json!(1)));
     }
 }

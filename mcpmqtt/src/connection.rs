@@ -1,6 +1,10 @@
-//! The one MQTT 5 connection of a server or client: options, the task that
+//! The one MQTT connection of a server or client: options, the task that
 //! drives rumqttc's event loop, and [`Link`], the handle that publishes and
 //! subscribes through it and learns each packet's acknowledgement.
+//!
+//! The connection speaks MQTT 5 or MQTT 3.1.1 ([`Protocol`]); which rumqttc
+//! client is underneath is hidden in [`transport`], so that [`Link`] and
+//! every publish received ([`Incoming`]) look the same for both.
 //!
 //! rumqttc's `publish()` does not return the packet id, yet a caller must
 //! know its own PUBACK reason code (0x87 not authorized, 0x10 no subscribers).
@@ -16,15 +20,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{
-    Filter, LastWill, Packet, PubAckReason, Publish, PublishProperties, SubscribeReasonCode,
-};
+use rumqttc::v5::mqttbytes::v5::{LastWill, PubAckReason, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Request};
-use rumqttc::{Outgoing, Transport};
+use rumqttc::Transport;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::Error;
+
+mod transport;
+
+pub(crate) use transport::ConnectOptions;
+use transport::{Driver, Polled, Sender};
 
 /// The default largest MQTT packet, in either direction: 16 MiB. rumqttc's own
 /// default (10 KiB) would refuse ordinary tool results.
@@ -34,6 +40,36 @@ pub const DEFAULT_MAX_PACKET_SIZE: u32 = 16 * 1024 * 1024;
 /// minutes. Calls published to a server that is briefly away, and responses
 /// to a client that is briefly away, wait in the broker meanwhile.
 pub const DEFAULT_SESSION_EXPIRY: u32 = 120;
+
+/// The MQTT protocol version spoken with the broker.
+///
+/// MQTT 5 is the default and the full protocol. MQTT 3.1.1 is the
+/// compatibility mode of the v0.1 protocol, for brokers or peers that do not
+/// speak MQTT 5; servers and clients of either version interoperate through
+/// the broker. On MQTT 3.1.1:
+///
+/// - calls and responses are matched by `call_id` alone (no Correlation
+///   Data), and a server answers at the call payload's `response_topic` (or
+///   the attested caller's response topic), as there is no Response Topic;
+/// - a server subscribes its plain call topics, not a shared subscription:
+///   every instance of a server gets, and runs, every call;
+/// - the PUBACK carries no reason code, so a call the broker refuses (not
+///   authorized, no server subscribed) is not reported: it can only time out;
+/// - calls carry no Message Expiry: a server that was away may run a call
+///   its caller has given up on;
+/// - the session kept after a disconnect ([`BrokerOptions::with_session_expiry`]
+///   above 0) is a 3.1.1 persistent session (`clean_session = false`), which
+///   the broker keeps until the client id connects clean again (Mosquitto:
+///   `persistent_client_expiration`), not for a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// MQTT 5 (the default).
+    #[default]
+    V5,
+    /// MQTT 3.1.1, the v0.1 compatibility mode.
+    V311,
+}
 
 /// Where and how to reach the broker. Shared by servers and clients.
 #[derive(Clone)]
@@ -51,6 +87,7 @@ pub struct BrokerOptions {
     pub(crate) give_up_after: Option<Duration>,
     pub(crate) ca_pem: Option<Vec<u8>>,
     pub(crate) connect_timeout: Duration,
+    pub(crate) protocol: Protocol,
 }
 
 impl std::fmt::Debug for BrokerOptions {
@@ -60,6 +97,7 @@ impl std::fmt::Debug for BrokerOptions {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("client_id", &self.client_id)
+            .field("protocol", &self.protocol)
             .finish_non_exhaustive()
     }
 }
@@ -111,6 +149,7 @@ impl BrokerOptions {
             give_up_after: None,
             ca_pem: None,
             connect_timeout: Duration::from_secs(10),
+            protocol: Protocol::V5,
         })
     }
 
@@ -164,6 +203,18 @@ impl BrokerOptions {
         self
     }
 
+    /// Speaks this MQTT version with the broker (default [`Protocol::V5`]).
+    /// See [`Protocol`] for what MQTT 3.1.1 cannot do.
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// The MQTT version spoken with the broker.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
     /// The URL this was made from.
     pub fn url(&self) -> &str {
         &self.url
@@ -185,6 +236,7 @@ impl BrokerOptions {
         parsed.session_expiry = self.session_expiry;
         parsed.give_up_after = self.give_up_after;
         parsed.keep_alive = self.keep_alive;
+        parsed.protocol = self.protocol;
         Ok(parsed)
     }
 
@@ -215,13 +267,55 @@ impl BrokerOptions {
         Ok(rumqttc::TlsConfiguration::Rustls(Arc::new(config)))
     }
 
+    /// The options of a connection as `client_id`, for the protocol
+    /// version chosen. On MQTT 3.1.1 the Last Will loses its MQTT 5
+    /// properties, and a session expiry above 0 becomes a persistent session.
     pub(crate) fn mqtt_options(
         &self,
         client_id: &str,
         will: Option<LastWill>,
         manual_acks: bool,
-    ) -> Result<MqttOptions, Error> {
-        let mut opts = MqttOptions::new(client_id, self.host.clone(), self.port);
+    ) -> Result<ConnectOptions, Error> {
+        // Nagle's algorithm would hold every small packet until the broker's
+        // delayed ACK: tens of milliseconds per call.
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        let transport = if self.tls {
+            Some(Transport::tls_with_config(self.tls_config()?))
+        } else {
+            None
+        };
+        let credentials = self
+            .username
+            .as_ref()
+            .map(|user| (user.clone(), self.password.clone().unwrap_or_default()));
+        if self.protocol == Protocol::V311 {
+            net.set_connection_timeout(self.connect_timeout.as_secs().max(1));
+            let mut opts = rumqttc::MqttOptions::new(client_id, self.host.clone(), self.port);
+            // rumqttc's 3.1.1 client takes whole seconds, and panics below one.
+            let keep_alive = if self.keep_alive.is_zero() {
+                Duration::ZERO
+            } else {
+                self.keep_alive.max(Duration::from_secs(1))
+            };
+            opts.set_keep_alive(keep_alive);
+            let max = self.max_packet_size as usize;
+            opts.set_max_packet_size(max, max);
+            opts.set_manual_acks(manual_acks);
+            // An empty client id cannot keep a session (rumqttc would panic).
+            opts.set_clean_session(self.session_expiry == 0 || client_id.is_empty());
+            if let Some((user, pass)) = credentials {
+                opts.set_credentials(user, pass);
+            }
+            if let Some(will) = will {
+                opts.set_last_will(transport::will_v311(will));
+            }
+            if let Some(transport) = transport {
+                opts.set_transport(transport);
+            }
+            return Ok(ConnectOptions::V311(opts, net));
+        }
+        let mut opts = rumqttc::v5::MqttOptions::new(client_id, self.host.clone(), self.port);
         opts.set_keep_alive(self.keep_alive);
         opts.set_max_packet_size(Some(self.max_packet_size));
         opts.set_connection_timeout(self.connect_timeout.as_secs().max(1));
@@ -230,21 +324,17 @@ impl BrokerOptions {
             opts.set_session_expiry_interval(Some(self.session_expiry));
             opts.set_clean_start(false);
         }
-        if let (Some(user), pass) = (&self.username, &self.password) {
-            opts.set_credentials(user.clone(), pass.clone().unwrap_or_default());
+        if let Some((user, pass)) = credentials {
+            opts.set_credentials(user, pass);
         }
         if let Some(will) = will {
             opts.set_last_will(will);
         }
-        // Nagle's algorithm would hold every small packet until the broker's
-        // delayed ACK: tens of milliseconds per call.
-        let mut net = rumqttc::NetworkOptions::new();
-        net.set_tcp_nodelay(true);
         opts.set_network_options(net);
-        if self.tls {
-            opts.set_transport(Transport::tls_with_config(self.tls_config()?));
+        if let Some(transport) = transport {
+            opts.set_transport(transport);
         }
-        Ok(opts)
+        Ok(ConnectOptions::V5(opts))
     }
 }
 
@@ -260,7 +350,7 @@ pub(crate) enum Ack {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Publish,
     Subscribe,
     Unsubscribe,
@@ -301,7 +391,7 @@ pub(crate) enum LinkState {
 /// server or client.
 #[derive(Clone)]
 pub(crate) struct Link {
-    client: AsyncClient,
+    client: Sender,
     book: Arc<Mutex<Book>>,
     /// Held while a request enters rumqttc's channel, so that the order of
     /// `book.queue` is the order of the channel.
@@ -312,7 +402,24 @@ pub(crate) struct Link {
     closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// What to publish.
+/// A publish received, whichever MQTT version brought it. The MQTT 5
+/// properties are `None` on MQTT 3.1.1.
+#[derive(Debug, Clone)]
+pub(crate) struct Incoming {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    /// The MQTT 5 Response Topic.
+    pub response_topic: Option<String>,
+    /// The MQTT 5 Correlation Data.
+    pub correlation: Option<Bytes>,
+    /// The MQTT 5 Message Expiry Interval left, in seconds.
+    pub message_expiry: Option<u32>,
+    /// What [`Link::ack`] acknowledges it by.
+    pub(crate) pkid: u16,
+}
+
+/// What to publish. The MQTT 5 `properties` are dropped on MQTT 3.1.1.
 pub(crate) struct Message {
     pub topic: String,
     pub payload: Bytes,
@@ -325,11 +432,11 @@ impl Link {
     /// Connects, and returns once the broker accepted the connection.
     /// Incoming publishes are sent to `incoming`.
     pub(crate) async fn connect(
-        options: MqttOptions,
+        options: ConnectOptions,
         broker: &BrokerOptions,
-        incoming: mpsc::UnboundedSender<Publish>,
+        incoming: mpsc::UnboundedSender<Incoming>,
     ) -> Result<(Link, tokio::task::JoinHandle<()>), Error> {
-        let (client, eventloop) = AsyncClient::new(options, 1024);
+        let (client, eventloop) = transport::open(options, 1024);
         let book = Arc::new(Mutex::new(Book::default()));
         let (state_tx, state_rx) = watch::channel(LinkState::Connecting);
         let (connects_tx, connects_rx) = watch::channel(0u64);
@@ -371,7 +478,8 @@ impl Link {
     }
 
     /// Publishes and waits for the broker's acknowledgement (QoS 1), which
-    /// carries the reason code.
+    /// carries the reason code (always `Success` on MQTT 3.1.1, whose PUBACK
+    /// has none).
     pub(crate) async fn publish_acked(&self, msg: Message) -> Result<PubAckReason, Error> {
         let (tx, rx) = oneshot::channel();
         self.send_publish(msg, Some(tx)).await?;
@@ -409,12 +517,7 @@ impl Link {
         self.ensure_open()?;
         let _order = self.send_order.lock().await;
         self.expect(Kind::Publish, waiter);
-        let props = msg.properties.unwrap_or_default();
-        let sent = self
-            .client
-            .publish_bytes_with_properties(msg.topic, msg.qos, msg.retain, msg.payload, props)
-            .await;
-        sent.map_err(|_| {
+        self.client.publish(msg).await.map_err(|_| {
             self.book.lock().expect("book lock").queue.pop_back();
             Error::Closed
         })
@@ -427,8 +530,7 @@ impl Link {
         {
             let _order = self.send_order.lock().await;
             self.expect(Kind::Subscribe, Some(tx));
-            let wanted = filters.iter().map(|(f, q)| Filter::new(f.clone(), *q));
-            if self.client.subscribe_many(wanted).await.is_err() {
+            if self.client.subscribe(filters).await.is_err() {
                 self.book.lock().expect("book lock").queue.pop_back();
                 return Err(Error::Closed);
             }
@@ -486,7 +588,7 @@ impl Link {
     }
 
     /// Acknowledges an incoming QoS 1 publish (for connections with manual acks).
-    pub(crate) async fn ack(&self, publish: &Publish) {
+    pub(crate) async fn ack(&self, publish: &Incoming) {
         if publish.qos != QoS::AtMostOnce && self.client.ack(publish).await.is_err() {
             tracing::debug!("could not acknowledge a publish: the connection is closed");
         }
@@ -532,12 +634,33 @@ impl Link {
     }
 }
 
+/// Ends the session `client_id` left on the broker. Needed on MQTT 3.1.1
+/// only, where a persistent session has no expiry and lasts until its client
+/// id connects with `clean_session = true`: this does that, and leaves at
+/// once. (On MQTT 5 the session expires by itself.)
+pub(crate) async fn end_session(broker: &BrokerOptions, client_id: &str) {
+    let broker = broker.clone().with_give_up_after(Duration::ZERO);
+    let mut options = match broker.mqtt_options(client_id, None, false) {
+        Ok(o) => o,
+        Err(e) => return tracing::warn!(%client_id, error = %e, "cannot end a session"),
+    };
+    options.clean();
+    let (incoming_tx, _incoming_rx) = mpsc::unbounded_channel();
+    match Link::connect(options, &broker, incoming_tx).await {
+        Ok((link, conn_task)) => {
+            link.disconnect().await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn_task).await;
+        }
+        Err(e) => tracing::warn!(%client_id, error = %e, "could not end a session"),
+    }
+}
+
 /// The connection task: polls rumqttc, reconnects with backoff, and settles
 /// acknowledgements.
 async fn drive(
-    mut eventloop: EventLoop,
+    mut eventloop: Driver,
     link: Link,
-    incoming: mpsc::UnboundedSender<Publish>,
+    incoming: mpsc::UnboundedSender<Incoming>,
     state: watch::Sender<LinkState>,
     connects: watch::Sender<u64>,
     give_up_after: Option<Duration>,
@@ -549,18 +672,18 @@ async fn drive(
     let mut down_since: Option<std::time::Instant> = None;
     let failure = loop {
         match eventloop.poll().await {
-            Ok(Event::Incoming(packet)) => match packet {
-                Packet::Publish(publish) => {
+            Ok(event) => match event {
+                Polled::Publish(publish) => {
                     let _ = incoming.send(publish);
                 }
-                Packet::PubAck(ack) => settle(book, ack.pkid, Ack::Published(ack.reason)),
-                Packet::SubAck(ack) => settle(book, ack.pkid, Ack::Subscribed(ack.return_codes)),
-                Packet::UnsubAck(ack) => settle(book, ack.pkid, Ack::Unsubscribed),
-                Packet::ConnAck(connack) => {
+                Polled::PubAck(pkid, reason) => settle(book, pkid, Ack::Published(reason)),
+                Polled::SubAck(pkid, codes) => settle(book, pkid, Ack::Subscribed(codes)),
+                Polled::UnsubAck(pkid) => settle(book, pkid, Ack::Unsubscribed),
+                Polled::ConnAck { session_present } => {
                     backoff = Duration::from_millis(50);
                     down_since = None;
                     if connected_once {
-                        let lost = on_reconnect(book, connack.session_present);
+                        let lost = on_reconnect(book, session_present);
                         if !lost.is_empty() {
                             // Not awaited here: the event loop must keep running.
                             let link = link.clone();
@@ -578,49 +701,30 @@ async fn drive(
                     let _ = state.send(LinkState::Connected);
                     connects.send_modify(|n| *n += 1);
                 }
-                Packet::Disconnect(d) => {
-                    tracing::warn!(reason = ?d.reason_code, "the broker disconnected us");
+                Polled::Disconnected(reason) => {
+                    tracing::warn!(%reason, "the broker disconnected us");
                 }
-                _ => {}
-            },
-            Ok(Event::Outgoing(out)) => match out {
-                Outgoing::Publish(pkid) => sent(book, Kind::Publish, pkid),
-                Outgoing::Subscribe(pkid) => sent(book, Kind::Subscribe, pkid),
-                Outgoing::Unsubscribe(pkid) => sent(book, Kind::Unsubscribe, pkid),
-                _ => {}
+                Polled::Sent(kind, pkid) => sent(book, kind, pkid),
+                Polled::Other => {}
             },
             Err(err) => {
-                if link.closing.load(std::sync::atomic::Ordering::SeqCst)
-                    || matches!(err, ConnectionError::RequestsDone)
-                {
+                if link.closing.load(std::sync::atomic::Ordering::SeqCst) || err.requests_done {
                     break None;
                 }
+                let why = err.description;
                 if !connected_once {
-                    break Some(describe(&err));
+                    break Some(why);
                 }
                 let down_for = down_since.get_or_insert_with(std::time::Instant::now).elapsed();
-                if is_permanent(&err) {
-                    break Some(format!("gave up reconnecting: {}", describe(&err)));
+                if err.permanent {
+                    break Some(format!("gave up reconnecting: {why}"));
                 }
                 if let Some(limit) = give_up_after.filter(|limit| down_for >= *limit) {
-                    break Some(format!(
-                        "gave up reconnecting after {} ms: {}",
-                        limit.as_millis(),
-                        describe(&err)
-                    ));
+                    break Some(format!("gave up reconnecting after {} ms: {why}", limit.as_millis()));
                 }
-                let unsent = eventloop
-                    .pending
-                    .iter()
-                    .filter(|r| match r {
-                        Request::Publish(p) => p.pkid == 0,
-                        Request::Subscribe(_) => true,
-                        _ => false,
-                    })
-                    .count();
-                book.lock().expect("book lock").unsent_at_error = unsent;
-                tracing::warn!(error = %describe(&err), retry_in = ?backoff, "MQTT connection lost; reconnecting");
-                let _ = state.send(LinkState::Reconnecting(describe(&err)));
+                book.lock().expect("book lock").unsent_at_error = eventloop.unsent();
+                tracing::warn!(error = %why, retry_in = ?backoff, "MQTT connection lost; reconnecting");
+                let _ = state.send(LinkState::Reconnecting(why));
                 tokio::time::sleep(jittered(backoff)).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -638,18 +742,6 @@ async fn drive(
     });
 }
 
-/// A refusal that retrying will not change: the credentials or the client
-/// id are not accepted.
-fn is_permanent(err: &ConnectionError) -> bool {
-    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
-    matches!(
-        err,
-        ConnectionError::ConnectionRefused(
-            Code::BadUserNamePassword | Code::NotAuthorized | Code::Banned | Code::ClientIdentifierNotValid
-        )
-    )
-}
-
 /// Up to a quarter more, so that many clients cut off together do not all
 /// reconnect in the same instant.
 fn jittered(backoff: Duration) -> Duration {
@@ -658,13 +750,6 @@ fn jittered(backoff: Duration) -> Duration {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     backoff + backoff.mul_f64(f64::from(nanos % 1000) / 4000.0)
-}
-
-fn describe(err: &ConnectionError) -> String {
-    match err {
-        ConnectionError::ConnectionRefused(code) => format!("the broker refused the connection ({code:?})"),
-        other => other.to_string(),
-    }
 }
 
 /// An outgoing packet left: pair it with the oldest expectation, unless it is
@@ -738,6 +823,59 @@ mod tests {
         assert_eq!(o.password.as_deref(), Some("pw"));
         assert!(BrokerOptions::parse("http://x").is_err());
         assert!(BrokerOptions::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn the_protocol_survives_a_new_url() {
+        let o = BrokerOptions::default().with_protocol(Protocol::V311);
+        assert_eq!(o.reparse("mqtt://10.0.0.1:1999").unwrap().protocol(), Protocol::V311);
+        assert_eq!(BrokerOptions::default().protocol(), Protocol::V5);
+    }
+
+    #[test]
+    fn a_session_expiry_maps_to_a_persistent_session_on_311() {
+        let v311 = BrokerOptions::default().with_protocol(Protocol::V311);
+        let will = LastWill::new("ns/mcp/servers/s/card", "offline", QoS::AtLeastOnce, true, None);
+        let mut kept = v311.mqtt_options("s-1", Some(will), true).unwrap();
+        let ConnectOptions::V311(opts, _) = &kept else {
+            panic!("an MQTT 3.1.1 connection was asked for")
+        };
+        assert!(opts
+            .last_will()
+            .is_some_and(|w| w.retain && w.topic == "ns/mcp/servers/s/card"));
+        assert_eq!(opts.max_packet_size(), DEFAULT_MAX_PACKET_SIZE as usize);
+        assert!(opts.manual_acks());
+        assert!(kept.keeps_session());
+        kept.clean();
+        assert!(!kept.keeps_session());
+        let mut clean = v311
+            .clone()
+            .with_session_expiry(0)
+            .mqtt_options("c", None, false)
+            .unwrap();
+        assert!(!clean.keeps_session());
+        clean.resume_once();
+        assert!(clean.keeps_session(), "3.1.1 resumes with clean_session = false");
+
+        let mut v5 = BrokerOptions::default().mqtt_options("s-1", None, true).unwrap();
+        assert!(matches!(v5, ConnectOptions::V5(_)));
+        assert!(v5.keeps_session());
+        v5.resume_once();
+        assert!(
+            !v5.keeps_session(),
+            "MQTT 5 ends an adopted session with its connection"
+        );
+    }
+
+    #[test]
+    fn a_keep_alive_under_a_second_does_not_panic_on_311() {
+        let o = BrokerOptions::default()
+            .with_protocol(Protocol::V311)
+            .with_keep_alive(Duration::from_millis(300));
+        let ConnectOptions::V311(opts, _) = o.mqtt_options("c", None, false).unwrap() else {
+            panic!("an MQTT 3.1.1 connection was asked for")
+        };
+        assert_eq!(opts.keep_alive(), Duration::from_secs(1));
     }
 
     /// A book expecting `n` publishes, and their waiters' receivers.

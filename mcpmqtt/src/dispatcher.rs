@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::Instrument;
 
-use crate::connection::{Link, Message};
+use crate::connection::{Incoming, Link, Message};
 use crate::context::{CallContext, Caller, StreamSink};
 use crate::dedupe::{CallKey, Seen, Window};
 use crate::envelope::{CallRequest, CallResponse, ErrorBody, ErrorType};
@@ -140,7 +140,7 @@ pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
     /// Where publishes on the server's own card topic go (a sibling's Last
     /// Will, say), rather than being taken for calls.
-    own_card: Option<(String, mpsc::UnboundedSender<Publish>)>,
+    own_card: Option<(String, mpsc::UnboundedSender<Incoming>)>,
 }
 
 impl Dispatcher {
@@ -161,17 +161,17 @@ impl Dispatcher {
     }
 
     /// Hands publishes on `topic` to `tx` instead of dispatching them.
-    pub(crate) fn with_own_card(mut self, topic: String, tx: mpsc::UnboundedSender<Publish>) -> Self {
+    pub(crate) fn with_own_card(mut self, topic: String, tx: mpsc::UnboundedSender<Incoming>) -> Self {
         self.own_card = Some((topic, tx));
         self
     }
 
     /// Serves until the connection's incoming channel closes.
-    pub(crate) async fn run(self, mut incoming: mpsc::UnboundedReceiver<Publish>) {
+    pub(crate) async fn run(self, mut incoming: mpsc::UnboundedReceiver<Incoming>) {
         let this = Arc::new(self);
         while let Some(publish) = incoming.recv().await {
             if let Some((topic, tx)) = &this.own_card {
-                if publish.topic == topic.as_bytes() {
+                if publish.topic == *topic {
                     let _ = tx.send(publish);
                     continue;
                 }
@@ -180,23 +180,23 @@ impl Dispatcher {
         }
     }
 
-    async fn dispatch(self: Arc<Self>, publish: Publish) {
+    async fn dispatch(self: Arc<Self>, publish: Incoming) {
         let started = Instant::now();
         let shared = &self.shared;
-        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-        let props = publish.properties.clone().unwrap_or_default();
+        let topic = publish.topic.clone();
         // The broker counts the expiry down while a call waits there; it goes
-        // on counting here while the call waits for a free slot.
-        let expires = props
-            .message_expiry_interval
+        // on counting here while the call waits for a free slot. (MQTT 3.1.1
+        // calls carry none.)
+        let expires = publish
+            .message_expiry
             .map(|secs| started + Duration::from_secs(u64::from(secs)));
         let (tool_name, verified) = match shared.topics.parse_call(&topic) {
             Some((tool, caller)) => (tool.to_owned(), caller.map(str::to_owned)),
             None => (String::new(), None),
         };
         let envelope = Envelope {
-            response_topic: props.response_topic.as_deref(),
-            correlation: props.correlation_data.as_ref(),
+            response_topic: publish.response_topic.as_deref(),
+            correlation: publish.correlation.as_ref(),
             verified_caller: verified.as_deref(),
         };
         let Inbound { mut request, reply } = match decode_call(

@@ -325,6 +325,25 @@ mod tests {
     }
 
     #[test]
+    fn an_mqtt311_call_is_answered_at_its_payloads_response_topic() {
+        // No Response Topic, no Correlation Data: what arrives over MQTT 3.1.1.
+        let call = json!({"call_id": "c1", "client": "scout", "response_topic": "lab/mcp/clients/scout-2/responses"});
+        let inbound = decode(call.to_string().as_bytes(), Envelope::default()).unwrap();
+        assert_eq!(inbound.reply.topic, "lab/mcp/clients/scout-2/responses");
+        assert_eq!(inbound.reply.correlation, None);
+        // Unreadable, with the caller attested by its topic: still answered.
+        let envelope = Envelope {
+            verified_caller: Some("scout"),
+            ..Default::default()
+        };
+        let rejection = decode(b"not json", envelope).unwrap_err();
+        assert_eq!(
+            rejection.reply.map(|r| r.topic).as_deref(),
+            Some("lab/mcp/clients/scout/responses")
+        );
+    }
+
+    #[test]
     fn reply_addresses_outside_the_namespace_are_refused() {
         let call = json!({"call_id": "c", "response_topic": "alarms/door/open"});
         let rejection = decode(call.to_string().as_bytes(), Envelope::default()).unwrap_err();

@@ -51,7 +51,9 @@
 //! ```
 //!
 //! The wire protocol is the draft v0.1 of MCP over MQTT, with the extensions
-//! described in the repository's `SPEC.md`.
+//! described in the repository's `SPEC.md`. It runs on MQTT 5, or on MQTT
+//! 3.1.1 as v0.1's compatibility mode ([`Protocol::V311`]), where a call the
+//! broker refuses can only time out.
 
 #![warn(missing_docs)]
 
@@ -83,7 +85,7 @@ pub use card::{
     ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS, SDK_VERSION,
 };
 pub use client::{CallOptions, Client, ClientBuilder, PendingCall};
-pub use connection::{BrokerOptions, DEFAULT_MAX_PACKET_SIZE, DEFAULT_SESSION_EXPIRY};
+pub use connection::{BrokerOptions, Protocol, DEFAULT_MAX_PACKET_SIZE, DEFAULT_SESSION_EXPIRY};
 pub use context::{CallContext, Caller, Partial};
 pub use dedupe::DedupeWindow;
 pub use envelope::{CallRequest, CallResponse, ErrorBody, ErrorType, ResponseStatus, StreamMessage, StreamType};

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::card::{
     ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS, SDK_VERSION,
 };
-use crate::connection::{BrokerOptions, Link, Message};
+use crate::connection::{BrokerOptions, Link, Message, Protocol};
 use crate::dedupe::DedupeWindow;
 use crate::dispatcher::{Dispatcher, HostedTool, Shared};
 use crate::envelope::now_rfc3339;
@@ -95,7 +95,7 @@ impl Server {
             &self.name,
             &self.topics,
             &self.tools,
-            self.config.shared_subscription,
+            self.shares_calls(),
             self.config.require_verified_caller,
         )
     }
@@ -125,12 +125,18 @@ impl Server {
         }
     }
 
+    /// Whether instances split the calls through shared subscriptions:
+    /// asked for, and possible (MQTT 3.1.1 has no shared subscriptions).
+    fn shares_calls(&self) -> bool {
+        self.config.shared_subscription && self.broker.protocol != Protocol::V311
+    }
+
     /// The call filters this server subscribes to.
     pub(crate) fn call_filters(&self) -> Vec<(String, QoS)> {
         self.tools
             .iter()
             .map(|t| {
-                let topic = if self.config.shared_subscription {
+                let topic = if self.shares_calls() {
                     self.topics.shared_calls(&t.name)
                 } else {
                     self.topics.calls(&t.name)
@@ -168,6 +174,13 @@ impl Server {
     /// and serves until [`ServerHandle::shutdown`].
     pub async fn start(self) -> Result<ServerHandle, Error> {
         let server = Arc::new(self);
+        if server.broker.protocol == Protocol::V311 && server.config.shared_subscription {
+            tracing::warn!(
+                server = %server.name,
+                "MQTT 3.1.1 has no shared subscriptions: each instance of this server gets, and runs, every call \
+                 (run one instance, or set shared_subscription(false) to acknowledge this)"
+            );
+        }
         let instance = server
             .broker
             .client_id
@@ -391,6 +404,11 @@ impl ServerHandle {
         let result = running.publish_cards(Status::Offline).await;
         running.link.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.conn_task).await;
+        if running.server.broker.protocol == Protocol::V311 && running.server.broker.session_expiry > 0 {
+            // A 3.1.1 persistent session never expires: this instance is
+            // gone for good, so its session goes too.
+            crate::connection::end_session(&running.server.broker, &running.instance).await;
+        }
         tracing::info!(server = %running.server.name, "server offline");
         result
     }
@@ -472,9 +490,20 @@ impl ServerBuilder {
     }
 
     /// Subscribe through `$share/mcp-tool-{tool}/...` so instances split the
-    /// calls (default on). Off, every instance gets every call.
+    /// calls (default on). Off, every instance gets every call. MQTT 3.1.1 has
+    /// no shared subscriptions: there the server subscribes the plain call
+    /// topics whatever this says.
     pub fn shared_subscription(mut self, on: bool) -> Self {
         self.config.shared_subscription = on;
+        self
+    }
+
+    /// Speaks this MQTT version with the broker (default MQTT 5). On MQTT
+    /// 3.1.1 the server subscribes its plain call topics (no shared
+    /// subscriptions, so every instance runs every call) and answers at the
+    /// call payload's `response_topic`: see [`Protocol`].
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.broker = self.broker.with_protocol(protocol);
         self
     }
 
@@ -549,5 +578,38 @@ impl ServerBuilder {
             tools: self.tools,
             config: self.config,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(protocol: Protocol) -> Server {
+        let echo = ToolDef::builder("echo").allowed_callers(["scout"]).build().unwrap();
+        Server::builder("lab")
+            .namespace("lab")
+            .protocol(protocol)
+            .tool_def(echo)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn on_311_the_plain_call_topics_are_subscribed() {
+        let filters = |s: &Server| s.call_filters().into_iter().map(|(f, _)| f).collect::<Vec<_>>();
+        assert_eq!(filters(&server(Protocol::V311)), ["lab/mcp/tools/echo/call/#"]);
+        assert_eq!(
+            filters(&server(Protocol::V5)),
+            ["$share/mcp-tool-echo/lab/mcp/tools/echo/call/#"]
+        );
+        assert!(server(Protocol::V311)
+            .acl_manifest()
+            .shared_subscription_groups
+            .is_empty());
+        assert!(!server(Protocol::V5)
+            .acl_manifest()
+            .shared_subscription_groups
+            .is_empty());
     }
 }

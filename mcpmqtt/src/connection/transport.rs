@@ -1,0 +1,484 @@
+//! The two rumqttc clients behind one interface: MQTT 5 (`rumqttc::v5`) and
+//! MQTT 3.1.1 (rumqttc's top level, its "v4" protocol level).
+//!
+//! Everything above this module speaks one version-neutral language: the
+//! MQTT 5 QoS, reason codes and properties (a superset), an [`Incoming`] for
+//! every publish received, and a [`Polled`] for every event of the
+//! connection. On MQTT 3.1.1 the properties of an outgoing message and of the
+//! Last Will are dropped, a PUBACK counts as success (3.1.1 has no reason
+//! codes), and incoming publishes carry no properties.
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5 as p5;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::Outgoing;
+
+use super::{Incoming, Kind, Message};
+
+/// The options of one connection, for the version it speaks.
+// One per connection, made once: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum ConnectOptions {
+    V5(rumqttc::v5::MqttOptions),
+    /// rumqttc's 3.1.1 client takes its socket options (TCP_NODELAY, connect
+    /// timeout) on the event loop rather than in its `MqttOptions`.
+    V311(rumqttc::MqttOptions, rumqttc::NetworkOptions),
+}
+
+impl ConnectOptions {
+    /// Resumes the session this client id left behind. On MQTT 5 the session
+    /// also ends with this connection (session expiry 0). MQTT 3.1.1 has no
+    /// session expiry: the session outlives the connection, and ends only
+    /// when a connection with [`ConnectOptions::clean`] takes the client id.
+    pub(crate) fn resume_once(&mut self) {
+        match self {
+            ConnectOptions::V5(o) => {
+                o.set_clean_start(false);
+                o.set_session_expiry_interval(None);
+            }
+            ConnectOptions::V311(o, _) => {
+                o.set_clean_session(false);
+            }
+        }
+    }
+
+    /// Starts clean, discarding whatever session this client id left, and
+    /// ends the session with the connection.
+    pub(crate) fn clean(&mut self) {
+        match self {
+            ConnectOptions::V5(o) => {
+                o.set_clean_start(true);
+                o.set_session_expiry_interval(None);
+            }
+            ConnectOptions::V311(o, _) => {
+                o.set_clean_session(true);
+            }
+        }
+    }
+
+    /// Whether the broker is asked to keep the session after a disconnect.
+    #[cfg(test)]
+    pub(crate) fn keeps_session(&self) -> bool {
+        match self {
+            ConnectOptions::V5(o) => !o.clean_start() && o.session_expiry_interval().unwrap_or(0) > 0,
+            ConnectOptions::V311(o, _) => !o.clean_session(),
+        }
+    }
+}
+
+/// The MQTT 3.1.1 form of a Last Will: its MQTT 5 properties are dropped.
+pub(crate) fn will_v311(will: p5::LastWill) -> rumqttc::LastWill {
+    rumqttc::LastWill {
+        topic: String::from_utf8_lossy(&will.topic).into_owned(),
+        message: will.message,
+        qos: qos_v311(will.qos),
+        retain: will.retain,
+    }
+}
+
+pub(crate) fn qos_v311(qos: QoS) -> rumqttc::QoS {
+    match qos {
+        QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+        QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+    }
+}
+
+fn qos_from_v311(qos: rumqttc::QoS) -> QoS {
+    match qos {
+        rumqttc::QoS::AtMostOnce => QoS::AtMostOnce,
+        rumqttc::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        rumqttc::QoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+/// A publish received over MQTT 5, with its properties.
+pub(crate) fn incoming_v5(publish: p5::Publish) -> Incoming {
+    let props = publish.properties.unwrap_or_default();
+    Incoming {
+        topic: topic_string(publish.topic),
+        payload: publish.payload,
+        qos: publish.qos,
+        response_topic: props.response_topic,
+        correlation: props.correlation_data,
+        message_expiry: props.message_expiry_interval,
+        pkid: publish.pkid,
+    }
+}
+
+/// A publish received over MQTT 3.1.1: no properties.
+pub(crate) fn incoming_v311(publish: rumqttc::Publish) -> Incoming {
+    Incoming {
+        topic: publish.topic,
+        payload: publish.payload,
+        qos: qos_from_v311(publish.qos),
+        response_topic: None,
+        correlation: None,
+        message_expiry: None,
+        pkid: publish.pkid,
+    }
+}
+
+/// Topics are UTF-8 by the MQTT spec; a broker that sent anything else gets
+/// its bytes read leniently rather than the publish dropped.
+fn topic_string(topic: Bytes) -> String {
+    match String::from_utf8(topic.to_vec()) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+fn suback_code_from_v311(code: rumqttc::SubscribeReasonCode) -> p5::SubscribeReasonCode {
+    match code {
+        rumqttc::SubscribeReasonCode::Success(qos) => p5::SubscribeReasonCode::Success(qos_from_v311(qos)),
+        rumqttc::SubscribeReasonCode::Failure => p5::SubscribeReasonCode::Failure,
+    }
+}
+
+/// The request side of a connection: cheap to clone.
+#[derive(Clone)]
+pub(crate) enum Sender {
+    V5(rumqttc::v5::AsyncClient),
+    V311(rumqttc::AsyncClient),
+}
+
+/// The request channel is closed: the connection task has ended.
+#[derive(Debug)]
+pub(crate) struct ChannelClosed;
+
+/// The event side of a connection, polled by the connection task.
+// One per connection, owned by its task: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Driver {
+    V5(rumqttc::v5::EventLoop),
+    V311(rumqttc::EventLoop),
+}
+
+/// Opens a connection's two halves; nothing is sent until the driver is polled.
+pub(crate) fn open(options: ConnectOptions, capacity: usize) -> (Sender, Driver) {
+    match options {
+        ConnectOptions::V5(options) => {
+            let (client, eventloop) = rumqttc::v5::AsyncClient::new(options, capacity);
+            (Sender::V5(client), Driver::V5(eventloop))
+        }
+        ConnectOptions::V311(options, network) => {
+            let (client, mut eventloop) = rumqttc::AsyncClient::new(options, capacity);
+            eventloop.set_network_options(network);
+            (Sender::V311(client), Driver::V311(eventloop))
+        }
+    }
+}
+
+impl Sender {
+    pub(crate) async fn publish(&self, msg: Message) -> Result<(), ChannelClosed> {
+        let sent = match self {
+            Sender::V5(c) => {
+                let props = msg.properties.unwrap_or_default();
+                c.publish_bytes_with_properties(msg.topic, msg.qos, msg.retain, msg.payload, props)
+                    .await
+                    .map_err(drop)
+            }
+            Sender::V311(c) => c
+                .publish_bytes(msg.topic, qos_v311(msg.qos), msg.retain, msg.payload)
+                .await
+                .map_err(drop),
+        };
+        sent.map_err(|()| ChannelClosed)
+    }
+
+    pub(crate) async fn subscribe(&self, filters: &[(String, QoS)]) -> Result<(), ChannelClosed> {
+        let sent = match self {
+            Sender::V5(c) => {
+                let wanted = filters.iter().map(|(f, q)| p5::Filter::new(f.clone(), *q));
+                c.subscribe_many(wanted).await.map_err(drop)
+            }
+            Sender::V311(c) => {
+                let wanted = filters
+                    .iter()
+                    .map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), qos_v311(*q)));
+                c.subscribe_many(wanted).await.map_err(drop)
+            }
+        };
+        sent.map_err(|()| ChannelClosed)
+    }
+
+    pub(crate) async fn unsubscribe(&self, filter: &str) -> Result<(), ChannelClosed> {
+        let sent = match self {
+            Sender::V5(c) => c.unsubscribe(filter).await.map_err(drop),
+            Sender::V311(c) => c.unsubscribe(filter).await.map_err(drop),
+        };
+        sent.map_err(|()| ChannelClosed)
+    }
+
+    /// Acknowledges a received publish: only its packet id and QoS matter.
+    pub(crate) async fn ack(&self, incoming: &Incoming) -> Result<(), ChannelClosed> {
+        let sent = match self {
+            Sender::V5(c) => {
+                let mut publish = p5::Publish::new("", incoming.qos, Bytes::new(), None);
+                publish.pkid = incoming.pkid;
+                c.ack(&publish).await.map_err(drop)
+            }
+            Sender::V311(c) => {
+                let mut publish = rumqttc::Publish::new("", qos_v311(incoming.qos), Vec::new());
+                publish.pkid = incoming.pkid;
+                c.ack(&publish).await.map_err(drop)
+            }
+        };
+        sent.map_err(|()| ChannelClosed)
+    }
+
+    pub(crate) async fn disconnect(&self) -> Result<(), ChannelClosed> {
+        let sent = match self {
+            Sender::V5(c) => c.disconnect().await.map_err(drop),
+            Sender::V311(c) => c.disconnect().await.map_err(drop),
+        };
+        sent.map_err(|()| ChannelClosed)
+    }
+}
+
+/// What the connection task learns from one poll.
+#[derive(Debug)]
+pub(crate) enum Polled {
+    Publish(Incoming),
+    /// A PUBACK; always `Success` on MQTT 3.1.1, which has no reason codes.
+    PubAck(u16, p5::PubAckReason),
+    SubAck(u16, Vec<p5::SubscribeReasonCode>),
+    UnsubAck(u16),
+    ConnAck {
+        session_present: bool,
+    },
+    /// The broker sent DISCONNECT (MQTT 5 only), for this reason.
+    Disconnected(String),
+    /// A packet of this kind and id left for the broker.
+    Sent(Kind, u16),
+    Other,
+}
+
+/// Why a poll failed.
+#[derive(Debug)]
+pub(crate) struct PollError {
+    /// For the logs and the error a waiting caller gets.
+    pub description: String,
+    /// The broker refused the credentials or the client id: retrying will
+    /// not change that.
+    pub permanent: bool,
+    /// Every request handle is gone: nothing more will be asked.
+    pub requests_done: bool,
+}
+
+impl Driver {
+    pub(crate) async fn poll(&mut self) -> Result<Polled, PollError> {
+        match self {
+            Driver::V5(eventloop) => match eventloop.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(packet)) => Ok(match packet {
+                    p5::Packet::Publish(publish) => Polled::Publish(incoming_v5(publish)),
+                    p5::Packet::PubAck(ack) => Polled::PubAck(ack.pkid, ack.reason),
+                    p5::Packet::SubAck(ack) => Polled::SubAck(ack.pkid, ack.return_codes),
+                    p5::Packet::UnsubAck(ack) => Polled::UnsubAck(ack.pkid),
+                    p5::Packet::ConnAck(connack) => Polled::ConnAck {
+                        session_present: connack.session_present,
+                    },
+                    p5::Packet::Disconnect(d) => Polled::Disconnected(format!("{:?}", d.reason_code)),
+                    _ => Polled::Other,
+                }),
+                Ok(rumqttc::v5::Event::Outgoing(out)) => Ok(sent(out)),
+                Err(err) => Err(poll_error_v5(&err)),
+            },
+            Driver::V311(eventloop) => match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(packet)) => Ok(match packet {
+                    rumqttc::Packet::Publish(publish) => Polled::Publish(incoming_v311(publish)),
+                    rumqttc::Packet::PubAck(ack) => Polled::PubAck(ack.pkid, p5::PubAckReason::Success),
+                    rumqttc::Packet::SubAck(ack) => Polled::SubAck(
+                        ack.pkid,
+                        ack.return_codes.into_iter().map(suback_code_from_v311).collect(),
+                    ),
+                    rumqttc::Packet::UnsubAck(ack) => Polled::UnsubAck(ack.pkid),
+                    rumqttc::Packet::ConnAck(connack) => Polled::ConnAck {
+                        session_present: connack.session_present,
+                    },
+                    _ => Polled::Other,
+                }),
+                Ok(rumqttc::Event::Outgoing(out)) => Ok(sent(out)),
+                Err(err) => Err(poll_error_v311(&err)),
+            },
+        }
+    }
+
+    /// How many requests sit in rumqttc's pending list without ever having
+    /// been sent: publishes not yet given a packet id, and subscriptions.
+    pub(crate) fn unsent(&self) -> usize {
+        match self {
+            Driver::V5(eventloop) => eventloop
+                .pending
+                .iter()
+                .filter(|r| match r {
+                    rumqttc::v5::Request::Publish(p) => p.pkid == 0,
+                    rumqttc::v5::Request::Subscribe(_) => true,
+                    _ => false,
+                })
+                .count(),
+            Driver::V311(eventloop) => eventloop
+                .pending
+                .iter()
+                .filter(|r| match r {
+                    rumqttc::Request::Publish(p) => p.pkid == 0,
+                    rumqttc::Request::Subscribe(_) => true,
+                    _ => false,
+                })
+                .count(),
+        }
+    }
+}
+
+fn sent(out: Outgoing) -> Polled {
+    match out {
+        Outgoing::Publish(pkid) => Polled::Sent(Kind::Publish, pkid),
+        Outgoing::Subscribe(pkid) => Polled::Sent(Kind::Subscribe, pkid),
+        Outgoing::Unsubscribe(pkid) => Polled::Sent(Kind::Unsubscribe, pkid),
+        _ => Polled::Other,
+    }
+}
+
+fn poll_error_v5(err: &rumqttc::v5::ConnectionError) -> PollError {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
+    use rumqttc::v5::ConnectionError as E;
+    let (description, permanent) = match err {
+        E::ConnectionRefused(code) => (
+            format!("the broker refused the connection ({code:?})"),
+            matches!(
+                code,
+                Code::BadUserNamePassword | Code::NotAuthorized | Code::Banned | Code::ClientIdentifierNotValid
+            ),
+        ),
+        other => (other.to_string(), false),
+    };
+    PollError {
+        description,
+        permanent,
+        requests_done: matches!(err, E::RequestsDone),
+    }
+}
+
+fn poll_error_v311(err: &rumqttc::ConnectionError) -> PollError {
+    use rumqttc::ConnectReturnCode as Code;
+    use rumqttc::ConnectionError as E;
+    let (description, permanent) = match err {
+        E::ConnectionRefused(code) => (
+            format!("the broker refused the connection ({code:?})"),
+            matches!(
+                code,
+                Code::BadUserNamePassword | Code::NotAuthorized | Code::BadClientId | Code::RefusedProtocolVersion
+            ),
+        ),
+        other => (other.to_string(), false),
+    };
+    PollError {
+        description,
+        permanent,
+        requests_done: matches!(err, E::RequestsDone),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_mqtt5_publish_keeps_its_properties() {
+        let props = p5::PublishProperties {
+            response_topic: Some("lab/mcp/clients/scout/responses".into()),
+            correlation_data: Some(Bytes::from_static(b"c1")),
+            message_expiry_interval: Some(30),
+            ..Default::default()
+        };
+        let mut publish = p5::Publish::new("lab/mcp/tools/echo/call", QoS::AtLeastOnce, "{}", Some(props));
+        publish.pkid = 7;
+        let incoming = incoming_v5(publish);
+        assert_eq!(incoming.topic, "lab/mcp/tools/echo/call");
+        assert_eq!(incoming.payload, Bytes::from_static(b"{}"));
+        assert_eq!(incoming.qos, QoS::AtLeastOnce);
+        assert_eq!(
+            incoming.response_topic.as_deref(),
+            Some("lab/mcp/clients/scout/responses")
+        );
+        assert_eq!(incoming.correlation, Some(Bytes::from_static(b"c1")));
+        assert_eq!(incoming.message_expiry, Some(30));
+        assert_eq!(incoming.pkid, 7);
+    }
+
+    #[test]
+    fn an_mqtt311_publish_has_no_properties() {
+        let mut publish = rumqttc::Publish::new("lab/mcp/tools/echo/call/scout", rumqttc::QoS::AtLeastOnce, "{}");
+        publish.pkid = 9;
+        let incoming = incoming_v311(publish);
+        assert_eq!(incoming.topic, "lab/mcp/tools/echo/call/scout");
+        assert_eq!(incoming.payload, Bytes::from_static(b"{}"));
+        assert_eq!(incoming.qos, QoS::AtLeastOnce);
+        assert_eq!(
+            (incoming.response_topic, incoming.correlation, incoming.message_expiry),
+            (None, None, None)
+        );
+        assert_eq!(incoming.pkid, 9);
+    }
+
+    #[test]
+    fn a_topic_that_is_not_utf8_is_read_leniently() {
+        let publish = p5::Publish {
+            topic: Bytes::from_static(b"a/\xff"),
+            ..Default::default()
+        };
+        assert_eq!(incoming_v5(publish).topic, "a/\u{fffd}");
+    }
+
+    #[test]
+    fn the_last_will_drops_its_mqtt5_properties_on_311() {
+        let props = p5::LastWillProperties {
+            delay_interval: Some(5),
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            content_type: Some("application/json".into()),
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+        };
+        let will = p5::LastWill::new("gtm/mcp/servers/s/card", "offline", QoS::AtLeastOnce, true, Some(props));
+        let v311 = will_v311(will);
+        assert_eq!(v311.topic, "gtm/mcp/servers/s/card");
+        assert_eq!(v311.message, Bytes::from_static(b"offline"));
+        assert_eq!(v311.qos, rumqttc::QoS::AtLeastOnce);
+        assert!(v311.retain);
+    }
+
+    #[test]
+    fn suback_codes_map_to_their_mqtt5_equivalents() {
+        assert_eq!(
+            suback_code_from_v311(rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce)),
+            p5::SubscribeReasonCode::Success(QoS::AtLeastOnce)
+        );
+        assert_eq!(
+            suback_code_from_v311(rumqttc::SubscribeReasonCode::Failure),
+            p5::SubscribeReasonCode::Failure
+        );
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            assert_eq!(qos_from_v311(qos_v311(qos)), qos);
+        }
+    }
+
+    #[test]
+    fn refused_credentials_are_permanent_on_both_versions() {
+        let v311 = poll_error_v311(&rumqttc::ConnectionError::ConnectionRefused(
+            rumqttc::ConnectReturnCode::NotAuthorized,
+        ));
+        assert!(v311.permanent, "{v311:?}");
+        assert!(v311.description.contains("refused"));
+        let v311 = poll_error_v311(&rumqttc::ConnectionError::ConnectionRefused(
+            rumqttc::ConnectReturnCode::ServiceUnavailable,
+        ));
+        assert!(!v311.permanent);
+        let v5 = poll_error_v5(&rumqttc::v5::ConnectionError::ConnectionRefused(
+            p5::ConnectReturnCode::BadUserNamePassword,
+        ));
+        assert!(v5.permanent);
+        assert!(poll_error_v311(&rumqttc::ConnectionError::RequestsDone).requests_done);
+    }
+}
