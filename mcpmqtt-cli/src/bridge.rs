@@ -1,8 +1,9 @@
 //! `bridge`: an MCP server on stdio whose tools are the MQTT-hosted tools
 //! of one namespace.
 //!
-//! - `tools/list` maps each online Tool Card to an MCP tool (`inputSchema`
-//!   from the card; `outputSchema` too when it is an object schema);
+//! - `tools/list` maps each online Tool Card (of an online server) to an MCP
+//!   tool (`inputSchema` from the card; `outputSchema` too when it is an
+//!   object schema);
 //! - `tools/call` forwards the call over MQTT under the bridge's identity, so
 //!   the broker's ACL decides; every call error becomes an `isError` result
 //!   whose text is the error and whose `structuredContent` is
@@ -30,6 +31,7 @@ use serde_json::{json, Value};
 
 use crate::call::tool_timeout;
 use crate::cli::BridgeArgs;
+use crate::discovery::online_tools;
 use crate::exit::{call_error_kind, Failure};
 
 /// The MCP server that forwards to MQTT.
@@ -46,7 +48,7 @@ impl Bridge {
 
     /// The online tools, as MCP tools.
     async fn mcp_tools(&self) -> Vec<Tool> {
-        self.client.tools().await.iter().map(mcp_tool).collect()
+        online_tools(&self.client).await.iter().map(mcp_tool).collect()
     }
 
     async fn forward(
