@@ -25,6 +25,8 @@ use crate::exit::Failure;
 pub const EVERY_TOOL: &str = "*";
 /// How many progress notifications of calls not (yet) registered are kept.
 const EARLY_PROGRESS_LIMIT: usize = 256;
+/// How long a call that streamed waits after its answer for late progress.
+const PROGRESS_GRACE: Duration = Duration::from_millis(20);
 
 /// Who may call which tool: from `--acl FILE` and `--allow` flags.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -195,26 +197,47 @@ async fn forward(
     let mut progress = handler.register(token.clone());
     let response = handle.await_response();
     tokio::pin!(response);
+    let mut streamed = false;
     let outcome = loop {
         tokio::select! {
             outcome = &mut response => break outcome,
             Some(p) = progress.recv() => {
-                let emitted = match p.message {
-                    Some(message) => ctx.emit_text(message).await,
-                    None => ctx.emit_data(json!({"progress": p.progress, "total": p.total})).await,
-                };
-                if let Err(e) = emitted {
-                    tracing::debug!(error = %e, "could not stream a partial");
-                }
+                streamed = true;
+                emit(&ctx, p).await;
             }
         }
     };
+    // rmcp hands each notification to the handler in a task of its own, so
+    // the last ones may still be on their way when the answer is in.
+    if streamed {
+        tokio::time::sleep(PROGRESS_GRACE).await;
+    }
     handler.unregister(&token);
+    let mut late = Vec::new();
+    while let Ok(p) = progress.try_recv() {
+        late.push(p);
+    }
+    late.sort_by(|a, b| a.progress.total_cmp(&b.progress));
+    for p in late {
+        emit(&ctx, p).await;
+    }
     match outcome.map_err(child_error)? {
         ServerResult::CallToolResult(result) => into_value(result),
         other => Err(ToolError::new(format!(
             "the MCP server answered with something else: {other:?}"
         ))),
+    }
+}
+
+/// Streams one progress notification as a partial: its message as text,
+/// else `{"progress": p, "total": t}`.
+async fn emit(ctx: &CallContext, p: ProgressNotificationParam) {
+    let emitted = match p.message {
+        Some(message) => ctx.emit_text(message).await,
+        None => ctx.emit_data(json!({"progress": p.progress, "total": p.total})).await,
+    };
+    if let Err(e) = emitted {
+        tracing::debug!(error = %e, "could not stream a partial");
     }
 }
 

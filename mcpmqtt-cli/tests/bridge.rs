@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, JsonObject, ProgressNotificationParam, Tool};
@@ -139,10 +140,19 @@ async fn an_mcp_host_lists_and_calls_the_mqtt_tools() {
     let result = session.call_tool(call("count", json!({"n": 3}))).await.unwrap();
     assert_eq!(result.is_error, Some(false));
     assert_eq!(text(&result), "3");
+    // rmcp's client hands each notification to its handler in a task of its
+    // own, so they may reach the handler in any order, even after the answer.
     let mut progress = Vec::new();
-    while let Ok(Heard::Progress(p)) = heard.try_recv() {
-        progress.push((p.progress, p.message.unwrap_or_default()));
+    while progress.len() < 4 {
+        match tokio::time::timeout(PATIENCE, heard.recv())
+            .await
+            .expect("progress in time")
+        {
+            Some(Heard::Progress(p)) => progress.push((p.progress, p.message.unwrap_or_default())),
+            other => panic!("expected progress, heard {other:?}"),
+        }
     }
+    progress.sort_by(|a, b| a.0.total_cmp(&b.0));
     assert_eq!(
         progress,
         [
@@ -221,7 +231,7 @@ async fn list_changed_is_sent_as_servers_come_and_go() {
     assert!(tools(&session).await.contains_key("echo"));
 
     // Nothing changes: nothing is sent.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     while let Ok(h) = heard.try_recv() {
         assert!(!matches!(h, Heard::ListChanged), "list_changed without a change");
     }
