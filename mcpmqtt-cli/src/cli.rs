@@ -30,7 +30,7 @@ pub struct Cli {
 /// be the username the ACL names.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
-    /// The broker's URL: mqtt://host[:port] or mqtts://host[:port].
+    /// The broker's URL: mqtt://HOST:PORT or mqtts://HOST:PORT (TLS).
     #[arg(long, env = "MQTT_URL", default_value = "mqtt://127.0.0.1:1883", global = true)]
     pub broker: String,
     /// The topic namespace.
@@ -42,7 +42,8 @@ pub struct ConnectArgs {
     /// MQTT password.
     #[arg(long, env = "MQTT_PASSWORD", hide_env_values = true, global = true)]
     pub password: Option<String>,
-    /// MQTT client id (default: the identity).
+    /// MQTT client id (default: the identity; for `expose`, the server name
+    /// with a random suffix).
     #[arg(long, env = "MQTT_CLIENT_ID", global = true)]
     pub client_id: Option<String>,
 }
@@ -211,7 +212,10 @@ broker. The broker enforces it: load the ACL printed by --emit-acl.
 Every exposed tool is declared streaming: the child's progress notifications become partials \
 (their message as text, else {\"progress\": p, \"total\": t}). A result is the child's \
 structuredContent if any, else its one text block as a string, else its content blocks as JSON. \
-The child's stderr is passed through; the tools are listed once, at start.";
+The child's stderr is passed through; the tools are listed once, at start.
+
+The server logs in as --username, or as its server name when only --password is given; with an \
+ACL-enforcing broker, that login is the identity the ACL grants the server's rights to.";
 
 /// Flags of `expose`.
 #[derive(Debug, Args)]
@@ -228,7 +232,9 @@ pub struct ExposeArgs {
     /// How long one call may run, in milliseconds.
     #[arg(long, default_value_t = 30_000, value_name = "MS")]
     pub tool_timeout_ms: u64,
-    /// Print the ACL of the exposed server in this format and exit, without connecting.
+    /// Print the ACL of the exposed server in this format (mosquitto, dynsec,
+    /// emqx, emqx-db, hivemq, policy, manifest) and exit, without connecting
+    /// to the broker.
     #[arg(long, value_name = "FORMAT")]
     pub emit_acl: Option<mcpmqtt::acl::AclFormat>,
     /// The stdio MCP server to run, after `--`.

@@ -136,6 +136,13 @@ mod tests {
                 "{code} is not documented"
             );
         }
+        let readme = include_str!("../../README.md");
+        for code in codes.iter().chain(&[0, OTHER, USAGE, CONNECT]) {
+            assert!(
+                readme.contains(&format!("\n| {code} | ")),
+                "exit code {code} is not in the README"
+            );
+        }
         let kinds: Vec<String> = errors.iter().map(call_error_kind).collect();
         assert_eq!(
             kinds,
