@@ -164,11 +164,14 @@ impl Display {
         }
         let elapsed = self.started.elapsed();
         let frame = SPINNER[(elapsed.as_millis() / 100) as usize % SPINNER.len()];
-        let last: String = self.last.lines().next().unwrap_or_default().chars().take(80).collect();
+        let mut last: String = self.last.lines().next().unwrap_or_default().chars().take(80).collect();
+        if !last.is_empty() {
+            last.insert_str(0, ": ");
+        }
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
-            "\r\x1b[2K{frame} {} {:.1}s, {} partial(s) {last}",
+            "\r\x1b[2K{frame} {} {:.1}s, {} partial(s){last}",
             self.tool,
             elapsed.as_secs_f64(),
             self.count
