@@ -1,0 +1,243 @@
+//! The command line: flags, subcommands and their help.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use mcpmqtt::BrokerOptions;
+
+use crate::exit::EXIT_CODES_HELP;
+
+/// The namespace used when none is given: the v0.1 protocol's default.
+pub const DEFAULT_NAMESPACE: &str = "a2a/v1";
+
+/// List, describe and call MCP tools hosted on an MQTT 5 broker; emit ACLs;
+/// bridge the tools to any MCP host; expose stdio MCP servers on MQTT.
+#[derive(Debug, Parser)]
+#[command(name = "mcpmqtt", version, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// How to reach the broker.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The connection flags. Every one can also come from the environment.
+///
+/// The identity calls are made under is the username, else the client id,
+/// else a generated `mcpmqtt-XXXXXXXX`; with an ACL-enforcing broker it must
+/// be the username the ACL names.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// The broker's URL: mqtt://HOST:PORT or mqtts://HOST:PORT (TLS).
+    #[arg(long, env = "MQTT_URL", default_value = "mqtt://127.0.0.1:1883", global = true)]
+    pub broker: String,
+    /// The topic namespace.
+    #[arg(long, env = "MCPMQTT_NAMESPACE", default_value = DEFAULT_NAMESPACE, global = true)]
+    pub namespace: String,
+    /// MQTT username: the identity the broker's ACL grants rights to.
+    #[arg(long, env = "MQTT_USERNAME", global = true)]
+    pub username: Option<String>,
+    /// MQTT password.
+    #[arg(long, env = "MQTT_PASSWORD", hide_env_values = true, global = true)]
+    pub password: Option<String>,
+    /// MQTT client id (default: the identity; for `expose`, the server name
+    /// with a random suffix).
+    #[arg(long, env = "MQTT_CLIENT_ID", global = true)]
+    pub client_id: Option<String>,
+}
+
+impl ConnectArgs {
+    /// The broker options these flags describe, logging in as `default_user`
+    /// when a password is given without a username.
+    pub fn broker_options(&self, default_user: &str) -> Result<BrokerOptions, mcpmqtt::Error> {
+        let mut options = BrokerOptions::parse(&self.broker)?;
+        match (&self.username, &self.password) {
+            (Some(user), password) => {
+                options = options.with_credentials(user.clone(), password.clone().unwrap_or_default());
+            }
+            (None, Some(password)) => {
+                let user = options.username().unwrap_or(default_user).to_owned();
+                options = options.with_credentials(user, password.clone());
+            }
+            (None, None) => {}
+        }
+        if let Some(id) = &self.client_id {
+            options = options.with_client_id(id.clone());
+        }
+        Ok(options)
+    }
+
+    /// Connects a client with these flags, under [`ConnectArgs::identity`].
+    pub async fn client(&self, default_timeout: std::time::Duration) -> Result<mcpmqtt::Client, mcpmqtt::Error> {
+        let identity = self.identity();
+        mcpmqtt::Client::builder(identity.clone())
+            .broker_options(self.broker_options(&identity)?)
+            .namespace(&self.namespace)
+            .default_timeout(default_timeout)
+            .connect()
+            .await
+    }
+
+    /// The identity a client made from these flags calls under: the username
+    /// (flag or URL), else the client id, else a generated name.
+    pub fn identity(&self) -> String {
+        if let Some(user) = &self.username {
+            return user.clone();
+        }
+        if let Some(user) = BrokerOptions::parse(&self.broker)
+            .ok()
+            .and_then(|o| o.username().map(str::to_owned))
+        {
+            return user;
+        }
+        if let Some(id) = &self.client_id {
+            return id.clone();
+        }
+        format!("mcpmqtt-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// A table of the online tools: name, server, streaming, allowed callers, description.
+    Tools(ListArgs),
+    /// A table of the online servers and their tools.
+    Servers(ListArgs),
+    /// A tool's card and schemas, pretty-printed.
+    Describe(DescribeArgs),
+    /// Calls a tool and prints its result as JSON on stdout.
+    #[command(after_help = CALL_HELP)]
+    Call(CallArgs),
+    /// Renders ACL manifests (JSON, as `--emit-acl manifest` prints them) in a broker's format.
+    Acl(AclArgs),
+    /// Serves the online tools to an MCP host over stdio (an MCP server).
+    #[command(after_help = BRIDGE_HELP)]
+    Bridge(BridgeArgs),
+    /// Runs a stdio MCP server as a child and hosts its tools on MQTT.
+    #[command(after_help = EXPOSE_HELP)]
+    Expose(ExposeArgs),
+}
+
+/// Flags of `tools` and `servers`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print the cards as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `describe`.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// The tool.
+    pub tool: String,
+    /// Print the card as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const CALL_HELP: &str = "\
+Arguments: each --arg key=value sets one argument; the value is read as JSON if it parses \
+(42, true, null, [1,2], {\"a\":1}, \"quoted\"), otherwise it is taken as a string. So \
+--arg pages=3 is the number 3 and --arg 'text=\"3\"' the string \"3\". --json takes the whole \
+object ('-' reads it from stdin); --arg values are applied on top of it.
+
+Streamed partials: when stdout is a terminal, a progress line on stderr shows the latest one. \
+Otherwise each partial is printed on stderr as one JSON line, {\"partial\": N, \"content\": \"...\"} \
+for text or {\"partial\": N, \"data\": {...}} for data, so stdout holds only the result.
+
+Errors are printed on stderr as `error: <type>: <message>` with the exit code of their type \
+(see `mcpmqtt --help`).";
+
+/// Flags of `call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The tool.
+    pub tool: String,
+    /// An argument, as key=value (repeatable).
+    #[arg(long = "arg", value_name = "KEY=VALUE")]
+    pub args: Vec<String>,
+    /// All arguments as one JSON object ('-' reads it from stdin).
+    #[arg(long, value_name = "JSON")]
+    pub json: Option<String>,
+    /// How long to wait for the result, in seconds (default: the tool's own
+    /// timeout from its card plus 5 s, else 30 s).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+}
+
+/// Flags of `acl`.
+#[derive(Debug, Args)]
+pub struct AclArgs {
+    /// The broker format: mosquitto, dynsec, emqx, emqx-db, hivemq, policy or manifest.
+    #[arg(long)]
+    pub format: mcpmqtt::acl::AclFormat,
+    /// Manifest files (JSON); several are merged into one ACL. '-' reads stdin.
+    #[arg(required = true, value_name = "MANIFEST")]
+    pub manifests: Vec<PathBuf>,
+}
+
+const BRIDGE_HELP: &str = "\
+Configure it in an MCP host as a stdio server, e.g.
+  {\"mcpServers\": {\"mqtt-tools\": {\"command\": \"mcpmqtt\",
+     \"args\": [\"bridge\", \"--broker\", \"mqtt://127.0.0.1:1883\", \"--namespace\", \"gtm\"],
+     \"env\": {\"MQTT_USERNAME\": \"scout\", \"MQTT_PASSWORD\": \"...\"}}}}
+
+tools/list returns the online tools (inputSchema from their cards); tools/call forwards the call \
+over MQTT under the bridge's identity, so the broker's ACL still applies. Streamed partials \
+become notifications/progress when the host sent a progress token; call errors become isError \
+results; notifications/tools/list_changed is sent when cards come and go. Logs go to stderr \
+(RUST_LOG).";
+
+/// Flags of `bridge`.
+#[derive(Debug, Args)]
+pub struct BridgeArgs {
+    /// How often the cards are checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub watch_interval_ms: u64,
+}
+
+const EXPOSE_HELP: &str = "\
+Example: mcpmqtt expose --server-name files --allow read_file=scout,operator --allow '*=operator' \
+-- npx -y @modelcontextprotocol/server-filesystem /srv
+
+Who may call each tool comes from --allow TOOL=caller1,caller2 (repeatable) and --acl FILE, a \
+JSON object of tool name to callers: {\"read_file\": [\"scout\"], \"*\": [\"operator\"]}, where \
+\"*\" applies to every tool. A tool nobody is allowed can be called by no one on an ACL-enforcing \
+broker. The broker enforces it: load the ACL printed by --emit-acl.
+
+Every exposed tool is declared streaming: the child's progress notifications become partials \
+(their message as text, else {\"progress\": p, \"total\": t}). A result is the child's \
+structuredContent if any, else its one text block as a string, else its content blocks as JSON. \
+The child's stderr is passed through; the tools are listed once, at start.
+
+The server logs in as --username, or as its server name when only --password is given; with an \
+ACL-enforcing broker, that login is the identity the ACL grants the server's rights to.";
+
+/// Flags of `expose`.
+#[derive(Debug, Args)]
+pub struct ExposeArgs {
+    /// The server's name on the broker (its identity, and the `server` of its cards).
+    #[arg(long)]
+    pub server_name: String,
+    /// A JSON file of tool name (or "*") to the callers allowed to call it.
+    #[arg(long, value_name = "FILE")]
+    pub acl: Option<PathBuf>,
+    /// Allow callers to call a tool: TOOL=caller1,caller2, or *=caller for every tool (repeatable).
+    #[arg(long, value_name = "TOOL=CALLERS")]
+    pub allow: Vec<String>,
+    /// How long one call may run, in milliseconds.
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    pub tool_timeout_ms: u64,
+    /// Print the ACL of the exposed server in this format (mosquitto, dynsec,
+    /// emqx, emqx-db, hivemq, policy, manifest) and exit, without connecting
+    /// to the broker.
+    #[arg(long, value_name = "FORMAT")]
+    pub emit_acl: Option<mcpmqtt::acl::AclFormat>,
+    /// The stdio MCP server to run, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}

@@ -1,0 +1,441 @@
+//! `expose`: runs a stdio MCP server as a child and hosts its tools on MQTT,
+//! each with the callers the flags and the ACL file allow, so that the
+//! broker enforces who may call them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mcpmqtt::{CallContext, Server, ToolDef, ToolError};
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ClientRequest,
+    ContentBlock, ErrorCode, Implementation, ProgressNotificationParam, ProgressToken, ServerResult,
+};
+use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, Peer, RoleClient, ServiceError, ServiceExt};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::cli::{ConnectArgs, ExposeArgs};
+use crate::exit::Failure;
+
+/// The key of an ACL file or `--allow` flag that applies to every tool.
+pub const EVERY_TOOL: &str = "*";
+/// How many progress notifications of calls not (yet) registered are kept.
+const EARLY_PROGRESS_LIMIT: usize = 256;
+/// How long a call that streamed waits after its answer for late progress.
+const PROGRESS_GRACE: Duration = Duration::from_millis(20);
+
+/// Who may call which tool: from `--acl FILE` and `--allow` flags.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Allowed {
+    by_tool: BTreeMap<String, Vec<String>>,
+}
+
+impl Allowed {
+    /// Reads an ACL file: a JSON object of tool name (or `"*"`) to an array
+    /// of caller identities.
+    pub fn from_json(text: &str) -> Result<Allowed, String> {
+        let map: BTreeMap<String, Vec<String>> = serde_json::from_str(text).map_err(|e| {
+            format!("expected a JSON object of tool name to callers, e.g. {{\"echo\": [\"scout\"], \"*\": [\"operator\"]}}: {e}")
+        })?;
+        let mut allowed = Allowed::default();
+        for (tool, callers) in map {
+            allowed.add(&tool, callers);
+        }
+        Ok(allowed)
+    }
+
+    /// Adds one `--allow TOOL=caller1,caller2`.
+    pub fn add_flag(&mut self, flag: &str) -> Result<(), String> {
+        let Some((tool, callers)) = flag.split_once('=') else {
+            return Err(format!("--allow {flag:?} is not TOOL=CALLER[,CALLER...]"));
+        };
+        let tool = tool.trim();
+        if tool.is_empty() {
+            return Err(format!("--allow {flag:?} names no tool"));
+        }
+        let callers: Vec<String> = callers
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if callers.is_empty() {
+            return Err(format!("--allow {flag:?} names no caller"));
+        }
+        self.add(tool, callers);
+        Ok(())
+    }
+
+    fn add(&mut self, tool: &str, callers: Vec<String>) {
+        let entry = self.by_tool.entry(tool.to_owned()).or_default();
+        for caller in callers {
+            if !entry.contains(&caller) {
+                entry.push(caller);
+            }
+        }
+    }
+
+    /// The callers of `tool`: its own, then those of `"*"`, without repeats.
+    pub fn callers(&self, tool: &str) -> Vec<String> {
+        let mut out: Vec<String> = self.by_tool.get(tool).cloned().unwrap_or_default();
+        for caller in self.by_tool.get(EVERY_TOOL).into_iter().flatten() {
+            if !out.contains(caller) {
+                out.push(caller.clone());
+            }
+        }
+        out
+    }
+
+    /// Tool names that are allowed callers but not among `tools` (typos).
+    pub fn unknown_tools<'a>(&'a self, tools: &[String]) -> Vec<&'a str> {
+        self.by_tool
+            .keys()
+            .filter(|t| t.as_str() != EVERY_TOOL && !tools.contains(t))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+/// Routes the child's progress notifications to the calls waiting for them.
+#[derive(Default)]
+struct ProgressRoutes {
+    routes: HashMap<ProgressToken, mpsc::UnboundedSender<ProgressNotificationParam>>,
+    /// Notifications that came before their call was registered.
+    early: HashMap<ProgressToken, Vec<ProgressNotificationParam>>,
+}
+
+/// The MCP client side of `expose`: receives the child's progress.
+#[derive(Clone, Default)]
+struct ChildClient {
+    progress: Arc<Mutex<ProgressRoutes>>,
+}
+
+impl ChildClient {
+    fn register(&self, token: ProgressToken) -> mpsc::UnboundedReceiver<ProgressNotificationParam> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut routes = self.progress.lock().expect("progress lock");
+        for early in routes.early.remove(&token).unwrap_or_default() {
+            let _ = tx.send(early);
+        }
+        routes.routes.insert(token, tx);
+        rx
+    }
+
+    fn unregister(&self, token: &ProgressToken) {
+        self.progress.lock().expect("progress lock").routes.remove(token);
+    }
+}
+
+impl ClientHandler for ChildClient {
+    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+        let mut routes = self.progress.lock().expect("progress lock");
+        if let Some(tx) = routes.routes.get(&params.progress_token) {
+            let _ = tx.send(params);
+            return;
+        }
+        if routes.early.len() >= EARLY_PROGRESS_LIMIT {
+            routes.early.clear();
+        }
+        routes
+            .early
+            .entry(params.progress_token.clone())
+            .or_default()
+            .push(params);
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("mcpmqtt-expose", env!("CARGO_PKG_VERSION")),
+        )
+    }
+}
+
+/// A running child MCP server.
+type Child = RunningService<RoleClient, ChildClient>;
+
+/// Starts the child and completes the MCP handshake.
+async fn start_child(command: &[String]) -> Result<Child, Failure> {
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| Failure::Usage("no command to run after `--`".into()))?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args);
+    let (transport, _stderr) = TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("could not start `{program}`: {e}"))?;
+    ChildClient::default()
+        .serve(transport)
+        .await
+        .map_err(|e| Failure::Other(anyhow::anyhow!("`{program}` did not start as an MCP server: {e}")))
+}
+
+/// One call forwarded to the child: its progress becomes partials.
+async fn forward(
+    child: Peer<RoleClient>,
+    handler: ChildClient,
+    tool: String,
+    ctx: CallContext,
+    arguments: Value,
+) -> Result<Value, ToolError> {
+    let arguments = match arguments {
+        Value::Object(map) => map,
+        _ => return Err(ToolError::invalid_arguments("arguments must be a JSON object")),
+    };
+    let params = CallToolRequestParams::new(tool).with_arguments(arguments);
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+    let handle = child
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await
+        .map_err(child_error)?;
+    let token = handle.progress_token.clone();
+    let mut progress = handler.register(token.clone());
+    let response = handle.await_response();
+    tokio::pin!(response);
+    let mut streamed = false;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut response => break outcome,
+            Some(p) = progress.recv() => {
+                streamed = true;
+                emit(&ctx, p).await;
+            }
+        }
+    };
+    // rmcp hands each notification to the handler in a task of its own, so
+    // the last ones may still be on their way when the answer is in.
+    if streamed {
+        tokio::time::sleep(PROGRESS_GRACE).await;
+    }
+    handler.unregister(&token);
+    let mut late = Vec::new();
+    while let Ok(p) = progress.try_recv() {
+        late.push(p);
+    }
+    late.sort_by(|a, b| a.progress.total_cmp(&b.progress));
+    for p in late {
+        emit(&ctx, p).await;
+    }
+    match outcome.map_err(child_error)? {
+        ServerResult::CallToolResult(result) => into_value(result),
+        other => Err(ToolError::new(format!(
+            "the MCP server answered with something else: {other:?}"
+        ))),
+    }
+}
+
+/// Streams one progress notification as a partial: its message as text,
+/// else `{"progress": p, "total": t}`.
+async fn emit(ctx: &CallContext, p: ProgressNotificationParam) {
+    let emitted = match p.message {
+        Some(message) => ctx.emit_text(message).await,
+        None => ctx.emit_data(json!({"progress": p.progress, "total": p.total})).await,
+    };
+    if let Err(e) = emitted {
+        tracing::debug!(error = %e, "could not stream a partial");
+    }
+}
+
+/// The MQTT result of an MCP tool result; an `isError` result is a
+/// `tool_error` with the text of its content.
+pub fn into_value(result: CallToolResult) -> Result<Value, ToolError> {
+    if result.is_error == Some(true) {
+        let text: Vec<&str> = result
+            .content
+            .iter()
+            .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+            .collect();
+        let message = if text.is_empty() {
+            "the tool failed".to_owned()
+        } else {
+            text.join("\n")
+        };
+        return Err(ToolError::new(message));
+    }
+    if let Some(structured) = result.structured_content {
+        return Ok(structured);
+    }
+    match result.content.as_slice() {
+        [] => Ok(Value::Null),
+        [ContentBlock::Text(t)] => Ok(Value::String(t.text.clone())),
+        blocks => serde_json::to_value(blocks).map_err(|e| ToolError::new(format!("unreadable content: {e}"))),
+    }
+}
+
+fn child_error(e: ServiceError) -> ToolError {
+    match e {
+        ServiceError::McpError(e) if e.code == ErrorCode::INVALID_PARAMS => ToolError::invalid_arguments(e.message),
+        ServiceError::McpError(e) => ToolError::new(e.message),
+        ServiceError::TransportClosed => ToolError::new("the MCP server has exited").with_code("server_exited"),
+        other => ToolError::new(other.to_string()),
+    }
+}
+
+fn read_allowed(args: &ExposeArgs) -> Result<Allowed, Failure> {
+    let mut allowed = match &args.acl {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::Usage(format!("could not read the ACL file {}: {e}", path.display())))?;
+            Allowed::from_json(&text).map_err(|e| Failure::Usage(format!("{}: {e}", Path::new(path).display())))?
+        }
+        None => Allowed::default(),
+    };
+    for flag in &args.allow {
+        allowed.add_flag(flag).map_err(Failure::Usage)?;
+    }
+    Ok(allowed)
+}
+
+/// The server hosting the child's tools.
+async fn build_server(connect: &ConnectArgs, args: &ExposeArgs, child: &Child) -> Result<Server, Failure> {
+    let allowed = read_allowed(args)?;
+    let tools = child
+        .list_all_tools()
+        .await
+        .map_err(|e| anyhow::anyhow!("could not list the MCP server's tools: {e}"))?;
+    let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    for unknown in allowed.unknown_tools(&names) {
+        eprintln!("warning: the ACL names `{unknown}`, which the MCP server does not have");
+    }
+    let options = connect.broker_options(&args.server_name)?;
+    let mut server = Server::builder(&args.server_name)
+        .broker_options(options)
+        .namespace(&connect.namespace)
+        .default_timeout(Duration::from_millis(args.tool_timeout_ms));
+    for tool in tools {
+        let name = tool.name.to_string();
+        if let Some(reason) = mcpmqtt::name_problem(&name) {
+            eprintln!("warning: skipped the tool {name:?}: its name cannot be an MQTT topic level ({reason})");
+            continue;
+        }
+        let callers = allowed.callers(&name);
+        if callers.is_empty() {
+            eprintln!("warning: no caller is allowed `{name}`: give some with --allow {name}=CALLER or --acl");
+        }
+        let peer = child.peer().clone();
+        let handler = child.service().clone();
+        let forwarded = name.clone();
+        let mut def = ToolDef::builder(name)
+            .description(tool.description.as_deref().unwrap_or_default())
+            .input_schema(Value::Object((*tool.input_schema).clone()))
+            .allowed_callers(callers)
+            .streaming(true)
+            .handler(move |ctx, arguments| forward(peer.clone(), handler.clone(), forwarded.clone(), ctx, arguments));
+        if let Some(output) = &tool.output_schema {
+            def = def.output_schema(Value::Object((**output).clone()));
+        }
+        server = server.tool_def(def.build()?);
+    }
+    Ok(server.build()?)
+}
+
+/// Runs `expose` until Ctrl-C, SIGTERM, or the child's exit.
+pub async fn run(connect: &ConnectArgs, args: &ExposeArgs) -> Result<(), Failure> {
+    let child = start_child(&args.command).await?;
+    let server = match build_server(connect, args, &child).await {
+        Ok(server) => server,
+        Err(e) => {
+            let _ = child.cancel().await;
+            return Err(e);
+        }
+    };
+    if let Some(format) = args.emit_acl {
+        print!("{}", server.acl_manifest().render(format));
+        let _ = child.cancel().await;
+        return Ok(());
+    }
+    let handle = match server.start().await {
+        Ok(handle) => handle,
+        Err(e) => {
+            let _ = child.cancel().await;
+            return Err(e.into());
+        }
+    };
+    eprintln!(
+        "exposing {} tool(s) as `{}` in namespace `{}`",
+        handle.server().tools().len(),
+        handle.server().name(),
+        handle.server().topics().namespace()
+    );
+    let stop = child.cancellation_token();
+    let mut exited = tokio::spawn(child.waiting());
+    let child_exited = tokio::select! {
+        _ = shutdown_signal() => false,
+        _ = &mut exited => true,
+    };
+    handle.shutdown().await?;
+    if child_exited {
+        return Err(anyhow::anyhow!("the MCP server exited; its tools are offline").into());
+    }
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), exited).await;
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callers_from_file_and_flags() {
+        let mut allowed = Allowed::from_json(r#"{"echo": ["scout"], "*": ["operator"]}"#).unwrap();
+        allowed.add_flag("echo=tester, scout").unwrap();
+        allowed.add_flag("count=analyst").unwrap();
+        assert_eq!(allowed.callers("echo"), ["scout", "tester", "operator"]);
+        assert_eq!(allowed.callers("count"), ["analyst", "operator"]);
+        assert_eq!(allowed.callers("other"), ["operator"]);
+        assert_eq!(allowed.unknown_tools(&["echo".into()]), ["count"]);
+    }
+
+    #[test]
+    fn bad_acl_input_is_refused() {
+        assert!(Allowed::from_json(r#"{"echo": "scout"}"#).is_err());
+        assert!(Allowed::from_json("[]").is_err());
+        let mut allowed = Allowed::default();
+        for bad in ["echo", "=scout", "echo=", "echo= ,"] {
+            assert!(allowed.add_flag(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn results_map_to_values() {
+        let text = CallToolResult::success(vec![ContentBlock::text("hi")]);
+        assert_eq!(into_value(text), Ok(json!("hi")));
+        let mut structured = CallToolResult::success(vec![ContentBlock::text("{}")]);
+        structured.structured_content = Some(json!({"n": 1}));
+        assert_eq!(into_value(structured), Ok(json!({"n": 1})));
+        let two = CallToolResult::success(vec![ContentBlock::text("a"), ContentBlock::text("b")]);
+        assert_eq!(
+            into_value(two),
+            Ok(json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]))
+        );
+        let err = CallToolResult::error(vec![ContentBlock::text("boom")]);
+        assert_eq!(into_value(err).unwrap_err().message(), "boom");
+    }
+}

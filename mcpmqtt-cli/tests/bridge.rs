@@ -1,0 +1,240 @@
+//! `mcpmqtt bridge` driven over stdio by rmcp's client, as an MCP host
+//! would: initialize, list, call, progress, errors, the broker's refusal,
+//! and list_changed as a server comes and goes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, JsonObject, ProgressNotificationParam, Tool};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+/// What the host hears from the bridge besides answers.
+#[derive(Debug)]
+enum Heard {
+    Progress(ProgressNotificationParam),
+    ListChanged,
+}
+
+/// The test's MCP host.
+#[derive(Clone)]
+struct Host {
+    heard: mpsc::UnboundedSender<Heard>,
+}
+
+impl ClientHandler for Host {
+    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+        let _ = self.heard.send(Heard::Progress(params));
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.heard.send(Heard::ListChanged);
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::default()
+    }
+}
+
+type Session = RunningService<RoleClient, Host>;
+
+/// Starts `mcpmqtt bridge` as `identity` and initializes an MCP session with it.
+async fn bridge(broker: &mosquitto::Mosquitto, identity: &str) -> (Session, mpsc::UnboundedReceiver<Heard>) {
+    let mut cmd = mcpmqtt(broker, identity);
+    cmd.args(["bridge", "--watch-interval-ms", "100"]);
+    let (transport, _) = TokioChildProcess::builder(cmd).spawn().expect("the bridge starts");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let session = tokio::time::timeout(PATIENCE, Host { heard: tx }.serve(transport))
+        .await
+        .expect("initialized in time")
+        .expect("the MCP session starts");
+    (session, rx)
+}
+
+fn call(tool: &str, arguments: Value) -> CallToolRequestParams {
+    let Value::Object(arguments) = arguments else {
+        panic!("arguments are an object")
+    };
+    CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments)
+}
+
+fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn tools(session: &Session) -> BTreeMap<String, Tool> {
+    let tools = session.list_all_tools().await.expect("tools/list answers");
+    tools.into_iter().map(|t| (t.name.to_string(), t)).collect()
+}
+
+fn schema(value: &Value) -> Arc<JsonObject> {
+    Arc::new(value.as_object().expect("an object schema").clone())
+}
+
+/// The next list_changed, skipping anything else heard.
+async fn list_changed(heard: &mut mpsc::UnboundedReceiver<Heard>) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match heard.recv().await.expect("the bridge is still there") {
+                Heard::ListChanged => return,
+                Heard::Progress(_) => continue,
+            }
+        }
+    })
+    .await
+    .expect("tools/list_changed in time")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mcp_host_lists_and_calls_the_mqtt_tools() {
+    let broker = broker();
+    let lab = online(&broker, "lab", lab()).await;
+    let (session, mut heard) = bridge(&broker, BRIDGE).await;
+
+    let info = session.peer_info().expect("the bridge introduced itself");
+    assert_eq!(
+        info.server_info.as_ref().map(|i| i.name.as_str()),
+        Some("mcpmqtt-bridge")
+    );
+    assert_eq!(
+        info.capabilities.tools.as_ref().and_then(|t| t.list_changed),
+        Some(true)
+    );
+
+    // tools/list: every online tool, its inputSchema the card's.
+    let listed = tools(&session).await;
+    assert_eq!(
+        listed.keys().collect::<Vec<_>>(),
+        ["count", "echo", "refuse", "secret", "sleepy"]
+    );
+    for def in [echo(), count(), refuse(), sleepy(), secret()] {
+        let tool = &listed[def.name()];
+        assert_eq!(tool.input_schema, schema(def.input_schema()), "{}", def.name());
+        assert_eq!(tool.description.as_deref(), Some(def.description()));
+    }
+    assert_eq!(
+        listed["echo"].output_schema,
+        Some(schema(echo().output_schema().unwrap()))
+    );
+
+    // tools/call: forwarded over MQTT, the result as text and structured content.
+    let result = session.call_tool(call("echo", json!({"text": "hello"}))).await.unwrap();
+    assert_eq!(result.is_error, Some(false));
+    assert_eq!(result.structured_content, Some(json!({"echo": "hello"})));
+    assert_eq!(text(&result), r#"{"echo":"hello"}"#);
+
+    // Partials become progress notifications (rmcp's client always sends a token).
+    while heard.try_recv().is_ok() {}
+    let result = session.call_tool(call("count", json!({"n": 3}))).await.unwrap();
+    assert_eq!(result.is_error, Some(false));
+    assert_eq!(text(&result), "3");
+    // rmcp's client hands each notification to its handler in a task of its
+    // own, so they may reach the handler in any order, even after the answer.
+    let mut progress = Vec::new();
+    while progress.len() < 4 {
+        match tokio::time::timeout(PATIENCE, heard.recv())
+            .await
+            .expect("progress in time")
+        {
+            Some(Heard::Progress(p)) => progress.push((p.progress, p.message.unwrap_or_default())),
+            other => panic!("expected progress, heard {other:?}"),
+        }
+    }
+    progress.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(
+        progress,
+        [
+            (1.0, "tick 0".to_owned()),
+            (2.0, "tick 1".to_owned()),
+            (3.0, "tick 2".to_owned()),
+            (4.0, r#"{"done":3}"#.to_owned()),
+        ]
+    );
+
+    // A tool's error is an isError result, with the error in structured content.
+    let result = session.call_tool(call("refuse", json!({}))).await.unwrap();
+    assert_eq!(result.is_error, Some(true));
+    assert_eq!(text(&result), "tool error: refused on purpose (code nope)");
+    assert_eq!(
+        result.structured_content,
+        Some(
+            json!({"error": {"type": "tool_error", "message": "tool error: refused on purpose (code nope)", "code": "nope"}})
+        )
+    );
+
+    // Bad arguments, checked by the server against the card's schema.
+    let result = session.call_tool(call("echo", json!({"text": 5}))).await.unwrap();
+    assert_eq!(result.is_error, Some(true));
+    assert!(
+        text(&result).starts_with("invalid arguments: argument `text`"),
+        "{}",
+        text(&result)
+    );
+
+    // The broker's ACL still applies: the bridge's identity may not call `secret`.
+    let result = session.call_tool(call("secret", json!({}))).await.unwrap();
+    assert_eq!(result.is_error, Some(true));
+    assert!(
+        text(&result).starts_with("unauthorized: the broker refused the call to `secret`"),
+        "{}",
+        text(&result)
+    );
+    assert_eq!(result.structured_content.unwrap()["error"]["type"], "unauthorized");
+
+    // A tool with no card is a protocol error, as MCP asks for unknown tools.
+    let err = session.call_tool(call("nosuch", json!({}))).await.unwrap_err();
+    assert!(err.to_string().contains("unknown tool `nosuch`"), "{err}");
+
+    session.cancel().await.unwrap();
+    lab.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_changed_is_sent_as_servers_come_and_go() {
+    let broker = broker();
+    let lab = online(&broker, "lab", lab()).await;
+    let (session, mut heard) = bridge(&broker, BRIDGE).await;
+    assert!(!tools(&session).await.contains_key("late"));
+
+    let second = online(&broker, "lab2", lab2()).await;
+    list_changed(&mut heard).await;
+    let listed = tools(&session).await;
+    assert!(listed.contains_key("late"), "{:?}", listed.keys());
+    let result = session.call_tool(call("late", json!({}))).await.unwrap();
+    assert_eq!(text(&result), "late");
+
+    // Gone by a graceful stop (its cards go offline)...
+    second.shutdown().await.unwrap();
+    list_changed(&mut heard).await;
+    assert!(!tools(&session).await.contains_key("late"));
+
+    // ...and by a crash: the broker publishes its Last Will, an offline
+    // Server Card, and its tools leave the list though their cards stay.
+    let second = online(&broker, "lab2", lab2()).await;
+    list_changed(&mut heard).await;
+    assert!(tools(&session).await.contains_key("late"));
+    second.abort();
+    list_changed(&mut heard).await;
+    assert!(!tools(&session).await.contains_key("late"));
+    assert!(tools(&session).await.contains_key("echo"));
+
+    // Nothing changes: nothing is sent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(h) = heard.try_recv() {
+        assert!(!matches!(h, Heard::ListChanged), "list_changed without a change");
+    }
+    session.cancel().await.unwrap();
+    lab.shutdown().await.unwrap();
+}

@@ -1,0 +1,230 @@
+//! `mcpmqtt expose` hosting a stdio MCP server (`mcpmqtt-stdio-demo`) on
+//! MQTT, with the ACL it prints itself loaded into Mosquitto: the demo's tools
+//! get cards, calls and progress reach them, and the broker enforces who may
+//! call which.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use mcpmqtt::acl::{AclFormat, AclManifest, Role};
+use mcpmqtt::{CallError, CallOptions, Partial};
+use serde_json::json;
+
+/// The flags that expose the demo as `demo` in the test namespace.
+fn expose_args(acl_file: &std::path::Path) -> Vec<String> {
+    let mut args: Vec<String> = ["expose", "--server-name", "demo", "--allow", "echo=tester", "--acl"]
+        .map(String::from)
+        .to_vec();
+    args.push(acl_file.display().to_string());
+    args
+}
+
+fn acl_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let path = dir.path().join("acl.json");
+    std::fs::write(&path, r#"{"count": ["tester"], "*": ["operator"]}"#).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn emit_acl_lists_the_childs_tools_with_their_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = bare();
+    cmd.args(["--namespace", NS])
+        .args(expose_args(&acl_file(&dir)))
+        .args(["--emit-acl", "manifest", "--", DEMO]);
+    let (code, out, err) = parts(&output(&mut cmd).await);
+    assert_eq!(code, 0, "{err}");
+    let manifest = AclManifest::from_json(&out).expect("a manifest");
+    assert_eq!(manifest.namespace, NS);
+    let names: Vec<(&str, Role)> = manifest
+        .identities
+        .iter()
+        .map(|i| (i.identity.as_str(), i.role))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("demo", Role::Server),
+            ("operator", Role::Client),
+            ("tester", Role::Client)
+        ]
+    );
+    let tester = manifest.identity("tester").unwrap();
+    let calls: Vec<&str> = tester
+        .publish
+        .iter()
+        .filter(|t| t.ends_with("/call/tester"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        calls,
+        ["lab/mcp/tools/echo/call/tester", "lab/mcp/tools/count/call/tester"]
+    );
+    let operator = manifest.identity("operator").unwrap();
+    assert_eq!(
+        operator
+            .publish
+            .iter()
+            .filter(|t| t.ends_with("/call/operator"))
+            .count(),
+        3,
+        "operator may call every tool: {:?}",
+        operator.publish
+    );
+
+    // Rendered straight from the child, in a broker's format.
+    let mut cmd = bare();
+    cmd.args(["--namespace", NS])
+        .args(expose_args(&acl_file(&dir)))
+        .args(["--emit-acl", "mosquitto", "--", DEMO]);
+    let (code, out, _) = parts(&output(&mut cmd).await);
+    assert_eq!(code, 0);
+    assert_eq!(out, manifest.render(AclFormat::Mosquitto));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_server_is_hosted_on_mqtt_behind_the_brokers_acl() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = acl_file(&dir);
+    let mut emit = bare();
+    emit.args(["--namespace", NS])
+        .args(expose_args(&acl))
+        .args(["--emit-acl", "manifest", "--", DEMO]);
+    let (code, manifest, err) = parts(&output(&mut emit).await);
+    assert_eq!(code, 0, "{err}");
+    let broker = broker_for(&AclManifest::from_json(&manifest).unwrap());
+
+    let mut expose = mcpmqtt(&broker, "demo");
+    expose
+        .args(expose_args(&acl))
+        .args(["--", DEMO])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut exposed = expose.spawn().unwrap();
+
+    let tester = client(&broker, "tester").await;
+    let operator = client(&broker, "operator").await;
+    let card = tester.wait_for_tool("echo", PATIENCE).await.expect("echo comes online");
+    assert_eq!(card.server, "demo");
+    assert_eq!(card.allowed_callers, ["tester", "operator"]);
+    assert!(card.supports_streaming);
+    assert_eq!(card.description, "Returns its text.");
+    assert_eq!(
+        card.input_schema,
+        json!({
+            "type": "object",
+            "properties": {"text": {"type": "string", "description": "What to send back."}},
+            "required": ["text"]
+        })
+    );
+    let count_card = tester.wait_for_tool("count", PATIENCE).await.unwrap();
+    assert_eq!(count_card.allowed_callers, ["tester", "operator"]);
+    assert_eq!(count_card.output_schema.as_ref().unwrap()["required"], json!(["count"]));
+    let fail_card = tester.wait_for_tool("fail", PATIENCE).await.unwrap();
+    assert_eq!(fail_card.allowed_callers, ["operator"]);
+
+    // A single text block comes back as a string.
+    assert_eq!(tester.call("echo", json!({"text": "hi"})).await.unwrap(), json!("hi"));
+
+    // Progress becomes partials; structured content is the result.
+    let partials = Arc::new(Mutex::new(Vec::new()));
+    let sink = partials.clone();
+    let options = CallOptions::new().on_partial(move |p| sink.lock().unwrap().push(p));
+    let result = tester
+        .call_with("count", json!({"n": 3, "delay_ms": 30}), options)
+        .await
+        .unwrap();
+    assert_eq!(result, json!({"count": 3}));
+    let mut texts: Vec<String> = partials
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| match p {
+            Partial::Text(t) => t.clone(),
+            Partial::Data(d) => panic!("unexpected data partial {d}"),
+        })
+        .collect();
+    // rmcp hands progress to its handler in separate tasks: order is not kept.
+    texts.sort();
+    assert_eq!(texts, ["step 1 of 3", "step 2 of 3", "step 3 of 3"]);
+
+    // The broker refuses what the ACL does not grant...
+    match tester.call("fail", json!({"message": "boom"})).await {
+        Err(CallError::Unauthorized { message }) => assert!(message.contains("PUBACK 0x87"), "{message}"),
+        other => panic!("expected unauthorized, got {other:?}"),
+    }
+    // ...and serves what it does; the child's isError is a tool error.
+    match operator.call("fail", json!({"message": "boom"})).await {
+        Err(CallError::ToolError { message, .. }) => assert_eq!(message, "boom"),
+        other => panic!("expected a tool error, got {other:?}"),
+    }
+    // The child's schema is checked before the child is called.
+    match operator.call("echo", json!({"text": 5})).await {
+        Err(CallError::InvalidArguments { message }) => assert!(message.contains("text"), "{message}"),
+        other => panic!("expected invalid arguments, got {other:?}"),
+    }
+
+    // SIGTERM: the cards go offline and expose exits cleanly.
+    let pid = exposed.id().expect("still running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tester
+        .wait_for_server_offline("demo", PATIENCE)
+        .await
+        .expect("the server card goes offline");
+    let status = tokio::time::timeout(PATIENCE, exposed.wait())
+        .await
+        .expect("exits in time")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let card = tester.tool_card("echo").await.unwrap();
+    assert_eq!(card.status, mcpmqtt::Status::Offline);
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(exposed.stderr.as_mut().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(
+        stderr.contains("exposing 3 tool(s) as `demo` in namespace `lab`"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_that_is_not_an_mcp_server_is_a_clear_error() {
+    let (code, _, err) =
+        parts(&output(bare().args(["expose", "--server-name", "x", "--", "/nonexistent/server"])).await);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("could not start `/nonexistent/server`"), "{err}");
+
+    let (code, _, err) = parts(&output(bare().args(["expose", "--server-name", "x", "--", "true"])).await);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("`true` did not start as an MCP server"), "{err}");
+
+    let (code, _, err) = parts(
+        &output(bare().args([
+            "expose",
+            "--server-name",
+            "x",
+            "--allow",
+            "echo",
+            "--emit-acl",
+            "manifest",
+            "--",
+            DEMO,
+        ]))
+        .await,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--allow \"echo\" is not TOOL=CALLER"), "{err}");
+
+    let (code, _, err) = parts(&output(bare().args(["expose", "--server-name", "x"])).await);
+    assert_eq!(code, 2, "{err}");
+}
