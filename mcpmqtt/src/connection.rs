@@ -85,6 +85,10 @@ pub struct BrokerOptions {
     pub(crate) max_packet_size: u32,
     pub(crate) session_expiry: u32,
     pub(crate) give_up_after: Option<Duration>,
+    /// How many unacknowledged QoS 1 messages the broker may send at once
+    /// (MQTT 5 Receive Maximum); a server sets it from its concurrency so
+    /// that a flood waits in the broker, not in the server's memory.
+    pub(crate) receive_maximum: Option<u16>,
     pub(crate) ca_pem: Option<Vec<u8>>,
     pub(crate) connect_timeout: Duration,
     pub(crate) protocol: Protocol,
@@ -147,6 +151,7 @@ impl BrokerOptions {
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             session_expiry: DEFAULT_SESSION_EXPIRY,
             give_up_after: None,
+            receive_maximum: None,
             ca_pem: None,
             connect_timeout: Duration::from_secs(10),
             protocol: Protocol::V5,
@@ -320,6 +325,7 @@ impl BrokerOptions {
         opts.set_max_packet_size(Some(self.max_packet_size));
         opts.set_connection_timeout(self.connect_timeout.as_secs().max(1));
         opts.set_manual_acks(manual_acks);
+        opts.set_receive_maximum(self.receive_maximum);
         if self.session_expiry > 0 {
             opts.set_session_expiry_interval(Some(self.session_expiry));
             opts.set_clean_start(false);

@@ -431,3 +431,68 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         "a non-string panic payload".to_owned()
     }
 }
+
+/// The path every incoming call takes before its handler runs, without the
+/// connection: the topic and payload decoded, the reply address resolved,
+/// the arguments checked against the tool's schema. For the fuzz target
+/// (`fuzz/`); not a stable API.
+#[doc(hidden)]
+pub struct CallPath {
+    tool: HostedTool,
+    topics: Topics,
+    max_payload_bytes: usize,
+}
+
+impl CallPath {
+    /// Prepares the path for one tool, in the namespace `fuzz`.
+    pub fn new(def: ToolDef, max_payload_bytes: usize) -> Result<Self, Error> {
+        let validator = HostedTool::compile_schema(&def)?;
+        Ok(CallPath {
+            tool: HostedTool {
+                def,
+                validator,
+                timeout: Duration::from_secs(1),
+            },
+            topics: Topics::new("fuzz".into()),
+            max_payload_bytes,
+        })
+    }
+
+    /// The tool's handler.
+    pub fn handler(&self) -> &crate::tool::Handler {
+        self.tool.def.handler()
+    }
+
+    /// The topic calls to the tool arrive on, as `caller` when given.
+    pub fn call_topic(&self, caller: Option<&str>) -> String {
+        match caller {
+            Some(c) => self.topics.call_as(&self.tool.def.name, c),
+            None => self.topics.call(&self.tool.def.name),
+        }
+    }
+
+    /// Decodes and checks one call as the dispatcher would: the request
+    /// ready for the handler and its reply topic, or the error its caller
+    /// would get.
+    pub fn decode(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        response_topic: Option<&str>,
+        correlation: Option<&[u8]>,
+    ) -> Result<(CallRequest, String), ErrorBody> {
+        let correlation = correlation.map(Bytes::copy_from_slice);
+        let verified = self.topics.parse_call(topic).and_then(|(_, caller)| caller);
+        let envelope = Envelope {
+            response_topic,
+            correlation: correlation.as_ref(),
+            verified_caller: verified,
+        };
+        let Inbound { mut request, reply } = decode_call(&self.topics, self.max_payload_bytes, payload, envelope)
+            .map_err(|rejection| rejection.error)?;
+        self.tool
+            .check(&mut request.arguments)
+            .map_err(|message| ErrorBody::new(ErrorType::InvalidArguments, message))?;
+        Ok((request, reply.topic))
+    }
+}

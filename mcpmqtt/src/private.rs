@@ -8,6 +8,9 @@ pub use serde_json;
 pub use crate::schema::input_schema;
 pub use crate::tool::{BoxFuture, ToolDef};
 
+#[doc(hidden)]
+pub use crate::dispatcher::CallPath;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;

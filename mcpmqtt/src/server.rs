@@ -190,7 +190,11 @@ impl Server {
         let offline = serde_json::to_vec(&server.instance_card(Status::Offline, &instance))?;
         let own_card = server.topics.server_card(&server.name);
         let will = LastWill::new(own_card.clone(), offline, QoS::AtLeastOnce, true, None);
-        let options = server.broker.mqtt_options(&instance, Some(will), true)?;
+        let mut broker = server.broker.clone();
+        // Calls are acknowledged as they start: beyond those running and as
+        // many again waiting, a flood waits in the broker.
+        broker.receive_maximum = Some((server.config.max_concurrent_calls * 2).clamp(1, 65_535) as u16);
+        let options = broker.mqtt_options(&instance, Some(will), true)?;
         let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
         let (link, conn_task) = Link::connect(options, &server.broker, incoming_tx).await?;
 

@@ -122,6 +122,13 @@ impl ToolDef {
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
     }
+
+    /// The function that runs a call, for calling a tool without a broker
+    /// (its arguments unchecked: the server checks them against the schema
+    /// first).
+    pub fn handler(&self) -> &Handler {
+        &self.handler
+    }
 }
 
 /// Builds a [`ToolDef`]; see [`ToolDef::builder`].
