@@ -357,3 +357,60 @@ async fn with_two_instances_calls_keep_succeeding_on_the_survivor() {
     }
     second.kill();
 }
+
+#[tokio::test]
+async fn a_restarted_instance_keeps_serving_when_the_broker_forces_client_ids() {
+    // Under `use_username_as_clientid`, taking over the crashed instance's
+    // session by its client id would take over the new instance's own (the
+    // broker forces both to the username). Whatever adoption tries, the new
+    // instance must end up serving.
+    let broker = Mosquitto::builder()
+        .user("gtm-mcp-server", "server-pw")
+        .user("scout", "scout-pw")
+        .extra_config("use_username_as_clientid true")
+        .start();
+    let run = || {
+        Spawned::spawn(
+            Command::new(support::example_path("gtm_server"))
+                .args([
+                    "--broker",
+                    &broker.url(),
+                    "--username",
+                    "gtm-mcp-server",
+                    "--password",
+                    "server-pw",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+    };
+    let client = Client::builder("scout")
+        .broker(&broker.url())
+        .password("scout-pw")
+        .namespace("gtm")
+        .default_timeout(PATIENCE)
+        .connect()
+        .await
+        .unwrap();
+    let mut first = run();
+    client.wait_for_tool("crawl_site", PATIENCE).await.unwrap();
+    first.kill();
+    client
+        .wait_for_server_offline("gtm-mcp-server", PATIENCE)
+        .await
+        .unwrap();
+    let _second = run();
+    let deadline = Instant::now() + PATIENCE;
+    while online_tools(&client).await.len() != 3 {
+        assert!(Instant::now() < deadline, "the restarted server's tools are listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past the adoption's quiet second: the server must still hold its
+    // subscriptions and answer.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for result in
+        join_all((0..20).map(|i| client.call("query_watch_configs", json!({"platform": PLATFORMS[i % 4]})))).await
+    {
+        result.unwrap_or_else(|e| panic!("a call to the restarted server failed: {e}"));
+    }
+}

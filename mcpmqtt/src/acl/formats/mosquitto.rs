@@ -90,6 +90,9 @@ pub fn mosquitto_conf(acl_file: &str, password_file: &str) -> String {
          # several instances, give each its own username (e.g. gtm-mcp-server-1,\n\
          # gtm-mcp-server-2) with the server's rights in the acl_file and password_file;\n\
          # they split the calls through their shared subscriptions ($share/mcp-tool-...).\n\
+         # A survivor cannot take over a crashed instance's session under this setting:\n\
+         # build such servers with `adopt_orphaned_sessions(false)`; a restarted instance\n\
+         # resumes its own session instead.\n\
          use_username_as_clientid true\n\
          \n\
          # Calls and responses are small messages: send each at once instead of holding it\n\
