@@ -115,7 +115,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Err(e) => errors.push(format!("call {n}: {e}")),
         }
         let count = done.fetch_add(1, Ordering::Relaxed) + 1;
-        if count % step == 0 {
+        if count.is_multiple_of(step) {
             let rate = (count - last.1) as f64 / last.0.elapsed().as_secs_f64();
             let rss = rss_kib();
             println!("| {count} | {rate:.0} | {rss} |");
