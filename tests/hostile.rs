@@ -11,30 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mcpmqtt::{Client, ServerHandle};
+use mcpmqtt::Client;
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::json;
 use support::fixtures::{call_props, Raw};
-use support::mosquitto::Mosquitto;
-use support::tools::{lab_client, lab_server};
+use support::tools::{lab_client, lab_with_raw, RAW_REPLY};
 
-const REPLY: &str = "lab/mcp/clients/raw/responses";
+const REPLY: &str = RAW_REPLY;
 const CALL: &str = "lab/mcp/tools/echo/call";
-
-async fn setup(max_payload: usize) -> (Mosquitto, ServerHandle, Raw) {
-    let broker = Mosquitto::start();
-    let server = lab_server("lab")
-        .broker(&broker.url())
-        .max_payload_bytes(max_payload)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    let mut raw = Raw::connect(&broker, "raw").await;
-    raw.subscribe(REPLY).await;
-    (broker, server, raw)
-}
 
 /// Another caller, calling all along; returns how many of its calls failed
 /// and the slowest one, once `stop` is set.
@@ -65,7 +49,7 @@ async fn expect_error(raw: &mut Raw, error_type: &str, mentions: &str) -> serde_
 
 #[tokio::test]
 async fn huge_and_deep_calls_are_refused_and_serving_goes_on() {
-    let (broker, server, mut raw) = setup(4 * 1024 * 1024).await;
+    let (broker, server, mut raw) = lab_with_raw(4 * 1024 * 1024).await;
     let stop = Arc::new(AtomicBool::new(false));
     let others = bystander(lab_client(&broker, "tester").await, stop.clone());
 
@@ -105,7 +89,7 @@ async fn huge_and_deep_calls_are_refused_and_serving_goes_on() {
 
 #[tokio::test]
 async fn a_packet_over_the_mqtt_size_limit_never_reaches_the_server() {
-    let (broker, server, mut raw) = setup(1024 * 1024).await;
+    let (broker, server, mut raw) = lab_with_raw(1024 * 1024).await;
     // 17 MiB: over the 16 MiB packets the server accepts. The broker must not
     // deliver it (rumqttc would drop the connection on reading it).
     let mut opts = rumqttc::v5::MqttOptions::new("bulky", broker.host(), broker.port());
@@ -170,7 +154,7 @@ async fn flood(raw: &mut Raw, first_id: usize) -> (usize, Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_ten_thousand_calls_keeps_memory_bounded_and_others_served() {
-    let (broker, server, mut raw) = setup(1024 * 1024).await;
+    let (broker, server, mut raw) = lab_with_raw(1024 * 1024).await;
     let stop = Arc::new(AtomicBool::new(false));
     let others = bystander(lab_client(&broker, "tester").await, stop.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;

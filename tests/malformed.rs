@@ -9,24 +9,13 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::fixtures::{call_props, Raw};
 use support::mosquitto::Mosquitto;
-use support::tools::lab_server;
+use support::tools::{lab_with_raw, RAW_REPLY};
 
-const REPLY: &str = "lab/mcp/clients/raw/responses";
+const REPLY: &str = RAW_REPLY;
 const CALL: &str = "lab/mcp/tools/echo/call";
 
 async fn setup() -> (Mosquitto, mcpmqtt::ServerHandle, Raw) {
-    let broker = Mosquitto::start();
-    let server = lab_server("lab")
-        .broker(&broker.url())
-        .max_payload_bytes(64 * 1024)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    let mut raw = Raw::connect(&broker, "raw").await;
-    raw.subscribe(REPLY).await;
-    (broker, server, raw)
+    lab_with_raw(64 * 1024).await
 }
 
 async fn still_serving(raw: &mut Raw) {

@@ -31,7 +31,6 @@ use serde_json::{json, Value};
 
 use crate::call::tool_timeout;
 use crate::cli::BridgeArgs;
-use crate::discovery::online_tools;
 use crate::exit::{call_error_kind, Failure};
 
 /// The MCP server that forwards to MQTT.
@@ -48,7 +47,7 @@ impl Bridge {
 
     /// The online tools, as MCP tools.
     async fn mcp_tools(&self) -> Vec<Tool> {
-        online_tools(&self.client).await.iter().map(mcp_tool).collect()
+        self.client.tools().await.iter().map(mcp_tool).collect()
     }
 
     async fn forward(

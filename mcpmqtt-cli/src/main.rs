@@ -4,7 +4,6 @@ mod acl;
 mod bridge;
 mod call;
 mod cli;
-mod discovery;
 mod exit;
 mod expose;
 mod table;
@@ -43,7 +42,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Tools(args) => {
             let client = connect.client(call::DEFAULT_TIMEOUT).await?;
-            let tools = discovery::online_tools(&client).await;
+            let tools = client.tools().await;
             if args.json {
                 print_json(&tools)?;
             } else {

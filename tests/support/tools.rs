@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use mcpmqtt::{tool, CallContext, Client, Server, ServerBuilder, ServerHandle, ToolError};
 
-use super::fixtures::PATIENCE;
+use super::fixtures::{Raw, PATIENCE};
 use super::mosquitto::Mosquitto;
 
 /// The namespace of these tools.
@@ -102,4 +102,24 @@ pub async fn lab_client(broker: &Mosquitto, identity: &str) -> Client {
         .connect()
         .await
         .unwrap()
+}
+
+/// The response topic of the raw client `raw` in the lab namespace.
+pub const RAW_REPLY: &str = "lab/mcp/clients/raw/responses";
+
+/// A broker, the lab server on it with this payload limit, and a raw client
+/// `raw` subscribed to its response topic, to send calls by hand.
+pub async fn lab_with_raw(max_payload_bytes: usize) -> (Mosquitto, ServerHandle, Raw) {
+    let broker = Mosquitto::start();
+    let server = lab_server("lab")
+        .broker(&broker.url())
+        .max_payload_bytes(max_payload_bytes)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let mut raw = Raw::connect(&broker, "raw").await;
+    raw.subscribe(RAW_REPLY).await;
+    (broker, server, raw)
 }
