@@ -358,6 +358,13 @@ async fn server_role(a: &Args) -> BoxResult<()> {
             builder = builder.tool_def(echo_tool(&format!("t{i:04}")));
         }
     }
+    // `MCPMQTT_BENCH_DEDUPE=0` turns the dedupe window off, to measure its cost.
+    if std::env::var("MCPMQTT_BENCH_DEDUPE").is_ok_and(|v| v == "0") {
+        builder = builder.dedupe_window(mcpmqtt::DedupeWindow {
+            capacity: 0,
+            ..Default::default()
+        });
+    }
     let server = builder.build()?;
     let build_ms = t0.elapsed().as_secs_f64() * 1e3;
     let handle = server.start().await?;

@@ -7,6 +7,7 @@
 //! ever goes back where it went the first time.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -45,24 +46,26 @@ pub(crate) enum Seen {
     Finished(Option<Bytes>),
 }
 
+/// A call's identity: tool, reply topic and call id, in one shared string
+/// (cheap to clone into the expiry queue).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct CallKey {
-    tool: String,
-    call_id: String,
-    reply_topic: String,
+    joined: Arc<str>,
+    call_id_at: usize,
 }
 
 impl CallKey {
     pub(crate) fn new(tool: &str, call_id: &str, reply_topic: &str) -> Self {
+        // Neither names nor topics hold a NUL, so the parts cannot run together.
+        let joined = format!("{tool}\0{reply_topic}\0{call_id}");
         CallKey {
-            tool: tool.to_owned(),
-            call_id: call_id.to_owned(),
-            reply_topic: reply_topic.to_owned(),
+            call_id_at: joined.len() - call_id.len(),
+            joined: joined.into(),
         }
     }
 
     pub(crate) fn call_id(&self) -> &str {
-        &self.call_id
+        &self.joined[self.call_id_at..]
     }
 }
 
