@@ -39,6 +39,12 @@ async fn tally(
     id
 }
 
+/// Calls `tally` for `id` in the background.
+fn spawn_tally(client: &Client, id: &str, ms: u64) -> tokio::task::JoinHandle<Result<serde_json::Value, CallError>> {
+    let (client, arguments) = (client.clone(), json!({"id": id, "ms": ms}));
+    tokio::spawn(async move { client.call("tally", arguments).await })
+}
+
 fn tally_server(broker: &Mosquitto) -> ServerBuilder {
     Server::builder("ledger")
         .namespace("rel")
@@ -123,10 +129,7 @@ async fn a_call_that_expires_while_the_server_is_away_is_not_run() {
     );
     let err = short.await.unwrap_err();
     assert!(matches!(err, CallError::Timeout { .. }), "{err}");
-    let long = {
-        let client = client.clone();
-        tokio::spawn(async move { client.call("tally", json!({"id": "expiry-long"})).await })
-    };
+    let long = spawn_tally(&client, "expiry-long", 0);
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // The same instance comes back and resumes its session.
@@ -199,14 +202,7 @@ async fn shutdown_drains_running_calls_then_goes_offline() {
     let client = client(&broker, "drainee").await;
     client.wait_for_tool("tally", PATIENCE).await.unwrap();
     let calls: Vec<_> = (0..5)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                client
-                    .call("tally", json!({"id": format!("drain-{i}"), "ms": 400}))
-                    .await
-            })
-        })
+        .map(|i| spawn_tally(&client, &format!("drain-{i}"), 400))
         .collect();
     tokio::time::sleep(Duration::from_millis(150)).await; // all five running
     let started = Instant::now();
@@ -244,10 +240,7 @@ async fn calls_still_running_at_the_drain_deadline_get_unavailable() {
         .unwrap();
     let client = client(&broker, "cutoff").await;
     client.wait_for_tool("tally", PATIENCE).await.unwrap();
-    let slow = {
-        let client = client.clone();
-        tokio::spawn(async move { client.call("tally", json!({"id": "cut", "ms": 20_000})).await })
-    };
+    let slow = spawn_tally(&client, "cut", 20_000);
     tokio::time::sleep(Duration::from_millis(150)).await;
     let started = Instant::now();
     server.shutdown().await.unwrap();
@@ -265,10 +258,7 @@ async fn a_client_fails_waiting_calls_when_reconnecting_is_given_up() {
     let server = tally_server(&broker).build().unwrap().start().await.unwrap();
     let client = client_with(&broker, "quitter", |o| o.with_give_up_after(Duration::from_millis(500))).await;
     client.wait_for_tool("tally", PATIENCE).await.unwrap();
-    let waiting = {
-        let client = client.clone();
-        tokio::spawn(async move { client.call("tally", json!({"id": "given-up", "ms": 20_000})).await })
-    };
+    let waiting = spawn_tally(&client, "given-up", 20_000);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     tokio::task::block_in_place(|| broker.kill());
@@ -289,10 +279,11 @@ async fn a_client_fails_waiting_calls_when_reconnecting_is_given_up() {
 const PLATFORMS: [&str; 4] = ["reddit", "x", "hackernews", "linkedin"];
 
 /// The gtm server example as a process of its own, to SIGKILL.
-fn gtm_process(broker: &Mosquitto) -> Spawned {
+fn gtm_process(broker: &Mosquitto, extra_args: &[&str]) -> Spawned {
     Spawned::spawn(
         Command::new(support::example_path("gtm_server"))
             .args(["--broker", &broker.url()])
+            .args(extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     )
@@ -305,7 +296,7 @@ async fn online_tools(client: &Client) -> Vec<String> {
 #[tokio::test]
 async fn a_crashed_server_is_announced_offline_and_its_tools_are_no_longer_listed() {
     let broker = Mosquitto::start();
-    let mut server = gtm_process(&broker);
+    let mut server = gtm_process(&broker, &[]);
     let client = gtm_client(&broker, "scout").await;
     client.wait_for_tool("crawl_site", PATIENCE).await.unwrap();
     assert_eq!(online_tools(&client).await.len(), 3);
@@ -323,10 +314,10 @@ async fn a_crashed_server_is_announced_offline_and_its_tools_are_no_longer_liste
 #[tokio::test]
 async fn with_two_instances_calls_keep_succeeding_on_the_survivor() {
     let broker = Mosquitto::start();
-    let mut first = gtm_process(&broker);
+    let mut first = gtm_process(&broker, &[]);
     let client = gtm_client(&broker, "scout").await;
     client.wait_for_tool("crawl_site", PATIENCE).await.unwrap();
-    let mut second = gtm_process(&broker);
+    let mut second = gtm_process(&broker, &[]);
     // Both instances serve: each has taken calls.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let call = |i: usize| {
@@ -369,21 +360,7 @@ async fn a_restarted_instance_keeps_serving_when_the_broker_forces_client_ids() 
         .user("scout", "scout-pw")
         .extra_config("use_username_as_clientid true")
         .start();
-    let run = || {
-        Spawned::spawn(
-            Command::new(support::example_path("gtm_server"))
-                .args([
-                    "--broker",
-                    &broker.url(),
-                    "--username",
-                    "gtm-mcp-server",
-                    "--password",
-                    "server-pw",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        )
-    };
+    let run = || gtm_process(&broker, &["--username", "gtm-mcp-server", "--password", "server-pw"]);
     let client = Client::builder("scout")
         .broker(&broker.url())
         .password("scout-pw")
