@@ -67,6 +67,10 @@ struct Args {
     /// Sections to run: matrix, scale, tools.
     #[arg(long, value_delimiter = ',', default_values = ["matrix", "scale", "tools"])]
     sections: Vec<String>,
+    /// Runs of each cell, floor and mcpmqtt alternating (floor first, then mcpmqtt first, ...): the
+    /// tables show each side's median run by calls/s, which a noisy machine moves less than one run.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Time bound of each cell, in seconds (whichever of count and time comes first).
     #[arg(long, default_value_t = 5.0)]
     secs: f64,
@@ -703,6 +707,8 @@ struct Cell {
     receive_max: Option<u64>,
     /// (syscalls, context switches) of client, server(s), broker, when counted.
     counts: Option<[(u64, u64); 3]>,
+    /// The calls/s of every run of this cell, in the order run (this cell is their median).
+    runs: Vec<f64>,
 }
 
 impl Cell {
@@ -726,6 +732,30 @@ impl Ctx<'_> {
     fn label(&mut self, what: &str) -> String {
         self.seq += 1;
         format!("{:02}-{what}", self.seq)
+    }
+
+    /// Measures one cell on every side, `--rounds` times with the sides alternating, and returns
+    /// each side's median run.
+    fn cells(&mut self, modes: &[Mode], inflight: usize, size: usize, instances: usize, shared: bool) -> Vec<Cell> {
+        let mut runs: Vec<Vec<Cell>> = vec![Vec::new(); modes.len()];
+        for round in 0..self.args.rounds.max(1) {
+            let mut order: Vec<usize> = (0..modes.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                runs[i].push(self.cell(modes[i], inflight, size, instances, shared));
+            }
+        }
+        runs.into_iter()
+            .map(|mut side| {
+                let rates: Vec<f64> = side.iter().map(Cell::rate).collect();
+                side.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+                let mut median = side.swap_remove(side.len() / 2);
+                median.runs = rates;
+                median
+            })
+            .collect()
     }
 
     fn cell(&mut self, mode: Mode, inflight: usize, size: usize, instances: usize, shared: bool) -> Cell {
@@ -804,6 +834,7 @@ impl Ctx<'_> {
             broker_cpu: b1 - b0,
             receive_max: ready.get("receive_max").and_then(Value::as_u64),
             counts,
+            runs: Vec::new(),
         };
         if cell.errors > 0 {
             eprintln!("  {} errors, first: {}", cell.errors, r["first_error"]);
@@ -986,9 +1017,7 @@ fn orchestrate(a: &Args) -> BoxResult<()> {
         let mut cells = Vec::new();
         for &size in &sizes {
             for &inflight in &a.inflight {
-                for &mode in &modes {
-                    cells.push(ctx.cell(mode, inflight, size, 1, false));
-                }
+                cells.extend(ctx.cells(&modes, inflight, size, 1, false));
             }
         }
         print_matrix(&cells, &sizes, &a.inflight);
@@ -1000,9 +1029,7 @@ fn orchestrate(a: &Args) -> BoxResult<()> {
         );
         let mut cells = Vec::new();
         for &n in &a.scale {
-            for &mode in &modes {
-                cells.push(ctx.cell(mode, a.scale_inflight, 100, n, true));
-            }
+            cells.extend(ctx.cells(&modes, a.scale_inflight, 100, n, true));
         }
         print_scale(&cells, a);
     }
@@ -1119,12 +1146,13 @@ fn verdict(ok: bool) -> &'static str {
 
 fn print_resources(title: &str, cells: &[Cell]) {
     println!("{title}\n");
-    println!("CPU s over the measured window; µs/call = CPU s / calls. Peak RSS = VmHWM of the process (server: the largest instance).\n");
-    println!("| side | inst | in flight | payload | calls | errors | s | calls/s | p50 ms | p99 ms | CPU client s | CPU server s | CPU broker s | client µs/call | server µs/call | broker µs/call | RSS client MiB | RSS server MiB |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("The median run of each side; \"runs\" lists the calls/s of all its runs, in the order run. CPU s over the measured window; µs/call = CPU s / calls. Peak RSS = VmHWM of the process (server: the largest instance).\n");
+    println!("| side | inst | in flight | payload | runs calls/s | calls | errors | s | calls/s | p50 ms | p99 ms | CPU client s | CPU server s | CPU broker s | client µs/call | server µs/call | broker µs/call | RSS client MiB | RSS server MiB |");
+    println!("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for c in cells {
+        let runs = c.runs.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(" / ");
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {} | {runs} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} |",
             c.mode.name(),
             c.instances,
             c.inflight,

@@ -66,14 +66,18 @@ async fn adopt(running: Arc<Running>, orphan: String) {
     };
     options.resume_once();
     let (incoming_tx, mut incoming_rx) = mpsc::unbounded_channel();
-    let (link, conn_task) = match Link::connect(options, &broker, incoming_tx).await {
+    let (link, conn_task) = match Link::connect(options, &broker, move |p| {
+        let _ = incoming_tx.send(p);
+    })
+    .await
+    {
         Ok(ok) => ok,
         Err(e) => return tracing::warn!(%orphan, error = %e, "could not adopt a crashed instance's session"),
     };
     tracing::info!(%orphan, "adopted a crashed instance's session");
-    let (calls_tx, calls_rx) = mpsc::unbounded_channel();
-    let dispatcher = Dispatcher::new(link.clone(), running.shared.clone()).replying_through(running.link.clone());
-    let dispatch = tokio::spawn(dispatcher.run(calls_rx));
+    let (intake, line) = Dispatcher::new(link.clone(), running.shared.clone())
+        .replying_through(running.link.clone())
+        .start();
     let own_card = server.topics.server_card(&server.name);
     let mut served = 0usize;
     let mut unsubscribed = false;
@@ -82,7 +86,7 @@ async fn adopt(running: Arc<Running>, orphan: String) {
             Ok(Some(publish)) if publish.topic == own_card => {}
             Ok(Some(publish)) => {
                 served += 1;
-                let _ = calls_tx.send(publish);
+                intake.offer(publish);
             }
             Ok(None) => break, // taken over by another survivor, or the broker went away
             Err(_) if !unsubscribed => {
@@ -101,9 +105,11 @@ async fn adopt(running: Arc<Running>, orphan: String) {
             Err(_) => break,
         }
     }
-    drop(calls_tx);
-    // Every call received is acknowledged once the dispatcher is done with it.
-    let _ = dispatch.await;
+    drop(intake);
+    // Every call received is acknowledged (and answered) before the session goes.
+    if let Ok(dispatcher) = line.await {
+        dispatcher.finished().await;
+    }
     link.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), conn_task).await;
     if broker.protocol() == Protocol::V311 {

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::card::{ServerCard, Status, ToolCard, EXT_CALLER_TOPIC};
-use crate::connection::{BrokerOptions, Incoming, Link, Message, Protocol};
+use crate::connection::{Ack, BrokerOptions, Incoming, Link, Message, Protocol};
 use crate::context::Partial;
 use crate::envelope::{now_rfc3339, CallRequest, CallResponse, ResponseStatus, StreamMessage, StreamType};
 use crate::error::{CallError, Error};
@@ -65,8 +65,11 @@ impl std::fmt::Debug for Client {
 
 /// What a call waits for.
 struct Waiting {
+    /// The response, or the broker's refusal of the call.
     response: oneshot::Sender<Result<CallResponse, CallError>>,
     correlation: Bytes,
+    /// Whether the broker has accepted the call (PUBACK success).
+    accepted: bool,
 }
 
 /// Routes incoming messages: responses and partials to their calls, cards
@@ -129,6 +132,37 @@ impl Router {
         if let Some(waiting) = calls.remove(&response.call_id) {
             let _ = waiting.response.send(Ok(response));
         }
+    }
+
+    /// Takes the broker's verdict on a call's publish, on the connection
+    /// task: an accepted call is only marked (its task sleeps on until the
+    /// response), a refused one fails at once.
+    fn on_call_ack(&self, call_id: &str, tool: &str, ack: Ack) {
+        let mut calls = self.calls.lock().expect("calls lock");
+        let verdict = match ack {
+            Ack::Published(reason) => check_puback(tool, reason),
+            _ => Err(CallError::Transport(
+                "the connection was lost before the broker acknowledged the call".into(),
+            )),
+        };
+        match verdict {
+            Ok(()) => {
+                if let Some(waiting) = calls.get_mut(call_id) {
+                    waiting.accepted = true;
+                }
+            }
+            Err(e) => {
+                if let Some(waiting) = calls.remove(call_id) {
+                    let _ = waiting.response.send(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Whether the broker has accepted the call's publish.
+    fn accepted(&self, call_id: &str) -> bool {
+        let calls = self.calls.lock().expect("calls lock");
+        calls.get(call_id).is_some_and(|w| w.accepted)
     }
 
     /// Fails every waiting call: the connection is gone for good.
@@ -352,6 +386,7 @@ impl Client {
             Waiting {
                 response: tx,
                 correlation: correlation.clone(),
+                accepted: false,
             },
         );
         // Servers whose card lists the extensions get the caller-attested
@@ -400,7 +435,7 @@ impl Client {
         } else {
             inner.topics.call_as(tool, &inner.identity)
         };
-        let published = inner.link.publish_acked(Message {
+        let message = Message {
             topic: call_topic,
             payload: Bytes::from(payload),
             qos: QoS::AtLeastOnce,
@@ -412,20 +447,25 @@ impl Client {
                 message_expiry_interval: Some(expiry),
                 ..Default::default()
             }),
-        });
+        };
+        // The PUBACK is heard on the connection task: a refusal fails the
+        // call through `response_rx`, a success wakes nobody.
+        let on_ack = {
+            let router = inner.router.clone();
+            let (call_id, tool) = (call_id.clone(), tool.to_owned());
+            move |ack| router.on_call_ack(&call_id, &tool, ack)
+        };
         let outcome = async {
-            let reason = tokio::time::timeout_at(deadline, published)
+            let published = inner.link.publish_then(message, on_ack);
+            tokio::time::timeout_at(deadline, published)
                 .await
                 .map_err(|_| CallError::Timeout {
-                    message: format!(
-                        "the broker did not acknowledge the call within {} ms",
-                        timeout.as_millis()
-                    ),
+                    message: format!("the call could not be sent within {} ms", timeout.as_millis()),
                 })?
                 .map_err(transport)?;
-            check_puback(tool, reason)?;
             loop {
                 tokio::select! {
+                    biased;
                     response = &mut response_rx => {
                         let response = response.map_err(|_| CallError::Transport("the client was dropped".into()))??;
                         return into_result(response);
@@ -436,9 +476,12 @@ impl Client {
                         }
                     }
                     _ = tokio::time::sleep_until(deadline) => {
-                        return Err(CallError::Timeout {
-                            message: no_response(tool, timeout, inner.protocol),
-                        });
+                        let message = if inner.router.accepted(&call_id) {
+                            no_response(tool, timeout, inner.protocol)
+                        } else {
+                            format!("the broker did not acknowledge the call within {} ms", timeout.as_millis())
+                        };
+                        return Err(CallError::Timeout { message });
                     }
                 }
             }
@@ -702,24 +745,21 @@ impl ClientBuilder {
         }
         let client_id = broker.client_id.clone().unwrap_or_else(|| self.identity.clone());
         let options = broker.mqtt_options(&client_id, None, false)?;
-        let (incoming_tx, mut incoming_rx) = mpsc::unbounded_channel::<Incoming>();
-        let (link, conn_task) = Link::connect(options, &broker, incoming_tx).await?;
         let response_topic = topics.responses(&self.identity);
         let private_streams = topics.private_streams(&self.identity);
         let router = Arc::new(Router::default());
-        {
+        // Routed on the connection task itself: a response reaches its call
+        // with one wake-up, not two.
+        let deliver = {
             let router = router.clone();
             let topics = topics.clone();
             let own = OwnTopics {
                 responses: response_topic.clone(),
                 streams_prefix: private_streams.trim_end_matches('+').to_owned(),
             };
-            tokio::spawn(async move {
-                while let Some(publish) = incoming_rx.recv().await {
-                    router.route(&topics, &own, publish);
-                }
-            });
-        }
+            move |publish| router.route(&topics, &own, publish)
+        };
+        let (link, conn_task) = Link::connect(options, &broker, deliver).await?;
         {
             // Calls waiting for a response fail at once when reconnecting is
             // given up, instead of each waiting out its timeout.
@@ -774,12 +814,44 @@ mod tests {
     }
 
     #[test]
+    fn the_brokers_verdict_marks_or_fails_the_waiting_call() {
+        let router = Router::default();
+        let mut receivers = Vec::new();
+        for id in ["ok", "refused", "lost"] {
+            let (tx, rx) = oneshot::channel();
+            let waiting = Waiting {
+                response: tx,
+                correlation: Bytes::from_static(b"x"),
+                accepted: false,
+            };
+            router.calls.lock().unwrap().insert(id.into(), waiting);
+            receivers.push(rx);
+        }
+        router.on_call_ack("ok", "echo", Ack::Published(PubAckReason::Success));
+        router.on_call_ack("refused", "echo", Ack::Published(PubAckReason::NotAuthorized));
+        router.on_call_ack("lost", "echo", Ack::Lost);
+        assert!(router.accepted("ok"));
+        assert!(
+            receivers[0].try_recv().is_err(),
+            "an accepted call waits on for its response"
+        );
+        assert!(matches!(
+            receivers[1].try_recv(),
+            Ok(Err(CallError::Unauthorized { .. }))
+        ));
+        assert!(matches!(receivers[2].try_recv(), Ok(Err(CallError::Transport(_)))));
+        assert!(!router.accepted("refused"));
+        assert_eq!(router.calls.lock().unwrap().len(), 1);
+    }
+
+    #[test]
     fn on_311_a_response_is_matched_by_call_id_alone() {
         let router = Router::default();
         let (tx, mut rx) = oneshot::channel();
         let waiting = Waiting {
             response: tx,
             correlation: Bytes::from_static(b"c1"),
+            accepted: false,
         };
         router.calls.lock().unwrap().insert("c1".into(), waiting);
         let response = Incoming {

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{LastWill, PubAckReason, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::Transport;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::error::Error;
 
@@ -364,7 +364,27 @@ pub(crate) enum Kind {
 
 struct Expectation {
     kind: Kind,
-    waiter: Option<oneshot::Sender<Ack>>,
+    waiter: Option<Waiter>,
+}
+
+/// Who hears of a packet's acknowledgement.
+pub(crate) enum Waiter {
+    /// A task awaiting it.
+    Task(oneshot::Sender<Ack>),
+    /// A callback, run on the connection task: for a caller that wants to
+    /// hear only of a refusal, without being woken for every success.
+    Callback(Box<dyn FnOnce(Ack) + Send>),
+}
+
+impl Waiter {
+    fn deliver(self, ack: Ack) {
+        match self {
+            Waiter::Task(tx) => {
+                let _ = tx.send(ack);
+            }
+            Waiter::Callback(f) => f(ack),
+        }
+    }
 }
 
 /// Bookkeeping shared by [`Link`] and the connection task.
@@ -373,7 +393,7 @@ struct Book {
     /// One entry per request sent and not yet seen as an outgoing packet.
     queue: VecDeque<Expectation>,
     /// Packets sent and waiting for their ack, by packet id.
-    inflight: HashMap<u16, Option<oneshot::Sender<Ack>>>,
+    inflight: HashMap<u16, Option<Waiter>>,
     /// Requests that sat unsent in rumqttc's pending list at the last error:
     /// the front of `queue`. A new session drops them.
     unsent_at_error: usize,
@@ -408,6 +428,50 @@ pub(crate) struct Link {
     closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// The other half of [`Link::open`]: the connection task, not started yet.
+pub(crate) struct Opening {
+    eventloop: Driver,
+    link: Link,
+    state: watch::Sender<LinkState>,
+    connects: watch::Sender<u64>,
+}
+
+impl Opening {
+    /// Starts the connection task, and returns once the broker accepted the
+    /// connection. See [`Link::connect`] for `deliver`.
+    pub(crate) async fn connect(
+        self,
+        broker: &BrokerOptions,
+        deliver: impl Fn(Incoming) + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, Error> {
+        let mut state = self.link.state.clone();
+        let task = tokio::spawn(drive(
+            self.eventloop,
+            self.link,
+            deliver,
+            self.state,
+            self.connects,
+            broker.give_up_after,
+        ));
+        let first = tokio::time::timeout(
+            broker.connect_timeout + Duration::from_secs(1),
+            state.wait_for(|s| !matches!(s, LinkState::Connecting)),
+        )
+        .await;
+        match first {
+            Err(_) => {
+                task.abort();
+                Err(Error::Connect("timed out waiting for the broker's CONNACK".into()))
+            }
+            Ok(Err(_)) => Err(Error::Connect("the connection task ended".into())),
+            Ok(Ok(s)) => match s.clone() {
+                LinkState::Failed(why) => Err(Error::Connect(why)),
+                _ => Ok(task),
+            },
+        }
+    }
+}
+
 /// A publish received, whichever MQTT version brought it. The MQTT 5
 /// properties are `None` on MQTT 3.1.1.
 #[derive(Debug, Clone)]
@@ -436,51 +500,39 @@ pub(crate) struct Message {
 
 impl Link {
     /// Connects, and returns once the broker accepted the connection.
-    /// Incoming publishes are sent to `incoming`.
+    /// Each incoming publish is handed to `deliver`, on the connection task:
+    /// it must not block (send it on, or route it in a few microseconds).
     pub(crate) async fn connect(
         options: ConnectOptions,
         broker: &BrokerOptions,
-        incoming: mpsc::UnboundedSender<Incoming>,
+        deliver: impl Fn(Incoming) + Send + 'static,
     ) -> Result<(Link, tokio::task::JoinHandle<()>), Error> {
+        let (link, opening) = Link::open(options);
+        let task = opening.connect(broker, deliver).await?;
+        Ok((link, task))
+    }
+
+    /// A link not connected yet, for an owner that needs the link before it
+    /// can say where incoming publishes go: [`Opening::connect`] connects it.
+    pub(crate) fn open(options: ConnectOptions) -> (Link, Opening) {
         let (client, eventloop) = transport::open(options, 1024);
-        let book = Arc::new(Mutex::new(Book::default()));
         let (state_tx, state_rx) = watch::channel(LinkState::Connecting);
         let (connects_tx, connects_rx) = watch::channel(0u64);
-        let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let send_order = Arc::new(tokio::sync::Mutex::new(()));
         let link = Link {
             client,
-            book,
-            send_order,
+            book: Arc::new(Mutex::new(Book::default())),
+            send_order: Arc::new(tokio::sync::Mutex::new(())),
             state: state_rx,
             connects: connects_rx,
-            closing,
+            closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
-        let task = tokio::spawn(drive(
+        let opening = Opening {
             eventloop,
-            link.clone(),
-            incoming,
-            state_tx,
-            connects_tx,
-            broker.give_up_after,
-        ));
-        let mut state = link.state.clone();
-        let first = tokio::time::timeout(
-            broker.connect_timeout + Duration::from_secs(1),
-            state.wait_for(|s| !matches!(s, LinkState::Connecting)),
-        )
-        .await;
-        match first {
-            Err(_) => {
-                task.abort();
-                Err(Error::Connect("timed out waiting for the broker's CONNACK".into()))
-            }
-            Ok(Err(_)) => Err(Error::Connect("the connection task ended".into())),
-            Ok(Ok(s)) => match s.clone() {
-                LinkState::Failed(why) => Err(Error::Connect(why)),
-                _ => Ok((link, task)),
-            },
-        }
+            link: link.clone(),
+            state: state_tx,
+            connects: connects_tx,
+        };
+        (link, opening)
     }
 
     /// Publishes and waits for the broker's acknowledgement (QoS 1), which
@@ -488,7 +540,7 @@ impl Link {
     /// has none).
     pub(crate) async fn publish_acked(&self, msg: Message) -> Result<PubAckReason, Error> {
         let (tx, rx) = oneshot::channel();
-        self.send_publish(msg, Some(tx)).await?;
+        self.send_publish(msg, Some(Waiter::Task(tx))).await?;
         match self.settled(rx).await {
             Some(Ack::Published(reason)) => Ok(reason),
             _ => Err(Error::Closed),
@@ -519,7 +571,18 @@ impl Link {
         self.send_publish(msg, None).await
     }
 
-    async fn send_publish(&self, msg: Message, waiter: Option<oneshot::Sender<Ack>>) -> Result<(), Error> {
+    /// Publishes, and runs `on_ack` on the connection task when the broker
+    /// acknowledges the packet (or with [`Ack::Lost`] when it never will).
+    /// Returns once the packet is queued.
+    pub(crate) async fn publish_then(
+        &self,
+        msg: Message,
+        on_ack: impl FnOnce(Ack) + Send + 'static,
+    ) -> Result<(), Error> {
+        self.send_publish(msg, Some(Waiter::Callback(Box::new(on_ack)))).await
+    }
+
+    async fn send_publish(&self, msg: Message, waiter: Option<Waiter>) -> Result<(), Error> {
         self.ensure_open()?;
         let _order = self.send_order.lock().await;
         self.expect(Kind::Publish, waiter);
@@ -535,7 +598,7 @@ impl Link {
         let (tx, rx) = oneshot::channel();
         {
             let _order = self.send_order.lock().await;
-            self.expect(Kind::Subscribe, Some(tx));
+            self.expect(Kind::Subscribe, Some(Waiter::Task(tx)));
             if self.client.subscribe(filters).await.is_err() {
                 self.book.lock().expect("book lock").queue.pop_back();
                 return Err(Error::Closed);
@@ -586,7 +649,7 @@ impl Link {
             .subscriptions
             .retain(|(f, _)| f != filter);
         let _order = self.send_order.lock().await;
-        self.expect(Kind::Unsubscribe, Some(waiter));
+        self.expect(Kind::Unsubscribe, Some(Waiter::Task(waiter)));
         if self.client.unsubscribe(filter).await.is_err() {
             self.book.lock().expect("book lock").queue.pop_back();
             tracing::debug!(filter, "could not unsubscribe: the connection is closed");
@@ -631,7 +694,7 @@ impl Link {
         }
     }
 
-    fn expect(&self, kind: Kind, waiter: Option<oneshot::Sender<Ack>>) {
+    fn expect(&self, kind: Kind, waiter: Option<Waiter>) {
         self.book
             .lock()
             .expect("book lock")
@@ -651,8 +714,7 @@ pub(crate) async fn end_session(broker: &BrokerOptions, client_id: &str) {
         Err(e) => return tracing::warn!(%client_id, error = %e, "cannot end a session"),
     };
     options.clean();
-    let (incoming_tx, _incoming_rx) = mpsc::unbounded_channel();
-    match Link::connect(options, &broker, incoming_tx).await {
+    match Link::connect(options, &broker, |_| {}).await {
         Ok((link, conn_task)) => {
             link.disconnect().await;
             let _ = tokio::time::timeout(Duration::from_secs(5), conn_task).await;
@@ -666,7 +728,7 @@ pub(crate) async fn end_session(broker: &BrokerOptions, client_id: &str) {
 async fn drive(
     mut eventloop: Driver,
     link: Link,
-    incoming: mpsc::UnboundedSender<Incoming>,
+    deliver: impl Fn(Incoming),
     state: watch::Sender<LinkState>,
     connects: watch::Sender<u64>,
     give_up_after: Option<Duration>,
@@ -680,7 +742,7 @@ async fn drive(
         match eventloop.poll().await {
             Ok(event) => match event {
                 Polled::Publish(publish) => {
-                    let _ = incoming.send(publish);
+                    deliver(publish);
                 }
                 Polled::PubAck(pkid, reason) => settle(book, pkid, Ack::Published(reason)),
                 Polled::SubAck(pkid, codes) => settle(book, pkid, Ack::Subscribed(codes)),
@@ -780,8 +842,8 @@ fn sent(book: &Mutex<Book>, kind: Kind, pkid: u16) {
 
 fn settle(book: &Mutex<Book>, pkid: u16, ack: Ack) {
     let waiter = book.lock().expect("book lock").inflight.remove(&pkid);
-    if let Some(Some(tx)) = waiter {
-        let _ = tx.send(ack);
+    if let Some(Some(waiter)) = waiter {
+        waiter.deliver(ack);
     }
 }
 
@@ -790,28 +852,39 @@ fn settle(book: &Mutex<Book>, pkid: u16, ack: Ack) {
 /// and the unsent requests, so their waiters fail; the subscriptions to make
 /// again are returned.
 fn on_reconnect(book: &Mutex<Book>, session_present: bool) -> Vec<(String, QoS)> {
-    let mut book = book.lock().expect("book lock");
-    if session_present {
-        book.unsent_at_error = 0;
-        return Vec::new();
-    }
-    book.inflight.drain().for_each(|(_, waiter)| lost(waiter));
-    for _ in 0..std::mem::take(&mut book.unsent_at_error) {
-        lost(book.queue.pop_front().and_then(|e| e.waiter));
-    }
-    book.subscriptions.clone()
+    let (dropped, subscriptions) = {
+        let mut book = book.lock().expect("book lock");
+        if session_present {
+            book.unsent_at_error = 0;
+            return Vec::new();
+        }
+        let mut dropped: Vec<_> = book.inflight.drain().map(|(_, waiter)| waiter).collect();
+        for _ in 0..std::mem::take(&mut book.unsent_at_error) {
+            dropped.push(book.queue.pop_front().and_then(|e| e.waiter));
+        }
+        (dropped, book.subscriptions.clone())
+    };
+    lost(dropped);
+    subscriptions
 }
 
 fn fail_all(book: &Mutex<Book>) {
-    let mut book = book.lock().expect("book lock");
-    book.inflight.drain().for_each(|(_, waiter)| lost(waiter));
-    book.queue.drain(..).for_each(|e| lost(e.waiter));
+    let dropped: Vec<_> = {
+        let mut book = book.lock().expect("book lock");
+        let inflight = book.inflight.drain().map(|(_, waiter)| waiter).collect::<Vec<_>>();
+        inflight
+            .into_iter()
+            .chain(book.queue.drain(..).map(|e| e.waiter))
+            .collect()
+    };
+    lost(dropped);
 }
 
-/// Tells a waiter its packet may never have reached the broker.
-fn lost(waiter: Option<oneshot::Sender<Ack>>) {
-    if let Some(tx) = waiter {
-        let _ = tx.send(Ack::Lost);
+/// Tells waiters their packets may never have reached the broker. Called
+/// with the book unlocked: a callback may use the link.
+fn lost(waiters: Vec<Option<Waiter>>) {
+    for waiter in waiters.into_iter().flatten() {
+        waiter.deliver(Ack::Lost);
     }
 }
 
@@ -892,7 +965,7 @@ mod tests {
             let (tx, rx) = oneshot::channel();
             book.queue.push_back(Expectation {
                 kind: Kind::Publish,
-                waiter: Some(tx),
+                waiter: Some(Waiter::Task(tx)),
             });
             receivers.push(rx);
         }

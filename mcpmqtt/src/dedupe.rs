@@ -7,7 +7,8 @@
 //! ever goes back where it went the first time.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -47,19 +48,45 @@ pub(crate) enum Seen {
 }
 
 /// A call's identity: tool, reply topic and call id, in one shared string
-/// (cheap to clone into the expiry queue).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// (cheap to clone into the expiry queue), hashed once: the window looks
+/// each call up several times.
+#[derive(Debug, Clone)]
 pub(crate) struct CallKey {
     joined: Arc<str>,
     call_id_at: usize,
+    hash: u64,
+}
+
+impl PartialEq for CallKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.joined == other.joined
+    }
+}
+
+impl Eq for CallKey {}
+
+impl Hash for CallKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
 }
 
 impl CallKey {
     pub(crate) fn new(tool: &str, call_id: &str, reply_topic: &str) -> Self {
+        // Keyed per process (SipHash with a random key), so that callers
+        // cannot choose call ids that collide.
+        static KEYS: OnceLock<RandomState> = OnceLock::new();
         // Neither names nor topics hold a NUL, so the parts cannot run together.
-        let joined = format!("{tool}\0{reply_topic}\0{call_id}");
+        let mut joined = String::with_capacity(tool.len() + reply_topic.len() + call_id.len() + 2);
+        for (i, part) in [tool, reply_topic, call_id].into_iter().enumerate() {
+            if i > 0 {
+                joined.push('\0');
+            }
+            joined.push_str(part);
+        }
         CallKey {
             call_id_at: joined.len() - call_id.len(),
+            hash: KEYS.get_or_init(RandomState::new).hash_one(&joined),
             joined: joined.into(),
         }
     }
@@ -74,11 +101,27 @@ enum State {
     Finished(Option<Bytes>),
 }
 
+/// Hands on the hash a [`CallKey`] carries.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only CallKey is hashed here, with write_u64")
+    }
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
 /// The window itself. Not thread-safe: the dispatcher holds it in a mutex.
 pub(crate) struct Window {
     limits: DedupeWindow,
     /// Each call's state, and the number of its entry in `order`.
-    calls: HashMap<CallKey, (u64, State)>,
+    calls: HashMap<CallKey, (u64, State), BuildHasherDefault<Prehashed>>,
     /// Calls in the order they were first seen, to expire the oldest.
     order: VecDeque<(u64, Instant, CallKey)>,
     next_entry: u64,
@@ -89,7 +132,7 @@ impl Window {
     pub(crate) fn new(limits: DedupeWindow) -> Self {
         Window {
             limits,
-            calls: HashMap::new(),
+            calls: HashMap::default(),
             order: VecDeque::new(),
             next_entry: 0,
             cached_bytes: 0,

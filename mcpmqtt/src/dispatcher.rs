@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,8 @@ use futures_util::FutureExt;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::Value;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::connection::{Incoming, Link, Message};
@@ -111,6 +113,25 @@ impl Shared {
         })
     }
 
+    /// A free slot now, if the server is serving and one is free.
+    fn free_slot(&self) -> Option<OwnedSemaphorePermit> {
+        if *self.phase.borrow() != Phase::Serving {
+            return None;
+        }
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Waits for a slot; `None` once the server is shutting down. Waiting
+    /// here holds the line back: with manual acks, the broker stops sending
+    /// once its in-flight window is full.
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        let mut phase = self.phase.subscribe();
+        tokio::select! {
+            permit = self.permits.clone().acquire_owned() => permit.ok(),
+            _ = phase.wait_for(|p| *p != Phase::Serving) => None,
+        }
+    }
+
     /// Stops taking calls, waits up to `deadline` for the running ones, then
     /// cancels what is left (each gets an `unavailable` response). Returns
     /// how many calls were cancelled.
@@ -141,6 +162,11 @@ pub(crate) struct Dispatcher {
     /// Where publishes on the server's own card topic go (a sibling's Last
     /// Will, say), rather than being taken for calls.
     own_card: Option<(String, mpsc::UnboundedSender<Incoming>)>,
+    /// Calls in line for a slot. While any wait, new calls join the line
+    /// rather than overtake them.
+    waiting: AtomicUsize,
+    /// Every call's task, so that [`Dispatcher::finished`] can wait for them.
+    tasks: TaskTracker,
 }
 
 impl Dispatcher {
@@ -150,6 +176,8 @@ impl Dispatcher {
             link,
             shared,
             own_card: None,
+            waiting: AtomicUsize::new(0),
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -166,38 +194,53 @@ impl Dispatcher {
         self
     }
 
-    /// Serves until the connection's incoming channel closes.
-    pub(crate) async fn run(self, mut incoming: mpsc::UnboundedReceiver<Incoming>) {
+    /// Starts serving: calls go in through the returned [`Intake`], and the
+    /// returned task runs the line of calls waiting for a slot, until the
+    /// intake is dropped.
+    pub(crate) fn start(self) -> (Intake, tokio::task::JoinHandle<Arc<Dispatcher>>) {
         let this = Arc::new(self);
-        while let Some(publish) = incoming.recv().await {
-            if let Some((topic, tx)) = &this.own_card {
-                if publish.topic == *topic {
-                    let _ = tx.send(publish);
-                    continue;
-                }
-            }
-            this.clone().dispatch(publish).await;
-        }
+        let (line_tx, line_rx) = mpsc::unbounded_channel();
+        let line = tokio::spawn(this.clone().run_line(line_rx));
+        let intake = Intake {
+            dispatcher: this,
+            line: line_tx,
+        };
+        (intake, line)
     }
 
-    async fn dispatch(self: Arc<Self>, publish: Incoming) {
-        let started = Instant::now();
+    /// Waits until every call taken has been answered. For after the intake
+    /// is dropped and the line's task has ended.
+    pub(crate) async fn finished(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Gives each call in line a slot, in the order they came.
+    async fn run_line(self: Arc<Self>, mut line: mpsc::UnboundedReceiver<(Instant, Incoming)>) -> Arc<Self> {
+        while let Some((arrived, publish)) = line.recv().await {
+            let slot = self.shared.slot().await;
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            self.tasks.spawn(Box::pin(self.clone().serve(publish, arrived, slot)));
+        }
+        self
+    }
+
+    /// Serves one call, in a task of its own. `slot` is `None` when the
+    /// server is shutting down: the call is answered `unavailable`.
+    async fn serve(self: Arc<Self>, publish: Incoming, started: Instant, slot: Option<OwnedSemaphorePermit>) {
         let shared = &self.shared;
-        let topic = publish.topic.clone();
+        let topic = publish.topic.as_str();
         // The broker counts the expiry down while a call waits there; it goes
         // on counting here while the call waits for a free slot. (MQTT 3.1.1
         // calls carry none.)
         let expires = publish
             .message_expiry
             .map(|secs| started + Duration::from_secs(u64::from(secs)));
-        let (tool_name, verified) = match shared.topics.parse_call(&topic) {
-            Some((tool, caller)) => (tool.to_owned(), caller.map(str::to_owned)),
-            None => (String::new(), None),
-        };
+        let (tool_name, verified) = shared.topics.parse_call(topic).unwrap_or_default();
         let envelope = Envelope {
             response_topic: publish.response_topic.as_deref(),
             correlation: publish.correlation.as_ref(),
-            verified_caller: verified.as_deref(),
+            verified_caller: verified,
         };
         let Inbound { mut request, reply } = match decode_call(
             &shared.topics,
@@ -225,20 +268,20 @@ impl Dispatcher {
             let error = ErrorBody::new(error_type, message);
             CallResponse::error(request.call_id.clone(), error, elapsed_ms(started))
         };
-        let caller = match &verified {
-            Some(id) => Caller::new(id.clone(), true),
+        let caller = match verified {
+            Some(id) => Caller::new(id.to_owned(), true),
             None => Caller::new(request.client.clone(), false),
         };
         if !caller.is_verified() && shared.config.require_verified_caller {
             self.link.ack(&publish).await;
             let message = format!(
                 "this server serves only calls whose caller the broker attests: publish to `{}`",
-                shared.topics.call_as(&tool_name, "{caller}")
+                shared.topics.call_as(tool_name, "{caller}")
             );
             self.respond(&reply, &refuse(ErrorType::Unauthorized, message)).await;
             return;
         }
-        let Some(tool) = shared.tools.get(&tool_name).cloned() else {
+        let Some(tool) = shared.tools.get(tool_name) else {
             self.link.ack(&publish).await;
             let message = format!("no tool is hosted at `{topic}` by this server");
             self.respond(&reply, &refuse(ErrorType::Unavailable, message)).await;
@@ -276,14 +319,7 @@ impl Dispatcher {
                 return;
             }
         }
-        // Waiting here holds the next call back: with manual acks, the broker
-        // stops sending once its in-flight window is full.
-        let mut phase = shared.phase.subscribe();
-        let permit = tokio::select! {
-            permit = shared.permits.clone().acquire_owned() => permit.ok(),
-            _ = phase.wait_for(|p| *p != Phase::Serving) => None,
-        };
-        let refusal = match (&permit, expires) {
+        let refusal = match (&slot, expires) {
             (None, _) => Some(refuse(
                 ErrorType::Unavailable,
                 "the server is shutting down: call again to reach another instance".into(),
@@ -300,24 +336,27 @@ impl Dispatcher {
             self.respond(&reply, &response).await;
             return;
         }
+        // Acknowledged as it starts: a redelivery after this is a duplicate.
         self.link.ack(&publish).await;
         let span = tracing::info_span!("call", call_id = %request.call_id, tool = %tool.def.name, caller = %caller.id(), verified = caller.is_verified());
-        tokio::spawn(
-            async move {
-                let response = tokio::select! {
-                    response = self.run_call(&tool, request, caller, started) => response,
-                    call_id = cancelled(phase, &key) => {
-                        let message = format!("the server shut down before `{}` finished", tool.def.name);
-                        CallResponse::error(call_id, ErrorBody::new(ErrorType::Unavailable, message), elapsed_ms(started))
-                    }
-                };
-                let payload = encode(&response);
-                self.shared.window.lock().expect("window lock").finish(&key, &payload);
-                self.send(&reply, payload, &response.call_id).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
+        async {
+            // Biased: a call that finishes at once never registers for the
+            // shutdown signal.
+            let response = tokio::select! {
+                biased;
+                response = self.run_call(tool, request, caller, started) => response,
+                call_id = cancelled(&shared.phase, &key) => {
+                    let message = format!("the server shut down before `{}` finished", tool.def.name);
+                    CallResponse::error(call_id, ErrorBody::new(ErrorType::Unavailable, message), elapsed_ms(started))
+                }
+            };
+            let payload = encode(&response);
+            self.shared.window.lock().expect("window lock").finish(&key, &payload);
+            self.send(&reply, payload, &response.call_id).await;
+        }
+        .instrument(span)
+        .await;
+        drop(slot);
     }
 
     async fn run_call(
@@ -404,10 +443,44 @@ impl Dispatcher {
     }
 }
 
+/// The way into a dispatcher, from its connection's task.
+pub(crate) struct Intake {
+    dispatcher: Arc<Dispatcher>,
+    line: mpsc::UnboundedSender<(Instant, Incoming)>,
+}
+
+impl Intake {
+    /// Takes one publish without blocking the connection task. While a slot
+    /// is free and no call is in line, a call goes straight to a task of its
+    /// own; otherwise it joins the line.
+    pub(crate) fn offer(&self, publish: Incoming) {
+        let d = &self.dispatcher;
+        if let Some((topic, tx)) = &d.own_card {
+            if publish.topic == *topic {
+                let _ = tx.send(publish);
+                return;
+            }
+        }
+        let arrived = Instant::now();
+        if d.waiting.load(Ordering::Acquire) == 0 {
+            if let Some(slot) = d.shared.free_slot() {
+                // Boxed: tokio copies a task's future in and out of its cell, and
+                // this one is a few KiB.
+                d.tasks.spawn(Box::pin(d.clone().serve(publish, arrived, Some(slot))));
+                return;
+            }
+        }
+        d.waiting.fetch_add(1, Ordering::AcqRel);
+        if self.line.send((arrived, publish)).is_err() {
+            d.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 /// Resolves, with the call id, once the server cancels the calls still
 /// running at the end of a drain.
-async fn cancelled(mut phase: watch::Receiver<Phase>, key: &CallKey) -> String {
-    let _ = phase.wait_for(|p| *p == Phase::Cancelled).await;
+async fn cancelled(phase: &watch::Sender<Phase>, key: &CallKey) -> String {
+    let _ = phase.subscribe().wait_for(|p| *p == Phase::Cancelled).await;
     key.call_id().to_owned()
 }
 

@@ -193,16 +193,44 @@ pub struct StreamMessage {
 }
 
 /// Now, as RFC 3339 UTC with milliseconds (`2026-11-23T21:08:03.123Z`).
+/// Written by hand: it stamps every call, and `time`'s formatter costs
+/// more than the rest of encoding a call.
 pub(crate) fn now_rfc3339() -> String {
+    use std::fmt::Write;
     let now = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    now.format(&fmt).unwrap_or_else(|_| now.unix_timestamp().to_string())
+    let mut out = String::with_capacity(24);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.millisecond()
+    );
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_milliseconds() {
+        let stamp = now_rfc3339();
+        let fmt =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+        let parsed = time::PrimitiveDateTime::parse(&stamp, &fmt).expect("parses back");
+        let age = time::OffsetDateTime::now_utc() - parsed.assume_utc();
+        assert!(
+            age >= time::Duration::ZERO && age < time::Duration::seconds(5),
+            "{stamp}"
+        );
+        assert_eq!(stamp.len(), 24, "{stamp}");
+    }
 
     #[test]
     fn v01_response_shapes_parse() {

@@ -195,8 +195,9 @@ impl Server {
         // many again waiting, a flood waits in the broker.
         broker.receive_maximum = Some((server.config.max_concurrent_calls * 2).clamp(1, 65_535) as u16);
         let options = broker.mqtt_options(&instance, Some(will), true)?;
-        let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
-        let (link, conn_task) = Link::connect(options, &server.broker, incoming_tx).await?;
+        // The dispatcher needs the link to answer on, and the link needs the
+        // dispatcher to deliver calls to: make the link, then connect it.
+        let (link, opening) = Link::open(options);
 
         let hosted: HashMap<String, Arc<HostedTool>> = server
             .tools
@@ -205,8 +206,11 @@ impl Server {
             .collect::<Result<_, Error>>()?;
         let shared = Shared::new(server.topics.clone(), hosted, server.config.clone());
         let (cards_tx, cards_rx) = mpsc::unbounded_channel();
-        let dispatcher = Dispatcher::new(link.clone(), shared.clone()).with_own_card(own_card.clone(), cards_tx);
-        let dispatch_task = tokio::spawn(dispatcher.run(incoming_rx));
+        let (intake, line_task) = Dispatcher::new(link.clone(), shared.clone())
+            .with_own_card(own_card.clone(), cards_tx)
+            .start();
+        // Calls are taken on the connection task itself: one hop fewer per call.
+        let conn_task = opening.connect(&server.broker, move |p| intake.offer(p)).await?;
 
         let mut filters = server.call_filters();
         // The server's own card, where a sibling's (or a crashed
@@ -227,7 +231,7 @@ impl Server {
         Ok(ServerHandle {
             running,
             conn_task,
-            dispatch_task,
+            line_task,
             cards_task,
             siblings_task,
         })
@@ -355,7 +359,7 @@ async fn publish_retained(link: &Link, cards: Vec<(String, Vec<u8>)>) -> Result<
 pub struct ServerHandle {
     running: Arc<Running>,
     conn_task: tokio::task::JoinHandle<()>,
-    dispatch_task: tokio::task::JoinHandle<()>,
+    line_task: tokio::task::JoinHandle<Arc<Dispatcher>>,
     cards_task: tokio::task::JoinHandle<()>,
     siblings_task: tokio::task::JoinHandle<()>,
 }
@@ -404,7 +408,7 @@ impl ServerHandle {
         if cancelled > 0 {
             tracing::warn!(cancelled, "calls still running at the drain deadline were cancelled");
         }
-        self.dispatch_task.abort();
+        self.line_task.abort();
         let result = running.publish_cards(Status::Offline).await;
         running.link.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.conn_task).await;
@@ -422,7 +426,7 @@ impl ServerHandle {
     pub fn abort(self) {
         self.cards_task.abort();
         self.siblings_task.abort();
-        self.dispatch_task.abort();
+        self.line_task.abort();
         self.conn_task.abort();
     }
 }
