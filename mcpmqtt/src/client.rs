@@ -120,18 +120,18 @@ impl Router {
             }
         };
         let mut calls = self.calls.lock().expect("calls lock");
-        let Some(waiting) = calls.get(&response.call_id) else {
+        let Some((call_id, waiting)) = calls.remove_entry(&response.call_id) else {
             tracing::debug!(call_id = %response.call_id, "a response for no waiting call (late, or a duplicate)");
             return;
         };
         // MQTT 3.1.1 carries no Correlation Data: the `call_id` alone matches.
         if publish.correlation.as_ref().is_some_and(|c| c != &waiting.correlation) {
-            tracing::warn!(call_id = %response.call_id, "ignored a response whose Correlation Data does not match");
+            tracing::warn!(%call_id, "ignored a response whose Correlation Data does not match");
+            calls.insert(call_id, waiting);
             return;
         }
-        if let Some(waiting) = calls.remove(&response.call_id) {
-            let _ = waiting.response.send(Ok(response));
-        }
+        drop(calls);
+        let _ = waiting.response.send(Ok(response));
     }
 
     /// Takes the broker's verdict on a call's publish, on the connection

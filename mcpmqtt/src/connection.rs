@@ -663,6 +663,14 @@ impl Link {
         }
     }
 
+    /// Acknowledges an incoming publish without waiting, for the connection
+    /// task itself (which must not wait on its own request channel). Returns
+    /// whether it was queued; when not (the channel is full), acknowledge
+    /// with [`Link::ack`] from another task.
+    pub(crate) fn try_ack(&self, publish: &Incoming) -> bool {
+        publish.qos == QoS::AtMostOnce || self.client.try_ack(publish)
+    }
+
     /// Says goodbye to the broker (no Last Will is published).
     pub(crate) async fn disconnect(&self) {
         self.closing.store(true, std::sync::atomic::Ordering::SeqCst);

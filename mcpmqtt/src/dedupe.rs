@@ -59,7 +59,8 @@ pub(crate) struct CallKey {
 
 impl PartialEq for CallKey {
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.joined == other.joined
+        // The window's own copies share the string: no compare needed.
+        self.hash == other.hash && (Arc::ptr_eq(&self.joined, &other.joined) || self.joined == other.joined)
     }
 }
 

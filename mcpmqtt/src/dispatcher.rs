@@ -220,14 +220,22 @@ impl Dispatcher {
         while let Some((arrived, publish)) = line.recv().await {
             let slot = self.shared.slot().await;
             self.waiting.fetch_sub(1, Ordering::AcqRel);
-            self.tasks.spawn(Box::pin(self.clone().serve(publish, arrived, slot)));
+            self.tasks
+                .spawn(Box::pin(self.clone().serve(publish, arrived, slot, false)));
         }
         self
     }
 
     /// Serves one call, in a task of its own. `slot` is `None` when the
     /// server is shutting down: the call is answered `unavailable`.
-    async fn serve(self: Arc<Self>, publish: Incoming, started: Instant, slot: Option<OwnedSemaphorePermit>) {
+    /// `acked` says whether the publish was acknowledged already.
+    async fn serve(
+        self: Arc<Self>,
+        publish: Incoming,
+        started: Instant,
+        slot: Option<OwnedSemaphorePermit>,
+        acked: bool,
+    ) {
         let shared = &self.shared;
         let topic = publish.topic.as_str();
         // The broker counts the expiry down while a call waits there; it goes
@@ -250,7 +258,7 @@ impl Dispatcher {
         ) {
             Ok(inbound) => inbound,
             Err(rejection) => {
-                self.link.ack(&publish).await;
+                self.ack(&publish, acked).await;
                 match rejection.reply {
                     Some(reply) => {
                         tracing::warn!(%topic, call_id = %rejection.call_id, error = %rejection.error.message, "rejected a call");
@@ -273,7 +281,7 @@ impl Dispatcher {
             None => Caller::new(request.client.clone(), false),
         };
         if !caller.is_verified() && shared.config.require_verified_caller {
-            self.link.ack(&publish).await;
+            self.ack(&publish, acked).await;
             let message = format!(
                 "this server serves only calls whose caller the broker attests: publish to `{}`",
                 shared.topics.call_as(tool_name, "{caller}")
@@ -282,13 +290,13 @@ impl Dispatcher {
             return;
         }
         let Some(tool) = shared.tools.get(tool_name) else {
-            self.link.ack(&publish).await;
+            self.ack(&publish, acked).await;
             let message = format!("no tool is hosted at `{topic}` by this server");
             self.respond(&reply, &refuse(ErrorType::Unavailable, message)).await;
             return;
         };
         if let Err(message) = tool.check(&mut request.arguments) {
-            self.link.ack(&publish).await;
+            self.ack(&publish, acked).await;
             self.respond(&reply, &refuse(ErrorType::InvalidArguments, message))
                 .await;
             return;
@@ -298,12 +306,12 @@ impl Dispatcher {
         match seen {
             Seen::New => {}
             Seen::Running => {
-                self.link.ack(&publish).await;
+                self.ack(&publish, acked).await;
                 tracing::info!(call_id = %request.call_id, "a duplicate of a running call: not run again");
                 return;
             }
             Seen::Finished(cached) => {
-                self.link.ack(&publish).await;
+                self.ack(&publish, acked).await;
                 tracing::info!(call_id = %request.call_id, "a duplicate of a finished call: not run again");
                 match cached {
                     Some(payload) => self.send(&reply, payload, &request.call_id).await,
@@ -332,12 +340,12 @@ impl Dispatcher {
         };
         if let Some(response) = refusal {
             shared.window.lock().expect("window lock").forget(&key);
-            self.link.ack(&publish).await;
+            self.ack(&publish, acked).await;
             self.respond(&reply, &response).await;
             return;
         }
         // Acknowledged as it starts: a redelivery after this is a duplicate.
-        self.link.ack(&publish).await;
+        self.ack(&publish, acked).await;
         let span = tracing::info_span!("call", call_id = %request.call_id, tool = %tool.def.name, caller = %caller.id(), verified = caller.is_verified());
         async {
             // Biased: a call that finishes at once never registers for the
@@ -418,6 +426,12 @@ impl Dispatcher {
         }
     }
 
+    async fn ack(&self, publish: &Incoming, acked: bool) {
+        if !acked {
+            self.link.ack(publish).await;
+        }
+    }
+
     async fn respond(&self, reply: &Reply, response: &CallResponse) {
         self.send(reply, encode(response), &response.call_id).await;
     }
@@ -464,9 +478,13 @@ impl Intake {
         let arrived = Instant::now();
         if d.waiting.load(Ordering::Acquire) == 0 {
             if let Some(slot) = d.shared.free_slot() {
+                // The call starts now, so it is acknowledged now: from here,
+                // without waking the connection task from another thread.
+                let acked = d.link.try_ack(&publish);
                 // Boxed: tokio copies a task's future in and out of its cell, and
                 // this one is a few KiB.
-                d.tasks.spawn(Box::pin(d.clone().serve(publish, arrived, Some(slot))));
+                d.tasks
+                    .spawn(Box::pin(d.clone().serve(publish, arrived, Some(slot), acked)));
                 return;
             }
         }

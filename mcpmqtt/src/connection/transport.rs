@@ -211,6 +211,23 @@ impl Sender {
     }
 
     /// Acknowledges a received publish: only its packet id and QoS matter.
+    /// Acknowledges without waiting: fails when the request channel is full
+    /// (or closed), and the caller then acknowledges with [`Sender::ack`].
+    pub(crate) fn try_ack(&self, incoming: &Incoming) -> bool {
+        match self {
+            Sender::V5(c) => {
+                let mut publish = p5::Publish::new("", incoming.qos, Bytes::new(), None);
+                publish.pkid = incoming.pkid;
+                c.try_ack(&publish).is_ok()
+            }
+            Sender::V311(c) => {
+                let mut publish = rumqttc::Publish::new("", qos_v311(incoming.qos), Vec::new());
+                publish.pkid = incoming.pkid;
+                c.try_ack(&publish).is_ok()
+            }
+        }
+    }
+
     pub(crate) async fn ack(&self, incoming: &Incoming) -> Result<(), ChannelClosed> {
         let sent = match self {
             Sender::V5(c) => {
