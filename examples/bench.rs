@@ -707,8 +707,9 @@ struct Cell {
     receive_max: Option<u64>,
     /// (syscalls, context switches) of client, server(s), broker, when counted.
     counts: Option<[(u64, u64); 3]>,
-    /// The calls/s of every run of this cell, in the order run (this cell is their median).
-    runs: Vec<f64>,
+    /// (calls/s, p50 ms, p99 ms) of every run of this cell, in the order run (this cell is the
+    /// median run by calls/s).
+    runs: Vec<(f64, f64, f64)>,
 }
 
 impl Cell {
@@ -749,10 +750,10 @@ impl Ctx<'_> {
         }
         runs.into_iter()
             .map(|mut side| {
-                let rates: Vec<f64> = side.iter().map(Cell::rate).collect();
+                let runs: Vec<_> = side.iter().map(|c| (c.rate(), c.p50_ms, c.p99_ms)).collect();
                 side.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
                 let mut median = side.swap_remove(side.len() / 2);
-                median.runs = rates;
+                median.runs = runs;
                 median
             })
             .collect()
@@ -965,9 +966,9 @@ fn machine() -> String {
     )
 }
 
-fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 && a.is_finite() {
-        format!("{:.2}", a / b)
+fn fmt_ratio(r: f64) -> String {
+    if r.is_finite() {
+        format!("{r:.2}")
     } else {
         "–".into()
     }
@@ -1048,6 +1049,17 @@ fn orchestrate(a: &Args) -> BoxResult<()> {
     Ok(())
 }
 
+/// mcpmqtt / floor for one measure, as the median of the ratios of runs made one after the other
+/// (round by round): the machine's drift over a run of the bench cancels out of each pair.
+fn paired(m: &Cell, f: &Cell, measure: impl Fn(&(f64, f64, f64)) -> f64) -> f64 {
+    let mut ratios: Vec<f64> = m.runs.iter().zip(&f.runs).map(|(a, b)| measure(a) / measure(b)).collect();
+    if ratios.is_empty() {
+        return f64::NAN;
+    }
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
+}
+
 fn find(cells: &[Cell], mode: Mode, inflight: usize, size: usize) -> Option<&Cell> {
     cells
         .iter()
@@ -1059,6 +1071,7 @@ fn print_matrix(cells: &[Cell], sizes: &[usize], inflights: &[usize]) {
         println!("The broker's CONNACK Receive Maximum (seen by the floor's requester): {rm}\n");
     }
     println!("## mcpmqtt / floor\n");
+    println!("Each side's median run; the ratios are the medians of the round-by-round ratios (see `--rounds`).\n");
     println!("| in flight | payload | floor calls/s | floor p50 ms | floor p99 ms | mcpmqtt calls/s | mcpmqtt p50 ms | mcpmqtt p99 ms | calls/s ratio | p50 ratio | p99 ratio |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &size in sizes {
@@ -1071,9 +1084,9 @@ fn print_matrix(cells: &[Cell], sizes: &[usize], inflights: &[usize]) {
             };
             let (rr, r50, r99) = match (f, m) {
                 (Some(f), Some(m)) => (
-                    ratio(m.rate(), f.rate()),
-                    ratio(m.p50_ms, f.p50_ms),
-                    ratio(m.p99_ms, f.p99_ms),
+                    fmt_ratio(paired(m, f, |r| r.0)),
+                    fmt_ratio(paired(m, f, |r| r.1)),
+                    fmt_ratio(paired(m, f, |r| r.2)),
                 ),
                 _ => ("–".into(), "–".into(), "–".into()),
             };
@@ -1090,7 +1103,7 @@ fn print_matrix(cells: &[Cell], sizes: &[usize], inflights: &[usize]) {
     println!("## Targets (measured, not asserted)\n");
     let small = sizes.iter().copied().min().unwrap_or(100);
     if let (Some(f), Some(m)) = (find(cells, Mode::Floor, 1, small), find(cells, Mode::Mcp, 1, small)) {
-        let r = m.p50_ms / f.p50_ms;
+        let r = paired(m, f, |r| r.1);
         println!(
             "- sequential p50 ({}): {r:.2}x the floor's (target <= 1.5x): {}",
             size_label(small),
@@ -1098,13 +1111,13 @@ fn print_matrix(cells: &[Cell], sizes: &[usize], inflights: &[usize]) {
         );
     }
     if let (Some(f), Some(m)) = (find(cells, Mode::Floor, 64, small), find(cells, Mode::Mcp, 64, small)) {
-        let r = m.rate() / f.rate();
+        let r = paired(m, f, |r| r.0);
         println!(
             "- 64 in flight calls/s ({}): {r:.2}x the floor's (target >= 0.9x): {}",
             size_label(small),
             verdict(r >= 0.9)
         );
-        let r = m.p99_ms / f.p99_ms;
+        let r = paired(m, f, |r| r.2);
         println!(
             "- 64 in flight p99 ({}): {r:.2}x the floor's (target <= 1.5x): {}",
             size_label(small),
@@ -1150,7 +1163,7 @@ fn print_resources(title: &str, cells: &[Cell]) {
     println!("| side | inst | in flight | payload | runs calls/s | calls | errors | s | calls/s | p50 ms | p99 ms | CPU client s | CPU server s | CPU broker s | client µs/call | server µs/call | broker µs/call | RSS client MiB | RSS server MiB |");
     println!("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for c in cells {
-        let runs = c.runs.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(" / ");
+        let runs = c.runs.iter().map(|r| format!("{:.0}", r.0)).collect::<Vec<_>>().join(" / ");
         println!(
             "| {} | {} | {} | {} | {runs} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} |",
             c.mode.name(),
@@ -1191,7 +1204,7 @@ fn print_scale(cells: &[Cell], a: &Args) {
             None => "– | – | –".into(),
         };
         let (rr, r99) = match (f, m) {
-            (Some(f), Some(m)) => (ratio(m.rate(), f.rate()), ratio(m.p99_ms, f.p99_ms)),
+            (Some(f), Some(m)) => (fmt_ratio(paired(m, f, |r| r.0)), fmt_ratio(paired(m, f, |r| r.2))),
             _ => ("–".into(), "–".into()),
         };
         println!("| {n} | {} | {} | {rr} | {r99} |", col(f), col(m));
