@@ -1052,7 +1052,12 @@ fn orchestrate(a: &Args) -> BoxResult<()> {
 /// mcpmqtt / floor for one measure, as the median of the ratios of runs made one after the other
 /// (round by round): the machine's drift over a run of the bench cancels out of each pair.
 fn paired(m: &Cell, f: &Cell, measure: impl Fn(&(f64, f64, f64)) -> f64) -> f64 {
-    let mut ratios: Vec<f64> = m.runs.iter().zip(&f.runs).map(|(a, b)| measure(a) / measure(b)).collect();
+    let mut ratios: Vec<f64> = m
+        .runs
+        .iter()
+        .zip(&f.runs)
+        .map(|(a, b)| measure(a) / measure(b))
+        .collect();
     if ratios.is_empty() {
         return f64::NAN;
     }
@@ -1163,7 +1168,12 @@ fn print_resources(title: &str, cells: &[Cell]) {
     println!("| side | inst | in flight | payload | runs calls/s | calls | errors | s | calls/s | p50 ms | p99 ms | CPU client s | CPU server s | CPU broker s | client µs/call | server µs/call | broker µs/call | RSS client MiB | RSS server MiB |");
     println!("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for c in cells {
-        let runs = c.runs.iter().map(|r| format!("{:.0}", r.0)).collect::<Vec<_>>().join(" / ");
+        let runs = c
+            .runs
+            .iter()
+            .map(|r| format!("{:.0}", r.0))
+            .collect::<Vec<_>>()
+            .join(" / ");
         println!(
             "| {} | {} | {} | {} | {runs} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} |",
             c.mode.name(),

@@ -4,6 +4,7 @@
 //! `call_id` and Correlation Data (by `call_id` alone on MQTT 3.1.1).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,9 @@ struct Inner {
     protocol: Protocol,
     router: Arc<Router>,
     conn_task: tokio::task::JoinHandle<()>,
+    /// The size of the last call encoded: the next one's buffer starts there
+    /// rather than growing from nothing (calls to a tool tend to be alike).
+    last_call_bytes: AtomicUsize,
 }
 
 impl Drop for Inner {
@@ -426,9 +430,15 @@ impl Client {
             response_topic: Some(inner.response_topic.clone()),
             private_stream: !v01,
         };
-        let payload = serde_json::to_vec(&request).map_err(|e| CallError::InvalidArguments {
+        let guess = inner.last_call_bytes.load(Ordering::Relaxed).min(16 * 1024 * 1024);
+        let mut payload = Vec::with_capacity(guess.max(256));
+        serde_json::to_writer(&mut payload, &request).map_err(|e| CallError::InvalidArguments {
             message: format!("could not encode the call: {e}"),
         })?;
+        inner.last_call_bytes.store(payload.len(), Ordering::Relaxed);
+        if payload.capacity() > 2 * payload.len() + 4096 {
+            payload.shrink_to_fit();
+        }
         let expiry = timeout.as_secs_f64().ceil().max(1.0) as u32;
         let call_topic = if v01 {
             inner.topics.call(tool)
@@ -792,6 +802,7 @@ impl ClientBuilder {
                 protocol: broker.protocol,
                 router,
                 conn_task,
+                last_call_bytes: AtomicUsize::new(0),
             }),
         })
     }

@@ -358,7 +358,9 @@ impl Dispatcher {
                     CallResponse::error(call_id, ErrorBody::new(ErrorType::Unavailable, message), elapsed_ms(started))
                 }
             };
-            let payload = encode(&response);
+            // Results are often about as large as the arguments (echoes,
+            // transforms): start the buffer at that size.
+            let payload = encode(&response, publish.payload.len());
             self.shared.window.lock().expect("window lock").finish(&key, &payload);
             self.send(&reply, payload, &response.call_id).await;
         }
@@ -433,7 +435,7 @@ impl Dispatcher {
     }
 
     async fn respond(&self, reply: &Reply, response: &CallResponse) {
-        self.send(reply, encode(response), &response.call_id).await;
+        self.send(reply, encode(response, 0), &response.call_id).await;
     }
 
     async fn send(&self, reply: &Reply, payload: Bytes, call_id: &str) {
@@ -503,11 +505,19 @@ async fn cancelled(phase: &watch::Sender<Phase>, key: &CallKey) -> String {
 }
 
 /// Encodes a response. Cannot fail: every value in it is already JSON.
-fn encode(response: &CallResponse) -> Bytes {
-    let mut buf = Vec::with_capacity(256);
+/// `size_hint` is the expected size of the result; a buffer left much
+/// larger than its response is shrunk (the dedupe window may keep it).
+fn encode(response: &CallResponse, size_hint: usize) -> Bytes {
+    let mut buf = Vec::with_capacity(256 + size_hint.min(MAX_SIZE_HINT));
     serde_json::to_writer(&mut buf, response).expect("a response is always serialisable");
+    if buf.capacity() > 2 * buf.len() + 4096 {
+        buf.shrink_to_fit();
+    }
     Bytes::from(buf)
 }
+
+/// The most [`encode`] allocates ahead on a hint.
+const MAX_SIZE_HINT: usize = 16 * 1024 * 1024;
 
 fn elapsed_ms(started: Instant) -> u64 {
     started.elapsed().as_millis() as u64
