@@ -435,6 +435,9 @@ impl Client {
         serde_json::to_writer(&mut payload, &request).map_err(|e| CallError::InvalidArguments {
             message: format!("could not encode the call: {e}"),
         })?;
+        // The arguments are in the payload now: do not hold them twice while
+        // the call waits (a queue of large calls would).
+        drop(request);
         inner.last_call_bytes.store(payload.len(), Ordering::Relaxed);
         if payload.capacity() > 2 * payload.len() + 4096 {
             payload.shrink_to_fit();

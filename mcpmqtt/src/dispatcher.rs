@@ -231,12 +231,15 @@ impl Dispatcher {
     /// `acked` says whether the publish was acknowledged already.
     async fn serve(
         self: Arc<Self>,
-        publish: Incoming,
+        mut publish: Incoming,
         started: Instant,
         slot: Option<OwnedSemaphorePermit>,
         acked: bool,
     ) {
         let shared = &self.shared;
+        // Decoded once, then let go: a large call is not held twice while it runs.
+        let payload = std::mem::take(&mut publish.payload);
+        let call_bytes = payload.len();
         let topic = publish.topic.as_str();
         // The broker counts the expiry down while a call waits there; it goes
         // on counting here while the call waits for a free slot. (MQTT 3.1.1
@@ -253,7 +256,7 @@ impl Dispatcher {
         let Inbound { mut request, reply } = match decode_call(
             &shared.topics,
             shared.config.max_payload_bytes,
-            &publish.payload,
+            &payload,
             envelope,
         ) {
             Ok(inbound) => inbound,
@@ -272,6 +275,7 @@ impl Dispatcher {
                 return;
             }
         };
+        drop(payload);
         let refuse = |error_type: ErrorType, message: String| {
             let error = ErrorBody::new(error_type, message);
             CallResponse::error(request.call_id.clone(), error, elapsed_ms(started))
@@ -360,7 +364,7 @@ impl Dispatcher {
             };
             // Results are often about as large as the arguments (echoes,
             // transforms): start the buffer at that size.
-            let payload = encode(&response, publish.payload.len());
+            let payload = encode(&response, call_bytes);
             self.shared.window.lock().expect("window lock").finish(&key, &payload);
             self.send(&reply, payload, &response.call_id).await;
         }
