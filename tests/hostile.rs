@@ -182,3 +182,26 @@ async fn a_flood_of_ten_thousand_calls_keeps_memory_bounded_and_others_served() 
     assert!(server.is_connected());
     server.shutdown().await.unwrap();
 }
+
+/// Anyone allowed to publish on a server's card topic (its siblings' Last
+/// Wills land there) reaches the server itself. Each such publish must be
+/// acknowledged: the broker sends a client no more unacknowledged QoS 1
+/// messages than its Receive Maximum (128 here, twice the concurrency), so
+/// 200 unacknowledged cards would stop every call.
+#[tokio::test]
+async fn publishes_on_the_servers_own_card_do_not_stall_its_calls() {
+    let (broker, server, mut raw) = lab_with_raw(1024 * 1024).await;
+    let client = lab_client(&broker, "tester").await;
+    client.wait_for_tool("echo", Duration::from_secs(10)).await.unwrap();
+    for i in 0..200 {
+        let not_a_card = json!({"noise": i}).to_string();
+        let reason = raw
+            .publish("lab/mcp/servers/lab/card", not_a_card, Default::default())
+            .await;
+        assert_eq!(reason, rumqttc::v5::mqttbytes::v5::PubAckReason::Success);
+    }
+    let options = mcpmqtt::CallOptions::new().timeout(Duration::from_secs(3));
+    let result = client.call_with("echo", json!({"text": "still here"}), options).await;
+    assert_eq!(result.unwrap(), json!("still here"));
+    server.shutdown().await.unwrap();
+}

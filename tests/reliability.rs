@@ -229,6 +229,44 @@ async fn shutdown_drains_running_calls_then_goes_offline() {
 }
 
 #[tokio::test]
+async fn calls_waiting_for_a_slot_at_shutdown_are_answered_not_run() {
+    let broker = Mosquitto::start();
+    // One slot: the broker may hand over two calls more, which wait in line.
+    let server = tally_server(&broker)
+        .max_concurrent_calls(1)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let client = client(&broker, "queuer").await;
+    client.wait_for_tool("tally", PATIENCE).await.unwrap();
+    let running = spawn_tally(&client, "line-0", 600);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting: Vec<_> = (1..3)
+        .map(|i| spawn_tally(&client, &format!("line-{i}"), 600))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await; // both in line
+    let started = Instant::now();
+    server.shutdown().await.unwrap();
+    assert_eq!(
+        running.await.unwrap().unwrap(),
+        json!("line-0"),
+        "the running call finished"
+    );
+    for (i, call) in join_all(waiting).await.into_iter().enumerate() {
+        let err = call.unwrap().unwrap_err();
+        assert!(
+            matches!(&err, CallError::Unavailable { message } if message.contains("shutting down")),
+            "call {}: {err}",
+            i + 1
+        );
+        assert_eq!(runs_of(&format!("line-{}", i + 1)), 0, "never started");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
 async fn calls_still_running_at_the_drain_deadline_get_unavailable() {
     let broker = Mosquitto::start();
     let server = tally_server(&broker)

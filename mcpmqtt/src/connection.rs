@@ -413,6 +413,9 @@ pub(crate) enum LinkState {
     Closed,
 }
 
+/// The capacity of rumqttc's request channel: never reached in practice.
+const REQUEST_QUEUE: usize = 1 << 24;
+
 /// A handle on the connection: cheap to clone, shared by every task of a
 /// server or client.
 #[derive(Clone)]
@@ -515,7 +518,12 @@ impl Link {
     /// A link not connected yet, for an owner that needs the link before it
     /// can say where incoming publishes go: [`Opening::connect`] connects it.
     pub(crate) fn open(options: ConnectOptions) -> (Link, Opening) {
-        let (client, eventloop) = transport::open(options, 1024);
+        // Bounded in name only (rumqttc takes no unbounded channel): a send
+        // that had to wait could be cancelled after its expectation was
+        // booked, and the book would pair every later ack with the wrong
+        // request. Requests are bounded by their senders instead: calls in
+        // flight, calls running, cards.
+        let (client, eventloop) = transport::open(options, REQUEST_QUEUE);
         let (state_tx, state_rx) = watch::channel(LinkState::Connecting);
         let (connects_tx, connects_rx) = watch::channel(0u64);
         let link = Link {

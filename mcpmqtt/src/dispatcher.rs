@@ -126,9 +126,12 @@ impl Shared {
     /// once its in-flight window is full.
     async fn slot(&self) -> Option<OwnedSemaphorePermit> {
         let mut phase = self.phase.subscribe();
+        // Biased: once the server is shutting down, no call starts, even
+        // when a slot is free too.
         tokio::select! {
-            permit = self.permits.clone().acquire_owned() => permit.ok(),
+            biased;
             _ = phase.wait_for(|p| *p != Phase::Serving) => None,
+            permit = self.permits.clone().acquire_owned() => permit.ok(),
         }
     }
 
@@ -213,6 +216,32 @@ impl Dispatcher {
     pub(crate) async fn finished(&self) {
         self.tasks.close();
         self.tasks.wait().await;
+    }
+
+    /// After a drain: waits, up to `limit`, until the calls still in line
+    /// have been answered (`unavailable`) and every call's task has ended,
+    /// so that no answer is cut off by the disconnect that follows.
+    pub(crate) async fn settle(&self, limit: Duration) {
+        let settled = async {
+            while self.waiting.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            self.finished().await;
+        };
+        if tokio::time::timeout(limit, settled).await.is_err() {
+            tracing::warn!(
+                in_line = self.waiting.load(Ordering::Acquire),
+                "calls still unanswered at shutdown"
+            );
+        }
+    }
+
+    /// Acknowledges without waiting, from any task.
+    fn ack_soon(&self, publish: &Incoming) {
+        if !self.link.try_ack(publish) {
+            let (link, publish) = (self.link.clone(), publish.clone());
+            tokio::spawn(async move { link.ack(&publish).await });
+        }
     }
 
     /// Gives each call in line a slot, in the order they came.
@@ -470,6 +499,11 @@ pub(crate) struct Intake {
 }
 
 impl Intake {
+    /// The dispatcher calls go to.
+    pub(crate) fn dispatcher(&self) -> Arc<Dispatcher> {
+        self.dispatcher.clone()
+    }
+
     /// Takes one publish without blocking the connection task. While a slot
     /// is free and no call is in line, a call goes straight to a task of its
     /// own; otherwise it joins the line.
@@ -477,6 +511,9 @@ impl Intake {
         let d = &self.dispatcher;
         if let Some((topic, tx)) = &d.own_card {
             if publish.topic == *topic {
+                // Acknowledged at once: an unacknowledged card would hold
+                // one of the broker's in-flight slots for calls for good.
+                d.ack_soon(&publish);
                 let _ = tx.send(publish);
                 return;
             }

@@ -209,6 +209,7 @@ impl Server {
         let (intake, line_task) = Dispatcher::new(link.clone(), shared.clone())
             .with_own_card(own_card.clone(), cards_tx)
             .start();
+        let dispatcher = intake.dispatcher();
         // Calls are taken on the connection task itself: one hop fewer per call.
         let conn_task = opening.connect(&server.broker, move |p| intake.offer(p)).await?;
 
@@ -231,6 +232,7 @@ impl Server {
         Ok(ServerHandle {
             running,
             conn_task,
+            dispatcher,
             line_task,
             cards_task,
             siblings_task,
@@ -359,6 +361,7 @@ async fn publish_retained(link: &Link, cards: Vec<(String, Vec<u8>)>) -> Result<
 pub struct ServerHandle {
     running: Arc<Running>,
     conn_task: tokio::task::JoinHandle<()>,
+    dispatcher: Arc<Dispatcher>,
     line_task: tokio::task::JoinHandle<Arc<Dispatcher>>,
     cards_task: tokio::task::JoinHandle<()>,
     siblings_task: tokio::task::JoinHandle<()>,
@@ -408,6 +411,7 @@ impl ServerHandle {
         if cancelled > 0 {
             tracing::warn!(cancelled, "calls still running at the drain deadline were cancelled");
         }
+        self.dispatcher.settle(Duration::from_secs(2)).await;
         self.line_task.abort();
         let result = running.publish_cards(Status::Offline).await;
         running.link.disconnect().await;
