@@ -30,6 +30,8 @@ use crate::topics::Topics;
 /// retained cards are taken to have all arrived.
 const CARDS_QUIET: Duration = Duration::from_millis(60);
 const CARDS_MAX_WAIT: Duration = Duration::from_secs(2);
+/// Responses larger than this are parsed on a task of their own.
+const PARSE_ELSEWHERE: usize = 64 * 1024;
 
 /// A connection to the broker that calls tools by name.
 ///
@@ -104,9 +106,14 @@ impl Default for Cards {
 }
 
 impl Router {
-    fn route(&self, topics: &Topics, own: &OwnTopics, publish: Incoming) {
+    fn route(self: &Arc<Self>, topics: &Topics, own: &OwnTopics, publish: Incoming) {
         let topic = publish.topic.as_str();
-        if topic == own.responses {
+        if topic == own.responses && publish.payload.len() > PARSE_ELSEWHERE {
+            // Parsing a large response takes milliseconds: not on the
+            // connection task, which would hold every other call's packets.
+            let router = self.clone();
+            tokio::spawn(async move { router.on_response(publish) });
+        } else if topic == own.responses {
             self.on_response(publish);
         } else if topic.starts_with(&own.streams_prefix) || topics.call_of_stream(topic).is_some() {
             self.on_stream(&publish.payload);
