@@ -76,6 +76,21 @@ pub(crate) fn will_v311(will: p5::LastWill) -> rumqttc::LastWill {
     }
 }
 
+/// What rumqttc acknowledges a received MQTT 5 publish by: only its packet
+/// id and QoS matter.
+fn ack_handle_v5(incoming: &Incoming) -> p5::Publish {
+    let mut publish = p5::Publish::new("", incoming.qos, Bytes::new(), None);
+    publish.pkid = incoming.pkid;
+    publish
+}
+
+/// The same for MQTT 3.1.1.
+fn ack_handle_v311(incoming: &Incoming) -> rumqttc::Publish {
+    let mut publish = rumqttc::Publish::new("", qos_v311(incoming.qos), Vec::new());
+    publish.pkid = incoming.pkid;
+    publish
+}
+
 pub(crate) fn qos_v311(qos: QoS) -> rumqttc::QoS {
     match qos {
         QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
@@ -210,36 +225,20 @@ impl Sender {
         sent.map_err(|()| ChannelClosed)
     }
 
-    /// Acknowledges a received publish: only its packet id and QoS matter.
     /// Acknowledges without waiting: fails when the request channel is full
     /// (or closed), and the caller then acknowledges with [`Sender::ack`].
     pub(crate) fn try_ack(&self, incoming: &Incoming) -> bool {
         match self {
-            Sender::V5(c) => {
-                let mut publish = p5::Publish::new("", incoming.qos, Bytes::new(), None);
-                publish.pkid = incoming.pkid;
-                c.try_ack(&publish).is_ok()
-            }
-            Sender::V311(c) => {
-                let mut publish = rumqttc::Publish::new("", qos_v311(incoming.qos), Vec::new());
-                publish.pkid = incoming.pkid;
-                c.try_ack(&publish).is_ok()
-            }
+            Sender::V5(c) => c.try_ack(&ack_handle_v5(incoming)).is_ok(),
+            Sender::V311(c) => c.try_ack(&ack_handle_v311(incoming)).is_ok(),
         }
     }
 
+    /// Acknowledges a received publish.
     pub(crate) async fn ack(&self, incoming: &Incoming) -> Result<(), ChannelClosed> {
         let sent = match self {
-            Sender::V5(c) => {
-                let mut publish = p5::Publish::new("", incoming.qos, Bytes::new(), None);
-                publish.pkid = incoming.pkid;
-                c.ack(&publish).await.map_err(drop)
-            }
-            Sender::V311(c) => {
-                let mut publish = rumqttc::Publish::new("", qos_v311(incoming.qos), Vec::new());
-                publish.pkid = incoming.pkid;
-                c.ack(&publish).await.map_err(drop)
-            }
+            Sender::V5(c) => c.ack(&ack_handle_v5(incoming)).await.map_err(drop),
+            Sender::V311(c) => c.ack(&ack_handle_v311(incoming)).await.map_err(drop),
         };
         sent.map_err(|()| ChannelClosed)
     }
