@@ -20,7 +20,7 @@ use tracing::Instrument;
 use crate::card::{ServerCard, Status, ToolCard, EXT_CALLER_TOPIC};
 use crate::connection::{Ack, BrokerOptions, Incoming, Link, Message, Protocol};
 use crate::context::Partial;
-use crate::envelope::{now_rfc3339, CallRequest, CallResponse, ResponseStatus, StreamMessage, StreamType};
+use crate::envelope::{now_rfc3339, to_json, CallRequest, CallResponse, ResponseStatus, StreamMessage, StreamType};
 use crate::error::{CallError, Error};
 use crate::names;
 use crate::server::DEFAULT_NAMESPACE;
@@ -437,18 +437,14 @@ impl Client {
             response_topic: Some(inner.response_topic.clone()),
             private_stream: !v01,
         };
-        let guess = inner.last_call_bytes.load(Ordering::Relaxed).min(16 * 1024 * 1024);
-        let mut payload = Vec::with_capacity(guess.max(256));
-        serde_json::to_writer(&mut payload, &request).map_err(|e| CallError::InvalidArguments {
+        let guess = inner.last_call_bytes.load(Ordering::Relaxed);
+        let payload = to_json(&request, guess).map_err(|e| CallError::InvalidArguments {
             message: format!("could not encode the call: {e}"),
         })?;
         // The arguments are in the payload now: do not hold them twice while
         // the call waits (a queue of large calls would).
         drop(request);
         inner.last_call_bytes.store(payload.len(), Ordering::Relaxed);
-        if payload.capacity() > 2 * payload.len() + 4096 {
-            payload.shrink_to_fit();
-        }
         let expiry = timeout.as_secs_f64().ceil().max(1.0) as u32;
         let call_topic = if v01 {
             inner.topics.call(tool)

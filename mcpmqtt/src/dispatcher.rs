@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::connection::{Incoming, Link, Message};
 use crate::context::{CallContext, Caller, StreamSink};
 use crate::dedupe::{CallKey, Seen, Window};
-use crate::envelope::{CallRequest, CallResponse, ErrorBody, ErrorType};
+use crate::envelope::{to_json, CallRequest, CallResponse, ErrorBody, ErrorType};
 use crate::error::{Error, ToolError};
 use crate::inbound::{decode_call, Envelope, Inbound, Reply};
 use crate::server::ServerConfig;
@@ -545,20 +545,12 @@ async fn cancelled(phase: &watch::Sender<Phase>, key: &CallKey) -> String {
     key.call_id().to_owned()
 }
 
-/// Encodes a response. Cannot fail: every value in it is already JSON.
-/// `size_hint` is the expected size of the result; a buffer left much
-/// larger than its response is shrunk (the dedupe window may keep it).
+/// Encodes a response, its buffer sized for `size_hint` bytes of result.
+/// Cannot fail: every value in it is already JSON.
 fn encode(response: &CallResponse, size_hint: usize) -> Bytes {
-    let mut buf = Vec::with_capacity(256 + size_hint.min(MAX_SIZE_HINT));
-    serde_json::to_writer(&mut buf, response).expect("a response is always serialisable");
-    if buf.capacity() > 2 * buf.len() + 4096 {
-        buf.shrink_to_fit();
-    }
-    Bytes::from(buf)
+    let json = to_json(response, 256 + size_hint).expect("a response is always serialisable");
+    Bytes::from(json)
 }
-
-/// The most [`encode`] allocates ahead on a hint.
-const MAX_SIZE_HINT: usize = 16 * 1024 * 1024;
 
 fn elapsed_ms(started: Instant) -> u64 {
     started.elapsed().as_millis() as u64

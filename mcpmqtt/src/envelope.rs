@@ -192,6 +192,21 @@ pub struct StreamMessage {
     pub data: Option<Value>,
 }
 
+/// The most [`to_json`] allocates ahead on a hint.
+const MAX_SIZE_HINT: usize = 16 * 1024 * 1024;
+
+/// Encodes a call or response into a buffer that starts at `size_hint`
+/// (the expected size) rather than growing from nothing, and is shrunk when
+/// left much larger than what it holds (a response may be kept for a while).
+pub(crate) fn to_json<T: Serialize>(value: &T, size_hint: usize) -> serde_json::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(size_hint.clamp(256, MAX_SIZE_HINT));
+    serde_json::to_writer(&mut buf, value)?;
+    if buf.capacity() > 2 * buf.len() + 4096 {
+        buf.shrink_to_fit();
+    }
+    Ok(buf)
+}
+
 /// Now, as RFC 3339 UTC with milliseconds (`2026-11-23T21:08:03.123Z`).
 /// Written by hand: it stamps every call, and `time`'s formatter costs
 /// more than the rest of encoding a call.
@@ -217,6 +232,18 @@ pub(crate) fn now_rfc3339() -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn json_buffers_start_at_the_hint_and_do_not_keep_much_more() {
+        let value = serde_json::json!({"text": "x".repeat(1000)});
+        let small = to_json(&value, 0).unwrap();
+        assert_eq!(small, serde_json::to_vec(&value).unwrap());
+        let hinted = to_json(&value, 1100).unwrap();
+        assert!(hinted.capacity() >= 1100, "started at the hint");
+        let oversized = to_json(&value, 1 << 20).unwrap();
+        assert_eq!(oversized, small);
+        assert!(oversized.capacity() < 2 * oversized.len() + 4096, "shrunk");
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_milliseconds() {
