@@ -78,6 +78,7 @@ async fn adopt(running: Arc<Running>, orphan: String) {
     let (intake, line) = Dispatcher::new(link.clone(), running.shared.clone())
         .replying_through(running.link.clone())
         .start();
+    let dispatcher = intake.dispatcher();
     let own_card = server.topics.server_card(&server.name);
     let mut served = 0usize;
     let mut unsubscribed = false;
@@ -107,9 +108,8 @@ async fn adopt(running: Arc<Running>, orphan: String) {
     }
     drop(intake);
     // Every call received is acknowledged (and answered) before the session goes.
-    if let Ok(dispatcher) = line.await {
-        dispatcher.finished().await;
-    }
+    let _ = line.await;
+    dispatcher.finished().await;
     link.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), conn_task).await;
     if broker.protocol() == Protocol::V311 {

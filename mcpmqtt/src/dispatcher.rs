@@ -200,7 +200,7 @@ impl Dispatcher {
     /// Starts serving: calls go in through the returned [`Intake`], and the
     /// returned task runs the line of calls waiting for a slot, until the
     /// intake is dropped.
-    pub(crate) fn start(self) -> (Intake, tokio::task::JoinHandle<Arc<Dispatcher>>) {
+    pub(crate) fn start(self) -> (Intake, tokio::task::JoinHandle<()>) {
         let this = Arc::new(self);
         let (line_tx, line_rx) = mpsc::unbounded_channel();
         let line = tokio::spawn(this.clone().run_line(line_rx));
@@ -245,19 +245,19 @@ impl Dispatcher {
     }
 
     /// Gives each call in line a slot, in the order they came.
-    async fn run_line(self: Arc<Self>, mut line: mpsc::UnboundedReceiver<(Instant, Incoming)>) -> Arc<Self> {
+    async fn run_line(self: Arc<Self>, mut line: mpsc::UnboundedReceiver<(Instant, Incoming)>) {
         while let Some((arrived, publish)) = line.recv().await {
             let slot = self.shared.slot().await;
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             self.tasks
                 .spawn(Box::pin(self.clone().serve(publish, arrived, slot, false)));
         }
-        self
     }
 
     /// Serves one call, in a task of its own. `slot` is `None` when the
     /// server is shutting down: the call is answered `unavailable`.
-    /// `acked` says whether the publish was acknowledged already.
+    /// `acked` says whether the publish was acknowledged already (when taken
+    /// on the connection task).
     async fn serve(
         self: Arc<Self>,
         mut publish: Incoming,
@@ -265,6 +265,11 @@ impl Dispatcher {
         slot: Option<OwnedSemaphorePermit>,
         acked: bool,
     ) {
+        // Every call taken is acknowledged as it is taken up, whatever becomes
+        // of it: a redelivery after this is a duplicate.
+        if !acked {
+            self.link.ack(&publish).await;
+        }
         let shared = &self.shared;
         // Decoded once, then let go: a large call is not held twice while it runs.
         let payload = std::mem::take(&mut publish.payload);
@@ -290,7 +295,6 @@ impl Dispatcher {
         ) {
             Ok(inbound) => inbound,
             Err(rejection) => {
-                self.ack(&publish, acked).await;
                 match rejection.reply {
                     Some(reply) => {
                         tracing::warn!(%topic, call_id = %rejection.call_id, error = %rejection.error.message, "rejected a call");
@@ -314,7 +318,6 @@ impl Dispatcher {
             None => Caller::new(request.client.clone(), false),
         };
         if !caller.is_verified() && shared.config.require_verified_caller {
-            self.ack(&publish, acked).await;
             let message = format!(
                 "this server serves only calls whose caller the broker attests: publish to `{}`",
                 shared.topics.call_as(tool_name, "{caller}")
@@ -323,13 +326,11 @@ impl Dispatcher {
             return;
         }
         let Some(tool) = shared.tools.get(tool_name) else {
-            self.ack(&publish, acked).await;
             let message = format!("no tool is hosted at `{topic}` by this server");
             self.respond(&reply, &refuse(ErrorType::Unavailable, message)).await;
             return;
         };
         if let Err(message) = tool.check(&mut request.arguments) {
-            self.ack(&publish, acked).await;
             self.respond(&reply, &refuse(ErrorType::InvalidArguments, message))
                 .await;
             return;
@@ -339,12 +340,10 @@ impl Dispatcher {
         match seen {
             Seen::New => {}
             Seen::Running => {
-                self.ack(&publish, acked).await;
                 tracing::info!(call_id = %request.call_id, "a duplicate of a running call: not run again");
                 return;
             }
             Seen::Finished(cached) => {
-                self.ack(&publish, acked).await;
                 tracing::info!(call_id = %request.call_id, "a duplicate of a finished call: not run again");
                 match cached {
                     Some(payload) => self.send(&reply, payload, &request.call_id).await,
@@ -373,12 +372,9 @@ impl Dispatcher {
         };
         if let Some(response) = refusal {
             shared.window.lock().expect("window lock").forget(&key);
-            self.ack(&publish, acked).await;
             self.respond(&reply, &response).await;
             return;
         }
-        // Acknowledged as it starts: a redelivery after this is a duplicate.
-        self.ack(&publish, acked).await;
         let span = tracing::info_span!("call", call_id = %request.call_id, tool = %tool.def.name, caller = %caller.id(), verified = caller.is_verified());
         async {
             // Biased: a call that finishes at once never registers for the
@@ -458,12 +454,6 @@ impl Dispatcher {
                 tracing::info!(error_type = %e.error_type(), message = e.message(), "call failed");
                 CallResponse::error(call_id, e.into_body(), elapsed)
             }
-        }
-    }
-
-    async fn ack(&self, publish: &Incoming, acked: bool) {
-        if !acked {
-            self.link.ack(publish).await;
         }
     }
 

@@ -362,7 +362,7 @@ pub struct ServerHandle {
     running: Arc<Running>,
     conn_task: tokio::task::JoinHandle<()>,
     dispatcher: Arc<Dispatcher>,
-    line_task: tokio::task::JoinHandle<Arc<Dispatcher>>,
+    line_task: tokio::task::JoinHandle<()>,
     cards_task: tokio::task::JoinHandle<()>,
     siblings_task: tokio::task::JoinHandle<()>,
 }
