@@ -3,13 +3,11 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
-
 use bytes::Bytes;
-use mcpmqtt::{CallError, CallOptions, Client, Partial};
+use mcpmqtt::{CallError, Client, Partial};
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use serde_json::{json, Value};
-use support::fixtures::{call_props, gtm_online, Raw, PATIENCE};
+use support::fixtures::{call_gathering, call_props, gtm_online, Raw, PATIENCE};
 use support::mosquitto::Mosquitto;
 
 #[tokio::test]
@@ -165,19 +163,10 @@ async fn our_client_reads_v01_cards_responses_and_partials() {
     assert!(card.supports_streaming);
     assert_eq!(card.output_schema, None);
 
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    let result = client
-        .call_with(
-            "legacy",
-            json!({}),
-            CallOptions::new().on_partial(move |p| sink.lock().unwrap().push(p)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(result, json!({"from": "v0.1"}));
+    let (result, partials) = call_gathering(&client, "legacy", json!({})).await;
+    assert_eq!(result.unwrap(), json!({"from": "v0.1"}));
     assert_eq!(
-        *seen.lock().unwrap(),
+        partials,
         vec![Partial::Text("first".into()), Partial::Data(json!({"step": 2}))]
     );
 

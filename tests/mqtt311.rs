@@ -5,12 +5,11 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mcpmqtt::{BrokerOptions, CallError, CallOptions, Client, Partial, Protocol, ServerHandle};
 use serde_json::{json, Value};
-use support::fixtures::{Raw, PATIENCE};
+use support::fixtures::{call_gathering, Raw, PATIENCE};
 use support::mosquitto::Mosquitto;
 use support::tools::{lab_server, NAMESPACE};
 use tokio::sync::{mpsc, oneshot};
@@ -65,19 +64,10 @@ async fn every_kind_of_call(caller: &Client) {
     assert_eq!(me["verified"], true);
 
     // Streaming: the partials arrive in order, before the result.
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    let n = caller
-        .call_with(
-            "count",
-            json!({"n": 6}),
-            CallOptions::new().on_partial(move |p| sink.lock().unwrap().push(p)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(n, json!(6));
+    let (n, partials) = call_gathering(caller, "count", json!({"n": 6})).await;
+    assert_eq!(n.unwrap(), json!(6));
     assert_eq!(
-        *seen.lock().unwrap(),
+        partials,
         vec![
             Partial::Text("0".into()),
             Partial::Data(json!({"i": 1})),

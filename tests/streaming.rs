@@ -2,11 +2,9 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
-
 use mcpmqtt::{CallOptions, Partial};
 use serde_json::json;
-use support::fixtures::{gtm_client, gtm_online, Raw, PATIENCE};
+use support::fixtures::{call_gathering, gtm_client, gtm_online, Raw, PATIENCE};
 use support::mosquitto::Mosquitto;
 use support::tools::{lab_client, lab_online};
 
@@ -21,19 +19,10 @@ async fn partials_count_from_zero_and_done_precedes_the_response() {
     observer.subscribe("lab/mcp/clients/tester/responses").await;
 
     let client = lab_client(&broker, "tester").await;
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    let result = client
-        .call_with(
-            "count",
-            json!({"n": 5}),
-            CallOptions::new().on_partial(move |p| sink.lock().unwrap().push(p)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(result, json!(5));
+    let (result, partials) = call_gathering(&client, "count", json!({"n": 5})).await;
+    assert_eq!(result.unwrap(), json!(5));
     assert_eq!(
-        *seen.lock().unwrap(),
+        partials,
         vec![
             Partial::Text("0".into()),
             Partial::Data(json!({"i": 1})),
