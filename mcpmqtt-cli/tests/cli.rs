@@ -262,13 +262,7 @@ async fn the_connection_comes_from_the_environment_too() {
     // The help names every variable, and no password.
     let (code, help, _) = parts(&output(bare().arg("--help").env("MQTT_PASSWORD", "hunter2")).await);
     assert_eq!(code, 0);
-    for var in [
-        "MQTT_URL",
-        "MCPMQTT_NAMESPACE",
-        "MQTT_USERNAME",
-        "MQTT_PASSWORD",
-        "MQTT_CLIENT_ID",
-    ] {
+    for var in CONNECTION_VARS {
         assert!(help.contains(var), "{var} not in --help");
     }
     assert!(!help.contains("hunter2"), "--help shows the password");

@@ -193,17 +193,19 @@ pub fn mcpmqtt(broker: &Mosquitto, identity: &str) -> tokio::process::Command {
     cmd
 }
 
+/// The environment variables the command reads its connection from.
+pub const CONNECTION_VARS: [&str; 5] = [
+    "MQTT_URL",
+    "MCPMQTT_NAMESPACE",
+    "MQTT_USERNAME",
+    "MQTT_PASSWORD",
+    "MQTT_CLIENT_ID",
+];
+
 /// The `mcpmqtt` command with no flags and no connection variables.
 pub fn bare() -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(BIN);
-    for var in [
-        "MQTT_URL",
-        "MCPMQTT_NAMESPACE",
-        "MQTT_USERNAME",
-        "MQTT_PASSWORD",
-        "MQTT_CLIENT_ID",
-        "RUST_LOG",
-    ] {
+    for var in CONNECTION_VARS.into_iter().chain(["RUST_LOG"]) {
         cmd.env_remove(var);
     }
     cmd.stdin(Stdio::null()).kill_on_drop(true);
