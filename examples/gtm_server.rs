@@ -15,9 +15,20 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
     init_logging();
     let args = Args::parse();
+    match serve(&args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line a service manager's journal shows as it is.
+            eprintln!("gtm_server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let server = gtm_server()
         .broker_options(args.connect.broker_options()?)
         .namespace(&args.connect.namespace)

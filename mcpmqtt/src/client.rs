@@ -32,6 +32,14 @@ const CARDS_QUIET: Duration = Duration::from_millis(60);
 const CARDS_MAX_WAIT: Duration = Duration::from_secs(2);
 /// Responses larger than this are parsed on a task of their own.
 const PARSE_ELSEWHERE: usize = 64 * 1024;
+/// A call refused with PUBACK 0x10 that may pass is published again after
+/// this long, doubling up to [`RETRY_MAX`], until its deadline.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// For this long after the connection is made again, a PUBACK 0x10 is taken
+/// for a server that has not restored its subscription yet, whatever the
+/// cards say.
+const RECONNECT_GRACE: Duration = Duration::from_secs(10);
 
 /// A connection to the broker that calls tools by name.
 ///
@@ -71,11 +79,29 @@ impl std::fmt::Debug for Client {
 
 /// What a call waits for.
 struct Waiting {
-    /// The response, or the broker's refusal of the call.
-    response: oneshot::Sender<Result<CallResponse, CallError>>,
+    /// The response, or what became of the publish.
+    response: oneshot::Sender<Answer>,
     correlation: Bytes,
+    /// Which publish of the call this is (a call is published again after
+    /// a refusal that may pass, or a lost session): only that publish's
+    /// acknowledgement counts.
+    attempt: u32,
     /// Whether the broker has accepted the call (PUBACK success).
     accepted: bool,
+}
+
+/// What a waiting call hears.
+#[derive(Debug)]
+enum Answer {
+    Response(CallResponse),
+    /// The call failed for good: refused by the broker, or the connection
+    /// is gone.
+    Failed(CallError),
+    /// PUBACK 0x10: no server was subscribed at that moment.
+    NoSubscribers,
+    /// The connection was lost, and the session with it, before the broker
+    /// acknowledged the call.
+    Lost,
 }
 
 /// Routes incoming messages: responses and partials to their calls, cards
@@ -92,6 +118,18 @@ struct Cards {
     servers: HashMap<String, ServerCard>,
     last_change: Instant,
     subscribed_at: Instant,
+}
+
+impl Cards {
+    /// A tool is listed while its card says online and its server's card,
+    /// when there is one, does not say offline (a crashed server's Last Will).
+    fn online(&self, card: &ToolCard) -> bool {
+        card.status == Status::Online
+            && !self
+                .servers
+                .get(&card.server)
+                .is_some_and(|c| c.status == Status::Offline)
+    }
 }
 
 impl Default for Cards {
@@ -142,32 +180,54 @@ impl Router {
             return;
         }
         drop(calls);
-        let _ = waiting.response.send(Ok(response));
+        let _ = waiting.response.send(Answer::Response(response));
+    }
+
+    /// Waits for the answer to one publish of a call.
+    fn register(&self, call_id: &str, correlation: &Bytes, attempt: u32) -> oneshot::Receiver<Answer> {
+        let (tx, rx) = oneshot::channel();
+        let waiting = Waiting {
+            response: tx,
+            correlation: correlation.clone(),
+            attempt,
+            accepted: false,
+        };
+        self.calls
+            .lock()
+            .expect("calls lock")
+            .insert(call_id.to_owned(), waiting);
+        rx
     }
 
     /// Takes the broker's verdict on a call's publish, on the connection
     /// task: an accepted call is only marked (its task sleeps on until the
-    /// response), a refused one fails at once.
-    fn on_call_ack(&self, call_id: &str, tool: &str, ack: Ack) {
+    /// response), anything else wakes it.
+    fn on_call_ack(&self, call_id: &str, attempt: u32, tool: &str, ack: Ack) {
         let mut calls = self.calls.lock().expect("calls lock");
-        let verdict = match ack {
-            Ack::Published(reason) => check_puback(tool, reason),
-            _ => Err(CallError::Transport(
-                "the connection was lost before the broker acknowledged the call".into(),
-            )),
+        let Some(waiting) = calls.get_mut(call_id).filter(|w| w.attempt == attempt) else {
+            return; // an earlier publish of a call sent again since
         };
-        match verdict {
-            Ok(()) => {
-                if let Some(waiting) = calls.get_mut(call_id) {
-                    waiting.accepted = true;
-                }
+        let answer = match ack {
+            Ack::Published(PubAckReason::Success) => {
+                waiting.accepted = true;
+                return;
             }
-            Err(e) => {
-                if let Some(waiting) = calls.remove(call_id) {
-                    let _ = waiting.response.send(Err(e));
-                }
-            }
+            Ack::Published(PubAckReason::NoMatchingSubscribers) => Answer::NoSubscribers,
+            Ack::Published(reason) => Answer::Failed(check_puback(tool, reason).err().unwrap_or_else(|| {
+                CallError::Transport(format!("the broker answered the call to `{tool}` with {reason:?}"))
+            })),
+            _ => Answer::Lost,
+        };
+        if let Some(waiting) = calls.remove(call_id) {
+            let _ = waiting.response.send(answer);
         }
+    }
+
+    /// Whether `tool` is known to be online: its Tool Card says so, and its
+    /// server's card (when there is one) does too.
+    fn tool_online(&self, tool: &str) -> bool {
+        let cards = self.cards.lock().expect("cards lock");
+        cards.tools.get(tool).is_some_and(|card| cards.online(card))
     }
 
     /// Whether the broker has accepted the call's publish.
@@ -179,7 +239,9 @@ impl Router {
     /// Fails every waiting call: the connection is gone for good.
     fn fail_all(&self, why: &str) {
         for (_, waiting) in self.calls.lock().expect("calls lock").drain() {
-            let _ = waiting.response.send(Err(CallError::Transport(why.to_owned())));
+            let _ = waiting
+                .response
+                .send(Answer::Failed(CallError::Transport(why.to_owned())));
         }
     }
 
@@ -228,6 +290,38 @@ impl Router {
                 }
                 Err(e) => tracing::warn!(%topic, error = %e, "ignored an unreadable tool card"),
             }
+        }
+    }
+}
+
+/// One call, encoded, as it is published (and published again).
+struct Outgoing<'a> {
+    tool: &'a str,
+    call_id: &'a str,
+    topic: String,
+    response_topic: &'a str,
+    payload: Bytes,
+    correlation: Bytes,
+    deadline: tokio::time::Instant,
+}
+
+impl Outgoing<'_> {
+    /// The publish, expiring in the broker when the caller stops waiting.
+    fn message(&self) -> Message {
+        let left = self.deadline.saturating_duration_since(tokio::time::Instant::now());
+        let expiry = left.as_secs_f64().ceil().max(1.0) as u32;
+        Message {
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Some(PublishProperties {
+                response_topic: Some(self.response_topic.to_owned()),
+                correlation_data: Some(self.correlation.clone()),
+                content_type: Some("application/json".into()),
+                message_expiry_interval: Some(expiry),
+                ..Default::default()
+            }),
         }
     }
 }
@@ -387,19 +481,10 @@ impl Client {
         let deadline = tokio::time::Instant::now() + timeout;
         let correlation = Bytes::from(call_id.clone().into_bytes());
 
-        let (tx, mut response_rx) = oneshot::channel();
         let _guard = CallGuard {
             router: &inner.router,
             call_id: call_id.clone(),
         };
-        inner.router.calls.lock().expect("calls lock").insert(
-            call_id.clone(),
-            Waiting {
-                response: tx,
-                correlation: correlation.clone(),
-                accepted: false,
-            },
-        );
         // Servers whose card lists the extensions get the caller-attested
         // topic and a private stream; known v0.1 servers get plain v0.1.
         let v01 = {
@@ -445,64 +530,20 @@ impl Client {
         // the call waits (a queue of large calls would).
         drop(request);
         inner.last_call_bytes.store(payload.len(), Ordering::Relaxed);
-        let expiry = timeout.as_secs_f64().ceil().max(1.0) as u32;
-        let call_topic = if v01 {
-            inner.topics.call(tool)
-        } else {
-            inner.topics.call_as(tool, &inner.identity)
-        };
-        let message = Message {
-            topic: call_topic,
+        let call = Outgoing {
+            tool,
+            call_id: &call_id,
+            topic: if v01 {
+                inner.topics.call(tool)
+            } else {
+                inner.topics.call_as(tool, &inner.identity)
+            },
+            response_topic: &inner.response_topic,
             payload: Bytes::from(payload),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: Some(PublishProperties {
-                response_topic: Some(inner.response_topic.clone()),
-                correlation_data: Some(correlation),
-                content_type: Some("application/json".into()),
-                message_expiry_interval: Some(expiry),
-                ..Default::default()
-            }),
+            correlation,
+            deadline,
         };
-        // The PUBACK is heard on the connection task: a refusal fails the
-        // call through `response_rx`, a success wakes nobody.
-        let on_ack = {
-            let router = inner.router.clone();
-            let (call_id, tool) = (call_id.clone(), tool.to_owned());
-            move |ack| router.on_call_ack(&call_id, &tool, ack)
-        };
-        let outcome = async {
-            let published = inner.link.publish_then(message, on_ack);
-            tokio::time::timeout_at(deadline, published)
-                .await
-                .map_err(|_| CallError::Timeout {
-                    message: format!("the call could not be sent within {} ms", timeout.as_millis()),
-                })?
-                .map_err(transport)?;
-            loop {
-                tokio::select! {
-                    biased;
-                    response = &mut response_rx => {
-                        let response = response.map_err(|_| CallError::Transport("the client was dropped".into()))??;
-                        return into_result(response);
-                    }
-                    Some((_seq, partial)) = recv_partial(&mut partial_rx) => {
-                        if let Some(f) = &options.on_partial {
-                            f(partial);
-                        }
-                    }
-                    _ = tokio::time::sleep_until(deadline) => {
-                        let message = if inner.router.accepted(&call_id) {
-                            no_response(tool, timeout, inner.protocol)
-                        } else {
-                            format!("the broker did not acknowledge the call within {} ms", timeout.as_millis())
-                        };
-                        return Err(CallError::Timeout { message });
-                    }
-                }
-            }
-        }
-        .await;
+        let outcome = self.deliver(&call, timeout, &options, &mut partial_rx).await;
         // Deliver partials that arrived just before the response.
         if let (Some(rx), Some(f)) = (&mut partial_rx, &options.on_partial) {
             while let Ok((_, p)) = rx.try_recv() {
@@ -514,6 +555,116 @@ impl Client {
             tokio::spawn(async move { link.unsubscribe(&topic).await });
         }
         outcome
+    }
+
+    /// Publishes a call and waits for its response until its deadline.
+    ///
+    /// The call is published again, with the same `call_id` (the server's
+    /// dedupe window keeps it from running twice), when the broker may have
+    /// lost it: its session was lost with the connection, or it answered
+    /// PUBACK 0x10 (no server subscribed) while the tool is known online or
+    /// the connection is just back, which is a server still restoring its
+    /// subscription rather than a tool nobody hosts.
+    async fn deliver(
+        &self,
+        call: &Outgoing<'_>,
+        timeout: Duration,
+        options: &CallOptions,
+        partial_rx: &mut Option<mpsc::UnboundedReceiver<(u64, Partial)>>,
+    ) -> Result<Value, CallError> {
+        let inner = &self.inner;
+        let mut sessions_lost = inner.link.sessions_lost();
+        let mut backoff = RETRY_FIRST;
+        let mut attempt = 0;
+        let mut refusals = 0u32;
+        loop {
+            attempt += 1;
+            let mut response_rx = inner.router.register(call.call_id, &call.correlation, attempt);
+            // The PUBACK is heard on the connection task: a refusal wakes the
+            // call through `response_rx`, a success wakes nobody.
+            let on_ack = {
+                let router = inner.router.clone();
+                let (call_id, tool) = (call.call_id.to_owned(), call.tool.to_owned());
+                move |ack| router.on_call_ack(&call_id, attempt, &tool, ack)
+            };
+            let published = inner.link.publish_then(call.message(), on_ack);
+            tokio::time::timeout_at(call.deadline, published)
+                .await
+                .map_err(|_| CallError::Timeout {
+                    message: format!("the call could not be sent within {} ms", timeout.as_millis()),
+                })?
+                .map_err(transport)?;
+            // Set when this publish will not be answered: wait for this
+            // moment, then publish again.
+            let mut again_at = None;
+            let mut after_new_session = false;
+            while again_at.is_none() && !after_new_session {
+                tokio::select! {
+                    biased;
+                    answer = &mut response_rx => match answer {
+                        Ok(Answer::Response(response)) => return into_result(response),
+                        Ok(Answer::Failed(e)) => return Err(e),
+                        Ok(Answer::NoSubscribers) => {
+                            refusals += 1;
+                            let passing = inner.router.tool_online(call.tool)
+                                || inner.link.since_reconnect().is_some_and(|d| d < RECONNECT_GRACE);
+                            let at = tokio::time::Instant::now() + backoff;
+                            if !passing || at >= call.deadline {
+                                return Err(no_subscribers(call.tool, passing, refusals, timeout));
+                            }
+                            tracing::debug!(retry_in = ?backoff, "no server subscribed yet: publishing again");
+                            again_at = Some(at);
+                            backoff = (backoff * 2).min(RETRY_MAX);
+                        }
+                        Ok(Answer::Lost) => {
+                            // Published again once the new session has its
+                            // subscriptions back, so the response can reach us.
+                            tokio::select! {
+                                _ = sessions_lost.changed() => {}
+                                why = inner.link.closed() => {
+                                    let why = why.unwrap_or_else(|| "the client disconnected".into());
+                                    return Err(CallError::Transport(format!(
+                                        "the connection was lost before the broker acknowledged the call: {why}"
+                                    )));
+                                }
+                                _ = tokio::time::sleep_until(call.deadline) => {
+                                    return Err(CallError::Timeout { message: format!(
+                                        "the connection was lost before the broker acknowledged the call, and was \
+                                         not back within {} ms",
+                                        timeout.as_millis()
+                                    )});
+                                }
+                            }
+                            tracing::debug!("the session was lost with the call: publishing again");
+                            after_new_session = true;
+                        }
+                        Err(_) => return Err(CallError::Transport("the client was dropped".into())),
+                    },
+                    Some((_seq, partial)) = recv_partial(partial_rx) => {
+                        if let Some(f) = &options.on_partial {
+                            f(partial);
+                        }
+                    }
+                    // The broker lost the session: the call, or its response,
+                    // may be gone with it.
+                    Ok(()) = sessions_lost.changed() => {
+                        tracing::debug!("the session was lost while the call waited: publishing again");
+                        after_new_session = true;
+                    }
+                    _ = tokio::time::sleep_until(call.deadline) => {
+                        let message = if inner.router.accepted(call.call_id) {
+                            no_response(call.tool, timeout, inner.protocol)
+                        } else {
+                            format!("the broker did not acknowledge the call within {} ms", timeout.as_millis())
+                        };
+                        return Err(CallError::Timeout { message });
+                    }
+                }
+            }
+            if let Some(at) = again_at {
+                tokio::time::sleep_until(at).await;
+            }
+        }
     }
 
     /// Calls a tool in the background and hands back its partials as they
@@ -535,13 +686,7 @@ impl Client {
     pub async fn tools(&self) -> Vec<ToolCard> {
         self.cards_settled().await;
         let cards = self.inner.router.cards.lock().expect("cards lock");
-        let server_offline = |server: &str| cards.servers.get(server).is_some_and(|c| c.status == Status::Offline);
-        let mut tools: Vec<ToolCard> = cards
-            .tools
-            .values()
-            .filter(|c| c.status == Status::Online && !server_offline(&c.server))
-            .cloned()
-            .collect();
+        let mut tools: Vec<ToolCard> = cards.tools.values().filter(|c| cards.online(c)).cloned().collect();
         tools.sort_by(|a, b| a.tool.cmp(&b.tool));
         tools
     }
@@ -615,9 +760,13 @@ impl Client {
         }
     }
 
-    /// Closes the connection.
+    /// Closes the connection, and fails the calls still waiting with a
+    /// transport error. Returns within about two seconds, whatever the
+    /// broker's state: a broker that does not take the goodbye in time sees
+    /// the connection dropped instead.
     pub async fn disconnect(&self) {
         self.inner.link.disconnect().await;
+        self.inner.router.fail_all("the client disconnected");
     }
 
     /// Retained cards arrive right after the SUBACK, with no end marker: the
@@ -654,6 +803,21 @@ fn no_response(tool: &str, timeout: Duration, protocol: Protocol) -> String {
         );
     }
     message
+}
+
+/// A call no server took: at once for a tool that is not known online, at
+/// the deadline for one that is (`passing`).
+fn no_subscribers(tool: &str, passing: bool, refusals: u32, timeout: Duration) -> CallError {
+    let message = if passing {
+        format!(
+            "no server is subscribed to `{tool}` (PUBACK 0x10: no matching subscribers, {refusals} times within {} \
+             ms, although its card says it is online)",
+            timeout.as_millis()
+        )
+    } else {
+        format!("no server is subscribed to `{tool}` (PUBACK 0x10: no matching subscribers)")
+    };
+    CallError::Unavailable { message }
 }
 
 fn transport(e: Error) -> CallError {
@@ -831,46 +995,78 @@ mod tests {
     }
 
     #[test]
-    fn the_brokers_verdict_marks_or_fails_the_waiting_call() {
+    fn the_brokers_verdict_marks_or_wakes_the_waiting_call() {
         let router = Router::default();
-        let mut receivers = Vec::new();
-        for id in ["ok", "refused", "lost"] {
-            let (tx, rx) = oneshot::channel();
-            let waiting = Waiting {
-                response: tx,
-                correlation: Bytes::from_static(b"x"),
-                accepted: false,
-            };
-            router.calls.lock().unwrap().insert(id.into(), waiting);
-            receivers.push(rx);
-        }
-        router.on_call_ack("ok", "echo", Ack::Published(PubAckReason::Success));
-        router.on_call_ack("refused", "echo", Ack::Published(PubAckReason::NotAuthorized));
-        router.on_call_ack("lost", "echo", Ack::Lost);
+        let correlation = Bytes::from_static(b"x");
+        let mut rx: Vec<_> = ["ok", "refused", "lost", "nobody", "stale"]
+            .into_iter()
+            .map(|id| router.register(id, &correlation, 2))
+            .collect();
+        router.on_call_ack("ok", 2, "echo", Ack::Published(PubAckReason::Success));
+        router.on_call_ack("refused", 2, "echo", Ack::Published(PubAckReason::NotAuthorized));
+        router.on_call_ack("lost", 2, "echo", Ack::Lost);
+        router.on_call_ack("nobody", 2, "echo", Ack::Published(PubAckReason::NoMatchingSubscribers));
+        // The acknowledgement of an earlier publish of the same call.
+        router.on_call_ack("stale", 1, "echo", Ack::Published(PubAckReason::NoMatchingSubscribers));
         assert!(router.accepted("ok"));
-        assert!(
-            receivers[0].try_recv().is_err(),
-            "an accepted call waits on for its response"
-        );
+        assert!(rx[0].try_recv().is_err(), "an accepted call waits on for its response");
         assert!(matches!(
-            receivers[1].try_recv(),
-            Ok(Err(CallError::Unauthorized { .. }))
+            rx[1].try_recv(),
+            Ok(Answer::Failed(CallError::Unauthorized { .. }))
         ));
-        assert!(matches!(receivers[2].try_recv(), Ok(Err(CallError::Transport(_)))));
+        assert!(matches!(rx[2].try_recv(), Ok(Answer::Lost)));
+        assert!(matches!(rx[3].try_recv(), Ok(Answer::NoSubscribers)));
+        assert!(rx[4].try_recv().is_err(), "only the latest publish's ack counts");
         assert!(!router.accepted("refused"));
-        assert_eq!(router.calls.lock().unwrap().len(), 1);
+        assert_eq!(router.calls.lock().unwrap().len(), 2);
+    }
+
+    fn card_json(tool: &str, server: &str, status: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "version": "1", "tool": tool, "server": server, "namespace": "lab", "description": "",
+            "input_schema": {"type": "object"}, "supports_streaming": false, "requires_auth": false,
+            "allowed_callers": [], "version_info": {"sdk": "x"}, "status": status,
+            "last_seen": "2026-12-01T00:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_tool_is_online_while_its_card_and_its_servers_card_say_so() {
+        let router = Router::default();
+        assert!(!router.tool_online("echo"), "no card: nobody hosts it");
+        router.on_card("lab/mcp/tools/echo/card", &card_json("echo", "lab", "online"));
+        assert!(router.tool_online("echo"));
+        let server = |status: &str| {
+            serde_json::to_vec(&serde_json::json!({
+                "version": "1", "server": "lab", "namespace": "lab", "tools": ["echo"],
+                "version_info": {"sdk": "x"}, "status": status, "last_seen": "2026-12-01T00:00:00Z"
+            }))
+            .unwrap()
+        };
+        router.on_card("lab/mcp/servers/lab/card", &server("offline"));
+        assert!(!router.tool_online("echo"), "its server's Last Will");
+        router.on_card("lab/mcp/servers/lab/card", &server("online"));
+        assert!(router.tool_online("echo"));
+        router.on_card("lab/mcp/tools/echo/card", &card_json("echo", "lab", "offline"));
+        assert!(!router.tool_online("echo"));
+    }
+
+    #[test]
+    fn a_refusal_that_may_pass_says_so() {
+        let at_once = no_subscribers("echo", false, 1, Duration::from_secs(5));
+        assert!(matches!(&at_once, CallError::Unavailable { message } if !message.contains("online")));
+        let at_deadline = no_subscribers("echo", true, 7, Duration::from_secs(5));
+        assert!(
+            matches!(&at_deadline, CallError::Unavailable { message } if message.contains("7 times within 5000 ms")),
+            "{at_deadline}"
+        );
     }
 
     #[test]
     fn on_311_a_response_is_matched_by_call_id_alone() {
         let router = Router::default();
-        let (tx, mut rx) = oneshot::channel();
-        let waiting = Waiting {
-            response: tx,
-            correlation: Bytes::from_static(b"c1"),
-            accepted: false,
-        };
-        router.calls.lock().unwrap().insert("c1".into(), waiting);
+        let mut rx = router.register("c1", &Bytes::from_static(b"c1"), 1);
         let response = Incoming {
             topic: "lab/mcp/clients/scout/responses".into(),
             payload: Bytes::from_static(br#"{"call_id":"c1","status":"ok","result":1,"elapsed_ms":0}"#),
@@ -885,7 +1081,9 @@ mod tests {
         router.on_response(wrong);
         assert!(rx.try_recv().is_err(), "a mismatched Correlation Data is dropped");
         router.on_response(response);
-        let got = rx.try_recv().unwrap().unwrap();
+        let Ok(Answer::Response(got)) = rx.try_recv() else {
+            panic!("the response reaches the call")
+        };
         assert_eq!(got.result, Some(serde_json::json!(1)));
     }
 }

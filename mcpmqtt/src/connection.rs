@@ -24,6 +24,7 @@ use rumqttc::v5::mqttbytes::v5::{LastWill, PubAckReason, PublishProperties, Subs
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::Transport;
 use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 
@@ -355,7 +356,7 @@ pub(crate) enum Ack {
     Lost,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kind {
     Publish,
     Subscribe,
@@ -392,8 +393,10 @@ impl Waiter {
 struct Book {
     /// One entry per request sent and not yet seen as an outgoing packet.
     queue: VecDeque<Expectation>,
-    /// Packets sent and waiting for their ack, by packet id.
-    inflight: HashMap<u16, Option<Waiter>>,
+    /// Packets sent and waiting for their ack, by kind and packet id: rumqttc
+    /// may give a SUBSCRIBE the id of a PUBLISH it is resending after a
+    /// reconnect, and each is acknowledged by its own kind of packet.
+    inflight: HashMap<(Kind, u16), Option<Waiter>>,
     /// Requests that sat unsent in rumqttc's pending list at the last error:
     /// the front of `queue`. A new session drops them.
     unsent_at_error: usize,
@@ -416,6 +419,12 @@ pub(crate) enum LinkState {
 /// The capacity of rumqttc's request channel: never reached in practice.
 const REQUEST_QUEUE: usize = 1 << 24;
 
+/// How long [`Link::disconnect`] lets the broker take the DISCONNECT before
+/// dropping the connection without it: a broker that is down or stalled
+/// (SIGSTOP, a partition) would otherwise hold a shutdown for as long as
+/// it stays so.
+pub(crate) const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
+
 /// A handle on the connection: cheap to clone, shared by every task of a
 /// server or client.
 #[derive(Clone)]
@@ -428,7 +437,15 @@ pub(crate) struct Link {
     state: watch::Receiver<LinkState>,
     /// Counts CONNACKs: a change means the connection was made again.
     connects: watch::Receiver<u64>,
+    /// Counts reconnects on which the broker had not kept the session: what
+    /// was in flight, and what was queued for this client, is gone.
+    sessions_lost: watch::Receiver<u64>,
+    /// When the connection was last made again after a loss.
+    reconnected_at: Arc<Mutex<Option<std::time::Instant>>>,
     closing: Arc<std::sync::atomic::AtomicBool>,
+    /// Ends the connection task at once, wherever it is (connecting to a
+    /// broker that does not answer, writing to a stalled socket).
+    abandon: CancellationToken,
 }
 
 /// The other half of [`Link::open`]: the connection task, not started yet.
@@ -437,6 +454,7 @@ pub(crate) struct Opening {
     link: Link,
     state: watch::Sender<LinkState>,
     connects: watch::Sender<u64>,
+    sessions_lost: watch::Sender<u64>,
 }
 
 impl Opening {
@@ -448,12 +466,16 @@ impl Opening {
         deliver: impl Fn(Incoming) + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, Error> {
         let mut state = self.link.state.clone();
+        let watchers = Watchers {
+            state: self.state,
+            connects: self.connects,
+            sessions_lost: self.sessions_lost,
+        };
         let task = tokio::spawn(drive(
             self.eventloop,
             self.link,
             deliver,
-            self.state,
-            self.connects,
+            watchers,
             broker.give_up_after,
         ));
         let first = tokio::time::timeout(
@@ -526,19 +548,24 @@ impl Link {
         let (client, eventloop) = transport::open(options, REQUEST_QUEUE);
         let (state_tx, state_rx) = watch::channel(LinkState::Connecting);
         let (connects_tx, connects_rx) = watch::channel(0u64);
+        let (sessions_lost_tx, sessions_lost_rx) = watch::channel(0u64);
         let link = Link {
             client,
             book: Arc::new(Mutex::new(Book::default())),
             send_order: Arc::new(tokio::sync::Mutex::new(())),
             state: state_rx,
             connects: connects_rx,
+            sessions_lost: sessions_lost_rx,
+            reconnected_at: Arc::new(Mutex::new(None)),
             closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            abandon: CancellationToken::new(),
         };
         let opening = Opening {
             eventloop,
             link: link.clone(),
             state: state_tx,
             connects: connects_tx,
+            sessions_lost: sessions_lost_tx,
         };
         (link, opening)
     }
@@ -679,10 +706,42 @@ impl Link {
         publish.qos == QoS::AtMostOnce || self.client.try_ack(publish)
     }
 
-    /// Says goodbye to the broker (no Last Will is published).
+    /// Says goodbye to the broker (no Last Will is published), and returns
+    /// once the connection is closed: within [`DISCONNECT_GRACE`] and a
+    /// moment, whatever the broker's state. A broker that does not take the
+    /// goodbye in time (down, stalled, cut off) sees the connection drop
+    /// instead, and publishes the Last Will.
     pub(crate) async fn disconnect(&self) {
         self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = self.client.disconnect().await;
+        if self.is_connected() {
+            // The channel never fills (see REQUEST_QUEUE): this does not wait.
+            let _ = self.client.disconnect().await;
+            if tokio::time::timeout(DISCONNECT_GRACE, self.closed()).await.is_ok() {
+                return;
+            }
+            tracing::warn!("the broker did not take the DISCONNECT in time: dropping the connection");
+        }
+        self.abandon.cancel();
+        // The connection task ends at its next poll; if it is gone already
+        // (aborted), the state's sender is dropped and this returns too.
+        let _ = tokio::time::timeout(DISCONNECT_GRACE, self.closed()).await;
+    }
+
+    /// Resolves each time the broker is found to have dropped the session on
+    /// a reconnect: what was in flight, and what it had queued for this
+    /// connection, is lost, and may need sending again.
+    pub(crate) fn sessions_lost(&self) -> watch::Receiver<u64> {
+        let mut rx = self.sessions_lost.clone();
+        rx.mark_unchanged();
+        rx
+    }
+
+    /// How long ago the connection was made again after a loss, if it was.
+    pub(crate) fn since_reconnect(&self) -> Option<Duration> {
+        self.reconnected_at
+            .lock()
+            .expect("reconnect lock")
+            .map(|at| at.elapsed())
     }
 
     /// Whether the connection is up now.
@@ -739,47 +798,68 @@ pub(crate) async fn end_session(broker: &BrokerOptions, client_id: &str) {
     }
 }
 
+/// What the connection task tells the link's owners.
+struct Watchers {
+    state: watch::Sender<LinkState>,
+    connects: watch::Sender<u64>,
+    sessions_lost: watch::Sender<u64>,
+}
+
 /// The connection task: polls rumqttc, reconnects with backoff, and settles
 /// acknowledgements.
 async fn drive(
     mut eventloop: Driver,
     link: Link,
     deliver: impl Fn(Incoming),
-    state: watch::Sender<LinkState>,
-    connects: watch::Sender<u64>,
+    watchers: Watchers,
     give_up_after: Option<Duration>,
 ) {
+    let Watchers {
+        state,
+        connects,
+        sessions_lost,
+    } = watchers;
+    let sessions_lost = Arc::new(sessions_lost);
     let book = &link.book;
     let mut connected_once = false;
     let mut backoff = Duration::from_millis(50);
     // When the connection was last lost, while it stays lost.
     let mut down_since: Option<std::time::Instant> = None;
     let failure = loop {
-        match eventloop.poll().await {
+        let polled = tokio::select! {
+            biased;
+            _ = link.abandon.cancelled() => break None,
+            polled = eventloop.poll() => polled,
+        };
+        match polled {
             Ok(event) => match event {
                 Polled::Publish(publish) => {
                     deliver(publish);
                 }
-                Polled::PubAck(pkid, reason) => settle(book, pkid, Ack::Published(reason)),
-                Polled::SubAck(pkid, codes) => settle(book, pkid, Ack::Subscribed(codes)),
-                Polled::UnsubAck(pkid) => settle(book, pkid, Ack::Unsubscribed),
+                Polled::PubAck(pkid, reason) => settle(book, Kind::Publish, pkid, Ack::Published(reason)),
+                Polled::SubAck(pkid, codes) => settle(book, Kind::Subscribe, pkid, Ack::Subscribed(codes)),
+                Polled::UnsubAck(pkid) => settle(book, Kind::Unsubscribe, pkid, Ack::Unsubscribed),
                 Polled::ConnAck { session_present } => {
                     backoff = Duration::from_millis(50);
                     down_since = None;
                     if connected_once {
-                        let lost = on_reconnect(book, session_present);
-                        if !lost.is_empty() {
-                            // Not awaited here: the event loop must keep running.
-                            let link = link.clone();
-                            tokio::spawn(async move {
-                                match link.subscribe(&lost).await {
-                                    Ok(()) => {
-                                        tracing::info!(count = lost.len(), "restored subscriptions in a new session")
-                                    }
+                        *link.reconnected_at.lock().expect("reconnect lock") = Some(std::time::Instant::now());
+                        let again = on_reconnect(book, session_present);
+                        let (link, sessions_lost) = (link.clone(), sessions_lost.clone());
+                        // Not awaited here: the event loop must keep running.
+                        tokio::spawn(async move {
+                            if !again.is_empty() {
+                                match link.subscribe(&again).await {
+                                    Ok(()) => tracing::debug!(count = again.len(), session_present, "subscribed again"),
                                     Err(e) => tracing::error!(error = %e, "could not restore subscriptions"),
                                 }
-                            });
-                        }
+                            }
+                            if !session_present {
+                                // Told once the subscriptions are back, so
+                                // that whatever is sent again gets its answers.
+                                sessions_lost.send_modify(|n| *n += 1);
+                            }
+                        });
                     }
                     connected_once = true;
                     let _ = state.send(LinkState::Connected);
@@ -809,7 +889,11 @@ async fn drive(
                 book.lock().expect("book lock").unsent_at_error = eventloop.unsent();
                 tracing::warn!(error = %why, retry_in = ?backoff, "MQTT connection lost; reconnecting");
                 let _ = state.send(LinkState::Reconnecting(why));
-                tokio::time::sleep(jittered(backoff)).await;
+                tokio::select! {
+                    biased;
+                    _ = link.abandon.cancelled() => break None,
+                    _ = tokio::time::sleep(jittered(backoff)) => {}
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
@@ -840,7 +924,7 @@ fn jittered(backoff: Duration) -> Duration {
 /// a retransmission of a packet still in flight.
 fn sent(book: &Mutex<Book>, kind: Kind, pkid: u16) {
     let mut book = book.lock().expect("book lock");
-    if pkid != 0 && book.inflight.contains_key(&pkid) {
+    if pkid != 0 && book.inflight.contains_key(&(kind, pkid)) {
         return;
     }
     let Some(exp) = book.queue.pop_front() else {
@@ -852,12 +936,12 @@ fn sent(book: &Mutex<Book>, kind: Kind, pkid: u16) {
         tracing::error!(pkid, ?kind, expected = ?exp.kind, "outgoing packets out of step with requests");
     }
     if pkid != 0 {
-        book.inflight.insert(pkid, exp.waiter);
+        book.inflight.insert((kind, pkid), exp.waiter);
     }
 }
 
-fn settle(book: &Mutex<Book>, pkid: u16, ack: Ack) {
-    let waiter = book.lock().expect("book lock").inflight.remove(&pkid);
+fn settle(book: &Mutex<Book>, kind: Kind, pkid: u16, ack: Ack) {
+    let waiter = book.lock().expect("book lock").inflight.remove(&(kind, pkid));
     if let Some(Some(waiter)) = waiter {
         waiter.deliver(ack);
     }
@@ -865,14 +949,19 @@ fn settle(book: &Mutex<Book>, pkid: u16, ack: Ack) {
 
 /// After a reconnect: if the broker kept the session, rumqttc resends what
 /// was in flight and nothing is lost. If not, rumqttc dropped the in-flight
-/// and the unsent requests, so their waiters fail; the subscriptions to make
-/// again are returned.
+/// and the unsent requests, so their waiters fail. Returns the subscriptions
+/// to make again.
+///
+/// The subscriptions are made again even when the broker says it kept the
+/// session: a broker restored from its persistence file may say so and yet
+/// have lost some of them (Mosquitto 2.0 loses shared subscriptions that
+/// way), and subscribing again to what is there changes nothing.
 fn on_reconnect(book: &Mutex<Book>, session_present: bool) -> Vec<(String, QoS)> {
     let (dropped, subscriptions) = {
         let mut book = book.lock().expect("book lock");
         if session_present {
             book.unsent_at_error = 0;
-            return Vec::new();
+            return book.subscriptions.clone();
         }
         let mut dropped: Vec<_> = book.inflight.drain().map(|(_, waiter)| waiter).collect();
         for _ in 0..std::mem::take(&mut book.unsent_at_error) {
@@ -996,13 +1085,42 @@ mod tests {
         sent(&book, Kind::Publish, 7);
         sent(&book, Kind::Publish, 7); // retransmission
         sent(&book, Kind::Publish, 8);
-        settle(&book, 8, Ack::Published(PubAckReason::NotAuthorized));
-        settle(&book, 7, Ack::Published(PubAckReason::Success));
+        settle(&book, Kind::Publish, 8, Ack::Published(PubAckReason::NotAuthorized));
+        settle(&book, Kind::Publish, 7, Ack::Published(PubAckReason::Success));
         assert!(matches!(rx1.try_recv(), Ok(Ack::Published(PubAckReason::Success))));
         assert!(matches!(
             rx2.try_recv(),
             Ok(Ack::Published(PubAckReason::NotAuthorized))
         ));
+    }
+
+    #[test]
+    fn a_subscribe_may_share_its_packet_id_with_a_publish_in_flight() {
+        let mut book = Book::default();
+        let (ptx, mut prx) = oneshot::channel();
+        let (stx, mut srx) = oneshot::channel();
+        book.queue.push_back(Expectation {
+            kind: Kind::Publish,
+            waiter: Some(Waiter::Task(ptx)),
+        });
+        book.queue.push_back(Expectation {
+            kind: Kind::Subscribe,
+            waiter: Some(Waiter::Task(stx)),
+        });
+        let book = Mutex::new(book);
+        sent(&book, Kind::Publish, 1);
+        // After a reconnect rumqttc resends the publish, and gives the new
+        // SUBSCRIBE the same packet id.
+        sent(&book, Kind::Publish, 1);
+        sent(&book, Kind::Subscribe, 1);
+        assert!(
+            book.lock().unwrap().queue.is_empty(),
+            "each request paired with its packet"
+        );
+        settle(&book, Kind::Subscribe, 1, Ack::Subscribed(vec![]));
+        settle(&book, Kind::Publish, 1, Ack::Published(PubAckReason::Success));
+        assert!(matches!(srx.try_recv(), Ok(Ack::Subscribed(_))));
+        assert!(matches!(prx.try_recv(), Ok(Ack::Published(PubAckReason::Success))));
     }
 
     #[test]
@@ -1017,6 +1135,11 @@ mod tests {
             .push(("a/b".into(), QoS::AtLeastOnce));
         let again = on_reconnect(&book, false);
         assert_eq!(again, vec![("a/b".to_string(), QoS::AtLeastOnce)]);
+        assert_eq!(
+            on_reconnect(&book, true),
+            again,
+            "subscribed again even when the broker says it kept the session"
+        );
         assert!(matches!(rx1.try_recv(), Ok(Ack::Lost)));
         assert!(matches!(rx2.try_recv(), Ok(Ack::Lost)));
         assert!(
@@ -1024,7 +1147,7 @@ mod tests {
             "the third was sent after the error and survives"
         );
         sent(&book, Kind::Publish, 1);
-        settle(&book, 1, Ack::Published(PubAckReason::Success));
+        settle(&book, Kind::Publish, 1, Ack::Published(PubAckReason::Success));
         assert!(matches!(rx3.try_recv(), Ok(Ack::Published(PubAckReason::Success))));
     }
 }

@@ -150,7 +150,7 @@ impl Shared {
         let cancelled = all as usize - self.permits.available_permits();
         self.phase.send_replace(Phase::Cancelled);
         // Give the cancelled calls a moment to send their responses.
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.permits.acquire_many(all)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.permits.acquire_many(all)).await;
         cancelled
     }
 }

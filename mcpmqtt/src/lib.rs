@@ -92,7 +92,7 @@ pub use envelope::{CallRequest, CallResponse, ErrorBody, ErrorType, ResponseStat
 pub use error::{CallError, Error, ToolError};
 pub use names::{name_problem, MAX_NAME_LEN};
 pub use schema::{input_schema, make_self_contained, output_schema};
-pub use server::{Server, ServerBuilder, ServerHandle};
+pub use server::{Server, ServerBuilder, ServerHandle, SHUTDOWN_GRACE};
 pub use tool::{BoxFuture, Handler, Tool, ToolDef, ToolDefBuilder};
 pub use topics::Topics;
 

@@ -24,6 +24,18 @@ use crate::topics::Topics;
 /// The namespace used when none is given: the v0.1 default.
 pub const DEFAULT_NAMESPACE: &str = "a2a/v1";
 
+/// How much longer than its drain timeout a [`ServerHandle::shutdown`] may
+/// take, at most, when the broker is slow, stalled or gone: the exchanges
+/// with the broker (unsubscribing, the offline cards, the goodbye) are each
+/// bounded, and the connection is dropped when the bound passes.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
+
+/// For the UNSUBACKs before the drain.
+const UNSUBSCRIBE_WITHIN: Duration = Duration::from_secs(2);
+/// For the answers of cancelled calls and the offline cards after it (the
+/// drain itself gives cancelled calls up to a second more).
+const GOODBYE_WITHIN: Duration = Duration::from_secs(2);
+
 /// A server: a named set of tools, ready to go online.
 ///
 /// Build one with [`Server::builder`], then [`run`](Server::run) it (until
@@ -251,7 +263,13 @@ impl Server {
             print!("{}", self.acl_manifest().render(format));
             return Ok(());
         }
-        let handle = self.start().await?;
+        let handle = tokio::select! {
+            handle = self.start() => handle?,
+            _ = shutdown_signal() => {
+                tracing::info!("stopped before the server was online");
+                return Ok(());
+            }
+        };
         tokio::select! {
             _ = shutdown_signal() => {}
             why = handle.running.link.closed() => {
@@ -396,33 +414,81 @@ impl ServerHandle {
     /// finish within the drain deadline ([`ServerBuilder::drain_timeout`];
     /// those still running then get `unavailable`), republishes every card
     /// as offline, and disconnects (so the Last Will is not sent).
+    ///
+    /// Returns within the drain timeout plus [`SHUTDOWN_GRACE`], whatever the
+    /// broker's state: each exchange with it is bounded. When the broker is
+    /// unreachable or stalled, the server still stops, and says so with
+    /// [`Error::Goodbye`]; the broker then publishes the Last Will (the
+    /// offline Server Card) once it notices the connection is gone.
     pub async fn shutdown(self) -> Result<(), Error> {
         let running = &self.running;
         self.cards_task.abort();
         self.siblings_task.abort();
+        let link = &running.link;
+        let mut unsaid = None;
         // After the UNSUBACK the broker sends no more calls here; those it
         // queues go to the other instances.
-        for (filter, _) in running.server.call_filters() {
-            if let Err(e) = running.link.unsubscribe_acked(&filter).await {
-                tracing::warn!(error = %e, %filter, "could not unsubscribe before shutting down");
+        if link.is_connected() {
+            let filters = running.server.call_filters();
+            let unsubscribed = futures_util::future::join_all(filters.iter().map(|(f, _)| link.unsubscribe_acked(f)));
+            match tokio::time::timeout(UNSUBSCRIBE_WITHIN, unsubscribed).await {
+                Ok(results) => {
+                    if let Some(e) = results.into_iter().find_map(Result::err) {
+                        tracing::warn!(error = %e, "could not unsubscribe before shutting down");
+                    }
+                }
+                Err(_) => unsaid = Some(format!("no UNSUBACK within {} ms", UNSUBSCRIBE_WITHIN.as_millis())),
             }
+        } else {
+            unsaid = Some("the connection was down".to_owned());
         }
         let cancelled = running.shared.drain(running.server.config.drain_timeout).await;
         if cancelled > 0 {
             tracing::warn!(cancelled, "calls still running at the drain deadline were cancelled");
         }
-        self.dispatcher.settle(Duration::from_secs(2)).await;
+        let goodbye = tokio::time::Instant::now() + GOODBYE_WITHIN;
+        self.dispatcher.settle(GOODBYE_WITHIN / 2).await;
         self.line_task.abort();
-        let result = running.publish_cards(Status::Offline).await;
-        running.link.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.conn_task).await;
-        if running.server.broker.protocol == Protocol::V311 && running.server.broker.session_expiry > 0 {
+        if link.is_connected() && unsaid.is_none() {
+            match tokio::time::timeout_at(goodbye, running.publish_cards(Status::Offline)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => unsaid = Some(format!("the offline cards were not taken: {e}")),
+                Err(_) => {
+                    unsaid = Some(format!(
+                        "the broker did not take the offline cards within {} ms",
+                        GOODBYE_WITHIN.as_millis()
+                    ))
+                }
+            }
+        }
+        link.disconnect().await;
+        if tokio::time::timeout(Duration::from_millis(100), self.conn_task)
+            .await
+            .is_err()
+        {
+            tracing::debug!("the connection task outlived its link");
+        }
+        if unsaid.is_none()
+            && running.server.broker.protocol == Protocol::V311
+            && running.server.broker.session_expiry > 0
+        {
             // A 3.1.1 persistent session never expires: this instance is
             // gone for good, so its session goes too.
-            crate::connection::end_session(&running.server.broker, &running.instance).await;
+            let ended = crate::connection::end_session(&running.server.broker, &running.instance);
+            if tokio::time::timeout(GOODBYE_WITHIN, ended).await.is_err() {
+                tracing::warn!(instance = %running.instance, "could not end the MQTT 3.1.1 session in time");
+            }
         }
-        tracing::info!(server = %running.server.name, "server offline");
-        result
+        match unsaid {
+            None => {
+                tracing::info!(server = %running.server.name, "server offline");
+                Ok(())
+            }
+            Some(why) => {
+                tracing::warn!(server = %running.server.name, reason = %why, "server stopped without a goodbye");
+                Err(Error::Goodbye(why))
+            }
+        }
     }
 
     /// Drops the connection without a goodbye, as a crash would: the broker

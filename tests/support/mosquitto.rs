@@ -150,6 +150,8 @@ impl Mosquitto {
     /// Stops the broker: SIGTERM, then waits for it to exit (SIGKILL after
     /// 5 s). A graceful stop saves the persistence database. Idempotent.
     pub fn stop(&mut self) {
+        // A frozen broker cannot act on SIGTERM.
+        self.unfreeze();
         let Some(mut child) = self.child.take() else { return };
         if !matches!(child.try_wait(), Ok(None)) {
             return; // already exited (and now reaped)
@@ -185,6 +187,28 @@ impl Mosquitto {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes the broker with SIGSTOP: its port still accepts TCP
+    /// connections, but nothing is answered until [`Mosquitto::unfreeze`].
+    pub fn freeze(&mut self) {
+        assert!(self.signal("-STOP"), "could not SIGSTOP the broker");
+    }
+
+    /// Thaws a broker frozen with [`Mosquitto::freeze`] (SIGCONT).
+    pub fn unfreeze(&mut self) {
+        self.signal("-CONT");
+    }
+
+    /// Sends `signal` to the running broker; whether it was delivered.
+    fn signal(&mut self, signal: &str) -> bool {
+        let Some(child) = &self.child else { return false };
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// Stops the broker (if running) and starts it again on the same port
