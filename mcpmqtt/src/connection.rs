@@ -27,8 +27,10 @@ use tokio::sync::{oneshot, watch};
 
 use crate::error::Error;
 
+mod size;
 mod transport;
 
+use size::PacketLimit;
 pub(crate) use transport::ConnectOptions;
 use transport::{Driver, Polled, Sender};
 
@@ -178,7 +180,9 @@ impl BrokerOptions {
         self
     }
 
-    /// The largest MQTT packet sent or accepted (default 16 MiB).
+    /// The largest MQTT packet sent or accepted (default 16 MiB). A broker
+    /// that announces a smaller Maximum Packet Size lowers it for what is
+    /// sent: nothing larger is published, since the broker would drop it.
     pub fn with_max_packet_size(mut self, bytes: u32) -> Self {
         self.max_packet_size = bytes;
         self
@@ -429,6 +433,8 @@ pub(crate) struct Link {
     /// Counts CONNACKs: a change means the connection was made again.
     connects: watch::Receiver<u64>,
     closing: Arc<std::sync::atomic::AtomicBool>,
+    /// The largest packet that may be sent, learned from each CONNACK.
+    limit: Arc<PacketLimit>,
 }
 
 /// The other half of [`Link::open`]: the connection task, not started yet.
@@ -523,6 +529,7 @@ impl Link {
         // booked, and the book would pair every later ack with the wrong
         // request. Requests are bounded by their senders instead: calls in
         // flight, calls running, cards.
+        let limit = Arc::new(PacketLimit::new(options.max_packet_size()));
         let (client, eventloop) = transport::open(options, REQUEST_QUEUE);
         let (state_tx, state_rx) = watch::channel(LinkState::Connecting);
         let (connects_tx, connects_rx) = watch::channel(0u64);
@@ -533,6 +540,7 @@ impl Link {
             state: state_rx,
             connects: connects_rx,
             closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            limit,
         };
         let opening = Opening {
             eventloop,
@@ -574,6 +582,20 @@ impl Link {
         }
     }
 
+    /// The largest packet that may be sent now: this end's own maximum
+    /// packet size, or the broker's if it announced a smaller one.
+    pub(crate) fn max_packet_size(&self) -> u32 {
+        self.limit.get()
+    }
+
+    /// Whether `msg` can be sent: [`Error::TooLarge`], saying `what` it
+    /// is, when its packet would exceed [`Link::max_packet_size`]. Every
+    /// publish is checked so; a caller checks first to word the error, or
+    /// to send something else instead.
+    pub(crate) fn fits(&self, msg: &Message, what: impl FnOnce() -> String) -> Result<(), Error> {
+        self.limit.check(size::publish_size(msg, self.client.is_v5()), what)
+    }
+
     /// Publishes without waiting for the acknowledgement.
     pub(crate) async fn publish(&self, msg: Message) -> Result<(), Error> {
         self.send_publish(msg, None).await
@@ -592,6 +614,9 @@ impl Link {
 
     async fn send_publish(&self, msg: Message, waiter: Option<Waiter>) -> Result<(), Error> {
         self.ensure_open()?;
+        // Never handed to rumqttc: it would fail the connection, and resend
+        // the packet (failing again) on every reconnect.
+        self.fits(&msg, || format!("the message to `{}`", msg.topic))?;
         let _order = self.send_order.lock().await;
         self.expect(Kind::Publish, waiter);
         self.client.publish(msg).await.map_err(|_| {
@@ -763,7 +788,11 @@ async fn drive(
                 Polled::PubAck(pkid, reason) => settle(book, pkid, Ack::Published(reason)),
                 Polled::SubAck(pkid, codes) => settle(book, pkid, Ack::Subscribed(codes)),
                 Polled::UnsubAck(pkid) => settle(book, pkid, Ack::Unsubscribed),
-                Polled::ConnAck { session_present } => {
+                Polled::ConnAck {
+                    session_present,
+                    max_packet_size,
+                } => {
+                    link.limit.on_connack(max_packet_size);
                     backoff = Duration::from_millis(50);
                     down_since = None;
                     if connected_once {
