@@ -429,12 +429,24 @@ impl Client {
         &self.inner.topics
     }
 
+    /// The largest MQTT packet this client may send now, in bytes: its own
+    /// maximum packet size, or the broker's when the broker announced a
+    /// smaller one (learned again on every reconnect). A call's packet is
+    /// its JSON payload plus its topic and properties, a few hundred bytes.
+    pub fn max_packet_size(&self) -> u32 {
+        self.inner.link.max_packet_size()
+    }
+
     /// Calls a tool and returns its result.
     ///
     /// Fails at once with [`CallError::Unauthorized`] when the broker refuses
     /// the publish, and with [`CallError::Unavailable`] when no server is
     /// subscribed to the tool. On MQTT 3.1.1 ([`Protocol::V311`]) the broker
     /// does not say so: such a call fails with [`CallError::Timeout`].
+    ///
+    /// A call whose packet would exceed the maximum packet size
+    /// ([`Client::max_packet_size`]) is not published, and fails at once with
+    /// [`CallError::InvalidArguments`].
     ///
     /// [`Protocol::V311`]: crate::Protocol::V311
     pub async fn call(&self, tool: &str, arguments: Value) -> Result<Value, CallError> {
@@ -821,7 +833,23 @@ fn no_subscribers(tool: &str, passing: bool, refusals: u32, timeout: Duration) -
 }
 
 fn transport(e: Error) -> CallError {
-    CallError::Transport(e.to_string())
+    match e {
+        // Only the call itself can be too large: it was not published, as
+        // the broker would have dropped it. Like a call over a server's
+        // payload limit, it is the arguments that must change.
+        Error::TooLarge {
+            size, limit, by_broker, ..
+        } => CallError::InvalidArguments {
+            message: Error::TooLarge {
+                what: "the call".into(),
+                size,
+                limit,
+                by_broker,
+            }
+            .to_string(),
+        },
+        e => CallError::Transport(e.to_string()),
+    }
 }
 
 /// The broker's verdict on the call's publish.

@@ -28,8 +28,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 
+mod size;
 mod transport;
 
+use size::PacketLimit;
 pub(crate) use transport::ConnectOptions;
 use transport::{Driver, Polled, Sender};
 
@@ -179,7 +181,9 @@ impl BrokerOptions {
         self
     }
 
-    /// The largest MQTT packet sent or accepted (default 16 MiB).
+    /// The largest MQTT packet sent or accepted (default 16 MiB). A broker
+    /// that announces a smaller Maximum Packet Size lowers it for what is
+    /// sent: nothing larger is published, since the broker would drop it.
     pub fn with_max_packet_size(mut self, bytes: u32) -> Self {
         self.max_packet_size = bytes;
         self
@@ -446,6 +450,8 @@ pub(crate) struct Link {
     /// Ends the connection task at once, wherever it is (connecting to a
     /// broker that does not answer, writing to a stalled socket).
     abandon: CancellationToken,
+    /// The largest packet that may be sent, learned from each CONNACK.
+    limit: Arc<PacketLimit>,
 }
 
 /// The other half of [`Link::open`]: the connection task, not started yet.
@@ -545,6 +551,7 @@ impl Link {
         // booked, and the book would pair every later ack with the wrong
         // request. Requests are bounded by their senders instead: calls in
         // flight, calls running, cards.
+        let limit = Arc::new(PacketLimit::new(options.max_packet_size()));
         let (client, eventloop) = transport::open(options, REQUEST_QUEUE);
         let (state_tx, state_rx) = watch::channel(LinkState::Connecting);
         let (connects_tx, connects_rx) = watch::channel(0u64);
@@ -559,6 +566,7 @@ impl Link {
             reconnected_at: Arc::new(Mutex::new(None)),
             closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             abandon: CancellationToken::new(),
+            limit,
         };
         let opening = Opening {
             eventloop,
@@ -601,6 +609,20 @@ impl Link {
         }
     }
 
+    /// The largest packet that may be sent now: this end's own maximum
+    /// packet size, or the broker's if it announced a smaller one.
+    pub(crate) fn max_packet_size(&self) -> u32 {
+        self.limit.get()
+    }
+
+    /// Whether `msg` can be sent: [`Error::TooLarge`], saying `what` it
+    /// is, when its packet would exceed [`Link::max_packet_size`]. Every
+    /// publish is checked so; a caller checks first to word the error, or
+    /// to send something else instead.
+    pub(crate) fn fits(&self, msg: &Message, what: impl FnOnce() -> String) -> Result<(), Error> {
+        self.limit.check(size::publish_size(msg, self.client.is_v5()), what)
+    }
+
     /// Publishes without waiting for the acknowledgement.
     pub(crate) async fn publish(&self, msg: Message) -> Result<(), Error> {
         self.send_publish(msg, None).await
@@ -619,6 +641,9 @@ impl Link {
 
     async fn send_publish(&self, msg: Message, waiter: Option<Waiter>) -> Result<(), Error> {
         self.ensure_open()?;
+        // Never handed to rumqttc: it would fail the connection, and resend
+        // the packet (failing again) on every reconnect.
+        self.fits(&msg, || format!("the message to `{}`", msg.topic))?;
         let _order = self.send_order.lock().await;
         self.expect(Kind::Publish, waiter);
         self.client.publish(msg).await.map_err(|_| {
@@ -839,7 +864,11 @@ async fn drive(
                 Polled::PubAck(pkid, reason) => settle(book, Kind::Publish, pkid, Ack::Published(reason)),
                 Polled::SubAck(pkid, codes) => settle(book, Kind::Subscribe, pkid, Ack::Subscribed(codes)),
                 Polled::UnsubAck(pkid) => settle(book, Kind::Unsubscribe, pkid, Ack::Unsubscribed),
-                Polled::ConnAck { session_present } => {
+                Polled::ConnAck {
+                    session_present,
+                    max_packet_size,
+                } => {
+                    link.limit.on_connack(max_packet_size);
                     backoff = Duration::from_millis(50);
                     down_since = None;
                     if connected_once {

@@ -158,6 +158,11 @@ impl CallContext {
     }
 
     /// Streams a partial.
+    ///
+    /// Fails with [`Error::TooLarge`] when the partial would make a packet
+    /// over the maximum packet size (the server's, or the broker's if
+    /// smaller): it is not sent, the call goes on, and the handler decides
+    /// what to do (split it, or fail the call with that error).
     pub async fn emit(&self, partial: Partial) -> Result<(), Error> {
         match &self.inner.stream {
             None => Err(Error::NotStreaming(self.inner.tool.clone())),
@@ -205,23 +210,32 @@ impl StreamSink {
                     Some(Partial::Data(d)) => (None, Some(d)),
                     None => (None, None),
                 };
-                let msg = StreamMessage {
+                let mut msg = StreamMessage {
                     call_id: call_id.to_owned(),
-                    seq: seq.fetch_add(1, Ordering::SeqCst),
+                    seq: seq.load(Ordering::SeqCst),
                     kind,
                     content,
                     data,
                 };
-                // QoS 1, so partials and the response (also QoS 1) keep
-                // their order through the broker.
-                link.publish(Message {
-                    topic: topic.clone(),
-                    payload: Bytes::from(serde_json::to_vec(&msg)?),
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    properties: None,
-                })
-                .await
+                loop {
+                    // QoS 1, so partials and the response (also QoS 1) keep
+                    // their order through the broker.
+                    let message = Message {
+                        topic: topic.clone(),
+                        payload: Bytes::from(serde_json::to_vec(&msg)?),
+                        qos: QoS::AtLeastOnce,
+                        retain: false,
+                        properties: None,
+                    };
+                    // A partial too large to send fails before it takes its
+                    // number, so the stream the caller sees has no gap.
+                    link.fits(&message, || "the partial".to_owned())?;
+                    match seq.compare_exchange(msg.seq, msg.seq + 1, Ordering::SeqCst, Ordering::SeqCst) {
+                        Ok(_) => return link.publish(message).await,
+                        // Another emit of the same call took this number.
+                        Err(now) => msg.seq = now,
+                    }
+                }
             }
         }
     }

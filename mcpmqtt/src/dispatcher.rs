@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::connection::{Incoming, Link, Message};
 use crate::context::{CallContext, Caller, StreamSink};
 use crate::dedupe::{CallKey, Seen, Window};
-use crate::envelope::{to_json, CallRequest, CallResponse, ErrorBody, ErrorType};
+use crate::envelope::{to_json, CallRequest, CallResponse, ErrorBody, ErrorType, ResponseStatus};
 use crate::error::{Error, ToolError};
 use crate::inbound::{decode_call, Envelope, Inbound, Reply};
 use crate::server::ServerConfig;
@@ -388,10 +388,18 @@ impl Dispatcher {
                 }
             };
             // Results are often about as large as the arguments (echoes,
-            // transforms): start the buffer at that size.
-            let payload = encode(&response, call_bytes);
-            self.shared.window.lock().expect("window lock").finish(&key, &payload);
-            self.send(&reply, payload, &response.call_id).await;
+            // transforms): start the buffer at that size. Fitted before the
+            // window caches it, so a duplicate gets the same answer.
+            let message = self.fit(&reply, &response, call_bytes, || match response.status {
+                ResponseStatus::Ok => format!("the result of `{}`", tool.def.name),
+                ResponseStatus::Error => format!("the error returned by `{}`", tool.def.name),
+            });
+            self.shared
+                .window
+                .lock()
+                .expect("window lock")
+                .finish(&key, &message.payload);
+            self.publish(message, &response.call_id).await;
         }
         .instrument(span)
         .await;
@@ -458,25 +466,36 @@ impl Dispatcher {
     }
 
     async fn respond(&self, reply: &Reply, response: &CallResponse) {
-        self.send(reply, encode(response, 0), &response.call_id).await;
+        let message = self.fit(reply, response, 0, || {
+            format!("the response to call `{}`", response.call_id)
+        });
+        self.publish(message, &response.call_id).await;
     }
 
+    /// Encodes a response as it can be sent. One whose packet would exceed
+    /// the maximum packet size (this server's, or the broker's if smaller)
+    /// is replaced by a `tool_error` with code `result_too_large` naming both
+    /// sizes: sent as it is, the broker would drop it, and its caller would
+    /// wait out its whole timeout for nothing.
+    fn fit(&self, reply: &Reply, response: &CallResponse, size_hint: usize, what: impl FnOnce() -> String) -> Message {
+        let mut message = reply_message(reply, encode(response, size_hint));
+        if let Err(too_large) = self.reply_link.fits(&message, what) {
+            tracing::warn!(call_id = %response.call_id, error = %too_large, "a response too large to send: answered `result_too_large` instead");
+            let mut error = ErrorBody::new(ErrorType::ToolError, too_large.to_string());
+            error.code = Some(Value::from(RESULT_TOO_LARGE));
+            let instead = CallResponse::error(response.call_id.clone(), error, response.elapsed_ms);
+            message.payload = encode(&instead, 0);
+        }
+        message
+    }
+
+    /// Sends an encoded response (a cached one, for a duplicate).
     async fn send(&self, reply: &Reply, payload: Bytes, call_id: &str) {
-        let sent = self
-            .reply_link
-            .publish(Message {
-                topic: reply.topic.clone(),
-                payload,
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                properties: Some(PublishProperties {
-                    correlation_data: reply.correlation.clone(),
-                    content_type: Some("application/json".into()),
-                    ..Default::default()
-                }),
-            })
-            .await;
-        if let Err(e) = sent {
+        self.publish(reply_message(reply, payload), call_id).await;
+    }
+
+    async fn publish(&self, message: Message, call_id: &str) {
+        if let Err(e) = self.reply_link.publish(message).await {
             tracing::error!(error = %e, %call_id, "could not send a response");
         }
     }
@@ -525,6 +544,25 @@ impl Intake {
         if self.line.send((arrived, publish)).is_err() {
             d.waiting.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+}
+
+/// The `code` of the `tool_error` that answers a call whose response would
+/// be too large to send.
+const RESULT_TOO_LARGE: &str = "result_too_large";
+
+/// The message carrying a response to its reply address.
+fn reply_message(reply: &Reply, payload: Bytes) -> Message {
+    Message {
+        topic: reply.topic.clone(),
+        payload,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Some(PublishProperties {
+            correlation_data: reply.correlation.clone(),
+            content_type: Some("application/json".into()),
+            ..Default::default()
+        }),
     }
 }
 

@@ -71,6 +71,25 @@ pub enum Error {
     /// Encoding a message failed.
     #[error("could not encode a message: {0}")]
     Encode(#[from] serde_json::Error),
+    /// A message would make an MQTT packet larger than the connection may
+    /// send: this end's own maximum packet size or, when smaller, the one the
+    /// broker announced. It was not sent, since the broker would drop it
+    /// without a word.
+    #[error(
+        "{what} would be a {size}-byte MQTT packet, over the {limit}-byte maximum packet size ({})",
+        if *by_broker { "the broker's limit" } else { "the limit set by `BrokerOptions::with_max_packet_size`" }
+    )]
+    TooLarge {
+        /// What the message was: a partial, a Tool Card, a result...
+        what: String,
+        /// The packet's size in bytes, headers and properties included.
+        size: usize,
+        /// The largest packet the connection may send.
+        limit: u32,
+        /// Whether the limit is the broker's (announced in its CONNACK)
+        /// rather than this end's own.
+        by_broker: bool,
+    },
 }
 
 /// Why a call failed, as the caller sees it.

@@ -184,6 +184,10 @@ impl Server {
 
     /// Connects, subscribes to the tools' call topics, publishes the cards,
     /// and serves until [`ServerHandle::shutdown`].
+    ///
+    /// Fails with [`Error::TooLarge`], naming the tool, when a card would
+    /// exceed the maximum packet size (the server's own, or the broker's if
+    /// it announced a smaller one): the broker would drop it.
     pub async fn start(self) -> Result<ServerHandle, Error> {
         let server = Arc::new(self);
         if server.broker.protocol == Protocol::V311 && server.config.shared_subscription {
@@ -224,6 +228,14 @@ impl Server {
         let dispatcher = intake.dispatcher();
         // Calls are taken on the connection task itself: one hop fewer per call.
         let conn_task = opening.connect(&server.broker, move |p| intake.offer(p)).await?;
+        // Checked once the broker has announced its limit, and before any
+        // call is taken: a card the broker would drop is an error now, not
+        // a tool that silently never shows up.
+        if let Err(e) = check_cards(&server, &link, &instance) {
+            link.disconnect().await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn_task).await;
+            return Err(e);
+        }
 
         let mut filters = server.call_filters();
         // The server's own card, where a sibling's (or a crashed
@@ -352,19 +364,43 @@ async fn publish_cards(server: &Server, link: &Link, status: Status, instance: &
     publish_retained(link, cards).await
 }
 
+/// Fails with [`Error::TooLarge`] if any card, online or offline, would make
+/// a packet over the connection's maximum packet size (the broker's, if it
+/// announced a smaller one than the server's own).
+fn check_cards(server: &Server, link: &Link, instance: &str) -> Result<(), Error> {
+    for status in [Status::Online, Status::Offline] {
+        for tool in &server.tools {
+            let card = serde_json::to_vec(&server.tool_card(tool, status))?;
+            link.fits(&card_message(server.topics.tool_card(&tool.name), card), || {
+                format!("the Tool Card of `{}`", tool.name)
+            })?;
+        }
+        let card = serde_json::to_vec(&server.instance_card(status, instance))?;
+        link.fits(&card_message(server.topics.server_card(&server.name), card), || {
+            format!("the Server Card of `{}`", server.name)
+        })?;
+    }
+    Ok(())
+}
+
+/// A card as it is published: retained, QoS 1.
+fn card_message(topic: String, payload: Vec<u8>) -> Message {
+    Message {
+        topic,
+        payload: Bytes::from(payload),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: Some(PublishProperties {
+            content_type: Some("application/json".into()),
+            ..Default::default()
+        }),
+    }
+}
+
 async fn publish_retained(link: &Link, cards: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
-    let acks = cards.into_iter().map(|(topic, payload)| {
-        link.publish_acked(Message {
-            topic,
-            payload: Bytes::from(payload),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            properties: Some(PublishProperties {
-                content_type: Some("application/json".into()),
-                ..Default::default()
-            }),
-        })
-    });
+    let acks = cards
+        .into_iter()
+        .map(|(topic, payload)| link.publish_acked(card_message(topic, payload)));
     for reason in futures_util::future::join_all(acks).await {
         match reason? {
             PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {}

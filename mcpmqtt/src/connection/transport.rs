@@ -56,6 +56,14 @@ impl ConnectOptions {
         }
     }
 
+    /// The largest packet this end sends or accepts, as configured.
+    pub(crate) fn max_packet_size(&self) -> u32 {
+        match self {
+            ConnectOptions::V5(o) => o.max_packet_size().unwrap_or(u32::MAX),
+            ConnectOptions::V311(o, _) => u32::try_from(o.max_packet_size()).unwrap_or(u32::MAX),
+        }
+    }
+
     /// Whether the broker is asked to keep the session after a disconnect.
     #[cfg(test)]
     pub(crate) fn keeps_session(&self) -> bool {
@@ -185,6 +193,11 @@ pub(crate) fn open(options: ConnectOptions, capacity: usize) -> (Sender, Driver)
 }
 
 impl Sender {
+    /// Whether this connection speaks MQTT 5 (and so sends properties).
+    pub(crate) fn is_v5(&self) -> bool {
+        matches!(self, Sender::V5(_))
+    }
+
     pub(crate) async fn publish(&self, msg: Message) -> Result<(), ChannelClosed> {
         let sent = match self {
             Sender::V5(c) => {
@@ -262,6 +275,9 @@ pub(crate) enum Polled {
     UnsubAck(u16),
     ConnAck {
         session_present: bool,
+        /// The broker's Maximum Packet Size, if it announced one (never on
+        /// MQTT 3.1.1, whose CONNACK has no properties).
+        max_packet_size: Option<u32>,
     },
     /// The broker sent DISCONNECT (MQTT 5 only), for this reason.
     Disconnected(String),
@@ -293,6 +309,7 @@ impl Driver {
                     p5::Packet::UnsubAck(ack) => Polled::UnsubAck(ack.pkid),
                     p5::Packet::ConnAck(connack) => Polled::ConnAck {
                         session_present: connack.session_present,
+                        max_packet_size: connack.properties.and_then(|p| p.max_packet_size),
                     },
                     p5::Packet::Disconnect(d) => Polled::Disconnected(format!("{:?}", d.reason_code)),
                     _ => Polled::Other,
@@ -311,6 +328,7 @@ impl Driver {
                     rumqttc::Packet::UnsubAck(ack) => Polled::UnsubAck(ack.pkid),
                     rumqttc::Packet::ConnAck(connack) => Polled::ConnAck {
                         session_present: connack.session_present,
+                        max_packet_size: None,
                     },
                     _ => Polled::Other,
                 }),
