@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 
 pub mod mosquitto;
+pub mod proxy;
 // Also present in this directory when this file was written (by others):
 pub mod fixtures;
 pub mod tools;

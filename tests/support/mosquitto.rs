@@ -36,6 +36,46 @@
 //!
 //! If the test that owns a broker panics, the broker's log is printed to
 //! stderr when the [`Mosquitto`] is dropped (cargo shows it for failed tests).
+//!
+//! ## Crashes: SIGKILL, then restart
+//!
+//! [`Mosquitto::kill`] SIGKILLs the broker (no goodbye to clients, nothing
+//! saved) and [`Mosquitto::restart`] then starts it again on the same port
+//! with the same files. With [`MosquittoBuilder::persistence`] on, what the
+//! restarted broker knows is its last saved database (`data/mosquitto.db`):
+//! Mosquitto saves it on a clean exit and otherwise only on autosave
+//! (by default every 1800 s). [`MosquittoBuilder::autosave`] saves more
+//! often, as far as Mosquitto allows: [`Autosave::OnEveryChange`] saves once
+//! per pass of the broker's main loop in which anything persistent changed
+//! (`autosave_on_changes true`, `autosave_interval 1`), which is the most
+//! Mosquitto 2.0 offers. [`Mosquitto::saves`] counts the saves logged, so a
+//! test can wait for the state it needs to be on disk before killing.
+//!
+//! Even so, a SIGKILL loses whatever changed after the last save:
+//!
+//! - QoS 1 messages the broker acknowledged (PUBACK) but had not saved: it
+//!   forgets them, although their publisher was told they were taken;
+//! - deliveries completed after the save (the receiver's PUBACK): the
+//!   restarted broker still holds those messages as queued or in flight and
+//!   delivers them again, so a receiver gets duplicates;
+//! - sessions, subscriptions and retained messages created or changed after
+//!   the save (a client that connected for the first time since gets
+//!   `session present = 0`);
+//! - anything Mosquitto never persists: in-flight packets on the wire, and
+//!   the Last Will of a client connected at the time of the kill (the
+//!   restarted broker has no connection to lose, so it publishes no Will for
+//!   it; the client's reconnect finds its session instead).
+//!
+//! And any restart, clean or not, loses what Mosquitto 2.0.11 does not
+//! restore from its database: **shared subscriptions** (`$share/...`). A
+//! client's session comes back (`session present = 1`) with its queued
+//! messages and its plain subscriptions, but without its shared ones, so a
+//! publish that only they matched gets PUBACK 0x10 (no matching
+//! subscribers) until the client subscribes again.
+//!
+//! The database is written to `mosquitto.db.new` and renamed over the old
+//! one, so a kill during a save leaves the previous save intact. (A power
+//! loss could lose more; a SIGKILL leaves the page cache alone.)
 
 #![allow(dead_code)]
 
@@ -91,8 +131,23 @@ pub struct MosquittoBuilder {
     acl: Option<String>,
     dynsec: Option<String>,
     persistence: bool,
+    autosave: Option<Autosave>,
     allow_anonymous: Option<bool>,
     extra: Vec<String>,
+}
+
+/// When a persistent broker saves its database between clean exits: what a
+/// SIGKILL leaves behind. See [`MosquittoBuilder::autosave`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Autosave {
+    /// `autosave_interval {n}`: about every `n` seconds.
+    EverySeconds(u32),
+    /// `autosave_on_changes true` with `autosave_interval 1`: after every
+    /// pass of the main loop in which a subscription changed, a retained
+    /// message arrived or a message was queued for a client: under load,
+    /// after nearly every packet. The most often Mosquitto saves; each save
+    /// rewrites the whole database.
+    OnEveryChange,
 }
 
 impl Mosquitto {
@@ -181,7 +236,9 @@ impl Mosquitto {
     }
 
     /// Kills the broker with SIGKILL (no persistence save, no goodbyes to
-    /// clients) and reaps it. Idempotent.
+    /// clients) and reaps it. Idempotent. [`Mosquitto::restart`] starts it
+    /// again from its last saved database (see the module docs for what a
+    /// SIGKILL loses).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -211,9 +268,18 @@ impl Mosquitto {
             .is_ok_and(|s| s.success())
     }
 
-    /// Stops the broker (if running) and starts it again on the same port
-    /// with the same files, so persisted state and dynamic-security changes
-    /// survive. Returns once the port accepts connections again.
+    /// How many times the broker has logged saving its database (autosaves
+    /// and saves on exit), across restarts.
+    pub fn saves(&self) -> usize {
+        read_lossy(&self.dir.path().join(LOG))
+            .matches("Saving in-memory database")
+            .count()
+    }
+
+    /// Stops the broker (if running; after [`Mosquitto::kill`] it is not,
+    /// and nothing is saved) and starts it again on the same port with the
+    /// same files, so persisted state and dynamic-security changes survive.
+    /// Returns once the port accepts connections again.
     ///
     /// Panics (with the broker's log) if it cannot be started again.
     pub fn restart(&mut self) {
@@ -294,6 +360,14 @@ impl MosquittoBuilder {
     /// retained messages and sessions survive [`Mosquitto::restart`].
     pub fn persistence(mut self, on: bool) -> Self {
         self.persistence = on;
+        self
+    }
+
+    /// How often a persistent broker saves its database besides on a clean
+    /// exit (default: Mosquitto's, every 1800 s). Only meaningful with
+    /// [`Self::persistence`] on: it bounds what a SIGKILL loses.
+    pub fn autosave(mut self, autosave: Autosave) -> Self {
+        self.autosave = Some(autosave);
         self
     }
 
@@ -390,6 +464,17 @@ impl MosquittoBuilder {
         if self.persistence {
             c += "persistence true\n";
             c += &format!("persistence_location {d}/{DATA}/\n");
+            match self.autosave {
+                None => {}
+                Some(Autosave::EverySeconds(n)) => {
+                    c += "autosave_on_changes false\n";
+                    c += &format!("autosave_interval {n}\n");
+                }
+                Some(Autosave::OnEveryChange) => {
+                    c += "autosave_on_changes true\n";
+                    c += "autosave_interval 1\n";
+                }
+            }
         } else {
             c += "persistence false\n";
         }
