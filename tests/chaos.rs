@@ -66,6 +66,8 @@ use tokio::sync::watch;
 const MARGIN: Duration = Duration::from_secs(2);
 /// The deadline of the steady calls.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The deadline of the call to a tool no one serves, after the chaos.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Server and client keep-alive (see the module docs).
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// How long after a cut heals (or a restart) calls must succeed again: the
@@ -439,17 +441,21 @@ impl Rig {
             failures.push(format!("a call after the chaos failed: {e}"));
         }
         // The broker refuses a call to a tool no one serves (PUBACK 0x10),
-        // and the caller hears it at once: unless its bookkeeping of which
-        // acknowledgement answers which call is out of step since the chaos.
+        // and the caller hears it: unless its bookkeeping of which
+        // acknowledgement answers which call is out of step since the chaos,
+        // when it would time out unacknowledged. (Right after a reconnect
+        // the client takes 0x10 for a server still resubscribing and tries
+        // again until the deadline: SPEC §4, so `unavailable` may take the
+        // whole timeout.)
         let started = Instant::now();
         let refused = self
             .client
-            .call_with("unserved", json!({}), CallOptions::new().timeout(PATIENCE))
+            .call_with("unserved", json!({}), CallOptions::new().timeout(REFUSAL_TIMEOUT))
             .await;
         match refused {
-            Err(CallError::Unavailable { .. }) if started.elapsed() < PATIENCE / 2 => {}
+            Err(CallError::Unavailable { .. }) => {}
             other => failures.push(format!(
-                "after the chaos, a call to a tool no one serves was not refused at once \
+                "after the chaos, a call to a tool no one serves was not refused \
                  (the broker's PUBACK 0x10 did not reach it): {other:?} after {:?}",
                 started.elapsed()
             )),

@@ -618,10 +618,15 @@ impl Client {
                         Ok(Answer::Failed(e)) => return Err(e),
                         Ok(Answer::NoSubscribers) => {
                             refusals += 1;
-                            let passing = inner.router.tool_online(call.tool)
-                                || inner.link.since_reconnect().is_some_and(|d| d < RECONNECT_GRACE);
+                            let passing = if inner.router.tool_online(call.tool) {
+                                Some("its card says it is online")
+                            } else if inner.link.since_reconnect().is_some_and(|d| d < RECONNECT_GRACE) {
+                                Some("the connection had just been made again")
+                            } else {
+                                None
+                            };
                             let at = tokio::time::Instant::now() + backoff;
-                            if !passing || at >= call.deadline {
+                            if passing.is_none() || at >= call.deadline {
                                 return Err(no_subscribers(call.tool, passing, refusals, timeout));
                             }
                             tracing::debug!(retry_in = ?backoff, "no server subscribed yet: publishing again");
@@ -818,16 +823,15 @@ fn no_response(tool: &str, timeout: Duration, protocol: Protocol) -> String {
 }
 
 /// A call no server took: at once for a tool that is not known online, at
-/// the deadline for one that is (`passing`).
-fn no_subscribers(tool: &str, passing: bool, refusals: u32, timeout: Duration) -> CallError {
-    let message = if passing {
-        format!(
+/// the deadline when the refusal looked `passing` (and why).
+fn no_subscribers(tool: &str, passing: Option<&str>, refusals: u32, timeout: Duration) -> CallError {
+    let message = match passing {
+        Some(why) => format!(
             "no server is subscribed to `{tool}` (PUBACK 0x10: no matching subscribers, {refusals} times within {} \
-             ms, although its card says it is online)",
+             ms; tried again as {why})",
             timeout.as_millis()
-        )
-    } else {
-        format!("no server is subscribed to `{tool}` (PUBACK 0x10: no matching subscribers)")
+        ),
+        None => format!("no server is subscribed to `{tool}` (PUBACK 0x10: no matching subscribers)"),
     };
     CallError::Unavailable { message }
 }
@@ -1082,11 +1086,12 @@ mod tests {
 
     #[test]
     fn a_refusal_that_may_pass_says_so() {
-        let at_once = no_subscribers("echo", false, 1, Duration::from_secs(5));
-        assert!(matches!(&at_once, CallError::Unavailable { message } if !message.contains("online")));
-        let at_deadline = no_subscribers("echo", true, 7, Duration::from_secs(5));
+        let at_once = no_subscribers("echo", None, 1, Duration::from_secs(5));
+        assert!(matches!(&at_once, CallError::Unavailable { message } if !message.contains("tried again")));
+        let at_deadline = no_subscribers("echo", Some("its card says it is online"), 7, Duration::from_secs(5));
         assert!(
-            matches!(&at_deadline, CallError::Unavailable { message } if message.contains("7 times within 5000 ms")),
+            matches!(&at_deadline, CallError::Unavailable { message }
+                if message.contains("7 times within 5000 ms; tried again as its card says it is online")),
             "{at_deadline}"
         );
     }
