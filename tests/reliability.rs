@@ -13,6 +13,7 @@ use mcpmqtt::{tool, BrokerOptions, CallError, CallOptions, Client, Server, Serve
 use serde_json::json;
 use support::fixtures::{call_props, gtm_client, Raw, PATIENCE};
 use support::mosquitto::Mosquitto;
+use support::proxy::Proxy;
 use support::Spawned;
 
 /// How many times each call id ran, across every test of this file (each
@@ -106,6 +107,52 @@ async fn every_call_gets_exactly_one_response_across_a_broker_restart() {
         assert_eq!(runs_of(&id), 1, "{id} ran {} times", runs_of(&id));
     }
     eprintln!("{before} of {N} calls had finished when the broker restarted");
+    server.shutdown().await.unwrap();
+}
+
+/// After a broker restart the client is back before the server has its
+/// subscription again: the calls it makes meanwhile are refused with PUBACK
+/// 0x10, and must not fail for that (SPEC §4, "A refusal that passes").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_made_before_the_server_is_subscribed_again_succeed_once_it_is() {
+    let mut broker = Mosquitto::builder().persistence(true).start();
+    // The server reaches the broker through a proxy that can hold it off.
+    let proxy = Proxy::start(broker.port());
+    let server = tally_server(&broker)
+        .broker(&proxy.url())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let client = client(&broker, "early").await;
+    client.wait_for_tool("tally", PATIENCE).await.unwrap();
+
+    proxy.refuse_new(true);
+    tokio::task::block_in_place(|| broker.restart());
+    let calls: Vec<_> = (0..10)
+        .map(|i| spawn_tally(&client, &format!("early-{i}"), 0))
+        .collect();
+    // The broker refused calls while the server was away.
+    let refused = "Sending PUBACK to early (m";
+    let deadline = Instant::now() + PATIENCE;
+    while !broker
+        .log()
+        .lines()
+        .any(|l| l.contains(refused) && l.ends_with("rc16)"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no call was refused with 0x10 while the server was away"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.refuse_new(false);
+    for (i, call) in calls.into_iter().enumerate() {
+        let id = format!("early-{i}");
+        assert_eq!(call.await.unwrap().unwrap_or_else(|e| panic!("{id}: {e}")), json!(id));
+        assert_eq!(runs_of(&id), 1, "{id} ran {} times", runs_of(&id));
+    }
     server.shutdown().await.unwrap();
 }
 
