@@ -6,7 +6,9 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use mcpmqtt::{BrokerOptions, CallError, Client, Error, Partial, Protocol, Server, ServerBuilder, ToolDef, ToolError};
+use mcpmqtt::{
+    BrokerOptions, CallError, Client, Error, Partial, Protocol, Server, ServerBuilder, ServerHandle, ToolDef, ToolError,
+};
 use serde_json::{json, Value};
 use support::fixtures::{call_gathering, call_props, Raw, PATIENCE};
 use support::mosquitto::Mosquitto;
@@ -85,6 +87,19 @@ fn limits_server(runs: &Arc<AtomicUsize>) -> ServerBuilder {
         .tool_def(spill)
 }
 
+/// The limits server online on `broker`, and its run counter.
+async fn limits_online(broker: &Mosquitto) -> (ServerHandle, Arc<AtomicUsize>) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let server = limits_server(&runs)
+        .broker(&broker.url())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    (server, runs)
+}
+
 async fn client(broker: &Mosquitto, options: BrokerOptions) -> Client {
     Client::builder("tester")
         .broker_options(options)
@@ -107,14 +122,7 @@ fn tool_error(result: Result<Value, CallError>) -> (Option<String>, String) {
 #[tokio::test]
 async fn a_result_over_16_mib_gets_result_too_large_instead_of_a_timeout() {
     let broker = Mosquitto::start();
-    let runs = Arc::new(AtomicUsize::new(0));
-    let server = limits_server(&runs)
-        .broker(&broker.url())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let (server, _) = limits_online(&broker).await;
     let client = client(&broker, BrokerOptions::default()).await;
     // Mosquitto announces no limit by default: each end's own 16 MiB holds.
     assert_eq!(client.max_packet_size() as usize, 16 * MIB);
@@ -137,14 +145,7 @@ async fn a_result_over_16_mib_gets_result_too_large_instead_of_a_timeout() {
 #[tokio::test]
 async fn the_brokers_limit_holds_for_results_and_a_result_under_it_succeeds() {
     let broker = small_broker();
-    let runs = Arc::new(AtomicUsize::new(0));
-    let server = limits_server(&runs)
-        .broker(&broker.url())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let (server, _) = limits_online(&broker).await;
     let client = client(&broker, BrokerOptions::default()).await;
     assert_eq!(
         client.max_packet_size() as usize,
@@ -168,14 +169,7 @@ async fn the_brokers_limit_holds_for_results_and_a_result_under_it_succeeds() {
 #[tokio::test]
 async fn a_duplicate_of_a_call_too_large_to_answer_gets_the_same_error_and_is_not_run() {
     let broker = small_broker();
-    let runs = Arc::new(AtomicUsize::new(0));
-    let server = limits_server(&runs)
-        .broker(&broker.url())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let (server, runs) = limits_online(&broker).await;
     let reply = format!("{NAMESPACE}/mcp/clients/raw/responses");
     let mut raw = Raw::connect(&broker, "raw").await;
     raw.subscribe(&reply).await;
@@ -201,14 +195,7 @@ async fn a_duplicate_of_a_call_too_large_to_answer_gets_the_same_error_and_is_no
 #[tokio::test]
 async fn a_call_over_the_brokers_limit_fails_before_it_is_published() {
     let broker = small_broker();
-    let runs = Arc::new(AtomicUsize::new(0));
-    let server = limits_server(&runs)
-        .broker(&broker.url())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let (server, runs) = limits_online(&broker).await;
     let client = client(&broker, BrokerOptions::default()).await;
 
     match client.call("counted", json!({"text": "y".repeat(2_000_000)})).await {
@@ -250,14 +237,7 @@ async fn a_call_of_exactly_the_brokers_limit_is_delivered_and_one_byte_more_is_n
     // out of its count, so it takes up to 3 bytes more; from 4 bytes over,
     // it disconnects the client with 0x95.)
     let broker = small_broker();
-    let runs = Arc::new(AtomicUsize::new(0));
-    let server = limits_server(&runs)
-        .broker(&broker.url())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let (server, runs) = limits_online(&broker).await;
     let client = client(&broker, BrokerOptions::default()).await;
     let call = |len: usize| client.call("measure", json!({"text": "y".repeat(len)}));
 
@@ -278,14 +258,7 @@ async fn a_call_of_exactly_the_brokers_limit_is_delivered_and_one_byte_more_is_n
 #[tokio::test]
 async fn a_partial_over_the_limit_fails_its_emit_and_the_stream_goes_on() {
     let broker = small_broker();
-    let runs = Arc::new(AtomicUsize::new(0));
-    let server = limits_server(&runs)
-        .broker(&broker.url())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let (server, _) = limits_online(&broker).await;
     let mut observer = Raw::connect(&broker, "observer").await;
     observer
         .subscribe(&format!("{NAMESPACE}/mcp/clients/tester/streams/+"))
