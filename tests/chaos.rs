@@ -14,16 +14,16 @@
 //! `timeout` or `transport` having run at most once, and resolves by its
 //! deadline (plus [`MARGIN`]); nothing hangs (every gather is bounded, and
 //! so is the server's shutdown at the end); the client recovers (a fresh
-//! call succeeds, and a call to a tool no one serves is refused at once, so
-//! it still pairs the broker's acknowledgements with the right calls); and
+//! call succeeds, and a call to a tool no one serves is refused, not timed
+//! out unacknowledged, so it still pairs the broker's acknowledgements with
+//! the right calls); and
 //! the runtime's task count and the process's RSS come back to where they
 //! were after a warm-up ([`Footprint`], which documents the tolerances).
 //! Each scenario also checks that the chaos did what it says (the broker
 //! dropped the silent side, a reconnect was refused, calls were in flight).
-//! No scenario here crashes
-//! the server, so the one case where a call may run twice (a server that
-//! dies after starting a call, whose dedupe window dies with it) does not
-//! arise: a second run is always a failure.
+//! No scenario here crashes the server, so the one case where a call may
+//! run twice (a server that dies after starting a call, whose dedupe window
+//! dies with it) does not arise: a second run is always a failure.
 //!
 //! **One process per scenario.** RSS is a property of the process, and
 //! cargo runs the tests of a file as threads of one process: the tests'
@@ -31,8 +31,9 @@
 //! runs itself again as a child process (`--exact`, with [`CHILD_ENV`] set)
 //! and checks that the child passed; the child's output (its report, the
 //! library's logs, and on failure the tail of the broker's log) is printed
-//! by the parent; with [`LOG_DIR_ENV`] set, the broker's whole log is kept. The parent also bounds the child's run ([`CHILD_LIMIT`]), so a
-//! hang fails the test rather than the CI job.
+//! by the parent; with [`LOG_DIR_ENV`] set, the broker's whole log is kept.
+//! The parent also bounds the child's run ([`CHILD_LIMIT`]), so a hang fails
+//! the test rather than the CI job.
 //!
 //! **Keep-alive.** Server and client use a 5 s keep-alive: a 3 s cut is
 //! shorter than it (no one notices, the bytes just wait), a 30 s cut is
