@@ -185,9 +185,9 @@ impl ServerHandler for Bridge {
     }
 }
 
-/// Sends `notifications/tools/list_changed` whenever the tools change.
-async fn watch_tools(bridge: Bridge, peer: Peer<RoleServer>, interval: Duration) {
-    let mut known = bridge.mcp_tools().await;
+/// Sends `notifications/tools/list_changed` whenever the tools change from
+/// `known`.
+async fn watch_tools(bridge: Bridge, peer: Peer<RoleServer>, interval: Duration, mut known: Vec<Tool>) {
     loop {
         tokio::time::sleep(interval).await;
         let now = bridge.mcp_tools().await;
@@ -205,6 +205,10 @@ async fn watch_tools(bridge: Bridge, peer: Peer<RoleServer>, interval: Duration)
 /// Runs the bridge on stdin/stdout until the host closes it.
 pub async fn run(client: Client, args: &BridgeArgs) -> Result<(), Failure> {
     let bridge = Bridge::new(client.clone());
+    // What the host can have seen is compared with from before the session
+    // starts: a change while it starts (before a watcher's first look) would
+    // otherwise never be announced.
+    let known = bridge.mcp_tools().await;
     let service = bridge
         .clone()
         .serve(rmcp::transport::stdio())
@@ -214,6 +218,7 @@ pub async fn run(client: Client, args: &BridgeArgs) -> Result<(), Failure> {
         bridge,
         service.peer().clone(),
         Duration::from_millis(args.watch_interval_ms.max(50)),
+        known,
     ));
     let quit = service.waiting().await;
     watcher.abort();

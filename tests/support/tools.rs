@@ -110,7 +110,11 @@ pub const RAW_REPLY: &str = "lab/mcp/clients/raw/responses";
 /// A broker, the lab server on it with this payload limit, and a raw client
 /// `raw` subscribed to its response topic, to send calls by hand.
 pub async fn lab_with_raw(max_payload_bytes: usize) -> (Mosquitto, ServerHandle, Raw) {
-    let broker = Mosquitto::start();
+    lab_with_raw_on(Mosquitto::start(), max_payload_bytes).await
+}
+
+/// [`lab_with_raw`] on a broker of the caller's.
+pub async fn lab_with_raw_on(broker: Mosquitto, max_payload_bytes: usize) -> (Mosquitto, ServerHandle, Raw) {
     let server = lab_server("lab")
         .broker(&broker.url())
         .max_payload_bytes(max_payload_bytes)
