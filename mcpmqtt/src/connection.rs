@@ -23,7 +23,7 @@ use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{LastWill, PubAckReason, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::Transport;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
@@ -370,6 +370,51 @@ pub(crate) enum Kind {
 struct Expectation {
     kind: Kind,
     waiter: Option<Waiter>,
+    /// A QoS 1 publish's place in the send window, held until its PUBACK.
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+/// A packet sent and waiting for its acknowledgement.
+struct Unacked {
+    waiter: Option<Waiter>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+/// How many QoS 1 publishes may be between their request and their PUBACK
+/// at once: the broker's Receive Maximum (rumqttc's window).
+///
+/// rumqttc parks requests beyond its window in its request channel, and on
+/// a lost connection moves them into its resend list, which it sends ahead
+/// of its window and collision checks: packet ids then collide, and a
+/// publish parked on a collision is overwritten by the next, never sent.
+/// Holding the requests back here keeps rumqttc's lists within its window.
+struct SendWindow {
+    slots: Arc<Semaphore>,
+    size: std::sync::atomic::AtomicUsize,
+}
+
+impl SendWindow {
+    fn new() -> Self {
+        // Nothing is published before the first CONNACK sets the size.
+        SendWindow {
+            slots: Arc::new(Semaphore::new(0)),
+            size: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Sets the window to `n` (each CONNACK says it again).
+    fn resize(&self, n: usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let size = self.size.load(SeqCst);
+        if n > size {
+            self.slots.add_permits(n - size);
+            self.size.store(n, SeqCst);
+        } else if n < size {
+            // Only free slots can be taken away; the rest go as they return.
+            let forgotten = self.slots.forget_permits(size - n);
+            self.size.store(size - forgotten, SeqCst);
+        }
+    }
 }
 
 /// Who hears of a packet's acknowledgement.
@@ -400,7 +445,7 @@ struct Book {
     /// Packets sent and waiting for their ack, by kind and packet id: rumqttc
     /// may give a SUBSCRIBE the id of a PUBLISH it is resending after a
     /// reconnect, and each is acknowledged by its own kind of packet.
-    inflight: HashMap<(Kind, u16), Option<Waiter>>,
+    inflight: HashMap<(Kind, u16), Unacked>,
     /// Requests that sat unsent in rumqttc's pending list at the last error:
     /// the front of `queue`. A new session drops them.
     unsent_at_error: usize,
@@ -452,6 +497,8 @@ pub(crate) struct Link {
     abandon: CancellationToken,
     /// The largest packet that may be sent, learned from each CONNACK.
     limit: Arc<PacketLimit>,
+    /// The QoS 1 publishes that may await their PUBACK at once.
+    window: Arc<SendWindow>,
 }
 
 /// The other half of [`Link::open`]: the connection task, not started yet.
@@ -567,6 +614,7 @@ impl Link {
             closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             abandon: CancellationToken::new(),
             limit,
+            window: Arc::new(SendWindow::new()),
         };
         let opening = Opening {
             eventloop,
@@ -644,8 +692,15 @@ impl Link {
         // Never handed to rumqttc: it would fail the connection, and resend
         // the packet (failing again) on every reconnect.
         self.fits(&msg, || format!("the message to `{}`", msg.topic))?;
+        let slot = if msg.qos == QoS::AtMostOnce {
+            None
+        } else {
+            // Closed when the connection is closed for good.
+            let slots = self.window.slots.clone();
+            Some(slots.acquire_owned().await.map_err(|_| Error::Closed)?)
+        };
         let _order = self.send_order.lock().await;
-        self.expect(Kind::Publish, waiter);
+        self.expect_in(Kind::Publish, waiter, slot);
         self.client.publish(msg).await.map_err(|_| {
             self.book.lock().expect("book lock").queue.pop_back();
             Error::Closed
@@ -795,11 +850,15 @@ impl Link {
     }
 
     fn expect(&self, kind: Kind, waiter: Option<Waiter>) {
+        self.expect_in(kind, waiter, None);
+    }
+
+    fn expect_in(&self, kind: Kind, waiter: Option<Waiter>, slot: Option<OwnedSemaphorePermit>) {
         self.book
             .lock()
             .expect("book lock")
             .queue
-            .push_back(Expectation { kind, waiter });
+            .push_back(Expectation { kind, waiter, slot });
     }
 }
 
@@ -867,8 +926,10 @@ async fn drive(
                 Polled::ConnAck {
                     session_present,
                     max_packet_size,
+                    receive_max,
                 } => {
                     link.limit.on_connack(max_packet_size);
+                    link.window.resize(usize::from(receive_max));
                     backoff = Duration::from_millis(50);
                     down_since = None;
                     if connected_once {
@@ -928,6 +989,7 @@ async fn drive(
         }
     };
     fail_all(book);
+    link.window.slots.close();
     let _ = state.send(match failure {
         Some(why) => {
             if connected_once {
@@ -965,13 +1027,20 @@ fn sent(book: &Mutex<Book>, kind: Kind, pkid: u16) {
         tracing::error!(pkid, ?kind, expected = ?exp.kind, "outgoing packets out of step with requests");
     }
     if pkid != 0 {
-        book.inflight.insert((kind, pkid), exp.waiter);
+        let unacked = Unacked {
+            waiter: exp.waiter,
+            _slot: exp.slot,
+        };
+        book.inflight.insert((kind, pkid), unacked);
     }
 }
 
 fn settle(book: &Mutex<Book>, kind: Kind, pkid: u16, ack: Ack) {
-    let waiter = book.lock().expect("book lock").inflight.remove(&(kind, pkid));
-    if let Some(Some(waiter)) = waiter {
+    let unacked = book.lock().expect("book lock").inflight.remove(&(kind, pkid));
+    if let Some(Unacked {
+        waiter: Some(waiter), ..
+    }) = unacked
+    {
         waiter.deliver(ack);
     }
 }
@@ -992,7 +1061,7 @@ fn on_reconnect(book: &Mutex<Book>, session_present: bool) -> Vec<(String, QoS)>
             book.unsent_at_error = 0;
             return book.subscriptions.clone();
         }
-        let mut dropped: Vec<_> = book.inflight.drain().map(|(_, waiter)| waiter).collect();
+        let mut dropped: Vec<_> = book.inflight.drain().map(|(_, unacked)| unacked.waiter).collect();
         for _ in 0..std::mem::take(&mut book.unsent_at_error) {
             dropped.push(book.queue.pop_front().and_then(|e| e.waiter));
         }
@@ -1005,7 +1074,11 @@ fn on_reconnect(book: &Mutex<Book>, session_present: bool) -> Vec<(String, QoS)>
 fn fail_all(book: &Mutex<Book>) {
     let dropped: Vec<_> = {
         let mut book = book.lock().expect("book lock");
-        let inflight = book.inflight.drain().map(|(_, waiter)| waiter).collect::<Vec<_>>();
+        let inflight = book
+            .inflight
+            .drain()
+            .map(|(_, unacked)| unacked.waiter)
+            .collect::<Vec<_>>();
         inflight
             .into_iter()
             .chain(book.queue.drain(..).map(|e| e.waiter))
@@ -1100,6 +1173,7 @@ mod tests {
             book.queue.push_back(Expectation {
                 kind: Kind::Publish,
                 waiter: Some(Waiter::Task(tx)),
+                slot: None,
             });
             receivers.push(rx);
         }
@@ -1131,10 +1205,12 @@ mod tests {
         book.queue.push_back(Expectation {
             kind: Kind::Publish,
             waiter: Some(Waiter::Task(ptx)),
+            slot: None,
         });
         book.queue.push_back(Expectation {
             kind: Kind::Subscribe,
             waiter: Some(Waiter::Task(stx)),
+            slot: None,
         });
         let book = Mutex::new(book);
         sent(&book, Kind::Publish, 1);
@@ -1150,6 +1226,29 @@ mod tests {
         settle(&book, Kind::Publish, 1, Ack::Published(PubAckReason::Success));
         assert!(matches!(srx.try_recv(), Ok(Ack::Subscribed(_))));
         assert!(matches!(prx.try_recv(), Ok(Ack::Published(PubAckReason::Success))));
+    }
+
+    #[test]
+    fn the_send_window_follows_the_broker_and_a_slot_returns_with_its_ack() {
+        let window = SendWindow::new();
+        assert_eq!(window.slots.available_permits(), 0, "nothing before the CONNACK");
+        window.resize(2);
+        let slot = window.slots.clone().try_acquire_owned().unwrap();
+        let mut book = Book::default();
+        book.queue.push_back(Expectation {
+            kind: Kind::Publish,
+            waiter: None,
+            slot: Some(slot),
+        });
+        let book = Mutex::new(book);
+        sent(&book, Kind::Publish, 3);
+        assert_eq!(window.slots.available_permits(), 1, "held until the PUBACK");
+        settle(&book, Kind::Publish, 3, Ack::Published(PubAckReason::Success));
+        assert_eq!(window.slots.available_permits(), 2);
+        window.resize(1);
+        assert_eq!(window.slots.available_permits(), 1, "a smaller window on a reconnect");
+        window.resize(20);
+        assert_eq!(window.slots.available_permits(), 20);
     }
 
     #[test]

@@ -278,6 +278,10 @@ pub(crate) enum Polled {
         /// The broker's Maximum Packet Size, if it announced one (never on
         /// MQTT 3.1.1, whose CONNACK has no properties).
         max_packet_size: Option<u32>,
+        /// How many QoS 1 publishes may await their PUBACK at once: the
+        /// broker's Receive Maximum on MQTT 5 (65,535 when it announces
+        /// none), rumqttc's own window on MQTT 3.1.1.
+        receive_max: u16,
     },
     /// The broker sent DISCONNECT (MQTT 5 only), for this reason.
     Disconnected(String),
@@ -307,10 +311,14 @@ impl Driver {
                     p5::Packet::PubAck(ack) => Polled::PubAck(ack.pkid, ack.reason),
                     p5::Packet::SubAck(ack) => Polled::SubAck(ack.pkid, ack.return_codes),
                     p5::Packet::UnsubAck(ack) => Polled::UnsubAck(ack.pkid),
-                    p5::Packet::ConnAck(connack) => Polled::ConnAck {
-                        session_present: connack.session_present,
-                        max_packet_size: connack.properties.and_then(|p| p.max_packet_size),
-                    },
+                    p5::Packet::ConnAck(connack) => {
+                        let props = connack.properties.as_ref();
+                        Polled::ConnAck {
+                            session_present: connack.session_present,
+                            max_packet_size: props.and_then(|p| p.max_packet_size),
+                            receive_max: props.and_then(|p| p.receive_max).unwrap_or(u16::MAX),
+                        }
+                    }
                     p5::Packet::Disconnect(d) => Polled::Disconnected(format!("{:?}", d.reason_code)),
                     _ => Polled::Other,
                 }),
@@ -329,6 +337,7 @@ impl Driver {
                     rumqttc::Packet::ConnAck(connack) => Polled::ConnAck {
                         session_present: connack.session_present,
                         max_packet_size: None,
+                        receive_max: eventloop.mqtt_options.inflight(),
                     },
                     _ => Polled::Other,
                 }),
