@@ -1,7 +1,7 @@
 //! Errors: [`Error`] for setting up and running, [`CallError`] for what a
 //! call returns, [`ToolError`] for what a handler returns.
 
-use crate::envelope::{ErrorBody, ErrorType};
+use crate::protocol::envelope::{ErrorBody, ErrorType};
 
 /// Setting up or running a server or client failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,9 @@
 //! The server: hosts tools, publishes their cards, answers calls.
 
+mod adoption;
+pub(crate) mod dedupe;
+pub(crate) mod dispatcher;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,17 +13,17 @@ use rumqttc::v5::mqttbytes::v5::{LastWill, PubAckReason, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use tokio::sync::mpsc;
 
-use crate::card::{
+use crate::connection::{BrokerOptions, Link, Message, Protocol};
+use crate::error::Error;
+use crate::protocol::card::{
     ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS, SDK_VERSION,
 };
-use crate::connection::{BrokerOptions, Link, Message, Protocol};
-use crate::dedupe::DedupeWindow;
-use crate::dispatcher::{Dispatcher, HostedTool, Shared};
-use crate::envelope::now_rfc3339;
-use crate::error::Error;
-use crate::names;
+use crate::protocol::envelope::now_rfc3339;
+use crate::protocol::names;
+use crate::protocol::topics::Topics;
 use crate::tool::{Tool, ToolDef};
-use crate::topics::Topics;
+use dedupe::DedupeWindow;
+use dispatcher::{Dispatcher, HostedTool, Shared};
 
 /// The namespace used when none is given: the v0.1 default.
 pub const DEFAULT_NAMESPACE: &str = "a2a/v1";
@@ -251,7 +255,7 @@ impl Server {
             shared,
         });
         let cards_task = tokio::spawn(republish_on_reconnect(running.clone()));
-        let siblings_task = tokio::spawn(crate::adoption::watch_siblings(running.clone(), cards_rx));
+        let siblings_task = tokio::spawn(adoption::watch_siblings(running.clone(), cards_rx));
         tracing::info!(server = %server.name, instance = %running.instance, tools = server.tools.len(), namespace = server.topics.namespace(), "server online");
         Ok(ServerHandle {
             running,

@@ -10,8 +10,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::connection::{Link, Message};
-use crate::envelope::{StreamMessage, StreamType};
 use crate::error::Error;
+use crate::protocol::envelope::{StreamMessage, StreamType};
 
 /// A piece of streamed output.
 #[derive(Debug, Clone, PartialEq)]

@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::card::{ServerCard, Status};
 use crate::connection::{end_session, Incoming, Link, Protocol};
-use crate::dispatcher::Dispatcher;
+use crate::protocol::card::{ServerCard, Status};
+use crate::server::dispatcher::Dispatcher;
 use crate::server::Running;
 
 /// How long an adopted session must stay quiet before it is let go.

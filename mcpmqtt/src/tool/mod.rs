@@ -1,5 +1,8 @@
 //! Tool definitions: what the `#[tool]` macro generates, and what a server hosts.
 
+pub(crate) mod context;
+pub(crate) mod schema;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -7,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::context::CallContext;
 use crate::error::{Error, ToolError};
+use crate::tool::context::CallContext;
 
 /// A boxed, sendable future: what tool handlers return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -190,10 +193,10 @@ impl ToolDefBuilder {
     /// Checks the names and returns the definition.
     pub fn build(self) -> Result<ToolDef, Error> {
         let def = self.def;
-        crate::names::validate("tool", &def.name)?;
+        crate::protocol::names::validate("tool", &def.name)?;
         let mut seen = std::collections::HashSet::new();
         for caller in &def.allowed_callers {
-            crate::names::validate("caller", caller)?;
+            crate::protocol::names::validate("caller", caller)?;
             if !seen.insert(caller) {
                 return Err(Error::InvalidName {
                     kind: "caller",

@@ -20,14 +20,14 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::connection::{Incoming, Link, Message};
-use crate::context::{CallContext, Caller, StreamSink};
-use crate::dedupe::{CallKey, Seen, Window};
-use crate::envelope::{to_json, CallRequest, CallResponse, ErrorBody, ErrorType, ResponseStatus};
 use crate::error::{Error, ToolError};
-use crate::inbound::{decode_call, Envelope, Inbound, Reply};
+use crate::protocol::envelope::{to_json, CallRequest, CallResponse, ErrorBody, ErrorType, ResponseStatus};
+use crate::protocol::inbound::{decode_call, Envelope, Inbound, Reply};
+use crate::protocol::topics::Topics;
+use crate::server::dedupe::{CallKey, Seen, Window};
 use crate::server::ServerConfig;
+use crate::tool::context::{CallContext, Caller, StreamSink};
 use crate::tool::ToolDef;
-use crate::topics::Topics;
 
 /// A tool as the dispatcher holds it: its definition, its compiled schema
 /// validator (compiled once, not per call) and its deadline.
@@ -58,7 +58,7 @@ impl HostedTool {
     /// Checks arguments against the schema; the message names the field.
     /// `null` for an optional argument counts as leaving it out.
     fn check(&self, arguments: &mut Value) -> Result<(), String> {
-        crate::schema::drop_optional_nulls(&self.def.input_schema, arguments);
+        crate::tool::schema::drop_optional_nulls(&self.def.input_schema, arguments);
         let problems: Vec<String> = self
             .validator
             .iter_errors(arguments)
@@ -420,7 +420,7 @@ impl Dispatcher {
             ..
         } = request;
         let stream = tool.def.streaming.then(|| {
-            let topic = if private_stream && crate::names::name_problem(caller.id()).is_none() {
+            let topic = if private_stream && crate::protocol::names::name_problem(caller.id()).is_none() {
                 self.shared.topics.private_stream(caller.id(), &call_id)
             } else {
                 self.shared.topics.stream(&tool.def.name, &call_id)

@@ -17,14 +17,16 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::card::{ServerCard, Status, ToolCard, EXT_CALLER_TOPIC};
 use crate::connection::{Ack, BrokerOptions, Incoming, Link, Message, Protocol};
-use crate::context::Partial;
-use crate::envelope::{now_rfc3339, to_json, CallRequest, CallResponse, ResponseStatus, StreamMessage, StreamType};
 use crate::error::{CallError, Error};
-use crate::names;
+use crate::protocol::card::{ServerCard, Status, ToolCard, EXT_CALLER_TOPIC};
+use crate::protocol::envelope::{
+    now_rfc3339, to_json, CallRequest, CallResponse, ResponseStatus, StreamMessage, StreamType,
+};
+use crate::protocol::names;
+use crate::protocol::topics::Topics;
 use crate::server::DEFAULT_NAMESPACE;
-use crate::topics::Topics;
+use crate::tool::context::Partial;
 
 /// How long the card cache must be quiet after subscribing before the
 /// retained cards are taken to have all arrived.
