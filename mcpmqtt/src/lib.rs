@@ -83,8 +83,7 @@ pub use protocol::envelope::{
 };
 pub use protocol::names::{name_problem, MAX_NAME_LEN};
 pub use protocol::topics::Topics;
-pub use server::dedupe::DedupeWindow;
-pub use server::{Server, ServerBuilder, ServerHandle, SHUTDOWN_GRACE};
+pub use server::{DedupeWindow, Server, ServerBuilder, ServerHandle, SHUTDOWN_GRACE};
 pub use tool::context::{CallContext, Caller, Partial};
 pub use tool::schema::{input_schema, make_self_contained, output_schema};
 pub use tool::{BoxFuture, Handler, Tool, ToolDef, ToolDefBuilder};

@@ -9,7 +9,7 @@ pub use crate::tool::schema::input_schema;
 pub use crate::tool::{BoxFuture, ToolDef};
 
 #[doc(hidden)]
-pub use crate::server::dispatcher::CallPath;
+pub use crate::server::CallPath;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

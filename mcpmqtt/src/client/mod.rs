@@ -24,8 +24,7 @@ use crate::protocol::envelope::{
     now_rfc3339, to_json, CallRequest, CallResponse, ResponseStatus, StreamMessage, StreamType,
 };
 use crate::protocol::names;
-use crate::protocol::topics::Topics;
-use crate::server::DEFAULT_NAMESPACE;
+use crate::protocol::topics::{Topics, DEFAULT_NAMESPACE};
 use crate::tool::context::Partial;
 
 /// How long the card cache must be quiet after subscribing before the

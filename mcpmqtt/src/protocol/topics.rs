@@ -8,6 +8,9 @@
 //! {ns}/mcp/tools/{tool}/stream/{call_id}  streamed partials
 //! ```
 
+/// The namespace used when none is given: the v0.1 default.
+pub const DEFAULT_NAMESPACE: &str = "a2a/v1";
+
 /// Builds and recognises the topics of one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {

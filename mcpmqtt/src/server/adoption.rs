@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::dispatcher::Dispatcher;
+use super::shared::Running;
 use crate::connection::{end_session, Incoming, Link, Protocol};
 use crate::protocol::card::{ServerCard, Status};
-use crate::server::dispatcher::Dispatcher;
-use crate::server::Running;
 
 /// How long an adopted session must stay quiet before it is let go.
 const QUIET: Duration = Duration::from_millis(1000);
