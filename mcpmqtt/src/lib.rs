@@ -79,12 +79,12 @@ pub use protocol::card::{
     ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS, SDK_VERSION,
 };
 pub use protocol::envelope::{
-    CallRequest, CallResponse, ErrorBody, ErrorType, ResponseStatus, StreamMessage, StreamType,
+    CallRequest, CallResponse, ErrorBody, ErrorType, Partial, ResponseStatus, StreamMessage, StreamType,
 };
 pub use protocol::names::{name_problem, MAX_NAME_LEN};
 pub use protocol::topics::Topics;
 pub use server::{DedupeWindow, Server, ServerBuilder, ServerHandle, SHUTDOWN_GRACE};
-pub use tool::context::{CallContext, Caller, Partial};
+pub use tool::context::{CallContext, Caller};
 pub use tool::schema::{input_schema, make_self_contained, output_schema};
 pub use tool::{BoxFuture, Handler, Tool, ToolDef, ToolDefBuilder};
 

@@ -23,10 +23,9 @@ use tracing::Instrument;
 use crate::connection::{Link, Message, Protocol};
 use crate::error::{CallError, Error};
 use crate::protocol::card::{ServerCard, Status, ToolCard};
-use crate::protocol::envelope::{now_rfc3339, to_json, CallRequest, CallResponse, ResponseStatus};
+use crate::protocol::envelope::{now_rfc3339, to_json, CallRequest, CallResponse, Partial, ResponseStatus};
 use crate::protocol::names;
 use crate::protocol::topics::Topics;
-use crate::tool::context::Partial;
 use router::{Answer, CallGuard, Router};
 
 pub use builder::ClientBuilder;

@@ -10,9 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::cards::CardCache;
 use crate::connection::{Ack, Incoming};
 use crate::error::CallError;
-use crate::protocol::envelope::{CallResponse, StreamMessage, StreamType};
+use crate::protocol::envelope::{CallResponse, Partial, StreamMessage, StreamType};
 use crate::protocol::topics::Topics;
-use crate::tool::context::Partial;
 
 /// Responses larger than this are parsed on a task of their own.
 const PARSE_ELSEWHERE: usize = 64 * 1024;

@@ -192,6 +192,33 @@ pub struct StreamMessage {
     pub data: Option<Value>,
 }
 
+/// A piece of streamed output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Partial {
+    /// Text (`content` on the wire).
+    Text(String),
+    /// A JSON object (`data` on the wire).
+    Data(Value),
+}
+
+impl Partial {
+    /// The text, if this is text.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Partial::Text(t) => Some(t),
+            Partial::Data(_) => None,
+        }
+    }
+
+    /// The object, if this is data.
+    pub fn as_data(&self) -> Option<&Value> {
+        match self {
+            Partial::Data(d) => Some(d),
+            Partial::Text(_) => None,
+        }
+    }
+}
+
 /// The most [`to_json`] allocates ahead on a hint.
 const MAX_SIZE_HINT: usize = 16 * 1024 * 1024;
 

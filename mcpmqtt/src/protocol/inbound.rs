@@ -8,9 +8,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::protocol::envelope::{CallRequest, ErrorBody, ErrorType};
-use crate::protocol::names::name_problem;
-use crate::protocol::topics::Topics;
+use super::envelope::{CallRequest, ErrorBody, ErrorType};
+use super::names::name_problem;
+use super::topics::Topics;
 
 /// The longest Correlation Data echoed back as the `call_id` of a call whose
 /// own `call_id` cannot be read.

@@ -120,7 +120,7 @@ impl Topics {
             "" => Some((tool, None)),
             _ => {
                 let caller = after.strip_prefix('/')?;
-                crate::protocol::names::name_problem(caller)
+                super::names::name_problem(caller)
                     .is_none()
                     .then_some((tool, Some(caller)))
             }
@@ -133,7 +133,7 @@ impl Topics {
     pub fn client_of_responses<'t>(&self, topic: &'t str) -> Option<&'t str> {
         let rest = self.strip(topic, "/mcp/clients/")?;
         let client = rest.strip_suffix("/responses")?;
-        (crate::protocol::names::name_problem(client).is_none()).then_some(client)
+        (super::names::name_problem(client).is_none()).then_some(client)
     }
 
     /// The call id of a stream topic `{ns}/mcp/tools/{tool}/stream/{call_id}`.

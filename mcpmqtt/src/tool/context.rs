@@ -6,39 +6,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS;
 use serde::Serialize;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::connection::{Link, Message};
 use crate::error::Error;
-use crate::protocol::envelope::{StreamMessage, StreamType};
-
-/// A piece of streamed output.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Partial {
-    /// Text (`content` on the wire).
-    Text(String),
-    /// A JSON object (`data` on the wire).
-    Data(Value),
-}
-
-impl Partial {
-    /// The text, if this is text.
-    pub fn as_text(&self) -> Option<&str> {
-        match self {
-            Partial::Text(t) => Some(t),
-            Partial::Data(_) => None,
-        }
-    }
-
-    /// The object, if this is data.
-    pub fn as_data(&self) -> Option<&Value> {
-        match self {
-            Partial::Data(d) => Some(d),
-            Partial::Text(_) => None,
-        }
-    }
-}
+use crate::protocol::envelope::{Partial, StreamMessage, StreamType};
 
 /// Who made a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
