@@ -8,10 +8,9 @@ use rumqttc::v5::mqttbytes::QoS;
 
 use super::router::{OwnTopics, Router};
 use super::{Client, Inner};
-use crate::connection::{BrokerOptions, Link, Protocol};
+use crate::connection::{connection_setters, Link, Settings};
 use crate::error::Error;
 use crate::protocol::names;
-use crate::protocol::topics::{Topics, DEFAULT_NAMESPACE};
 
 impl Client {
     /// Starts a client with this identity: its MQTT client id and username
@@ -19,9 +18,7 @@ impl Client {
     pub fn builder(identity: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
             identity: identity.into(),
-            namespace: DEFAULT_NAMESPACE.to_owned(),
-            broker: BrokerOptions::default(),
-            broker_error: None,
+            settings: Settings::default(),
             default_timeout: Duration::from_secs(30),
         }
     }
@@ -31,9 +28,7 @@ impl Client {
 #[must_use]
 pub struct ClientBuilder {
     identity: String,
-    namespace: String,
-    broker: BrokerOptions,
-    broker_error: Option<Error>,
+    settings: Settings,
     default_timeout: Duration,
 }
 
@@ -46,32 +41,15 @@ impl std::fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// The broker to connect to: `mqtt://host:port` or `mqtts://host:port`
-    /// (default `mqtt://127.0.0.1:1883`). A bad URL is reported by `connect()`.
-    pub fn broker(mut self, url: &str) -> Self {
-        match self.broker.reparse(url) {
-            Ok(b) => self.broker = b,
-            Err(e) => self.broker_error = Some(e),
-        }
-        self
-    }
-
-    /// All connection options at once (TLS roots, packet size, session expiry...).
-    pub fn broker_options(mut self, options: BrokerOptions) -> Self {
-        self.broker = options;
-        self
-    }
-
-    /// The topic namespace (default `a2a/v1`).
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
+    connection_setters!(
+        finish: "connect()",
+        protocol_note: " On MQTT 3.1.1 a call the broker refuses can only time out: see [`Protocol`](crate::Protocol)."
+    );
 
     /// Authenticates as the identity with this password.
     pub fn password(mut self, password: impl Into<String>) -> Self {
-        let user = self.broker.username.clone().unwrap_or_else(|| self.identity.clone());
-        self.broker = self.broker.with_credentials(user, password);
+        let user = self.settings.username().unwrap_or(&self.identity).to_owned();
+        self.settings = self.settings.credentials(user, password);
         self
     }
 
@@ -81,22 +59,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Speaks this MQTT version with the broker (default MQTT 5). On MQTT
-    /// 3.1.1 a call the broker refuses can only time out: see [`Protocol`].
-    pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.broker = self.broker.with_protocol(protocol);
-        self
-    }
-
     /// Connects and subscribes to the response topic and the cards.
     pub async fn connect(self) -> Result<Client, Error> {
         names::validate("caller", &self.identity)?;
-        let namespace = names::normalize_namespace(&self.namespace)?;
-        let topics = Topics::new(namespace);
-        if let Some(e) = self.broker_error {
-            return Err(e);
-        }
-        let mut broker = self.broker;
+        let (topics, mut broker) = self.settings.finish()?;
         if broker.password.is_some() {
             broker.username.get_or_insert_with(|| self.identity.clone());
         }

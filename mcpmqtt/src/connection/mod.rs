@@ -28,9 +28,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 
+mod settings;
 mod size;
 mod transport;
 
+pub(crate) use settings::{connection_setters, Settings};
 use size::PacketLimit;
 pub(crate) use transport::ConnectOptions;
 use transport::{Driver, Polled, Sender};

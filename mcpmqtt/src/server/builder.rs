@@ -4,10 +4,9 @@ use std::time::Duration;
 
 use super::dedupe::DedupeWindow;
 use super::shared::{HostedTool, Server, ServerConfig};
-use crate::connection::{BrokerOptions, Protocol};
+use crate::connection::{connection_setters, Settings};
 use crate::error::Error;
 use crate::protocol::names;
-use crate::protocol::topics::{Topics, DEFAULT_NAMESPACE};
 use crate::tool::{Tool, ToolDef};
 
 impl Server {
@@ -16,9 +15,7 @@ impl Server {
     pub fn builder(name: impl Into<String>) -> ServerBuilder {
         ServerBuilder {
             name: name.into(),
-            namespace: DEFAULT_NAMESPACE.to_owned(),
-            broker: BrokerOptions::default(),
-            broker_error: None,
+            settings: Settings::default(),
             tools: Vec::new(),
             config: ServerConfig {
                 shared_subscription: true,
@@ -38,9 +35,7 @@ impl Server {
 #[must_use]
 pub struct ServerBuilder {
     name: String,
-    namespace: String,
-    broker: BrokerOptions,
-    broker_error: Option<Error>,
+    settings: Settings,
     tools: Vec<ToolDef>,
     config: ServerConfig,
 }
@@ -54,31 +49,16 @@ impl std::fmt::Debug for ServerBuilder {
 }
 
 impl ServerBuilder {
-    /// The broker to connect to: `mqtt://host:port` or `mqtts://host:port`
-    /// (default `mqtt://127.0.0.1:1883`). A bad URL is reported by `build()`.
-    pub fn broker(mut self, url: &str) -> Self {
-        match self.broker.reparse(url) {
-            Ok(b) => self.broker = b,
-            Err(e) => self.broker_error = Some(e),
-        }
-        self
-    }
-
-    /// All connection options at once (TLS roots, packet size, session expiry...).
-    pub fn broker_options(mut self, options: BrokerOptions) -> Self {
-        self.broker = options;
-        self
-    }
-
-    /// The topic namespace (default `a2a/v1`).
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
+    connection_setters!(
+        finish: "build()",
+        protocol_note: " On MQTT 3.1.1 the server subscribes its plain call topics (no shared subscriptions, so \
+                        every instance runs every call) and answers at the call payload's `response_topic`: see \
+                        [`Protocol`](crate::Protocol)."
+    );
 
     /// Username and password for the broker.
     pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
-        self.broker = self.broker.with_credentials(username, password);
+        self.settings = self.settings.credentials(username, password);
         self
     }
 
@@ -106,15 +86,6 @@ impl ServerBuilder {
     /// topics whatever this says.
     pub fn shared_subscription(mut self, on: bool) -> Self {
         self.config.shared_subscription = on;
-        self
-    }
-
-    /// Speaks this MQTT version with the broker (default MQTT 5). On MQTT
-    /// 3.1.1 the server subscribes its plain call topics (no shared
-    /// subscriptions, so every instance runs every call) and answers at the
-    /// call payload's `response_topic`: see [`Protocol`].
-    pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.broker = self.broker.with_protocol(protocol);
         self
     }
 
@@ -166,11 +137,7 @@ impl ServerBuilder {
     /// Checks names and schemas, and returns the server.
     pub fn build(self) -> Result<Server, Error> {
         names::validate("server", &self.name)?;
-        let namespace = names::normalize_namespace(&self.namespace)?;
-        if let Some(e) = self.broker_error {
-            return Err(e);
-        }
-        let broker = self.broker;
+        let (topics, broker) = self.settings.finish()?;
         let mut seen = std::collections::HashSet::new();
         for tool in &self.tools {
             names::validate("tool", &tool.name)?;
@@ -184,7 +151,7 @@ impl ServerBuilder {
         }
         Ok(Server {
             name: self.name,
-            topics: Topics::new(namespace),
+            topics,
             broker,
             tools: self.tools,
             config: self.config,
