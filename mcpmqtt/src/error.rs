@@ -1,5 +1,6 @@
 //! Errors: [`Error`] for setting up and running, [`CallError`] for what a
-//! call returns, [`ToolError`] for what a handler returns.
+//! call returns, [`ToolError`] for what a handler returns. Plain types and
+//! their conversions: nothing here logs, retries or decides what to do.
 
 use crate::protocol::envelope::{ErrorBody, ErrorType};
 use crate::protocol::names::InvalidName;

@@ -57,6 +57,10 @@
 
 #![warn(missing_docs)]
 
+// The runtime from the bottom up; each module imports only those before it
+// (see "How the code is laid out" in the README): protocol (wire data, no
+// I/O), error, connection (the one MQTT connection), tool (what a tool author
+// writes), acl, then server and client, which never import each other.
 pub mod acl;
 mod client;
 mod connection;

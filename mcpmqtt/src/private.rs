@@ -1,5 +1,6 @@
-//! What `#[tool]`-generated code calls. Not a public API: it may change in
-//! any release.
+//! What `#[tool]`-generated code (and the fuzz target) calls. Not a public
+//! API: it may change in any release. Glue only: the runtime itself never
+//! goes through it.
 
 pub use schemars;
 pub use serde;

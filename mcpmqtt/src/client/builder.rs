@@ -1,4 +1,6 @@
-//! Building a client, and connecting it.
+//! Building a client, and connecting it: the subscriptions to its responses,
+//! its private streams and the cards. The setters only collect: nothing
+//! connects before [`ClientBuilder::connect`].
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;

@@ -1,4 +1,6 @@
-//! The card cache: the Tool and Server Cards of the namespace.
+//! The card cache: the Tool and Server Cards of the namespace, as the broker
+//! last delivered them. It stores and answers; what to call, and how, the
+//! client decides.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1,7 +1,13 @@
-//! The client: discovers tools from their cards and calls them by name.
+//! The client: discovers tools from their cards and calls them by name. This
+//! file holds [`Client`] and its call API; it reads no publish itself: what
+//! arrives goes through `router`, and the cards into `cards`.
 //!
 //! Many calls share one connection; each is matched to its response by
 //! `call_id` and Correlation Data (by `call_id` alone on MQTT 3.1.1).
+//!
+//! The parts, each importing only those listed before it: `cards` (the card
+//! cache), `router` (responses and partials to their calls, cards into the
+//! cache), this file, and `builder` ([`ClientBuilder`], which connects).
 
 mod builder;
 mod cards;

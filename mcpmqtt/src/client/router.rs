@@ -1,4 +1,6 @@
-//! Routing what arrives on a client's connection.
+//! Routing what arrives on a client's connection: responses and partials to
+//! the calls waiting for them, cards to the cache. It runs on the connection
+//! task, so it must not block or wait: a large response is parsed elsewhere.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

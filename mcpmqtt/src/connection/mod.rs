@@ -1,6 +1,6 @@
 //! The one MQTT connection of a server or client: options, the task that
 //! drives rumqttc's event loop, and [`Link`], the handle that publishes and
-//! subscribes through it and learns each packet's acknowledgement.
+//! subscribes through it. It carries messages without reading them.
 //!
 //! The connection speaks MQTT 5 or MQTT 3.1.1 ([`Protocol`]); which rumqttc
 //! client is underneath is hidden in [`transport`], so that [`Link`] and

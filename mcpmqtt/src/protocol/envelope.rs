@@ -1,4 +1,6 @@
-//! The JSON payloads of calls, responses and stream messages (v0.1 field names).
+//! The JSON payloads of calls, responses and stream messages (v0.1 field
+//! names), and the partials a stream carries. Shapes and encoding only:
+//! nothing here sends, receives or checks a call.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -1,8 +1,6 @@
-//! Reading an incoming call: from the bytes and MQTT properties a broker
-//! delivered to a [`CallRequest`] and the address to answer it at.
-//!
-//! Kept free of I/O so that everything a caller controls passes through one
-//! function that can be fuzzed ([`decode_call`]).
+//! Reading an incoming call, from the bytes and MQTT properties a broker
+//! delivered, into a [`CallRequest`] and the address to answer it at. No I/O:
+//! all a caller controls passes through one fuzzable function, [`decode_call`].
 
 use bytes::Bytes;
 use serde::Deserialize;

@@ -1,5 +1,6 @@
 //! Rules for the names that become MQTT topic levels: tool, server and caller
-//! identities. The `#[tool]` macro applies the same rules at compile time.
+//! identities, and namespaces. Checks only, no I/O; the `#[tool]` macro
+//! applies the same rules at compile time, so the two change together.
 
 /// The longest name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 128;

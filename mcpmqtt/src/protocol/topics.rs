@@ -1,4 +1,5 @@
-//! The topic tree of the protocol, in one place.
+//! The topic tree of the protocol, in one place: every topic is built here,
+//! and other modules ask [`Topics`] for one rather than format it themselves.
 //!
 //! ```text
 //! {ns}/mcp/servers/{server}/card          retained Server Card

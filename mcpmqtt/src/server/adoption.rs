@@ -1,4 +1,6 @@
-//! Taking over a crashed sibling's session.
+//! Taking over a crashed sibling's session, to serve the calls queued there.
+//! It serves them through a dispatcher like any connection's, and never
+//! adopts its own instance, or one instance twice.
 //!
 //! Servers keep their MQTT session across disconnects, so that calls
 //! published while they are briefly away wait for them. The flip side: when

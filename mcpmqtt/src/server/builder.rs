@@ -1,4 +1,6 @@
-//! Building a server: the name, the tools and the tunables, checked by `build()`.
+//! Building a server: the name, the tools and the tunables, checked by
+//! `build()`. It collects and checks only: nothing connects before
+//! [`Server::start`].
 
 use std::time::Duration;
 

@@ -1,8 +1,6 @@
-//! The dispatcher: turns each incoming call into exactly one response.
-//!
-//! Whatever arrives (not JSON, no `call_id`, wrong arguments, a tool that
-//! panics or hangs), the caller gets a typed error when it can be reached,
-//! and the server keeps serving.
+//! The dispatcher: turns each incoming call into exactly one response. No
+//! call may stop it: whatever arrives (not JSON, no `call_id`, bad arguments,
+//! a tool that panics or hangs), the caller gets a typed error if reachable.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,4 +1,14 @@
-//! The server: hosts tools, publishes their cards, answers calls.
+//! The server: hosts tools, publishes their cards, answers calls. This file
+//! starts an instance ([`Server::start`]) and stops it ([`ServerHandle`]);
+//! the parts it runs are the submodules, and none of them imports this file.
+//!
+//! The parts, each importing only those listed before it:
+//! - `dedupe`: the window that keeps a call from running twice;
+//! - `shared`: what the others share: the [`Server`] and its cards, its
+//!   tunables, the dispatch state, and the state of a running instance;
+//! - `dispatcher`: the calls of one connection, each to exactly one response;
+//! - `adoption`: serving the calls queued for a crashed sibling;
+//! - `builder`: [`ServerBuilder`].
 
 mod adoption;
 mod builder;

@@ -1,4 +1,6 @@
-//! What the server's parts share, in the one place they all import.
+//! What the server's parts share, in the one place they all import: the
+//! [`Server`] and its cards, [`ServerConfig`], [`Shared`] and [`Running`].
+//! It starts no task, and of its sibling modules imports only `dedupe`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

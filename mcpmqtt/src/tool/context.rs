@@ -1,4 +1,6 @@
-//! What a handler knows about the call it serves, and how it streams.
+//! What a handler knows about the call it serves, and how it streams. It
+//! hands the handler its call, never the connection: partials leave through
+//! the sink the dispatcher set up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,4 +1,6 @@
-//! Tool definitions: what the `#[tool]` macro generates, and what a server hosts.
+//! What a tool author writes against: tool definitions (what `#[tool]`
+//! generates, and a server hosts), the [`CallContext`] a handler gets, and
+//! JSON Schemas. It runs no call itself and knows neither server nor client.
 
 pub(crate) mod context;
 pub(crate) mod schema;
