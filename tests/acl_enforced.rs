@@ -12,6 +12,7 @@ use mcpmqtt::{CallError, CallOptions, Client, ServerHandle};
 use rumqttc::v5::mqttbytes::v5::PubAckReason;
 use serde_json::{json, Value};
 use support::fixtures::{call_props, Raw, PATIENCE};
+use support::login::{client_builder, logged_in_client, logged_in_server};
 use support::mosquitto::{dynsec_password_fields, Mosquitto};
 
 const SERVER: &str = gtm_tools::SERVER_NAME;
@@ -56,26 +57,12 @@ fn with_dynsec(manifest: &AclManifest) -> Mosquitto {
 }
 
 async fn online(broker: &Mosquitto, require_verified_caller: bool) -> ServerHandle {
-    gtm_tools::gtm_server()
-        .broker(&broker.url())
-        .credentials(SERVER, password(SERVER))
-        .require_verified_caller(require_verified_caller)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap()
+    let server = gtm_tools::gtm_server().require_verified_caller(require_verified_caller);
+    logged_in_server(broker, server, SERVER, &password(SERVER)).await
 }
 
 async fn client(broker: &Mosquitto, identity: &'static str) -> Client {
-    Client::builder(identity)
-        .broker(&broker.url())
-        .password(password(identity))
-        .namespace(gtm_tools::NAMESPACE)
-        .default_timeout(PATIENCE)
-        .connect()
-        .await
-        .unwrap()
+    logged_in_client(broker, gtm_tools::NAMESPACE, identity, &password(identity)).await
 }
 
 async fn raw(broker: &Mosquitto, identity: &str) -> Raw {
@@ -264,10 +251,8 @@ async fn prove(broker: Mosquitto) {
     // An identity absent from the manifest can do nothing: dynsec does not
     // let it in at all; with the acl_file it connects (its password is
     // valid) but may neither call nor read.
-    let mallory = Client::builder("mallory")
-        .broker(&broker.url())
+    let mallory = client_builder(&broker, gtm_tools::NAMESPACE, "mallory")
         .password(password("mallory"))
-        .namespace(gtm_tools::NAMESPACE)
         .connect()
         .await;
     if let Ok(mallory) = mallory {

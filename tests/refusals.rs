@@ -6,8 +6,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use mcpmqtt::{CallError, CallOptions, Client};
+use mcpmqtt::{CallError, CallOptions};
 use serde_json::json;
+use support::login::{logged_in_client, logged_in_server};
 use support::mosquitto::Mosquitto;
 
 const ACL: &str = "\
@@ -33,22 +34,14 @@ async fn a_call_the_broker_refuses_fails_at_once_as_unauthorized() {
         .user("scout", "scout-pw")
         .acl_file(ACL)
         .start();
-    let server = gtm_tools::gtm_server()
-        .broker(&broker.url())
-        .credentials("gtm-mcp-server", "server-pw")
-        .shared_subscription(false)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    let scout = Client::builder("scout")
-        .broker(&broker.url())
-        .password("scout-pw")
-        .namespace("gtm")
-        .connect()
-        .await
-        .unwrap();
+    let server = logged_in_server(
+        &broker,
+        gtm_tools::gtm_server().shared_subscription(false),
+        "gtm-mcp-server",
+        "server-pw",
+    )
+    .await;
+    let scout = logged_in_client(&broker, "gtm", "scout", "scout-pw").await;
     scout.call("query_watch_configs", json!({})).await.unwrap();
 
     let started = Instant::now();

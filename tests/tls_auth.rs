@@ -7,6 +7,7 @@ use std::time::Duration;
 use mcpmqtt::{BrokerOptions, Client, Error};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::json;
+use support::login::{client_builder, logged_in_client, logged_in_server};
 use support::mosquitto::Mosquitto;
 
 #[tokio::test]
@@ -15,38 +16,19 @@ async fn credentials_are_sent_and_a_wrong_password_is_a_clear_error() {
         .user("gtm-mcp-server", "server-pw")
         .user("scout", "scout-pw")
         .start();
-    let server = gtm_tools::gtm_server()
-        .broker(&broker.url())
-        .credentials("gtm-mcp-server", "server-pw")
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    let scout = Client::builder("scout")
-        .broker(&broker.url())
-        .password("scout-pw")
-        .namespace("gtm")
-        .connect()
-        .await
-        .unwrap();
+    let server = logged_in_server(&broker, gtm_tools::gtm_server(), "gtm-mcp-server", "server-pw").await;
+    let scout = logged_in_client(&broker, "gtm", "scout", "scout-pw").await;
     scout.call("query_watch_configs", json!({})).await.unwrap();
 
-    let refused = Client::builder("scout")
-        .broker(&broker.url())
+    let refused = client_builder(&broker, "gtm", "scout")
         .password("wrong")
-        .namespace("gtm")
         .connect()
         .await;
     match refused {
         Err(Error::Connect(why)) => assert!(why.contains("refused"), "{why}"),
         other => panic!("expected a refused connection, got {other:?}"),
     }
-    let anonymous = Client::builder("nobody")
-        .broker(&broker.url())
-        .namespace("gtm")
-        .connect()
-        .await;
+    let anonymous = client_builder(&broker, "gtm", "nobody").connect().await;
     assert!(matches!(anonymous, Err(Error::Connect(_))), "{anonymous:?}");
     server.shutdown().await.unwrap();
 }

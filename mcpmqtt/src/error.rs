@@ -1,7 +1,9 @@
 //! Errors: [`Error`] for setting up and running, [`CallError`] for what a
-//! call returns, [`ToolError`] for what a handler returns.
+//! call returns, [`ToolError`] for what a handler returns. Plain types and
+//! their conversions: nothing here logs, retries or decides what to do.
 
-use crate::envelope::{ErrorBody, ErrorType};
+use crate::protocol::envelope::{ErrorBody, ErrorType};
+use crate::protocol::names::InvalidName;
 
 /// Setting up or running a server or client failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,12 @@ pub enum Error {
         /// rather than this end's own.
         by_broker: bool,
     },
+}
+
+impl From<InvalidName> for Error {
+    fn from(InvalidName { kind, name, reason }: InvalidName) -> Self {
+        Error::InvalidName { kind, name, reason }
+    }
 }
 
 /// Why a call failed, as the caller sees it.

@@ -57,22 +57,17 @@
 
 #![warn(missing_docs)]
 
+// The runtime from the bottom up; each module imports only those before it
+// (see "How the code is laid out" in the README): protocol (wire data, no
+// I/O), error, connection (the one MQTT connection), tool (what a tool author
+// writes), acl, then server and client, which never import each other.
 pub mod acl;
-mod adoption;
-mod card;
 mod client;
 mod connection;
-mod context;
-mod dedupe;
-mod dispatcher;
-mod envelope;
 mod error;
-mod inbound;
-mod names;
-mod schema;
+mod protocol;
 mod server;
 mod tool;
-mod topics;
 
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
@@ -81,20 +76,21 @@ pub mod embedded;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use card::{
-    ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS, SDK_VERSION,
-};
 pub use client::{CallOptions, Client, ClientBuilder, PendingCall};
 pub use connection::{BrokerOptions, Protocol, DEFAULT_MAX_PACKET_SIZE, DEFAULT_SESSION_EXPIRY};
-pub use context::{CallContext, Caller, Partial};
-pub use dedupe::DedupeWindow;
-pub use envelope::{CallRequest, CallResponse, ErrorBody, ErrorType, ResponseStatus, StreamMessage, StreamType};
 pub use error::{CallError, Error, ToolError};
-pub use names::{name_problem, MAX_NAME_LEN};
-pub use schema::{input_schema, make_self_contained, output_schema};
-pub use server::{Server, ServerBuilder, ServerHandle, SHUTDOWN_GRACE};
+pub use protocol::card::{
+    ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS, SDK_VERSION,
+};
+pub use protocol::envelope::{
+    CallRequest, CallResponse, ErrorBody, ErrorType, Partial, ResponseStatus, StreamMessage, StreamType,
+};
+pub use protocol::names::{name_problem, MAX_NAME_LEN};
+pub use protocol::topics::Topics;
+pub use server::{DedupeWindow, Server, ServerBuilder, ServerHandle, SHUTDOWN_GRACE};
+pub use tool::context::{CallContext, Caller};
+pub use tool::schema::{input_schema, make_self_contained, output_schema};
 pub use tool::{BoxFuture, Handler, Tool, ToolDef, ToolDefBuilder};
-pub use topics::Topics;
 
 pub use mcpmqtt_macros::{json_schema, tool};
 

@@ -1,15 +1,16 @@
-//! What `#[tool]`-generated code calls. Not a public API: it may change in
-//! any release.
+//! What `#[tool]`-generated code (and the fuzz target) calls. Not a public
+//! API: it may change in any release. Glue only: the runtime itself never
+//! goes through it.
 
 pub use schemars;
 pub use serde;
 pub use serde_json;
 
-pub use crate::schema::input_schema;
+pub use crate::tool::schema::input_schema;
 pub use crate::tool::{BoxFuture, ToolDef};
 
 #[doc(hidden)]
-pub use crate::dispatcher::CallPath;
+pub use crate::server::CallPath;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -104,7 +105,7 @@ pub trait HasOutputSchema {
 
 impl<T: ?Sized + schemars::JsonSchema> HasOutputSchema for &OutputSchema<T> {
     fn output_schema(&self) -> Option<Value> {
-        Some(crate::schema::output_schema::<T>())
+        Some(crate::tool::schema::output_schema::<T>())
     }
 }
 

@@ -11,10 +11,11 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::login::{client, online};
 use super::mosquitto::Mosquitto;
 
-/// How long a test waits for anything that should happen at once.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+/// Re-exported: most tests import it from here.
+pub use super::login::PATIENCE;
 
 /// Calls `tool` and gathers the partials it streams, in the order the
 /// client handed them over.
@@ -29,24 +30,12 @@ pub async fn call_gathering(client: &Client, tool: &str, arguments: Value) -> (R
 
 /// The gtm server, online on `broker`.
 pub async fn gtm_online(broker: &Mosquitto) -> ServerHandle {
-    gtm_tools::gtm_server()
-        .broker(&broker.url())
-        .build()
-        .expect("the gtm server builds")
-        .start()
-        .await
-        .expect("the gtm server starts")
+    online(broker, gtm_tools::gtm_server()).await
 }
 
 /// A client of the gtm namespace.
 pub async fn gtm_client(broker: &Mosquitto, identity: &str) -> Client {
-    Client::builder(identity)
-        .broker(&broker.url())
-        .namespace(gtm_tools::NAMESPACE)
-        .default_timeout(PATIENCE)
-        .connect()
-        .await
-        .expect("the client connects")
+    client(broker, gtm_tools::NAMESPACE, identity).await
 }
 
 /// A bare rumqttc MQTT 5 client, to speak the wire format by hand.

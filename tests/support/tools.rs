@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use mcpmqtt::{tool, CallContext, Client, Server, ServerBuilder, ServerHandle, ToolError};
 
-use super::fixtures::{Raw, PATIENCE};
+use super::fixtures::Raw;
+use super::login::{client, online};
 use super::mosquitto::Mosquitto;
 
 /// The namespace of these tools.
@@ -84,24 +85,12 @@ pub fn lab_server(name: &str) -> ServerBuilder {
 
 /// The lab server, online on `broker`.
 pub async fn lab_online(broker: &Mosquitto) -> ServerHandle {
-    lab_server("lab")
-        .broker(&broker.url())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap()
+    online(broker, lab_server("lab")).await
 }
 
 /// A client of the lab namespace.
 pub async fn lab_client(broker: &Mosquitto, identity: &str) -> Client {
-    Client::builder(identity)
-        .broker(&broker.url())
-        .namespace(NAMESPACE)
-        .default_timeout(PATIENCE)
-        .connect()
-        .await
-        .unwrap()
+    client(broker, NAMESPACE, identity).await
 }
 
 /// The response topic of the raw client `raw` in the lab namespace.
@@ -115,14 +104,7 @@ pub async fn lab_with_raw(max_payload_bytes: usize) -> (Mosquitto, ServerHandle,
 
 /// [`lab_with_raw`] on a broker of the caller's.
 pub async fn lab_with_raw_on(broker: Mosquitto, max_payload_bytes: usize) -> (Mosquitto, ServerHandle, Raw) {
-    let server = lab_server("lab")
-        .broker(&broker.url())
-        .max_payload_bytes(max_payload_bytes)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let server = online(&broker, lab_server("lab").max_payload_bytes(max_payload_bytes)).await;
     let mut raw = Raw::connect(&broker, "raw").await;
     raw.subscribe(RAW_REPLY).await;
     (broker, server, raw)

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+/// The root package's servers and clients on a test broker.
+#[path = "../../../tests/support/login.rs"]
+pub mod login;
 #[path = "../../../tests/support/mosquitto.rs"]
 pub mod mosquitto;
 
@@ -15,10 +18,10 @@ use mcpmqtt::{Client, Server, ServerBuilder, ServerHandle, ToolDef, ToolError};
 use mosquitto::Mosquitto;
 use serde_json::{json, Value};
 
+pub use login::PATIENCE;
+
 /// The namespace of the test tools.
 pub const NS: &str = "lab";
-/// How long a test waits for anything that should happen at once.
-pub const PATIENCE: Duration = Duration::from_secs(10);
 /// The identity the bridge runs under.
 pub const BRIDGE: &str = "bridge";
 
@@ -162,30 +165,16 @@ pub fn broker() -> Mosquitto {
 
 /// A test server online on `broker`, logged in as `name` (the server's name).
 pub async fn online(broker: &Mosquitto, name: &str, server: ServerBuilder) -> ServerHandle {
-    server
-        .broker(&broker.url())
-        .credentials(name, password(name))
-        // The broker forces the client id (`use_username_as_clientid`), so
-        // adopting a predecessor's session would take over this instance's
-        // own (SPEC §3): off, as the docs say for such brokers.
-        .adopt_orphaned_sessions(false)
-        .build()
-        .expect("the test server builds")
-        .start()
-        .await
-        .expect("the test server starts")
+    // The broker forces the client id (`use_username_as_clientid`), so
+    // adopting a predecessor's session would take over this instance's
+    // own (SPEC §3): off, as the docs say for such brokers.
+    let server = server.adopt_orphaned_sessions(false);
+    login::logged_in_server(broker, server, name, &password(name)).await
 }
 
 /// A client of the test namespace, as `identity`.
 pub async fn client(broker: &Mosquitto, identity: &str) -> Client {
-    Client::builder(identity)
-        .broker(&broker.url())
-        .password(password(identity))
-        .namespace(NS)
-        .default_timeout(PATIENCE)
-        .connect()
-        .await
-        .expect("the client connects")
+    login::logged_in_client(broker, NS, identity, &password(identity)).await
 }
 
 /// The `mcpmqtt` command with the connection flags of `identity` on

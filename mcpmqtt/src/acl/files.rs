@@ -1,6 +1,6 @@
-//! Keeping checked-in ACL files current, in the spirit of
-//! `TRYBUILD=overwrite`: a test compares them with what the annotations
-//! produce now, fails when one is stale, and rewrites them on request.
+//! Keeping checked-in ACL files current, in the spirit of `TRYBUILD=overwrite`:
+//! a test compares them with what the annotations produce now and fails when
+//! one is stale. A file is rewritten only on request ([`OVERWRITE_ENV`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};

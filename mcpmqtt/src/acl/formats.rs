@@ -1,10 +1,11 @@
-//! Renderers of the manifest, one per broker format.
+//! Renderers of the manifest, one per broker format. Pure translation: a
+//! renderer returns text, touches no file or broker, and grants no right the
+//! manifest does not hold.
 //!
-//! Every renderer grants exactly the manifest's rights and nothing more:
-//! explicit rules per identity (no pattern or placeholder that a broker
-//! expands), and everything not granted is denied. Where a broker checks a
-//! shared subscription against its full `$share/{group}/{filter}` form, the
-//! renderer adds that form from
+//! Every renderer writes explicit rules per identity (no pattern or
+//! placeholder that a broker expands), and everything not granted is denied.
+//! Where a broker checks a shared subscription against its full
+//! `$share/{group}/{filter}` form, the renderer adds that form from
 //! [`AclManifest::shared_subscription_groups`]; where the broker checks the
 //! plain filter, it does not:
 //!

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 pub use files::{check_acl_files, emit_acl_request, write_acl_files, StaleAclFiles, OVERWRITE_ENV};
 pub use formats::{dynsec_with_passwords, mosquitto_conf, AclFormat, ParseAclFormatError};
 
+use crate::protocol::topics::Topics;
 use crate::tool::ToolDef;
-use crate::topics::Topics;
 
 /// The version of the manifest's JSON layout.
 pub const MANIFEST_VERSION: u32 = 1;

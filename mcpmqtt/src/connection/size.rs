@@ -1,4 +1,5 @@
-//! How large a publish is on the wire, and how large it may be.
+//! How large a publish is on the wire, and how large it may be. It measures
+//! and refuses; it never splits, truncates or re-encodes a message.
 //!
 //! A broker drops a packet over its Maximum Packet Size (or the receiver's)
 //! without a word, so the caller of a too-large result would only see its

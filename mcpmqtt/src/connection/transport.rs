@@ -1,5 +1,6 @@
 //! The two rumqttc clients behind one interface: MQTT 5 (`rumqttc::v5`) and
-//! MQTT 3.1.1 (rumqttc's top level, its "v4" protocol level).
+//! MQTT 3.1.1 (rumqttc's top level, its "v4" protocol level). Nothing above
+//! this module may depend on which of the two is underneath.
 //!
 //! Everything above this module speaks one version-neutral language: the
 //! MQTT 5 QoS, reason codes and properties (a superset), an [`Incoming`] for

@@ -1,4 +1,5 @@
-//! Authentication and access rules of the embedded broker.
+//! Authentication and access rules of the embedded broker: exactly the users
+//! and rules its builder was given, from no file or outside store.
 
 use super::*;
 

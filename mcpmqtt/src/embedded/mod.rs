@@ -1,4 +1,6 @@
-//! An in-process MQTT 5 broker for demos, tests and local development.
+//! An in-process MQTT 5 broker for demos, tests and local development. It is
+//! not a production broker, and the runtime does not depend on it: servers
+//! and clients reach it by its URL, as they would any broker.
 //!
 //! [`EmbeddedBroker::start`] starts the [`mqtt5`] broker on a free port of
 //! `127.0.0.1`, so that an example runs with no broker installed. It is a

@@ -1,5 +1,6 @@
 //! The relay in front of the embedded broker that reports "no matching
-//! subscribers" (PUBACK 0x10), which the `mqtt5` broker never does.
+//! subscribers" (PUBACK 0x10), which the `mqtt5` broker never does. It never
+//! changes a client's packets, only those acknowledgements.
 
 use super::*;
 

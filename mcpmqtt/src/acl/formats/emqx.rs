@@ -1,4 +1,5 @@
-//! EMQX 5: file authorization (`acl.conf`) and built-in-database rules.
+//! EMQX 5: file authorization (`acl.conf`) and built-in-database rules. No
+//! placeholder EMQX would expand may reach a rule's topic (see below).
 //!
 //! - Rules are matched in order and the first match decides; a subscribed
 //!   filter is matched against the rule's filter (so `{ns}/mcp/tools/+/card`

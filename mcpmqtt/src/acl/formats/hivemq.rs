@@ -1,4 +1,5 @@
-//! HiveMQ File RBAC extension: `credentials.xml`.
+//! HiveMQ File RBAC extension: `credentials.xml`. It writes no secret: the
+//! passwords are empty placeholders, to be filled in before the file loads.
 //!
 //! From the extension's README and sources (`hivemq/hivemq-file-rbac-extension`)
 //! and HiveMQ's `DefaultPermissionsEvaluator`:

@@ -1,5 +1,6 @@
 //! Mosquitto 2.x: the `acl_file`, its `mosquitto.conf` settings, and the
-//! dynamic-security plugin's JSON.
+//! dynamic-security plugin's JSON. Every rule names its topic in full: no
+//! `%c`/`%u` pattern is used.
 //!
 //! Checked on Mosquitto 2.0.11:
 //! - `acl_file`: a SUBSCRIBE is never refused (the SUBACK grants any filter,

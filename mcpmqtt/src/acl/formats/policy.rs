@@ -1,9 +1,11 @@
-//! The v0.1 package's JSON ACL policy:
+//! The v0.1 package's JSON ACL policy. Topics are explicit per identity: no
+//! rule uses `{$self}` (see below why).
+//!
 //! `{"version": "2", "default": "deny", "rules": [{"topic", "action": "pub" | "sub",
 //! "binding": "agent_id", "agents": [...]}]}`.
 //!
 //! Identities with the same right (same topic, same action) share one rule.
-//! Topics are explicit per identity: no `{$self}`. The v0.1 examples write
+//! The v0.1 examples write
 //! `{ns}/mcp/clients/{$self}/responses` in a rule without `agents`, which
 //! grants it to every identity that has an `agent_id`, not only to the
 //! manifest's; and what `{$self}` means in a rule that also lists `agents`

@@ -1,16 +1,14 @@
-//! Reading an incoming call: from the bytes and MQTT properties a broker
-//! delivered to a [`CallRequest`] and the address to answer it at.
-//!
-//! Kept free of I/O so that everything a caller controls passes through one
-//! function that can be fuzzed ([`decode_call`]).
+//! Reading an incoming call, from the bytes and MQTT properties a broker
+//! delivered, into a [`CallRequest`] and the address to answer it at. No I/O:
+//! all a caller controls passes through one fuzzable function, [`decode_call`].
 
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::envelope::{CallRequest, ErrorBody, ErrorType};
-use crate::names::name_problem;
-use crate::topics::Topics;
+use super::envelope::{CallRequest, ErrorBody, ErrorType};
+use super::names::name_problem;
+use super::topics::Topics;
 
 /// The longest Correlation Data echoed back as the `call_id` of a call whose
 /// own `call_id` cannot be read.

@@ -1,13 +1,10 @@
-//! The dispatcher: turns each incoming call into exactly one response.
-//!
-//! Whatever arrives (not JSON, no `call_id`, wrong arguments, a tool that
-//! panics or hangs), the caller gets a typed error when it can be reached,
-//! and the server keeps serving.
+//! The dispatcher: turns each incoming call into exactly one response. No
+//! call may stop it: whatever arrives (not JSON, no `call_id`, bad arguments,
+//! a tool that panics or hangs), the caller gets a typed error if reachable.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,145 +12,19 @@ use futures_util::FutureExt;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::Value;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::dedupe::{CallKey, Seen};
+use super::shared::{HostedTool, Phase, Shared};
 use crate::connection::{Incoming, Link, Message};
-use crate::context::{CallContext, Caller, StreamSink};
-use crate::dedupe::{CallKey, Seen, Window};
-use crate::envelope::{to_json, CallRequest, CallResponse, ErrorBody, ErrorType, ResponseStatus};
 use crate::error::{Error, ToolError};
-use crate::inbound::{decode_call, Envelope, Inbound, Reply};
-use crate::server::ServerConfig;
+use crate::protocol::envelope::{to_json, CallRequest, CallResponse, ErrorBody, ErrorType, ResponseStatus};
+use crate::protocol::inbound::{decode_call, Envelope, Inbound, Reply};
+use crate::protocol::topics::Topics;
+use crate::tool::context::{CallContext, Caller, StreamSink};
 use crate::tool::ToolDef;
-use crate::topics::Topics;
-
-/// A tool as the dispatcher holds it: its definition, its compiled schema
-/// validator (compiled once, not per call) and its deadline.
-pub(crate) struct HostedTool {
-    def: ToolDef,
-    validator: jsonschema::Validator,
-    timeout: Duration,
-}
-
-impl HostedTool {
-    pub(crate) fn new(def: ToolDef, config: &ServerConfig) -> Result<Self, Error> {
-        let validator = Self::compile_schema(&def)?;
-        let timeout = def.timeout.unwrap_or(config.default_timeout);
-        Ok(HostedTool {
-            def,
-            validator,
-            timeout,
-        })
-    }
-
-    pub(crate) fn compile_schema(def: &ToolDef) -> Result<jsonschema::Validator, Error> {
-        jsonschema::validator_for(&def.input_schema).map_err(|e| Error::InvalidSchema {
-            tool: def.name.clone(),
-            message: e.to_string(),
-        })
-    }
-
-    /// Checks arguments against the schema; the message names the field.
-    /// `null` for an optional argument counts as leaving it out.
-    fn check(&self, arguments: &mut Value) -> Result<(), String> {
-        crate::schema::drop_optional_nulls(&self.def.input_schema, arguments);
-        let problems: Vec<String> = self
-            .validator
-            .iter_errors(arguments)
-            .take(3)
-            .map(|e| {
-                let path = e.instance_path().to_string();
-                let field = path.trim_start_matches('/').replace('/', ".");
-                if field.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("argument `{field}`: {e}")
-                }
-            })
-            .collect();
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
-    }
-}
-
-/// Where a server is in its life: serving, draining for a shutdown, or
-/// past the drain deadline with the calls still running cancelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    Serving,
-    Draining,
-    Cancelled,
-}
-
-/// What every connection of a server dispatches with: its own connection,
-/// and, when it adopts a crashed sibling's session, that session's too.
-pub(crate) struct Shared {
-    topics: Topics,
-    tools: HashMap<String, Arc<HostedTool>>,
-    config: ServerConfig,
-    permits: Arc<Semaphore>,
-    window: Mutex<Window>,
-    phase: watch::Sender<Phase>,
-}
-
-impl Shared {
-    pub(crate) fn new(topics: Topics, tools: HashMap<String, Arc<HostedTool>>, config: ServerConfig) -> Arc<Self> {
-        Arc::new(Shared {
-            permits: Arc::new(Semaphore::new(config.max_concurrent_calls)),
-            window: Mutex::new(Window::new(config.dedupe)),
-            phase: watch::Sender::new(Phase::Serving),
-            topics,
-            tools,
-            config,
-        })
-    }
-
-    /// A free slot now, if the server is serving and one is free.
-    fn free_slot(&self) -> Option<OwnedSemaphorePermit> {
-        if *self.phase.borrow() != Phase::Serving {
-            return None;
-        }
-        self.permits.clone().try_acquire_owned().ok()
-    }
-
-    /// Waits for a slot; `None` once the server is shutting down. Waiting
-    /// here holds the line back: with manual acks, the broker stops sending
-    /// once its in-flight window is full.
-    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
-        let mut phase = self.phase.subscribe();
-        // Biased: once the server is shutting down, no call starts, even
-        // when a slot is free too.
-        tokio::select! {
-            biased;
-            _ = phase.wait_for(|p| *p != Phase::Serving) => None,
-            permit = self.permits.clone().acquire_owned() => permit.ok(),
-        }
-    }
-
-    /// Stops taking calls, waits up to `deadline` for the running ones, then
-    /// cancels what is left (each gets an `unavailable` response). Returns
-    /// how many calls were cancelled.
-    pub(crate) async fn drain(&self, deadline: Duration) -> usize {
-        self.phase.send_replace(Phase::Draining);
-        let all = self.config.max_concurrent_calls as u32;
-        if tokio::time::timeout(deadline, self.permits.acquire_many(all))
-            .await
-            .is_ok()
-        {
-            return 0;
-        }
-        let cancelled = all as usize - self.permits.available_permits();
-        self.phase.send_replace(Phase::Cancelled);
-        // Give the cancelled calls a moment to send their responses.
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.permits.acquire_many(all)).await;
-        cancelled
-    }
-}
 
 /// Turns the calls arriving on one connection into responses.
 pub(crate) struct Dispatcher {
@@ -420,7 +291,7 @@ impl Dispatcher {
             ..
         } = request;
         let stream = tool.def.streaming.then(|| {
-            let topic = if private_stream && crate::names::name_problem(caller.id()).is_none() {
+            let topic = if private_stream && crate::protocol::names::name_problem(caller.id()).is_none() {
                 self.shared.topics.private_stream(caller.id(), &call_id)
             } else {
                 self.shared.topics.stream(&tool.def.name, &call_id)
@@ -608,13 +479,8 @@ pub struct CallPath {
 impl CallPath {
     /// Prepares the path for one tool, in the namespace `fuzz`.
     pub fn new(def: ToolDef, max_payload_bytes: usize) -> Result<Self, Error> {
-        let validator = HostedTool::compile_schema(&def)?;
         Ok(CallPath {
-            tool: HostedTool {
-                def,
-                validator,
-                timeout: Duration::from_secs(1),
-            },
+            tool: HostedTool::with_timeout(def, Duration::from_secs(1))?,
             topics: Topics::new("fuzz".into()),
             max_payload_bytes,
         })

@@ -1,4 +1,6 @@
-//! What a handler knows about the call it serves, and how it streams.
+//! What a handler knows about the call it serves, and how it streams. It
+//! hands the handler its call, never the connection: partials leave through
+//! the sink the dispatcher set up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -6,39 +8,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS;
 use serde::Serialize;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::connection::{Link, Message};
-use crate::envelope::{StreamMessage, StreamType};
 use crate::error::Error;
-
-/// A piece of streamed output.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Partial {
-    /// Text (`content` on the wire).
-    Text(String),
-    /// A JSON object (`data` on the wire).
-    Data(Value),
-}
-
-impl Partial {
-    /// The text, if this is text.
-    pub fn as_text(&self) -> Option<&str> {
-        match self {
-            Partial::Text(t) => Some(t),
-            Partial::Data(_) => None,
-        }
-    }
-
-    /// The object, if this is data.
-    pub fn as_data(&self) -> Option<&Value> {
-        match self {
-            Partial::Data(d) => Some(d),
-            Partial::Text(_) => None,
-        }
-    }
-}
+use crate::protocol::envelope::{Partial, StreamMessage, StreamType};
 
 /// Who made a call.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,37 +1,41 @@
-//! The client: discovers tools from their cards and calls them by name.
+//! The client: discovers tools from their cards and calls them by name. This
+//! file holds [`Client`] and its call API; it reads no publish itself: what
+//! arrives goes through `router`, and the cards into `cards`.
 //!
 //! Many calls share one connection; each is matched to its response by
 //! `call_id` and Correlation Data (by `call_id` alone on MQTT 3.1.1).
+//!
+//! The parts, each importing only those listed before it: `cards` (the card
+//! cache), `router` (responses and partials to their calls, cards into the
+//! cache), this file, and `builder` ([`ClientBuilder`], which connects).
 
-use std::collections::HashMap;
+mod builder;
+mod cards;
+mod router;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{PubAckReason, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::card::{ServerCard, Status, ToolCard, EXT_CALLER_TOPIC};
-use crate::connection::{Ack, BrokerOptions, Incoming, Link, Message, Protocol};
-use crate::context::Partial;
-use crate::envelope::{now_rfc3339, to_json, CallRequest, CallResponse, ResponseStatus, StreamMessage, StreamType};
+use crate::connection::{Link, Message, Protocol};
 use crate::error::{CallError, Error};
-use crate::names;
-use crate::server::DEFAULT_NAMESPACE;
-use crate::topics::Topics;
+use crate::protocol::card::{ServerCard, Status, ToolCard};
+use crate::protocol::envelope::{now_rfc3339, to_json, CallRequest, CallResponse, Partial, ResponseStatus};
+use crate::protocol::names;
+use crate::protocol::topics::Topics;
+use router::{Answer, CallGuard, Router};
 
-/// How long the card cache must be quiet after subscribing before the
-/// retained cards are taken to have all arrived.
-const CARDS_QUIET: Duration = Duration::from_millis(60);
-const CARDS_MAX_WAIT: Duration = Duration::from_secs(2);
-/// Responses larger than this are parsed on a task of their own.
-const PARSE_ELSEWHERE: usize = 64 * 1024;
+pub use builder::ClientBuilder;
+
 /// A call refused with PUBACK 0x10 that may pass is published again after
 /// this long, doubling up to [`RETRY_MAX`], until its deadline.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
@@ -77,223 +81,6 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// What a call waits for.
-struct Waiting {
-    /// The response, or what became of the publish.
-    response: oneshot::Sender<Answer>,
-    correlation: Bytes,
-    /// Which publish of the call this is (a call is published again after
-    /// a refusal that may pass, or a lost session): only that publish's
-    /// acknowledgement counts.
-    attempt: u32,
-    /// Whether the broker has accepted the call (PUBACK success).
-    accepted: bool,
-}
-
-/// What a waiting call hears.
-#[derive(Debug)]
-enum Answer {
-    Response(CallResponse),
-    /// The call failed for good: refused by the broker, or the connection
-    /// is gone.
-    Failed(CallError),
-    /// PUBACK 0x10: no server was subscribed at that moment.
-    NoSubscribers,
-    /// The connection was lost, and the session with it, before the broker
-    /// acknowledged the call.
-    Lost,
-}
-
-/// Routes incoming messages: responses and partials to their calls, cards
-/// into the cache.
-#[derive(Default)]
-struct Router {
-    calls: Mutex<HashMap<String, Waiting>>,
-    streams: Mutex<HashMap<String, mpsc::UnboundedSender<(u64, Partial)>>>,
-    cards: Mutex<Cards>,
-}
-
-struct Cards {
-    tools: HashMap<String, ToolCard>,
-    servers: HashMap<String, ServerCard>,
-    last_change: Instant,
-    subscribed_at: Instant,
-}
-
-impl Cards {
-    /// A tool is listed while its card says online and its server's card,
-    /// when there is one, does not say offline (a crashed server's Last Will).
-    fn online(&self, card: &ToolCard) -> bool {
-        card.status == Status::Online
-            && !self
-                .servers
-                .get(&card.server)
-                .is_some_and(|c| c.status == Status::Offline)
-    }
-}
-
-impl Default for Cards {
-    fn default() -> Self {
-        Cards {
-            tools: HashMap::new(),
-            servers: HashMap::new(),
-            last_change: Instant::now(),
-            subscribed_at: Instant::now(),
-        }
-    }
-}
-
-impl Router {
-    fn route(self: &Arc<Self>, topics: &Topics, own: &OwnTopics, publish: Incoming) {
-        let topic = publish.topic.as_str();
-        if topic == own.responses && publish.payload.len() > PARSE_ELSEWHERE {
-            // Parsing a large response takes milliseconds: not on the
-            // connection task, which would hold every other call's packets.
-            let router = self.clone();
-            tokio::spawn(async move { router.on_response(publish) });
-        } else if topic == own.responses {
-            self.on_response(publish);
-        } else if topic.starts_with(&own.streams_prefix) || topics.call_of_stream(topic).is_some() {
-            self.on_stream(&publish.payload);
-        } else if topic.ends_with("/card") {
-            self.on_card(topic, &publish.payload);
-        }
-    }
-
-    fn on_response(&self, publish: Incoming) {
-        let response: CallResponse = match serde_json::from_slice(&publish.payload) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "ignored an unreadable response");
-                return;
-            }
-        };
-        let mut calls = self.calls.lock().expect("calls lock");
-        let Some((call_id, waiting)) = calls.remove_entry(&response.call_id) else {
-            tracing::debug!(call_id = %response.call_id, "a response for no waiting call (late, or a duplicate)");
-            return;
-        };
-        // MQTT 3.1.1 carries no Correlation Data: the `call_id` alone matches.
-        if publish.correlation.as_ref().is_some_and(|c| c != &waiting.correlation) {
-            tracing::warn!(%call_id, "ignored a response whose Correlation Data does not match");
-            calls.insert(call_id, waiting);
-            return;
-        }
-        drop(calls);
-        let _ = waiting.response.send(Answer::Response(response));
-    }
-
-    /// Waits for the answer to one publish of a call.
-    fn register(&self, call_id: &str, correlation: &Bytes, attempt: u32) -> oneshot::Receiver<Answer> {
-        let (tx, rx) = oneshot::channel();
-        let waiting = Waiting {
-            response: tx,
-            correlation: correlation.clone(),
-            attempt,
-            accepted: false,
-        };
-        self.calls
-            .lock()
-            .expect("calls lock")
-            .insert(call_id.to_owned(), waiting);
-        rx
-    }
-
-    /// Takes the broker's verdict on a call's publish, on the connection
-    /// task: an accepted call is only marked (its task sleeps on until the
-    /// response), anything else wakes it.
-    fn on_call_ack(&self, call_id: &str, attempt: u32, tool: &str, ack: Ack) {
-        let mut calls = self.calls.lock().expect("calls lock");
-        let Some(waiting) = calls.get_mut(call_id).filter(|w| w.attempt == attempt) else {
-            return; // an earlier publish of a call sent again since
-        };
-        let answer = match ack {
-            Ack::Published(PubAckReason::Success) => {
-                waiting.accepted = true;
-                return;
-            }
-            Ack::Published(PubAckReason::NoMatchingSubscribers) => Answer::NoSubscribers,
-            Ack::Published(reason) => Answer::Failed(check_puback(tool, reason).err().unwrap_or_else(|| {
-                CallError::Transport(format!("the broker answered the call to `{tool}` with {reason:?}"))
-            })),
-            _ => Answer::Lost,
-        };
-        if let Some(waiting) = calls.remove(call_id) {
-            let _ = waiting.response.send(answer);
-        }
-    }
-
-    /// Whether `tool` is known to be online: its Tool Card says so, and its
-    /// server's card (when there is one) does too.
-    fn tool_online(&self, tool: &str) -> bool {
-        let cards = self.cards.lock().expect("cards lock");
-        cards.tools.get(tool).is_some_and(|card| cards.online(card))
-    }
-
-    /// Whether the broker has accepted the call's publish.
-    fn accepted(&self, call_id: &str) -> bool {
-        let calls = self.calls.lock().expect("calls lock");
-        calls.get(call_id).is_some_and(|w| w.accepted)
-    }
-
-    /// Fails every waiting call: the connection is gone for good.
-    fn fail_all(&self, why: &str) {
-        for (_, waiting) in self.calls.lock().expect("calls lock").drain() {
-            let _ = waiting
-                .response
-                .send(Answer::Failed(CallError::Transport(why.to_owned())));
-        }
-    }
-
-    fn on_stream(&self, payload: &[u8]) {
-        let Ok(msg) = serde_json::from_slice::<StreamMessage>(payload) else {
-            tracing::warn!("ignored an unreadable stream message");
-            return;
-        };
-        if msg.kind == StreamType::Done {
-            return;
-        }
-        let partial = match (msg.content, msg.data) {
-            (Some(text), _) => Partial::Text(text),
-            (None, Some(data)) => Partial::Data(data),
-            (None, None) => return,
-        };
-        if let Some(tx) = self.streams.lock().expect("streams lock").get(&msg.call_id) {
-            let _ = tx.send((msg.seq, partial));
-        }
-    }
-
-    fn on_card(&self, topic: &str, payload: &[u8]) {
-        let mut cards = self.cards.lock().expect("cards lock");
-        cards.last_change = Instant::now();
-        let is_server = topic.contains("/mcp/servers/");
-        let name = topic.rsplit('/').nth(1).unwrap_or_default().to_owned();
-        if payload.is_empty() {
-            if is_server {
-                cards.servers.remove(&name);
-            } else {
-                cards.tools.remove(&name);
-            }
-            return;
-        }
-        if is_server {
-            match serde_json::from_slice::<ServerCard>(payload) {
-                Ok(card) => {
-                    cards.servers.insert(name, card);
-                }
-                Err(e) => tracing::warn!(%topic, error = %e, "ignored an unreadable server card"),
-            }
-        } else {
-            match serde_json::from_slice::<ToolCard>(payload) {
-                Ok(card) => {
-                    cards.tools.insert(name, card);
-                }
-                Err(e) => tracing::warn!(%topic, error = %e, "ignored an unreadable tool card"),
-            }
-        }
-    }
-}
-
 /// One call, encoded, as it is published (and published again).
 struct Outgoing<'a> {
     tool: &'a str,
@@ -324,13 +111,6 @@ impl Outgoing<'_> {
             }),
         }
     }
-}
-
-/// A client's own topics.
-struct OwnTopics {
-    responses: String,
-    /// `{ns}/mcp/clients/{me}/streams/`
-    streams_prefix: String,
 }
 
 /// Options of one call.
@@ -393,32 +173,7 @@ impl PendingCall {
     }
 }
 
-/// Removes a call's routing entries however the call ends.
-struct CallGuard<'a> {
-    router: &'a Router,
-    call_id: String,
-}
-
-impl Drop for CallGuard<'_> {
-    fn drop(&mut self) {
-        self.router.calls.lock().expect("calls lock").remove(&self.call_id);
-        self.router.streams.lock().expect("streams lock").remove(&self.call_id);
-    }
-}
-
 impl Client {
-    /// Starts a client with this identity: its MQTT client id and username
-    /// unless set otherwise, and the `{id}` of its response topic.
-    pub fn builder(identity: impl Into<String>) -> ClientBuilder {
-        ClientBuilder {
-            identity: identity.into(),
-            namespace: DEFAULT_NAMESPACE.to_owned(),
-            broker: BrokerOptions::default(),
-            broker_error: None,
-            default_timeout: Duration::from_secs(30),
-        }
-    }
-
     /// The identity calls are made under.
     pub fn identity(&self) -> &str {
         &self.inner.identity
@@ -499,21 +254,11 @@ impl Client {
         };
         // Servers whose card lists the extensions get the caller-attested
         // topic and a private stream; known v0.1 servers get plain v0.1.
-        let v01 = {
-            let cards = inner.router.cards.lock().expect("cards lock");
-            cards.tools.get(tool).is_some_and(|c| !c.supports(EXT_CALLER_TOPIC))
-        };
+        let v01 = inner.router.cards.speaks_v01(tool);
         let mut partial_rx = None;
         let mut v01_stream = None;
         if options.on_partial.is_some() {
-            let (ptx, prx) = mpsc::unbounded_channel();
-            inner
-                .router
-                .streams
-                .lock()
-                .expect("streams lock")
-                .insert(call_id.clone(), ptx);
-            partial_rx = Some(prx);
+            partial_rx = Some(inner.router.partials(&call_id));
             if v01 {
                 // v0.1 streams are per call: subscribe before the call is made.
                 let topic = inner.topics.stream(tool, &call_id);
@@ -618,7 +363,7 @@ impl Client {
                         Ok(Answer::Failed(e)) => return Err(e),
                         Ok(Answer::NoSubscribers) => {
                             refusals += 1;
-                            let passing = if inner.router.tool_online(call.tool) {
+                            let passing = if inner.router.cards.tool_online(call.tool) {
                                 Some("its card says it is online")
                             } else if inner.link.since_reconnect().is_some_and(|d| d < RECONNECT_GRACE) {
                                 Some("the connection had just been made again")
@@ -701,38 +446,20 @@ impl Client {
     /// says offline (its Last Will: it crashed) is left out, although the
     /// tool's own card still says online.
     pub async fn tools(&self) -> Vec<ToolCard> {
-        self.cards_settled().await;
-        let cards = self.inner.router.cards.lock().expect("cards lock");
-        let mut tools: Vec<ToolCard> = cards.tools.values().filter(|c| cards.online(c)).cloned().collect();
-        tools.sort_by(|a, b| a.tool.cmp(&b.tool));
-        tools
+        self.inner.router.cards.settled().await;
+        self.inner.router.cards.online_tools()
     }
 
     /// The card of one tool, online or offline, if the broker holds one.
     pub async fn tool_card(&self, tool: &str) -> Option<ToolCard> {
-        self.cards_settled().await;
-        self.inner
-            .router
-            .cards
-            .lock()
-            .expect("cards lock")
-            .tools
-            .get(tool)
-            .cloned()
+        self.inner.router.cards.settled().await;
+        self.inner.router.cards.tool(tool)
     }
 
     /// The online Server Cards of the namespace.
     pub async fn servers(&self) -> Vec<ServerCard> {
-        self.cards_settled().await;
-        let cards = self.inner.router.cards.lock().expect("cards lock");
-        let mut servers: Vec<ServerCard> = cards
-            .servers
-            .values()
-            .filter(|c| c.status == Status::Online)
-            .cloned()
-            .collect();
-        servers.sort_by(|a, b| a.server.cmp(&b.server));
-        servers
+        self.inner.router.cards.settled().await;
+        self.inner.router.cards.online_servers()
     }
 
     /// Waits until a tool's card says it is online.
@@ -756,16 +483,13 @@ impl Client {
     pub async fn wait_for_server_offline(&self, server: &str, timeout: Duration) -> Result<ServerCard, CallError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let card = self
+            if let Some(card) = self
                 .inner
                 .router
                 .cards
-                .lock()
-                .expect("cards lock")
-                .servers
-                .get(server)
-                .cloned();
-            if let Some(card) = card.filter(|c| c.status == Status::Offline) {
+                .server(server)
+                .filter(|c| c.status == Status::Offline)
+            {
                 return Ok(card);
             }
             if Instant::now() >= deadline {
@@ -784,21 +508,6 @@ impl Client {
     pub async fn disconnect(&self) {
         self.inner.link.disconnect().await;
         self.inner.router.fail_all("the client disconnected");
-    }
-
-    /// Retained cards arrive right after the SUBACK, with no end marker: the
-    /// cache counts as complete once it has been quiet for a moment.
-    async fn cards_settled(&self) {
-        loop {
-            let (quiet_for, since_sub) = {
-                let c = self.inner.router.cards.lock().expect("cards lock");
-                (c.last_change.elapsed(), c.subscribed_at.elapsed())
-            };
-            if quiet_for >= CARDS_QUIET || since_sub >= CARDS_MAX_WAIT {
-                return;
-            }
-            tokio::time::sleep(CARDS_QUIET - quiet_for).await;
-        }
     }
 }
 
@@ -856,22 +565,6 @@ fn transport(e: Error) -> CallError {
     }
 }
 
-/// The broker's verdict on the call's publish.
-fn check_puback(tool: &str, reason: PubAckReason) -> Result<(), CallError> {
-    match reason {
-        PubAckReason::Success => Ok(()),
-        PubAckReason::NotAuthorized => Err(CallError::Unauthorized {
-            message: format!("the broker refused the call to `{tool}` (PUBACK 0x87: not authorized)"),
-        }),
-        PubAckReason::NoMatchingSubscribers => Err(CallError::Unavailable {
-            message: format!("no server is subscribed to `{tool}` (PUBACK 0x10: no matching subscribers)"),
-        }),
-        other => Err(CallError::Transport(format!(
-            "the broker refused the call to `{tool}`: {other:?}"
-        ))),
-    }
-}
-
 fn into_result(response: CallResponse) -> Result<Value, CallError> {
     match response.status {
         ResponseStatus::Ok => Ok(response.result.unwrap_or(Value::Null)),
@@ -881,135 +574,6 @@ fn into_result(response: CallResponse) -> Result<Value, CallError> {
         }),
     }
 }
-
-/// Builds a [`Client`].
-#[must_use]
-pub struct ClientBuilder {
-    identity: String,
-    namespace: String,
-    broker: BrokerOptions,
-    broker_error: Option<Error>,
-    default_timeout: Duration,
-}
-
-impl std::fmt::Debug for ClientBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientBuilder")
-            .field("identity", &self.identity)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ClientBuilder {
-    /// The broker to connect to: `mqtt://host:port` or `mqtts://host:port`
-    /// (default `mqtt://127.0.0.1:1883`). A bad URL is reported by `connect()`.
-    pub fn broker(mut self, url: &str) -> Self {
-        match self.broker.reparse(url) {
-            Ok(b) => self.broker = b,
-            Err(e) => self.broker_error = Some(e),
-        }
-        self
-    }
-
-    /// All connection options at once (TLS roots, packet size, session expiry...).
-    pub fn broker_options(mut self, options: BrokerOptions) -> Self {
-        self.broker = options;
-        self
-    }
-
-    /// The topic namespace (default `a2a/v1`).
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
-
-    /// Authenticates as the identity with this password.
-    pub fn password(mut self, password: impl Into<String>) -> Self {
-        let user = self.broker.username.clone().unwrap_or_else(|| self.identity.clone());
-        self.broker = self.broker.with_credentials(user, password);
-        self
-    }
-
-    /// How long calls wait for their response by default (30 s).
-    pub fn default_timeout(mut self, timeout: Duration) -> Self {
-        self.default_timeout = timeout;
-        self
-    }
-
-    /// Speaks this MQTT version with the broker (default MQTT 5). On MQTT
-    /// 3.1.1 a call the broker refuses can only time out: see [`Protocol`].
-    pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.broker = self.broker.with_protocol(protocol);
-        self
-    }
-
-    /// Connects and subscribes to the response topic and the cards.
-    pub async fn connect(self) -> Result<Client, Error> {
-        names::validate("caller", &self.identity)?;
-        let namespace = names::normalize_namespace(&self.namespace)?;
-        let topics = Topics::new(namespace);
-        if let Some(e) = self.broker_error {
-            return Err(e);
-        }
-        let mut broker = self.broker;
-        if broker.password.is_some() {
-            broker.username.get_or_insert_with(|| self.identity.clone());
-        }
-        let client_id = broker.client_id.clone().unwrap_or_else(|| self.identity.clone());
-        let options = broker.mqtt_options(&client_id, None, false)?;
-        let response_topic = topics.responses(&self.identity);
-        let private_streams = topics.private_streams(&self.identity);
-        let router = Arc::new(Router::default());
-        // Routed on the connection task itself: a response reaches its call
-        // with one wake-up, not two.
-        let deliver = {
-            let router = router.clone();
-            let topics = topics.clone();
-            let own = OwnTopics {
-                responses: response_topic.clone(),
-                streams_prefix: private_streams.trim_end_matches('+').to_owned(),
-            };
-            move |publish| router.route(&topics, &own, publish)
-        };
-        let (link, conn_task) = Link::connect(options, &broker, deliver).await?;
-        {
-            // Calls waiting for a response fail at once when reconnecting is
-            // given up, instead of each waiting out its timeout.
-            let router = router.clone();
-            let link = link.clone();
-            tokio::spawn(async move {
-                let why = link.closed().await;
-                router.fail_all(&why.unwrap_or_else(|| "the client disconnected".into()));
-            });
-        }
-        link.subscribe(&[
-            (response_topic.clone(), QoS::AtLeastOnce),
-            (private_streams, QoS::AtLeastOnce),
-            (topics.tool_cards(), QoS::AtLeastOnce),
-            (topics.server_cards(), QoS::AtLeastOnce),
-        ])
-        .await?;
-        {
-            let mut cards = router.cards.lock().expect("cards lock");
-            cards.subscribed_at = Instant::now();
-            cards.last_change = Instant::now();
-        }
-        Ok(Client {
-            inner: Arc::new(Inner {
-                link,
-                topics,
-                identity: self.identity,
-                response_topic,
-                default_timeout: self.default_timeout,
-                protocol: broker.protocol,
-                router,
-                conn_task,
-                last_call_bytes: AtomicUsize::new(0),
-            }),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1027,64 +591,6 @@ mod tests {
     }
 
     #[test]
-    fn the_brokers_verdict_marks_or_wakes_the_waiting_call() {
-        let router = Router::default();
-        let correlation = Bytes::from_static(b"x");
-        let mut rx: Vec<_> = ["ok", "refused", "lost", "nobody", "stale"]
-            .into_iter()
-            .map(|id| router.register(id, &correlation, 2))
-            .collect();
-        router.on_call_ack("ok", 2, "echo", Ack::Published(PubAckReason::Success));
-        router.on_call_ack("refused", 2, "echo", Ack::Published(PubAckReason::NotAuthorized));
-        router.on_call_ack("lost", 2, "echo", Ack::Lost);
-        router.on_call_ack("nobody", 2, "echo", Ack::Published(PubAckReason::NoMatchingSubscribers));
-        // The acknowledgement of an earlier publish of the same call.
-        router.on_call_ack("stale", 1, "echo", Ack::Published(PubAckReason::NoMatchingSubscribers));
-        assert!(router.accepted("ok"));
-        assert!(rx[0].try_recv().is_err(), "an accepted call waits on for its response");
-        assert!(matches!(
-            rx[1].try_recv(),
-            Ok(Answer::Failed(CallError::Unauthorized { .. }))
-        ));
-        assert!(matches!(rx[2].try_recv(), Ok(Answer::Lost)));
-        assert!(matches!(rx[3].try_recv(), Ok(Answer::NoSubscribers)));
-        assert!(rx[4].try_recv().is_err(), "only the latest publish's ack counts");
-        assert!(!router.accepted("refused"));
-        assert_eq!(router.calls.lock().unwrap().len(), 2);
-    }
-
-    fn card_json(tool: &str, server: &str, status: &str) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({
-            "version": "1", "tool": tool, "server": server, "namespace": "lab", "description": "",
-            "input_schema": {"type": "object"}, "supports_streaming": false, "requires_auth": false,
-            "allowed_callers": [], "version_info": {"sdk": "x"}, "status": status,
-            "last_seen": "2026-12-01T00:00:00Z"
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn a_tool_is_online_while_its_card_and_its_servers_card_say_so() {
-        let router = Router::default();
-        assert!(!router.tool_online("echo"), "no card: nobody hosts it");
-        router.on_card("lab/mcp/tools/echo/card", &card_json("echo", "lab", "online"));
-        assert!(router.tool_online("echo"));
-        let server = |status: &str| {
-            serde_json::to_vec(&serde_json::json!({
-                "version": "1", "server": "lab", "namespace": "lab", "tools": ["echo"],
-                "version_info": {"sdk": "x"}, "status": status, "last_seen": "2026-12-01T00:00:00Z"
-            }))
-            .unwrap()
-        };
-        router.on_card("lab/mcp/servers/lab/card", &server("offline"));
-        assert!(!router.tool_online("echo"), "its server's Last Will");
-        router.on_card("lab/mcp/servers/lab/card", &server("online"));
-        assert!(router.tool_online("echo"));
-        router.on_card("lab/mcp/tools/echo/card", &card_json("echo", "lab", "offline"));
-        assert!(!router.tool_online("echo"));
-    }
-
-    #[test]
     fn a_refusal_that_may_pass_says_so() {
         let at_once = no_subscribers("echo", None, 1, Duration::from_secs(5));
         assert!(matches!(&at_once, CallError::Unavailable { message } if !message.contains("tried again")));
@@ -1094,29 +600,5 @@ mod tests {
                 if message.contains("7 times within 5000 ms; tried again as its card says it is online")),
             "{at_deadline}"
         );
-    }
-
-    #[test]
-    fn on_311_a_response_is_matched_by_call_id_alone() {
-        let router = Router::default();
-        let mut rx = router.register("c1", &Bytes::from_static(b"c1"), 1);
-        let response = Incoming {
-            topic: "lab/mcp/clients/scout/responses".into(),
-            payload: Bytes::from_static(br#"{"call_id":"c1","status":"ok","result":1,"elapsed_ms":0}"#),
-            qos: QoS::AtLeastOnce,
-            response_topic: None,
-            correlation: None,
-            message_expiry: None,
-            pkid: 1,
-        };
-        let mut wrong = response.clone();
-        wrong.correlation = Some(Bytes::from_static(b"other"));
-        router.on_response(wrong);
-        assert!(rx.try_recv().is_err(), "a mismatched Correlation Data is dropped");
-        router.on_response(response);
-        let Ok(Answer::Response(got)) = rx.try_recv() else {
-            panic!("the response reaches the call")
-        };
-        assert_eq!(got.result, Some(serde_json::json!(1)));
     }
 }

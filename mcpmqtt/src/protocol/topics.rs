@@ -1,4 +1,5 @@
-//! The topic tree of the protocol, in one place.
+//! The topic tree of the protocol, in one place: every topic is built here,
+//! and other modules ask [`Topics`] for one rather than format it themselves.
 //!
 //! ```text
 //! {ns}/mcp/servers/{server}/card          retained Server Card
@@ -7,6 +8,9 @@
 //! {ns}/mcp/clients/{client}/responses     call responses
 //! {ns}/mcp/tools/{tool}/stream/{call_id}  streamed partials
 //! ```
+
+/// The namespace used when none is given: the v0.1 default.
+pub const DEFAULT_NAMESPACE: &str = "a2a/v1";
 
 /// Builds and recognises the topics of one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +121,7 @@ impl Topics {
             "" => Some((tool, None)),
             _ => {
                 let caller = after.strip_prefix('/')?;
-                crate::names::name_problem(caller)
+                super::names::name_problem(caller)
                     .is_none()
                     .then_some((tool, Some(caller)))
             }
@@ -130,7 +134,7 @@ impl Topics {
     pub fn client_of_responses<'t>(&self, topic: &'t str) -> Option<&'t str> {
         let rest = self.strip(topic, "/mcp/clients/")?;
         let client = rest.strip_suffix("/responses")?;
-        (crate::names::name_problem(client).is_none()).then_some(client)
+        (super::names::name_problem(client).is_none()).then_some(client)
     }
 
     /// The call id of a stream topic `{ns}/mcp/tools/{tool}/stream/{call_id}`.

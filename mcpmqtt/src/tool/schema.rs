@@ -1,5 +1,6 @@
 //! JSON Schemas for tool cards: derived with schemars, then made
-//! self-contained, because many MCP clients cannot resolve `$ref`.
+//! self-contained, because many MCP clients cannot resolve `$ref`. Pure
+//! functions on JSON values; validating arguments is the dispatcher's job.
 
 use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;

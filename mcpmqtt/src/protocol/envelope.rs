@@ -1,4 +1,6 @@
-//! The JSON payloads of calls, responses and stream messages (v0.1 field names).
+//! The JSON payloads of calls, responses and stream messages (v0.1 field
+//! names), and the partials a stream carries. Shapes and encoding only:
+//! nothing here sends, receives or checks a call.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -190,6 +192,33 @@ pub struct StreamMessage {
     /// Structured output (an object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
+}
+
+/// A piece of streamed output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Partial {
+    /// Text (`content` on the wire).
+    Text(String),
+    /// A JSON object (`data` on the wire).
+    Data(Value),
+}
+
+impl Partial {
+    /// The text, if this is text.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Partial::Text(t) => Some(t),
+            Partial::Data(_) => None,
+        }
+    }
+
+    /// The object, if this is data.
+    pub fn as_data(&self) -> Option<&Value> {
+        match self {
+            Partial::Data(d) => Some(d),
+            Partial::Text(_) => None,
+        }
+    }
 }
 
 /// The most [`to_json`] allocates ahead on a hint.

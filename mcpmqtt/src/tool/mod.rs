@@ -1,4 +1,9 @@
-//! Tool definitions: what the `#[tool]` macro generates, and what a server hosts.
+//! What a tool author writes against: tool definitions (what `#[tool]`
+//! generates, and a server hosts), the [`CallContext`] a handler gets, and
+//! JSON Schemas. It runs no call itself and knows neither server nor client.
+
+pub(crate) mod context;
+pub(crate) mod schema;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,8 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::context::CallContext;
 use crate::error::{Error, ToolError};
+use crate::tool::context::CallContext;
 
 /// A boxed, sendable future: what tool handlers return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -190,10 +195,10 @@ impl ToolDefBuilder {
     /// Checks the names and returns the definition.
     pub fn build(self) -> Result<ToolDef, Error> {
         let def = self.def;
-        crate::names::validate("tool", &def.name)?;
+        crate::protocol::names::validate("tool", &def.name)?;
         let mut seen = std::collections::HashSet::new();
         for caller in &def.allowed_callers {
-            crate::names::validate("caller", caller)?;
+            crate::protocol::names::validate("caller", caller)?;
             if !seen.insert(caller) {
                 return Err(Error::InvalidName {
                     kind: "caller",

@@ -1,6 +1,6 @@
 //! The one MQTT connection of a server or client: options, the task that
 //! drives rumqttc's event loop, and [`Link`], the handle that publishes and
-//! subscribes through it and learns each packet's acknowledgement.
+//! subscribes through it. It carries messages without reading them.
 //!
 //! The connection speaks MQTT 5 or MQTT 3.1.1 ([`Protocol`]); which rumqttc
 //! client is underneath is hidden in [`transport`], so that [`Link`] and
@@ -28,9 +28,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 
+mod settings;
 mod size;
 mod transport;
 
+pub(crate) use settings::{connection_setters, Settings};
 use size::PacketLimit;
 pub(crate) use transport::ConnectOptions;
 use transport::{Driver, Polled, Sender};

@@ -1,5 +1,6 @@
 //! Tool and Server Cards: the retained messages through which clients
-//! discover what is online.
+//! discover what is online. Their shape only: when to publish one is the
+//! server's business, how to read them the client's.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -1,5 +1,6 @@
 //! Rules for the names that become MQTT topic levels: tool, server and caller
-//! identities. The `#[tool]` macro applies the same rules at compile time.
+//! identities, and namespaces. Checks only, no I/O; the `#[tool]` macro
+//! applies the same rules at compile time, so the two change together.
 
 /// The longest name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
@@ -29,11 +30,22 @@ pub fn name_problem(name: &str) -> Option<&'static str> {
     }
 }
 
+/// A name that cannot be used, and why. It becomes [`Error::InvalidName`]
+/// through `?`: the protocol's types do not depend on the crate's errors.
+///
+/// [`Error::InvalidName`]: crate::Error::InvalidName
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InvalidName {
+    pub kind: &'static str,
+    pub name: String,
+    pub reason: &'static str,
+}
+
 /// Checks a name, naming its `kind` ("tool", "server", "caller", ...) in the error.
-pub(crate) fn validate(kind: &'static str, name: &str) -> Result<(), crate::Error> {
+pub(crate) fn validate(kind: &'static str, name: &str) -> Result<(), InvalidName> {
     match name_problem(name) {
         None => Ok(()),
-        Some(reason) => Err(crate::Error::InvalidName {
+        Some(reason) => Err(InvalidName {
             kind,
             name: name.to_owned(),
             reason,
@@ -43,9 +55,9 @@ pub(crate) fn validate(kind: &'static str, name: &str) -> Result<(), crate::Erro
 
 /// Normalises a namespace: trims leading and trailing `/` and checks that it
 /// holds no wildcard, NUL, whitespace or empty level.
-pub(crate) fn normalize_namespace(ns: &str) -> Result<String, crate::Error> {
+pub(crate) fn normalize_namespace(ns: &str) -> Result<String, InvalidName> {
     let trimmed = ns.trim_matches('/');
-    let invalid = |reason| crate::Error::InvalidName {
+    let invalid = |reason| InvalidName {
         kind: "namespace",
         name: ns.to_owned(),
         reason,

@@ -1,4 +1,6 @@
-//! Taking over a crashed sibling's session.
+//! Taking over a crashed sibling's session, to serve the calls queued there.
+//! It serves them through a dispatcher like any connection's, and never
+//! adopts its own instance, or one instance twice.
 //!
 //! Servers keep their MQTT session across disconnects, so that calls
 //! published while they are briefly away wait for them. The flip side: when
@@ -22,10 +24,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::card::{ServerCard, Status};
+use super::dispatcher::Dispatcher;
+use super::shared::Running;
 use crate::connection::{end_session, Incoming, Link, Protocol};
-use crate::dispatcher::Dispatcher;
-use crate::server::Running;
+use crate::protocol::card::{ServerCard, Status};
 
 /// How long an adopted session must stay quiet before it is let go.
 const QUIET: Duration = Duration::from_millis(1000);

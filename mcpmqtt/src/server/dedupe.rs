@@ -1,5 +1,6 @@
 //! At most one run per call: the window of recent calls that a QoS 1
-//! redelivery or a replay is recognised by.
+//! redelivery or a replay is recognised by. A data structure only: no I/O,
+//! and no clock of its own (callers pass the time).
 //!
 //! A call is known by its tool, `call_id` and reply topic. The reply topic is
 //! part of the key so that a caller who reuses someone else's `call_id` is

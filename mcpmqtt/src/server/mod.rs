@@ -1,0 +1,317 @@
+//! The server: hosts tools, publishes their cards, answers calls. This file
+//! starts an instance ([`Server::start`]) and stops it ([`ServerHandle`]);
+//! the parts it runs are the submodules, and none of them imports this file.
+//!
+//! The parts, each importing only those listed before it:
+//! - `dedupe`: the window that keeps a call from running twice;
+//! - `shared`: what the others share: the [`Server`] and its cards, its
+//!   tunables, the dispatch state, and the state of a running instance;
+//! - `dispatcher`: the calls of one connection, each to exactly one response;
+//! - `adoption`: serving the calls queued for a crashed sibling;
+//! - `builder`: [`ServerBuilder`].
+
+mod adoption;
+mod builder;
+mod dedupe;
+mod dispatcher;
+mod shared;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::LastWill;
+use rumqttc::v5::mqttbytes::QoS;
+use tokio::sync::mpsc;
+
+use crate::connection::{Link, Protocol};
+use crate::error::Error;
+use crate::protocol::card::Status;
+use dispatcher::Dispatcher;
+use shared::{check_cards, publish_cards, HostedTool, Running, Shared};
+
+pub use builder::ServerBuilder;
+pub use dedupe::DedupeWindow;
+#[doc(hidden)]
+pub use dispatcher::CallPath;
+pub use shared::Server;
+
+/// How much longer than its drain timeout a [`ServerHandle::shutdown`] may
+/// take, at most, when the broker is slow, stalled or gone: the exchanges
+/// with the broker (unsubscribing, the offline cards, the goodbye) are each
+/// bounded, and the connection is dropped when the bound passes.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
+
+/// For the UNSUBACKs before the drain.
+const UNSUBSCRIBE_WITHIN: Duration = Duration::from_secs(2);
+/// For the answers of cancelled calls and the offline cards after it (the
+/// drain itself gives cancelled calls up to a second more).
+const GOODBYE_WITHIN: Duration = Duration::from_secs(2);
+
+impl Server {
+    /// Connects, subscribes to the tools' call topics, publishes the cards,
+    /// and serves until [`ServerHandle::shutdown`].
+    ///
+    /// Fails with [`Error::TooLarge`], naming the tool, when a card would
+    /// exceed the maximum packet size (the server's own, or the broker's if
+    /// it announced a smaller one): the broker would drop it.
+    pub async fn start(self) -> Result<ServerHandle, Error> {
+        let server = Arc::new(self);
+        if server.broker.protocol == Protocol::V311 && server.config.shared_subscription {
+            tracing::warn!(
+                server = %server.name,
+                "MQTT 3.1.1 has no shared subscriptions: each instance of this server gets, and runs, every call \
+                 (run one instance, or set shared_subscription(false) to acknowledge this)"
+            );
+        }
+        let instance = server
+            .broker
+            .client_id
+            .clone()
+            // Unique per instance, so that instances can share the load.
+            .unwrap_or_else(|| format!("{}-{}", server.name, &uuid::Uuid::new_v4().simple().to_string()[..8]));
+        let offline = serde_json::to_vec(&server.instance_card(Status::Offline, &instance))?;
+        let own_card = server.topics.server_card(&server.name);
+        let will = LastWill::new(own_card.clone(), offline, QoS::AtLeastOnce, true, None);
+        let mut broker = server.broker.clone();
+        // Calls are acknowledged as they start: beyond those running and as
+        // many again waiting, a flood waits in the broker.
+        broker.receive_maximum = Some((server.config.max_concurrent_calls * 2).clamp(1, 65_535) as u16);
+        let options = broker.mqtt_options(&instance, Some(will), true)?;
+        // The dispatcher needs the link to answer on, and the link needs the
+        // dispatcher to deliver calls to: make the link, then connect it.
+        let (link, opening) = Link::open(options);
+
+        let hosted: HashMap<String, Arc<HostedTool>> = server
+            .tools
+            .iter()
+            .map(|t| Ok((t.name.clone(), Arc::new(HostedTool::new(t.clone(), &server.config)?))))
+            .collect::<Result<_, Error>>()?;
+        let shared = Shared::new(server.topics.clone(), hosted, server.config.clone());
+        let (cards_tx, cards_rx) = mpsc::unbounded_channel();
+        let (intake, line_task) = Dispatcher::new(link.clone(), shared.clone())
+            .with_own_card(own_card.clone(), cards_tx)
+            .start();
+        let dispatcher = intake.dispatcher();
+        // Calls are taken on the connection task itself: one hop fewer per call.
+        let conn_task = opening.connect(&server.broker, move |p| intake.offer(p)).await?;
+        // Checked once the broker has announced its limit, and before any
+        // call is taken: a card the broker would drop is an error now, not
+        // a tool that silently never shows up.
+        if let Err(e) = check_cards(&server, &link, &instance) {
+            link.disconnect().await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn_task).await;
+            return Err(e);
+        }
+
+        let mut filters = server.call_filters();
+        // The server's own card, where a sibling's (or a crashed
+        // predecessor's) Last Will lands.
+        filters.push((own_card, QoS::AtLeastOnce));
+        link.subscribe(&filters).await?;
+        publish_cards(&server, &link, Status::Online, &instance).await?;
+
+        let running = Arc::new(Running {
+            server: server.clone(),
+            instance,
+            link: link.clone(),
+            shared,
+        });
+        let cards_task = tokio::spawn(republish_on_reconnect(running.clone()));
+        let siblings_task = tokio::spawn(adoption::watch_siblings(running.clone(), cards_rx));
+        tracing::info!(server = %server.name, instance = %running.instance, tools = server.tools.len(), namespace = server.topics.namespace(), "server online");
+        Ok(ServerHandle {
+            running,
+            conn_task,
+            dispatcher,
+            line_task,
+            cards_task,
+            siblings_task,
+        })
+    }
+
+    /// Starts, serves until Ctrl-C or SIGTERM, then shuts down gracefully.
+    ///
+    /// With `--emit-acl FORMAT` among the process's arguments it prints the
+    /// ACL manifest in that format instead and returns without connecting
+    /// (formats: `mosquitto`, `dynsec`, `emqx`, `emqx-db`, `hivemq`,
+    /// `policy`, `manifest`).
+    pub async fn run(self) -> Result<(), Error> {
+        if let Some(format) = crate::acl::emit_acl_request(std::env::args().skip(1)) {
+            let format = format.map_err(Error::InvalidArgument)?;
+            print!("{}", self.acl_manifest().render(format));
+            return Ok(());
+        }
+        let handle = tokio::select! {
+            handle = self.start() => handle?,
+            _ = shutdown_signal() => {
+                tracing::info!("stopped before the server was online");
+                return Ok(());
+            }
+        };
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            why = handle.running.link.closed() => {
+                return Err(why.map_or(Error::Closed, Error::Connect));
+            }
+        }
+        handle.shutdown().await
+    }
+}
+
+/// After a reconnect the cards may be gone (a broker without persistence)
+/// or overwritten by the Last Will (the broker saw the connection drop), so
+/// they are published again.
+async fn republish_on_reconnect(running: Arc<Running>) {
+    let mut reconnects = running.link.reconnects();
+    while reconnects.changed().await.is_ok() {
+        match running.publish_cards(Status::Online).await {
+            Ok(()) => tracing::info!(server = %running.server.name, "cards republished after a reconnect"),
+            Err(e) => tracing::warn!(error = %e, "could not republish the cards after a reconnect"),
+        }
+    }
+}
+
+/// Ctrl-C, or SIGTERM on Unix (what service managers send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// A running server. Dropping the handle does not stop it; call
+/// [`shutdown`](ServerHandle::shutdown) so that its cards go offline.
+pub struct ServerHandle {
+    running: Arc<Running>,
+    conn_task: tokio::task::JoinHandle<()>,
+    dispatcher: Arc<Dispatcher>,
+    line_task: tokio::task::JoinHandle<()>,
+    cards_task: tokio::task::JoinHandle<()>,
+    siblings_task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("server", &self.running.server.name)
+            .field("instance", &self.running.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// The server being run.
+    pub fn server(&self) -> &Server {
+        &self.running.server
+    }
+
+    /// This instance's MQTT client id (the `instance` of its server card).
+    pub fn instance(&self) -> &str {
+        &self.running.instance
+    }
+
+    /// Whether the connection to the broker is up.
+    pub fn is_connected(&self) -> bool {
+        self.running.link.is_connected()
+    }
+
+    /// Goes offline gracefully: stops taking calls, lets the running ones
+    /// finish within the drain deadline ([`ServerBuilder::drain_timeout`];
+    /// those still running then get `unavailable`), republishes every card
+    /// as offline, and disconnects (so the Last Will is not sent).
+    ///
+    /// Returns within the drain timeout plus [`SHUTDOWN_GRACE`], whatever the
+    /// broker's state: each exchange with it is bounded. When the broker is
+    /// unreachable or stalled, the server still stops, and says so with
+    /// [`Error::Goodbye`]; the broker then publishes the Last Will (the
+    /// offline Server Card) once it notices the connection is gone.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let running = &self.running;
+        self.cards_task.abort();
+        self.siblings_task.abort();
+        let link = &running.link;
+        let mut unsaid = None;
+        // After the UNSUBACK the broker sends no more calls here; those it
+        // queues go to the other instances.
+        if link.is_connected() {
+            let filters = running.server.call_filters();
+            let unsubscribed = futures_util::future::join_all(filters.iter().map(|(f, _)| link.unsubscribe_acked(f)));
+            match tokio::time::timeout(UNSUBSCRIBE_WITHIN, unsubscribed).await {
+                Ok(results) => {
+                    if let Some(e) = results.into_iter().find_map(Result::err) {
+                        tracing::warn!(error = %e, "could not unsubscribe before shutting down");
+                    }
+                }
+                Err(_) => unsaid = Some(format!("no UNSUBACK within {} ms", UNSUBSCRIBE_WITHIN.as_millis())),
+            }
+        } else {
+            unsaid = Some("the connection was down".to_owned());
+        }
+        let cancelled = running.shared.drain(running.server.config.drain_timeout).await;
+        if cancelled > 0 {
+            tracing::warn!(cancelled, "calls still running at the drain deadline were cancelled");
+        }
+        let goodbye = tokio::time::Instant::now() + GOODBYE_WITHIN;
+        self.dispatcher.settle(GOODBYE_WITHIN / 2).await;
+        self.line_task.abort();
+        if link.is_connected() && unsaid.is_none() {
+            match tokio::time::timeout_at(goodbye, running.publish_cards(Status::Offline)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => unsaid = Some(format!("the offline cards were not taken: {e}")),
+                Err(_) => {
+                    unsaid = Some(format!(
+                        "the broker did not take the offline cards within {} ms",
+                        GOODBYE_WITHIN.as_millis()
+                    ))
+                }
+            }
+        }
+        link.disconnect().await;
+        if tokio::time::timeout(Duration::from_millis(100), self.conn_task)
+            .await
+            .is_err()
+        {
+            tracing::debug!("the connection task outlived its link");
+        }
+        if unsaid.is_none()
+            && running.server.broker.protocol == Protocol::V311
+            && running.server.broker.session_expiry > 0
+        {
+            // A 3.1.1 persistent session never expires: this instance is
+            // gone for good, so its session goes too.
+            let ended = crate::connection::end_session(&running.server.broker, &running.instance);
+            if tokio::time::timeout(GOODBYE_WITHIN, ended).await.is_err() {
+                tracing::warn!(instance = %running.instance, "could not end the MQTT 3.1.1 session in time");
+            }
+        }
+        match unsaid {
+            None => {
+                tracing::info!(server = %running.server.name, "server offline");
+                Ok(())
+            }
+            Some(why) => {
+                tracing::warn!(server = %running.server.name, reason = %why, "server stopped without a goodbye");
+                Err(Error::Goodbye(why))
+            }
+        }
+    }
+
+    /// Drops the connection without a goodbye, as a crash would: the broker
+    /// then publishes the Last Will (the offline Server Card).
+    pub fn abort(self) {
+        self.cards_task.abort();
+        self.siblings_task.abort();
+        self.line_task.abort();
+        self.conn_task.abort();
+    }
+}

@@ -1,0 +1,400 @@
+//! What the server's parts share, in the one place they all import: the
+//! [`Server`] and its cards, [`ServerConfig`], [`Shared`] and [`Running`].
+//! It starts no task, and of its sibling modules imports only `dedupe`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{PubAckReason, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use serde_json::Value;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use super::dedupe::{DedupeWindow, Window};
+use crate::connection::{BrokerOptions, Link, Message, Protocol};
+use crate::error::Error;
+use crate::protocol::card::{
+    ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS, SDK_VERSION,
+};
+use crate::protocol::envelope::now_rfc3339;
+use crate::protocol::topics::Topics;
+use crate::tool::ToolDef;
+
+/// A server: a named set of tools, ready to go online.
+///
+/// Build one with [`Server::builder`], then [`run`](Server::run) it (until
+/// Ctrl-C) or [`start`](Server::start) it (and keep the handle).
+#[derive(Debug)]
+pub struct Server {
+    pub(crate) name: String,
+    pub(crate) topics: Topics,
+    pub(crate) broker: BrokerOptions,
+    pub(crate) tools: Vec<ToolDef>,
+    pub(crate) config: ServerConfig,
+}
+
+/// Tunables of the dispatcher.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerConfig {
+    pub shared_subscription: bool,
+    pub max_concurrent_calls: usize,
+    pub default_timeout: Duration,
+    pub max_payload_bytes: usize,
+    pub require_verified_caller: bool,
+    pub dedupe: DedupeWindow,
+    pub drain_timeout: Duration,
+    pub adopt_orphaned_sessions: bool,
+}
+
+impl Server {
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The topics of its namespace.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// The tools it hosts.
+    pub fn tools(&self) -> &[ToolDef] {
+        &self.tools
+    }
+
+    /// The ACL manifest of this server: the rights of the server's identity
+    /// and of every caller its tools allow, from the annotations alone.
+    pub fn acl_manifest(&self) -> crate::acl::AclManifest {
+        crate::acl::AclManifest::for_server(
+            &self.name,
+            &self.topics,
+            &self.tools,
+            self.shares_calls(),
+            self.config.require_verified_caller,
+        )
+    }
+
+    /// The card announcing this server, online or offline.
+    pub fn server_card(&self, status: Status) -> ServerCard {
+        ServerCard {
+            version: CARD_VERSION.into(),
+            server: self.name.clone(),
+            namespace: self.topics.namespace().to_owned(),
+            tools: self.tools.iter().map(|t| t.name.clone()).collect(),
+            version_info: VersionInfo {
+                sdk: SDK_VERSION.into(),
+                tool: None,
+            },
+            status,
+            last_seen: now_rfc3339(),
+            instance: None,
+        }
+    }
+
+    /// The server card as one running instance publishes it.
+    pub(super) fn instance_card(&self, status: Status, instance: &str) -> ServerCard {
+        ServerCard {
+            instance: Some(instance.to_owned()),
+            ..self.server_card(status)
+        }
+    }
+
+    /// Whether instances split the calls through shared subscriptions:
+    /// asked for, and possible (MQTT 3.1.1 has no shared subscriptions).
+    fn shares_calls(&self) -> bool {
+        self.config.shared_subscription && self.broker.protocol != Protocol::V311
+    }
+
+    /// The call filters this server subscribes to.
+    pub(crate) fn call_filters(&self) -> Vec<(String, QoS)> {
+        self.tools
+            .iter()
+            .map(|t| {
+                let topic = if self.shares_calls() {
+                    self.topics.shared_calls(&t.name)
+                } else {
+                    self.topics.calls(&t.name)
+                };
+                (topic, QoS::AtLeastOnce)
+            })
+            .collect()
+    }
+
+    /// The card announcing one of its tools.
+    pub fn tool_card(&self, tool: &ToolDef, status: Status) -> ToolCard {
+        ToolCard {
+            version: CARD_VERSION.into(),
+            tool: tool.name.clone(),
+            server: self.name.clone(),
+            namespace: self.topics.namespace().to_owned(),
+            description: tool.description.clone(),
+            input_schema: tool.input_schema.clone(),
+            output_schema: tool.output_schema.clone(),
+            supports_streaming: tool.streaming,
+            requires_auth: !tool.allowed_callers.is_empty(),
+            allowed_callers: tool.allowed_callers.clone(),
+            version_info: VersionInfo {
+                sdk: SDK_VERSION.into(),
+                tool: tool.version.clone(),
+            },
+            status,
+            last_seen: now_rfc3339(),
+            timeout_ms: Some(tool.timeout.unwrap_or(self.config.default_timeout).as_millis() as u64),
+            extensions: vec![EXT_CALLER_TOPIC.into(), EXT_PRIVATE_STREAMS.into()],
+        }
+    }
+}
+
+/// A tool as the dispatcher holds it: its definition, its compiled schema
+/// validator (compiled once, not per call) and its deadline.
+pub(crate) struct HostedTool {
+    pub(super) def: ToolDef,
+    validator: jsonschema::Validator,
+    pub(super) timeout: Duration,
+}
+
+impl HostedTool {
+    pub(crate) fn new(def: ToolDef, config: &ServerConfig) -> Result<Self, Error> {
+        let timeout = def.timeout.unwrap_or(config.default_timeout);
+        Self::with_timeout(def, timeout)
+    }
+
+    /// A tool whose calls run for up to `timeout`, whatever its own says.
+    pub(super) fn with_timeout(def: ToolDef, timeout: Duration) -> Result<Self, Error> {
+        let validator = Self::compile_schema(&def)?;
+        Ok(HostedTool {
+            def,
+            validator,
+            timeout,
+        })
+    }
+
+    pub(crate) fn compile_schema(def: &ToolDef) -> Result<jsonschema::Validator, Error> {
+        jsonschema::validator_for(&def.input_schema).map_err(|e| Error::InvalidSchema {
+            tool: def.name.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks arguments against the schema; the message names the field.
+    /// `null` for an optional argument counts as leaving it out.
+    pub(super) fn check(&self, arguments: &mut Value) -> Result<(), String> {
+        crate::tool::schema::drop_optional_nulls(&self.def.input_schema, arguments);
+        let problems: Vec<String> = self
+            .validator
+            .iter_errors(arguments)
+            .take(3)
+            .map(|e| {
+                let path = e.instance_path().to_string();
+                let field = path.trim_start_matches('/').replace('/', ".");
+                if field.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("argument `{field}`: {e}")
+                }
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// Where a server is in its life: serving, draining for a shutdown, or
+/// past the drain deadline with the calls still running cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Serving,
+    Draining,
+    Cancelled,
+}
+
+/// What every connection of a server dispatches with: its own connection,
+/// and, when it adopts a crashed sibling's session, that session's too.
+pub(crate) struct Shared {
+    pub(super) topics: Topics,
+    pub(super) tools: HashMap<String, Arc<HostedTool>>,
+    pub(super) config: ServerConfig,
+    permits: Arc<Semaphore>,
+    pub(super) window: Mutex<Window>,
+    pub(super) phase: watch::Sender<Phase>,
+}
+
+impl Shared {
+    pub(crate) fn new(topics: Topics, tools: HashMap<String, Arc<HostedTool>>, config: ServerConfig) -> Arc<Self> {
+        Arc::new(Shared {
+            permits: Arc::new(Semaphore::new(config.max_concurrent_calls)),
+            window: Mutex::new(Window::new(config.dedupe)),
+            phase: watch::Sender::new(Phase::Serving),
+            topics,
+            tools,
+            config,
+        })
+    }
+
+    /// A free slot now, if the server is serving and one is free.
+    pub(super) fn free_slot(&self) -> Option<OwnedSemaphorePermit> {
+        if *self.phase.borrow() != Phase::Serving {
+            return None;
+        }
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Waits for a slot; `None` once the server is shutting down. Waiting
+    /// here holds the line back: with manual acks, the broker stops sending
+    /// once its in-flight window is full.
+    pub(super) async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        let mut phase = self.phase.subscribe();
+        // Biased: once the server is shutting down, no call starts, even
+        // when a slot is free too.
+        tokio::select! {
+            biased;
+            _ = phase.wait_for(|p| *p != Phase::Serving) => None,
+            permit = self.permits.clone().acquire_owned() => permit.ok(),
+        }
+    }
+
+    /// Stops taking calls, waits up to `deadline` for the running ones, then
+    /// cancels what is left (each gets an `unavailable` response). Returns
+    /// how many calls were cancelled.
+    pub(crate) async fn drain(&self, deadline: Duration) -> usize {
+        self.phase.send_replace(Phase::Draining);
+        let all = self.config.max_concurrent_calls as u32;
+        if tokio::time::timeout(deadline, self.permits.acquire_many(all))
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let cancelled = all as usize - self.permits.available_permits();
+        self.phase.send_replace(Phase::Cancelled);
+        // Give the cancelled calls a moment to send their responses.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.permits.acquire_many(all)).await;
+        cancelled
+    }
+}
+
+/// What a started server runs with, shared by its tasks.
+pub(crate) struct Running {
+    pub server: Arc<Server>,
+    /// This instance's MQTT client id.
+    pub instance: String,
+    pub link: Link,
+    pub shared: Arc<Shared>,
+}
+
+impl Running {
+    pub(crate) async fn publish_cards(&self, status: Status) -> Result<(), Error> {
+        publish_cards(&self.server, &self.link, status, &self.instance).await
+    }
+
+    /// Publishes only the server card (after a sibling's Last Will
+    /// overwrote it).
+    pub(crate) async fn publish_server_card(&self, status: Status) -> Result<(), Error> {
+        let card = serde_json::to_vec(&self.server.instance_card(status, &self.instance))?;
+        publish_retained(
+            &self.link,
+            vec![(self.server.topics.server_card(&self.server.name), card)],
+        )
+        .await
+    }
+}
+
+/// Publishes every card retained, and waits for the broker to take them.
+pub(super) async fn publish_cards(server: &Server, link: &Link, status: Status, instance: &str) -> Result<(), Error> {
+    let mut cards = Vec::with_capacity(server.tools.len() + 1);
+    for tool in &server.tools {
+        cards.push((
+            server.topics.tool_card(&tool.name),
+            serde_json::to_vec(&server.tool_card(tool, status))?,
+        ));
+    }
+    cards.push((
+        server.topics.server_card(&server.name),
+        serde_json::to_vec(&server.instance_card(status, instance))?,
+    ));
+    publish_retained(link, cards).await
+}
+
+/// Fails with [`Error::TooLarge`] if any card, online or offline, would make
+/// a packet over the connection's maximum packet size (the broker's, if it
+/// announced a smaller one than the server's own).
+pub(super) fn check_cards(server: &Server, link: &Link, instance: &str) -> Result<(), Error> {
+    for status in [Status::Online, Status::Offline] {
+        for tool in &server.tools {
+            let card = serde_json::to_vec(&server.tool_card(tool, status))?;
+            link.fits(&card_message(server.topics.tool_card(&tool.name), card), || {
+                format!("the Tool Card of `{}`", tool.name)
+            })?;
+        }
+        let card = serde_json::to_vec(&server.instance_card(status, instance))?;
+        link.fits(&card_message(server.topics.server_card(&server.name), card), || {
+            format!("the Server Card of `{}`", server.name)
+        })?;
+    }
+    Ok(())
+}
+
+/// A card as it is published: retained, QoS 1.
+fn card_message(topic: String, payload: Vec<u8>) -> Message {
+    Message {
+        topic,
+        payload: Bytes::from(payload),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: Some(PublishProperties {
+            content_type: Some("application/json".into()),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn publish_retained(link: &Link, cards: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
+    let acks = cards
+        .into_iter()
+        .map(|(topic, payload)| link.publish_acked(card_message(topic, payload)));
+    for reason in futures_util::future::join_all(acks).await {
+        match reason? {
+            PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {}
+            other => tracing::warn!(reason = ?other, "the broker did not accept a card"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(protocol: Protocol) -> Server {
+        let echo = ToolDef::builder("echo").allowed_callers(["scout"]).build().unwrap();
+        Server::builder("lab")
+            .namespace("lab")
+            .protocol(protocol)
+            .tool_def(echo)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn on_311_the_plain_call_topics_are_subscribed() {
+        let filters = |s: &Server| s.call_filters().into_iter().map(|(f, _)| f).collect::<Vec<_>>();
+        assert_eq!(filters(&server(Protocol::V311)), ["lab/mcp/tools/echo/call/#"]);
+        assert_eq!(
+            filters(&server(Protocol::V5)),
+            ["$share/mcp-tool-echo/lab/mcp/tools/echo/call/#"]
+        );
+        assert!(server(Protocol::V311)
+            .acl_manifest()
+            .shared_subscription_groups
+            .is_empty());
+        assert!(!server(Protocol::V5)
+            .acl_manifest()
+            .shared_subscription_groups
+            .is_empty());
+    }
+}
