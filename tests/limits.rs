@@ -11,6 +11,7 @@ use mcpmqtt::{
 };
 use serde_json::{json, Value};
 use support::fixtures::{call_gathering, call_props, Raw, PATIENCE};
+use support::login::online;
 use support::mosquitto::Mosquitto;
 
 const NAMESPACE: &str = "limits";
@@ -90,14 +91,7 @@ fn limits_server(runs: &Arc<AtomicUsize>) -> ServerBuilder {
 /// The limits server online on `broker`, and its run counter.
 async fn limits_online(broker: &Mosquitto) -> (ServerHandle, Arc<AtomicUsize>) {
     let runs = Arc::new(AtomicUsize::new(0));
-    let server = limits_server(&runs)
-        .broker(&broker.url())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    (server, runs)
+    (online(broker, limits_server(&runs)).await, runs)
 }
 
 async fn client(broker: &Mosquitto, options: BrokerOptions) -> Client {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use mcpmqtt::{CallError, CallOptions, Error, ServerHandle, SHUTDOWN_GRACE};
 use serde_json::json;
 use support::fixtures::PATIENCE;
+use support::login::online;
 use support::mosquitto::Mosquitto;
 use support::tools::{lab_client, lab_server};
 use support::Spawned;
@@ -26,14 +27,7 @@ fn bound() -> Duration {
 }
 
 async fn lab_server_on(broker: &Mosquitto) -> ServerHandle {
-    lab_server("lab")
-        .broker(&broker.url())
-        .drain_timeout(DRAIN)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap()
+    online(broker, lab_server("lab").drain_timeout(DRAIN)).await
 }
 
 /// Shuts down, failing the test (rather than hanging it) past twice the bound.

@@ -412,7 +412,8 @@ impl SendWindow {
             self.slots.add_permits(n - size);
             self.size.store(n, SeqCst);
         } else if n < size {
-            // Only free slots can be taken away; the rest go as they return.
+            // Only free slots can be taken away: the window shrinks by what
+            // is free now, and the next CONNACK takes away more.
             let forgotten = self.slots.forget_permits(size - n);
             self.size.store(size - forgotten, SeqCst);
         }
@@ -911,10 +912,14 @@ async fn drive(
     let mut backoff = Duration::from_millis(50);
     // When the connection was last lost, while it stays lost.
     let mut down_since: Option<std::time::Instant> = None;
+    // Made once: a fresh one per poll would register with the token, and
+    // leave it again, for every packet.
+    let abandoned = link.abandon.clone().cancelled_owned();
+    tokio::pin!(abandoned);
     let failure = loop {
         let polled = tokio::select! {
             biased;
-            _ = link.abandon.cancelled() => break None,
+            _ = &mut abandoned => break None,
             polled = eventloop.poll() => polled,
         };
         match polled {
@@ -983,7 +988,7 @@ async fn drive(
                 let _ = state.send(LinkState::Reconnecting(why));
                 tokio::select! {
                     biased;
-                    _ = link.abandon.cancelled() => break None,
+                    _ = &mut abandoned => break None,
                     _ = tokio::time::sleep(jittered(backoff)) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -24,11 +24,11 @@ use rumqttc::v5::mqttbytes::v5::LastWill;
 use rumqttc::v5::mqttbytes::QoS;
 use tokio::sync::mpsc;
 
-use crate::connection::{Link, Protocol};
+use crate::connection::{Link, Protocol, DISCONNECT_GRACE};
 use crate::error::Error;
 use crate::protocol::card::Status;
 use dispatcher::Dispatcher;
-use shared::{check_cards, publish_cards, HostedTool, Running, Shared};
+use shared::{check_cards, publish_cards, HostedTool, Running, Shared, CANCEL_GRACE};
 
 pub use builder::ServerBuilder;
 pub use dedupe::DedupeWindow;
@@ -37,15 +37,19 @@ pub use dispatcher::CallPath;
 pub use shared::Server;
 
 /// How much longer than its drain timeout a [`ServerHandle::shutdown`] may
-/// take, at most, when the broker is slow, stalled or gone: the exchanges
-/// with the broker (unsubscribing, the offline cards, the goodbye) are each
-/// bounded, and the connection is dropped when the bound passes.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
+/// take, at most, when the broker is slow, stalled or gone (6 s): the
+/// exchanges with the broker (unsubscribing, the answers and offline cards,
+/// the goodbye) are each bounded, and the connection is dropped when the
+/// bound passes.
+pub const SHUTDOWN_GRACE: Duration = UNSUBSCRIBE_WITHIN
+    .saturating_add(CANCEL_GRACE)
+    .saturating_add(GOODBYE_WITHIN)
+    .saturating_add(DISCONNECT_GRACE);
 
 /// For the UNSUBACKs before the drain.
 const UNSUBSCRIBE_WITHIN: Duration = Duration::from_secs(2);
-/// For the answers of cancelled calls and the offline cards after it (the
-/// drain itself gives cancelled calls up to a second more).
+/// After the drain (and its [`CANCEL_GRACE`]), for the answers still owed,
+/// the offline cards, and on MQTT 3.1.1 ending the session.
 const GOODBYE_WITHIN: Duration = Duration::from_secs(2);
 
 impl Server {
@@ -288,9 +292,10 @@ impl ServerHandle {
             && running.server.broker.session_expiry > 0
         {
             // A 3.1.1 persistent session never expires: this instance is
-            // gone for good, so its session goes too.
+            // gone for good, so its session goes too. Within what is left of
+            // the goodbye's time, so that the shutdown keeps its bound.
             let ended = crate::connection::end_session(&running.server.broker, &running.instance);
-            if tokio::time::timeout(GOODBYE_WITHIN, ended).await.is_err() {
+            if tokio::time::timeout_at(goodbye, ended).await.is_err() {
                 tracing::warn!(instance = %running.instance, "could not end the MQTT 3.1.1 session in time");
             }
         }
@@ -313,5 +318,16 @@ impl ServerHandle {
         self.siblings_task.abort();
         self.line_task.abort();
         self.conn_task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shutdown_grace_is_the_sum_of_its_bounds_as_documented() {
+        // README and SPEC §4 say 6 s.
+        assert_eq!(SHUTDOWN_GRACE, Duration::from_secs(6));
     }
 }

@@ -22,6 +22,10 @@ use crate::protocol::envelope::now_rfc3339;
 use crate::protocol::topics::Topics;
 use crate::tool::ToolDef;
 
+/// How long calls cancelled at the drain deadline have to send their
+/// `unavailable` answers.
+pub(crate) const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
 /// A server: a named set of tools, ready to go online.
 ///
 /// Build one with [`Server::builder`], then [`run`](Server::run) it (until
@@ -273,7 +277,7 @@ impl Shared {
         let cancelled = all as usize - self.permits.available_permits();
         self.phase.send_replace(Phase::Cancelled);
         // Give the cancelled calls a moment to send their responses.
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.permits.acquire_many(all)).await;
+        let _ = tokio::time::timeout(CANCEL_GRACE, self.permits.acquire_many(all)).await;
         cancelled
     }
 }
