@@ -116,6 +116,23 @@ pub struct ServerCard {
     /// takes over that instance's session and serves the calls queued in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// Extension: the protocol extensions the server supports, as on its
+    /// Tool Cards. A client that finds a tool through this card calls it
+    /// without fetching the tool's own card first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
+    /// Extension: a digest of the server's Tool Cards (all but their
+    /// `status` and `last_seen`). Clients keep the Tool Cards they fetched
+    /// while it stays the same, and fetch them again when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools_digest: Option<String>,
+}
+
+impl ServerCard {
+    /// Whether the server supports an extension.
+    pub fn supports(&self, extension: &str) -> bool {
+        self.extensions.iter().any(|e| e == extension)
+    }
 }
 
 #[cfg(test)]

@@ -94,6 +94,8 @@ impl Server {
             status,
             last_seen: now_rfc3339(),
             instance: None,
+            extensions: vec![EXT_CALLER_TOPIC.into(), EXT_PRIVATE_STREAMS.into()],
+            tools_digest: None,
         }
     }
 
