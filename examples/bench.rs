@@ -403,7 +403,7 @@ async fn lister_role(a: &Args) -> BoxResult<()> {
     let mut polls = 0u64;
     let listed = loop {
         polls += 1;
-        let n = client.tools().await.len();
+        let n = client.tools().await.map_or(0, |t| t.len());
         if n >= a.n || Instant::now() >= deadline {
             break n;
         }

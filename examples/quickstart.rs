@@ -79,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let scout = connect("scout").await?;
     scout.wait_for_tool("crawl_site", Duration::from_secs(5)).await?;
-    for card in scout.tools().await {
+    for card in scout.tools().await? {
         println!(
             "  discovered {:<20} streaming={:<5} callers=[{}]",
             card.tool,

@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     client.wait_for_tool("crawl_site", Duration::from_secs(10)).await?;
 
-    for card in client.tools().await {
+    for card in client.tools().await? {
         println!(
             "tool {:<22} by {} (callers: {})",
             card.tool,

@@ -85,11 +85,11 @@ async fn cards_are_retained_with_every_v01_field() {
 
     // The client's view of the same cards.
     let client = gtm_client(&broker, "scout").await;
-    let tools = client.tools().await;
+    let tools = client.tools().await.unwrap();
     assert_eq!(tools.len(), 3);
     assert!(tools.iter().all(|t| t.status == Status::Online));
     assert_eq!(client.servers().await.len(), 1);
-    let crawl = client.tool_card("crawl_site").await.unwrap();
+    let crawl = client.tool_card("crawl_site").await.unwrap().unwrap();
     assert!(crawl.supports_streaming);
     assert!(
         crawl.output_schema.is_some(),
@@ -117,7 +117,10 @@ async fn graceful_shutdown_republishes_every_card_offline() {
         let (_, card) = raw.recv_json().await;
         assert_eq!(card["status"], "offline", "{card}");
     }
-    assert!(client.tools().await.is_empty(), "no online tools after shutdown");
+    assert!(
+        client.tools().await.unwrap().is_empty(),
+        "no online tools after shutdown"
+    );
 }
 
 #[tokio::test]

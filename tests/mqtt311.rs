@@ -141,7 +141,11 @@ async fn a_311_client_calls_a_311_server() {
     let server = server(&broker, Protocol::V311).await;
     let caller = client(&broker, "tester", Protocol::V311).await;
     every_kind_of_call(&caller).await;
-    assert_eq!(caller.tools().await.len(), 6, "the retained cards reach a 3.1.1 client");
+    assert_eq!(
+        caller.tools().await.unwrap().len(),
+        6,
+        "the retained cards reach a 3.1.1 client"
+    );
     server.shutdown().await.unwrap();
     let card = caller.wait_for_server_offline("lab", PATIENCE).await.unwrap();
     assert_eq!(card.server, "lab");

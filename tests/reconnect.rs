@@ -64,7 +64,7 @@ async fn subscriptions_and_cards_come_back_after_the_broker_forgets_the_session(
     assert_eq!(configs["configs"][0]["platform"], "x");
     // The server republished its cards, and the client resubscribed to them.
     scout.wait_for_tool("crawl_site", PATIENCE).await.unwrap();
-    assert_eq!(scout.tools().await.len(), 3);
+    assert_eq!(scout.tools().await.unwrap().len(), 3);
     assert!(server.is_connected());
     server.shutdown().await.unwrap();
 }

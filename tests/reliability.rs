@@ -375,7 +375,7 @@ fn gtm_process(broker: &Mosquitto, extra_args: &[&str]) -> Spawned {
 }
 
 async fn online_tools(client: &Client) -> Vec<String> {
-    client.tools().await.into_iter().map(|c| c.tool).collect()
+    client.tools().await.unwrap().into_iter().map(|c| c.tool).collect()
 }
 
 #[tokio::test]

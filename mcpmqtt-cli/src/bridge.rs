@@ -3,15 +3,17 @@
 //!
 //! - `tools/list` maps each online Tool Card (of an online server) to an MCP
 //!   tool (`inputSchema` from the card; `outputSchema` too when it is an
-//!   object schema);
+//!   object schema), a page at a time (`--page-size`, MCP cursors), so a
+//!   host is never handed 10,000 tools in one message;
 //! - `tools/call` forwards the call over MQTT under the bridge's identity, so
 //!   the broker's ACL decides; every call error becomes an `isError` result
 //!   whose text is the error and whose `structuredContent` is
 //!   `{"error": {"type", "message", "code"?}}`;
 //! - partials of a streaming tool become `notifications/progress` when the
 //!   host sent a progress token (message: the text, or the data as JSON);
-//! - the cards are polled, and `notifications/tools/list_changed` is sent
-//!   whenever the list of tools changes.
+//! - the Server Cards are polled, and `notifications/tools/list_changed` is
+//!   sent whenever the tools they list change, or their cards do (a new
+//!   `tools_digest`).
 //!
 //! The bridge speaks the MCP versions that begin with `initialize` (up to
 //! 2025-11-25), where list-changed notifications need no subscription.
@@ -20,7 +22,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcpmqtt::{CallError, CallOptions, Client, Partial, ToolCard};
+use mcpmqtt::{CallError, CallOptions, Client, Partial, ToolCard, ToolFilter};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
     PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
@@ -37,17 +39,51 @@ use crate::exit::{call_error_kind, Failure};
 #[derive(Clone)]
 pub struct Bridge {
     client: Client,
+    page_size: usize,
+}
+
+/// What the host has been told of the tools: which are online, and the
+/// version of their servers' cards. A change in it is a list change.
+#[derive(Debug, PartialEq)]
+struct Fingerprint {
+    tools: Vec<(String, String)>,
+    /// Each online server's `tools_digest`, or, from a server that
+    /// publishes none, its card's `last_seen`.
+    servers: Vec<(String, String)>,
 }
 
 impl Bridge {
-    /// A bridge calling through `client`.
-    pub fn new(client: Client) -> Self {
-        Bridge { client }
+    /// A bridge calling through `client`, listing `page_size` tools per
+    /// `tools/list` page.
+    pub fn new(client: Client, page_size: usize) -> Self {
+        Bridge {
+            client,
+            page_size: page_size.max(1),
+        }
     }
 
-    /// The online tools, as MCP tools.
-    async fn mcp_tools(&self) -> Vec<Tool> {
-        self.client.tools().await.iter().map(mcp_tool).collect()
+    /// One page of the online tools, as MCP tools, after the tool named
+    /// `cursor`.
+    async fn mcp_tools(&self, cursor: Option<&str>) -> Result<ListToolsResult, mcpmqtt::Error> {
+        let page = self
+            .client
+            .tools_page(&ToolFilter::new(), cursor, self.page_size)
+            .await?;
+        let mut result = ListToolsResult::with_all_items(page.tools.iter().map(mcp_tool).collect());
+        result.next_cursor = page.next;
+        Ok(result)
+    }
+
+    async fn fingerprint(&self) -> Fingerprint {
+        let tools = self.client.tool_names(&ToolFilter::new()).await;
+        let servers = self
+            .client
+            .servers()
+            .await
+            .into_iter()
+            .map(|card| (card.server, card.tools_digest.unwrap_or(card.last_seen)))
+            .collect();
+        Fingerprint { tools, servers }
     }
 
     async fn forward(
@@ -146,10 +182,19 @@ impl ServerHandler for Bridge {
 
     async fn list_tools(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(self.mcp_tools().await))
+        let cursor = request.and_then(|r| r.cursor);
+        if let Some(problem) = cursor.as_deref().and_then(mcpmqtt::name_problem) {
+            return Err(McpError::invalid_params(
+                format!("invalid cursor: {problem}; pass the `nextCursor` of the previous page"),
+                None,
+            ));
+        }
+        self.mcp_tools(cursor.as_deref())
+            .await
+            .map_err(|e| McpError::internal_error(e.to_string(), None))
     }
 
     async fn call_tool(
@@ -158,11 +203,14 @@ impl ServerHandler for Bridge {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let name = request.name.to_string();
-        let online = self
-            .client
-            .tool_card(&name)
-            .await
-            .is_some_and(|c| c.status == mcpmqtt::Status::Online);
+        let online = mcpmqtt::name_problem(&name).is_none()
+            && self
+                .client
+                .tool_card(&name)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|c| c.status == mcpmqtt::Status::Online);
         if !online {
             return Err(McpError::invalid_params(
                 format!(
@@ -187,12 +235,12 @@ impl ServerHandler for Bridge {
 
 /// Sends `notifications/tools/list_changed` whenever the tools change from
 /// `known`.
-async fn watch_tools(bridge: Bridge, peer: Peer<RoleServer>, interval: Duration, mut known: Vec<Tool>) {
+async fn watch_tools(bridge: Bridge, peer: Peer<RoleServer>, interval: Duration, mut known: Fingerprint) {
     loop {
         tokio::time::sleep(interval).await;
-        let now = bridge.mcp_tools().await;
+        let now = bridge.fingerprint().await;
         if now != known {
-            tracing::info!(tools = now.len(), "the tools changed");
+            tracing::info!(tools = now.tools.len(), "the tools changed");
             if let Err(e) = peer.notify_tool_list_changed().await {
                 tracing::debug!(error = %e, "could not send tools/list_changed");
                 return;
@@ -204,11 +252,11 @@ async fn watch_tools(bridge: Bridge, peer: Peer<RoleServer>, interval: Duration,
 
 /// Runs the bridge on stdin/stdout until the host closes it.
 pub async fn run(client: Client, args: &BridgeArgs) -> Result<(), Failure> {
-    let bridge = Bridge::new(client.clone());
+    let bridge = Bridge::new(client.clone(), usize::from(args.page_size));
     // What the host can have seen is compared with from before the session
     // starts: a change while it starts (before a watcher's first look) would
     // otherwise never be announced.
-    let known = bridge.mcp_tools().await;
+    let known = bridge.fingerprint().await;
     let service = bridge
         .clone()
         .serve(rmcp::transport::stdio())

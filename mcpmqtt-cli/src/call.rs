@@ -110,7 +110,7 @@ pub async fn run(client: &Client, args: &CallArgs) -> Result<(), Failure> {
 
 /// How long to wait: the card's timeout plus a margin, else the default.
 pub async fn tool_timeout(client: &Client, tool: &str) -> Duration {
-    match client.tool_card(tool).await.and_then(|c| c.timeout_ms) {
+    match client.tool_card(tool).await.ok().flatten().and_then(|c| c.timeout_ms) {
         Some(ms) => Duration::from_millis(ms) + TIMEOUT_MARGIN,
         None => DEFAULT_TIMEOUT,
     }

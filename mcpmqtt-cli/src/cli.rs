@@ -103,7 +103,7 @@ impl ConnectArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// A table of the online tools: name, server, streaming, allowed callers, description.
-    Tools(ListArgs),
+    Tools(ToolsArgs),
     /// A table of the online servers and their tools.
     Servers(ListArgs),
     /// A tool's card and schemas, pretty-printed.
@@ -127,6 +127,34 @@ pub struct ListArgs {
     /// Print the cards as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Flags of `tools`.
+#[derive(Debug, Args)]
+pub struct ToolsArgs {
+    /// Print the cards as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Only the tools of this server.
+    #[arg(long, value_name = "SERVER")]
+    pub server: Option<String>,
+    /// Only the tools whose name starts with this.
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+}
+
+impl ToolsArgs {
+    /// The listing these flags ask for.
+    pub fn filter(&self) -> mcpmqtt::ToolFilter {
+        let mut filter = mcpmqtt::ToolFilter::new();
+        if let Some(server) = &self.server {
+            filter = filter.server(server);
+        }
+        if let Some(prefix) = &self.prefix {
+            filter = filter.prefix(prefix);
+        }
+        filter
+    }
 }
 
 /// Flags of `describe`.
@@ -198,6 +226,10 @@ pub struct BridgeArgs {
     /// How often the cards are checked for changes, in milliseconds.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub watch_interval_ms: u64,
+    /// At most this many tools per tools/list page (the host follows
+    /// `nextCursor` for the rest).
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub page_size: u16,
 }
 
 const EXPOSE_HELP: &str = "\

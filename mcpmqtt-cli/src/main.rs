@@ -42,13 +42,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Tools(args) => {
             let client = connect.client(call::DEFAULT_TIMEOUT).await?;
-            let tools = client.tools().await;
+            let tools = client.tools_matching(&args.filter()).await;
+            client.disconnect().await;
+            let tools = tools?;
             if args.json {
                 print_json(&tools)?;
             } else {
                 print!("{}", table::tools_table(&tools));
             }
-            client.disconnect().await;
         }
         Command::Servers(args) => {
             let client = connect.client(call::DEFAULT_TIMEOUT).await?;
@@ -64,7 +65,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let client = connect.client(call::DEFAULT_TIMEOUT).await?;
             let card = client.tool_card(&args.tool).await;
             client.disconnect().await;
-            let card = card.ok_or_else(|| {
+            let card = card?.ok_or_else(|| {
                 Failure::NoSuchTool(format!(
                     "unavailable: no tool `{}` in namespace `{}` (see `mcpmqtt tools`)",
                     args.tool, connect.namespace

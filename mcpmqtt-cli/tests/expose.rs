@@ -185,7 +185,7 @@ async fn the_demo_server_is_hosted_on_mqtt_behind_the_brokers_acl() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let card = tester.tool_card("echo").await.unwrap();
+    let card = tester.tool_card("echo").await.unwrap().unwrap();
     assert_eq!(card.status, mcpmqtt::Status::Offline);
     let mut stderr = String::new();
     tokio::io::AsyncReadExt::read_to_string(exposed.stderr.as_mut().unwrap(), &mut stderr)

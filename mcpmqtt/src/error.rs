@@ -2,6 +2,7 @@
 //! call returns, [`ToolError`] for what a handler returns. Plain types and
 //! their conversions: nothing here logs, retries or decides what to do.
 
+use crate::protocol::card::ToolCard;
 use crate::protocol::envelope::{ErrorBody, ErrorType};
 use crate::protocol::names::InvalidName;
 
@@ -92,6 +93,38 @@ pub enum Error {
         /// rather than this end's own.
         by_broker: bool,
     },
+    /// A listing could not get every Tool Card the Server Cards list: the
+    /// broker did not deliver them (it dropped them, or a server lists a
+    /// tool whose card it has not published). The cards that did arrive are
+    /// in `found`; the list is not passed off as complete.
+    #[error(
+        "{} of the {listed} tools listed by the Server Cards had no Tool Card delivered ({}); the listing is incomplete",
+        missing.len(),
+        preview(missing)
+    )]
+    Incomplete {
+        /// How many tools the listing should have held.
+        listed: usize,
+        /// The tools whose card did not arrive, by name.
+        missing: Vec<String>,
+        /// The Tool Cards that did arrive, in name order.
+        found: Vec<ToolCard>,
+    },
+}
+
+/// The first few names of a list, for a message.
+fn preview(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 impl From<InvalidName> for Error {

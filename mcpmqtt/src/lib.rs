@@ -76,7 +76,7 @@ pub mod embedded;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use client::{CallOptions, Client, ClientBuilder, PendingCall};
+pub use client::{CallOptions, Client, ClientBuilder, PendingCall, ToolFilter, ToolPage};
 pub use connection::{BrokerOptions, Protocol, DEFAULT_MAX_PACKET_SIZE, DEFAULT_SESSION_EXPIRY};
 pub use error::{CallError, Error, ToolError};
 pub use protocol::card::{

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::QoS;
 
+use super::discovery::Discovery;
 use super::router::{OwnTopics, Router};
 use super::{Client, Inner};
 use crate::connection::{connection_setters, Link, Settings};
@@ -95,14 +96,16 @@ impl ClientBuilder {
                 router.fail_all(&why.unwrap_or_else(|| "the client disconnected".into()));
             });
         }
+        // Server Cards only: they list the tools, whose cards are fetched
+        // when needed (see `discovery`).
         link.subscribe(&[
             (response_topic.clone(), QoS::AtLeastOnce),
             (private_streams, QoS::AtLeastOnce),
-            (topics.tool_cards(), QoS::AtLeastOnce),
             (topics.server_cards(), QoS::AtLeastOnce),
         ])
         .await?;
         router.cards.subscribed();
+        let discovery = Discovery::new(link.clone(), topics.clone(), router.clone());
         Ok(Client {
             inner: Arc::new(Inner {
                 link,
@@ -112,6 +115,7 @@ impl ClientBuilder {
                 default_timeout: self.default_timeout,
                 protocol: broker.protocol,
                 router,
+                discovery,
                 conn_task,
                 last_call_bytes: AtomicUsize::new(0),
             }),

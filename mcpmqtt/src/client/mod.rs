@@ -7,10 +7,12 @@
 //!
 //! The parts, each importing only those listed before it: `cards` (the card
 //! cache), `router` (responses and partials to their calls, cards into the
-//! cache), this file, and `builder` ([`ClientBuilder`], which connects).
+//! cache), `discovery` (listings, and the Tool Cards fetched for them), this
+//! file, and `builder` ([`ClientBuilder`], which connects).
 
 mod builder;
 mod cards;
+mod discovery;
 mod router;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,13 +30,15 @@ use tracing::Instrument;
 
 use crate::connection::{Link, Message, Protocol};
 use crate::error::{CallError, Error};
-use crate::protocol::card::{ServerCard, Status, ToolCard};
+use crate::protocol::card::{ServerCard, Status, ToolCard, EXT_CALLER_TOPIC};
 use crate::protocol::envelope::{now_rfc3339, to_json, CallRequest, CallResponse, Partial, ResponseStatus};
 use crate::protocol::names;
 use crate::protocol::topics::Topics;
+use discovery::Discovery;
 use router::{Answer, CallGuard, Router};
 
 pub use builder::ClientBuilder;
+pub use discovery::{ToolFilter, ToolPage};
 
 /// A call refused with PUBACK 0x10 that may pass is published again after
 /// this long, doubling up to [`RETRY_MAX`], until its deadline.
@@ -61,6 +65,7 @@ struct Inner {
     default_timeout: Duration,
     protocol: Protocol,
     router: Arc<Router>,
+    discovery: Discovery,
     conn_task: tokio::task::JoinHandle<()>,
     /// The size of the last call encoded: the next one's buffer starts there
     /// rather than growing from nothing (calls to a tool tend to be alike).
@@ -253,8 +258,18 @@ impl Client {
             call_id: call_id.clone(),
         };
         // Servers whose card lists the extensions get the caller-attested
-        // topic and a private stream; known v0.1 servers get plain v0.1.
-        let v01 = inner.router.cards.speaks_v01(tool);
+        // topic and a private stream; known v0.1 servers get plain v0.1. The
+        // Server Card listing the tool says which; a tool no Server Card
+        // lists has its own card looked up.
+        let v01 = match inner.router.cards.speaks_v01(tool) {
+            Some(v01) => v01,
+            None => inner
+                .discovery
+                .tool_card(tool)
+                .await
+                .map_err(transport)?
+                .is_some_and(|card| !card.supports(EXT_CALLER_TOPIC)),
+        };
         let mut partial_rx = None;
         let mut v01_stream = None;
         if options.on_partial.is_some() {
@@ -442,18 +457,61 @@ impl Client {
         PendingCall { partials: rx, result }
     }
 
-    /// The online Tool Cards of the namespace. A tool whose server's card
-    /// says offline (its Last Will: it crashed) is left out, although the
-    /// tool's own card still says online.
-    pub async fn tools(&self) -> Vec<ToolCard> {
-        self.inner.router.cards.settled().await;
-        self.inner.router.cards.online_tools()
+    /// The Tool Cards of every online tool of the namespace, in name order.
+    ///
+    /// The tools are those the online Server Cards list (a tool whose
+    /// server's card is offline, its Last Will, is left out); their cards
+    /// are fetched in batches the broker delivers whole, whatever the
+    /// namespace's size, and kept while their server's card is unchanged.
+    /// A listing that misses a card fails with [`Error::Incomplete`], which
+    /// holds the cards that did arrive.
+    pub async fn tools(&self) -> Result<Vec<ToolCard>, Error> {
+        self.tools_matching(&ToolFilter::new()).await
+    }
+
+    /// The Tool Cards of the online tools `filter` keeps (one server's, or a
+    /// name prefix), in name order: see [`Client::tools`].
+    pub async fn tools_matching(&self, filter: &ToolFilter) -> Result<Vec<ToolCard>, Error> {
+        Ok(self.inner.discovery.list(filter, None, None).await?.tools)
+    }
+
+    /// One page of [`Client::tools_matching`]: at most `limit` Tool Cards
+    /// (at least one), in name order, after the tool named `after`. Only the
+    /// page's cards are fetched.
+    ///
+    /// ```no_run
+    /// # async fn run(client: mcpmqtt::Client) -> Result<(), mcpmqtt::Error> {
+    /// let filter = mcpmqtt::ToolFilter::new();
+    /// let mut after = None;
+    /// loop {
+    ///     let page = client.tools_page(&filter, after.as_deref(), 100).await?;
+    ///     for card in &page.tools {
+    ///         println!("{}: {}", card.tool, card.description);
+    ///     }
+    ///     match page.next {
+    ///         Some(next) => after = Some(next),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn tools_page(&self, filter: &ToolFilter, after: Option<&str>, limit: usize) -> Result<ToolPage, Error> {
+        self.inner.discovery.list(filter, after, Some(limit)).await
+    }
+
+    /// The names of the online tools `filter` keeps, with their server, in
+    /// name order: from the Server Cards alone, so as cheap for 10,000 tools
+    /// as for ten.
+    pub async fn tool_names(&self, filter: &ToolFilter) -> Vec<(String, String)> {
+        let cards = &self.inner.router.cards;
+        cards.settled().await;
+        cards.online_listed(|tool, server| filter.keeps(tool, server))
     }
 
     /// The card of one tool, online or offline, if the broker holds one.
-    pub async fn tool_card(&self, tool: &str) -> Option<ToolCard> {
-        self.inner.router.cards.settled().await;
-        self.inner.router.cards.tool(tool)
+    pub async fn tool_card(&self, tool: &str) -> Result<Option<ToolCard>, Error> {
+        names::validate("tool", tool)?;
+        self.inner.discovery.tool_card(tool).await
     }
 
     /// The online Server Cards of the namespace.
@@ -462,12 +520,19 @@ impl Client {
         self.inner.router.cards.online_servers()
     }
 
-    /// Waits until a tool's card says it is online.
+    /// Waits until a tool is online, and returns its card: an online
+    /// Server Card lists it (or, for a tool no Server Card lists, its own
+    /// card says online).
     pub async fn wait_for_tool(&self, tool: &str, timeout: Duration) -> Result<ToolCard, CallError> {
         let deadline = Instant::now() + timeout;
+        let cards = &self.inner.router.cards;
         loop {
-            if let Some(card) = self.tool_card(tool).await.filter(|c| c.status == Status::Online) {
-                return Ok(card);
+            let listed = cards.listed(tool);
+            if listed.as_ref().is_none_or(|l| l.online) {
+                let card = self.tool_card(tool).await.map_err(transport)?;
+                if let Some(card) = card.filter(|c| c.status == Status::Online) {
+                    return Ok(card);
+                }
             }
             if Instant::now() >= deadline {
                 return Err(CallError::Unavailable {
