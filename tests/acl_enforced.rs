@@ -85,6 +85,9 @@ async fn prove(broker: Mosquitto) {
     let scout = client(&broker, "scout").await;
     let operator = client(&broker, "operator").await;
     scout.wait_for_tool("create_social_post", PATIENCE).await.unwrap();
+    // The grants let a caller fetch each Tool Card by its exact topic.
+    let listed = scout.tools().await.expect("every listed card fetched under the ACL");
+    assert_eq!(listed.len(), server.server().tools().len());
 
     // scout calls query_watch_configs: ok.
     let configs = scout

@@ -47,8 +47,17 @@ type Session = RunningService<RoleClient, Host>;
 
 /// Starts `mcpmqtt bridge` as `identity` and initializes an MCP session with it.
 async fn bridge(broker: &mosquitto::Mosquitto, identity: &str) -> (Session, mpsc::UnboundedReceiver<Heard>) {
+    bridge_with(broker, identity, &[]).await
+}
+
+/// [`bridge`], with more flags.
+async fn bridge_with(
+    broker: &mosquitto::Mosquitto,
+    identity: &str,
+    flags: &[&str],
+) -> (Session, mpsc::UnboundedReceiver<Heard>) {
     let mut cmd = mcpmqtt(broker, identity);
-    cmd.args(["bridge", "--watch-interval-ms", "100"]);
+    cmd.args(["bridge", "--watch-interval-ms", "100"]).args(flags);
     let (transport, _) = TokioChildProcess::builder(cmd).spawn().expect("the bridge starts");
     let (tx, rx) = mpsc::unbounded_channel();
     let session = tokio::time::timeout(PATIENCE, Host { heard: tx }.serve(transport))
@@ -235,6 +244,39 @@ async fn list_changed_is_sent_as_servers_come_and_go() {
     while let Ok(h) = heard.try_recv() {
         assert!(!matches!(h, Heard::ListChanged), "list_changed without a change");
     }
+    session.cancel().await.unwrap();
+    lab.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tools_list_comes_in_pages_the_host_follows() {
+    let broker = broker();
+    let lab = online(&broker, "lab", lab()).await;
+    let (session, _heard) = bridge_with(&broker, BRIDGE, &["--page-size", "2"]).await;
+
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    loop {
+        let params = rmcp::model::PaginatedRequestParams::default().with_cursor(cursor);
+        let page = session.list_tools(Some(params)).await.expect("a page");
+        assert!(page.tools.len() <= 2, "{} tools in one page", page.tools.len());
+        pages.push(page.tools.iter().map(|t| t.name.to_string()).collect::<Vec<_>>());
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        pages,
+        [vec!["count", "echo"], vec!["refuse", "secret"], vec!["sleepy"]],
+        "every tool once, in name order"
+    );
+    // rmcp's own follower agrees.
+    assert_eq!(tools(&session).await.len(), 5);
+    // A cursor that is no tool name is refused, not taken as the start.
+    let bad = rmcp::model::PaginatedRequestParams::default().with_cursor(Some("not/a/name".into()));
+    let err = session.list_tools(Some(bad)).await.expect_err("an invalid cursor");
+    assert!(err.to_string().contains("invalid cursor"), "{err}");
     session.cancel().await.unwrap();
     lab.shutdown().await.unwrap();
 }

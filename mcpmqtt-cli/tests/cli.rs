@@ -39,6 +39,18 @@ async fn tools_servers_and_describe() {
         .collect();
     assert_eq!(tool_names, ["count", "echo", "refuse", "secret", "sleepy"]);
 
+    // Filters: by name prefix, by server.
+    let (code, table, err) = parts(&output(mcpmqtt(&broker, "tester").args(["tools", "--prefix", "s"])).await);
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<&str> = table.lines().skip(1).map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(names, ["secret", "sleepy"]);
+    let (code, table, _) = parts(&output(mcpmqtt(&broker, "tester").args(["tools", "--server", "lab"])).await);
+    assert_eq!(code, 0);
+    assert_eq!(table.lines().count(), 6, "{table}");
+    let (code, table, _) = parts(&output(mcpmqtt(&broker, "tester").args(["tools", "--server", "elsewhere"])).await);
+    assert_eq!(code, 0);
+    assert_eq!(table.lines().filter(|l| l.starts_with("echo")).count(), 0, "{table}");
+
     let (code, json_out, _) = parts(&output(mcpmqtt(&broker, "tester").args(["tools", "--json"])).await);
     assert_eq!(code, 0);
     let cards: Vec<Value> = serde_json::from_str(&json_out).unwrap();
