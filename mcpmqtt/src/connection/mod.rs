@@ -15,11 +15,13 @@
 //! Retransmissions reuse a packet id that is still in flight and are told
 //! apart that way.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use rumqttc::v5::mqttbytes::v5::{LastWill, PubAckReason, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::Transport;
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 
+mod batch;
 mod settings;
 mod size;
 mod transport;
@@ -447,13 +450,16 @@ struct Book {
     queue: VecDeque<Expectation>,
     /// Packets sent and waiting for their ack, by kind and packet id: rumqttc
     /// may give a SUBSCRIBE the id of a PUBLISH it is resending after a
-    /// reconnect, and each is acknowledged by its own kind of packet.
-    inflight: HashMap<(Kind, u16), Unacked>,
+    /// reconnect, and each is acknowledged by its own kind of packet. A
+    /// publish has one id to itself; SUBSCRIBEs (and UNSUBSCRIBEs) may share
+    /// one, since rumqttc cycles through the ids without checking which of
+    /// them still await their ack, and are answered in the order sent.
+    inflight: HashMap<(Kind, u16), VecDeque<Unacked>>,
     /// Requests that sat unsent in rumqttc's pending list at the last error:
     /// the front of `queue`. A new session drops them.
     unsent_at_error: usize,
-    /// Subscriptions to restore when the broker did not keep the session.
-    subscriptions: Vec<(String, QoS)>,
+    /// Subscriptions to restore after a reconnect, by filter.
+    subscriptions: BTreeMap<String, QoS>,
 }
 
 /// The state of the connection, as watched by its owner.
@@ -710,9 +716,30 @@ impl Link {
         })
     }
 
-    /// Subscribes, waits for the SUBACK, and remembers the subscription so it
-    /// is restored if the broker forgets the session.
+    /// Subscribes, waits for the SUBACKs, and remembers the subscriptions so
+    /// they are restored after a reconnect.
+    ///
+    /// A long list goes in several SUBSCRIBE packets, of a size brokers
+    /// accept (at most 100 filters, and well under the maximum packet size),
+    /// a few of them awaiting their SUBACK at once. Fails with
+    /// [`Error::SubscribeRefused`], naming a filter, when the broker refuses
+    /// one; the broker may have taken the filters of other packets, and
+    /// those acknowledged by then are remembered.
     pub(crate) async fn subscribe(&self, filters: &[(String, QoS)]) -> Result<(), Error> {
+        let packets = batch::plan(
+            filters.iter().map(|(filter, _)| batch::subscribe_entry(filter)),
+            batch::MAX_FILTERS,
+            batch::bytes_per_packet(self.max_packet_size()),
+        );
+        futures_util::stream::iter(packets)
+            .map(|packet| self.subscribe_packet(&filters[packet]))
+            .buffer_unordered(batch::in_flight(self.window_size()))
+            .try_for_each(|()| std::future::ready(Ok(())))
+            .await
+    }
+
+    /// Sends one SUBSCRIBE and waits for its SUBACK.
+    async fn subscribe_packet(&self, filters: &[(String, QoS)]) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
         {
             let _order = self.send_order.lock().await;
@@ -735,10 +762,8 @@ impl Link {
             }
         }
         let mut book = self.book.lock().expect("book lock");
-        for f in filters {
-            if !book.subscriptions.iter().any(|(have, _)| have == &f.0) {
-                book.subscriptions.push(f.clone());
-            }
+        for (filter, qos) in filters {
+            book.subscriptions.insert(filter.clone(), *qos);
         }
         Ok(())
     }
@@ -760,18 +785,43 @@ impl Link {
         }
     }
 
+    /// Unsubscribes from every filter of `filters`, forgets them (they are
+    /// not restored after a reconnect), and waits for every UNSUBACK: once
+    /// this returns, the broker sends nothing more for any of them.
+    ///
+    /// rumqttc's clients send one filter per UNSUBSCRIBE (its packet could
+    /// hold several, but only its event loop's own sender can send such a
+    /// one), so each filter is a packet of its own, a few of them awaiting
+    /// their UNSUBACK at once.
+    pub(crate) async fn unsubscribe_many(&self, filters: &[String]) -> Result<(), Error> {
+        {
+            let mut book = self.book.lock().expect("book lock");
+            for filter in filters {
+                book.subscriptions.remove(filter);
+            }
+        }
+        // By index: a closure taking a borrowed filter would make the future
+        // too general for `tokio::spawn`.
+        futures_util::stream::iter(0..filters.len())
+            .map(|i| self.unsubscribe_acked(&filters[i]))
+            .buffer_unordered(batch::in_flight(self.window_size()))
+            .try_for_each(|()| std::future::ready(Ok(())))
+            .await
+    }
+
     async fn send_unsubscribe(&self, filter: &str, waiter: oneshot::Sender<Ack>) {
-        self.book
-            .lock()
-            .expect("book lock")
-            .subscriptions
-            .retain(|(f, _)| f != filter);
+        self.book.lock().expect("book lock").subscriptions.remove(filter);
         let _order = self.send_order.lock().await;
         self.expect(Kind::Unsubscribe, Some(Waiter::Task(waiter)));
         if self.client.unsubscribe(filter).await.is_err() {
             self.book.lock().expect("book lock").queue.pop_back();
             tracing::debug!(filter, "could not unsubscribe: the connection is closed");
         }
+    }
+
+    /// The send window now: how many QoS 1 publishes may await their PUBACK.
+    fn window_size(&self) -> usize {
+        self.window.size.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Acknowledges an incoming QoS 1 publish (for connections with manual acks).
@@ -944,6 +994,7 @@ async fn drive(
                         let again = on_reconnect(book, session_present);
                         let (link, sessions_lost) = (link.clone(), sessions_lost.clone());
                         // Not awaited here: the event loop must keep running.
+                        // `subscribe` sends them in packets brokers accept.
                         tokio::spawn(async move {
                             if !again.is_empty() {
                                 match link.subscribe(&again).await {
@@ -1019,10 +1070,12 @@ fn jittered(backoff: Duration) -> Duration {
 }
 
 /// An outgoing packet left: pair it with the oldest expectation, unless it is
-/// a retransmission of a packet still in flight.
+/// a retransmission of a publish still in flight. (rumqttc never sends a
+/// SUBSCRIBE or UNSUBSCRIBE again: one with the id of another still in
+/// flight is a new one, the ids having gone round.)
 fn sent(book: &Mutex<Book>, kind: Kind, pkid: u16) {
     let mut book = book.lock().expect("book lock");
-    if pkid != 0 && book.inflight.contains_key(&(kind, pkid)) {
+    if pkid != 0 && kind == Kind::Publish && book.inflight.contains_key(&(kind, pkid)) {
         return;
     }
     let Some(exp) = book.queue.pop_front() else {
@@ -1038,12 +1091,24 @@ fn sent(book: &Mutex<Book>, kind: Kind, pkid: u16) {
             waiter: exp.waiter,
             _slot: exp.slot,
         };
-        book.inflight.insert((kind, pkid), unacked);
+        book.inflight.entry((kind, pkid)).or_default().push_back(unacked);
     }
 }
 
 fn settle(book: &Mutex<Book>, kind: Kind, pkid: u16, ack: Ack) {
-    let unacked = book.lock().expect("book lock").inflight.remove(&(kind, pkid));
+    let unacked = {
+        let mut book = book.lock().expect("book lock");
+        match book.inflight.entry((kind, pkid)) {
+            Entry::Occupied(mut waiting) => {
+                let unacked = waiting.get_mut().pop_front();
+                if waiting.get().is_empty() {
+                    waiting.remove();
+                }
+                unacked
+            }
+            Entry::Vacant(_) => None,
+        }
+    };
     if let Some(Unacked {
         waiter: Some(waiter), ..
     }) = unacked
@@ -1052,10 +1117,12 @@ fn settle(book: &Mutex<Book>, kind: Kind, pkid: u16, ack: Ack) {
     }
 }
 
-/// After a reconnect: if the broker kept the session, rumqttc resends what
-/// was in flight and nothing is lost. If not, rumqttc dropped the in-flight
-/// and the unsent requests, so their waiters fail. Returns the subscriptions
-/// to make again.
+/// After a reconnect: if the broker kept the session, rumqttc resends the
+/// publishes that were in flight and nothing is lost. If not, rumqttc
+/// dropped the in-flight and the unsent requests, so their waiters fail.
+/// Either way a SUBSCRIBE or UNSUBSCRIBE still awaiting its ack fails: it is
+/// never sent again, and its ack, if the broker sent one, went with the
+/// connection. Returns the subscriptions to make again.
 ///
 /// The subscriptions are made again even when the broker says it kept the
 /// session: a broker restored from its persistence file may say so and yet
@@ -1064,15 +1131,23 @@ fn settle(book: &Mutex<Book>, kind: Kind, pkid: u16, ack: Ack) {
 fn on_reconnect(book: &Mutex<Book>, session_present: bool) -> Vec<(String, QoS)> {
     let (dropped, subscriptions) = {
         let mut book = book.lock().expect("book lock");
+        let mut dropped = Vec::new();
+        book.inflight.retain(|(kind, _), unacked| {
+            let lost = !session_present || *kind != Kind::Publish;
+            if lost {
+                dropped.extend(unacked.drain(..).map(|u| u.waiter));
+            }
+            !lost
+        });
         if session_present {
             book.unsent_at_error = 0;
-            return book.subscriptions.clone();
+        } else {
+            for _ in 0..std::mem::take(&mut book.unsent_at_error) {
+                dropped.push(book.queue.pop_front().and_then(|e| e.waiter));
+            }
         }
-        let mut dropped: Vec<_> = book.inflight.drain().map(|(_, unacked)| unacked.waiter).collect();
-        for _ in 0..std::mem::take(&mut book.unsent_at_error) {
-            dropped.push(book.queue.pop_front().and_then(|e| e.waiter));
-        }
-        (dropped, book.subscriptions.clone())
+        let subscriptions = book.subscriptions.iter().map(|(f, q)| (f.clone(), *q)).collect();
+        (dropped, subscriptions)
     };
     lost(dropped);
     subscriptions
@@ -1084,7 +1159,7 @@ fn fail_all(book: &Mutex<Book>) {
         let inflight = book
             .inflight
             .drain()
-            .map(|(_, unacked)| unacked.waiter)
+            .flat_map(|(_, unacked)| unacked.into_iter().map(|u| u.waiter))
             .collect::<Vec<_>>();
         inflight
             .into_iter()
@@ -1235,6 +1310,66 @@ mod tests {
         assert!(matches!(prx.try_recv(), Ok(Ack::Published(PubAckReason::Success))));
     }
 
+    /// A book expecting `kinds`, in order, and their waiters' receivers.
+    fn expecting_kinds(kinds: &[Kind]) -> (Mutex<Book>, Vec<oneshot::Receiver<Ack>>) {
+        let mut book = Book::default();
+        let mut receivers = Vec::new();
+        for &kind in kinds {
+            let (tx, rx) = oneshot::channel();
+            book.queue.push_back(Expectation {
+                kind,
+                waiter: Some(Waiter::Task(tx)),
+                slot: None,
+            });
+            receivers.push(rx);
+        }
+        (Mutex::new(book), receivers)
+    }
+
+    #[test]
+    fn subscribes_sharing_a_packet_id_are_answered_in_order() {
+        // rumqttc's ids went round while the first SUBSCRIBE awaited its
+        // SUBACK: the second gets the same id, and is not a retransmission.
+        let (book, mut rx) = expecting_kinds(&[Kind::Subscribe, Kind::Subscribe, Kind::Unsubscribe]);
+        let [first, second, unsub] = &mut rx[..] else {
+            unreachable!()
+        };
+        sent(&book, Kind::Subscribe, 4);
+        sent(&book, Kind::Subscribe, 4);
+        sent(&book, Kind::Unsubscribe, 4);
+        assert!(book.lock().unwrap().queue.is_empty(), "each paired with its request");
+        settle(&book, Kind::Subscribe, 4, Ack::Subscribed(vec![]));
+        assert!(matches!(first.try_recv(), Ok(Ack::Subscribed(_))));
+        assert!(second.try_recv().is_err(), "the second SUBACK is still to come");
+        settle(&book, Kind::Unsubscribe, 4, Ack::Unsubscribed);
+        settle(&book, Kind::Subscribe, 4, Ack::Subscribed(vec![]));
+        assert!(matches!(second.try_recv(), Ok(Ack::Subscribed(_))));
+        assert!(matches!(unsub.try_recv(), Ok(Ack::Unsubscribed)));
+        assert!(book.lock().unwrap().inflight.is_empty());
+    }
+
+    #[test]
+    fn a_subscribe_in_flight_at_a_reconnect_fails_even_when_the_session_was_kept() {
+        let (book, mut rx) = expecting_kinds(&[Kind::Publish, Kind::Subscribe]);
+        let [publish, subscribe] = &mut rx[..] else {
+            unreachable!()
+        };
+        sent(&book, Kind::Publish, 1);
+        sent(&book, Kind::Subscribe, 2);
+        on_reconnect(&book, true);
+        assert!(
+            matches!(subscribe.try_recv(), Ok(Ack::Lost)),
+            "rumqttc never sends it again"
+        );
+        assert!(
+            publish.try_recv().is_err(),
+            "the publish is resent, and awaits its PUBACK"
+        );
+        sent(&book, Kind::Publish, 1); // the retransmission
+        settle(&book, Kind::Publish, 1, Ack::Published(PubAckReason::Success));
+        assert!(matches!(publish.try_recv(), Ok(Ack::Published(PubAckReason::Success))));
+    }
+
     #[test]
     fn the_send_window_follows_the_broker_and_a_slot_returns_with_its_ack() {
         let window = SendWindow::new();
@@ -1267,7 +1402,7 @@ mod tests {
         book.lock()
             .unwrap()
             .subscriptions
-            .push(("a/b".into(), QoS::AtLeastOnce));
+            .insert("a/b".into(), QoS::AtLeastOnce);
         let again = on_reconnect(&book, false);
         assert_eq!(again, vec![("a/b".to_string(), QoS::AtLeastOnce)]);
         assert_eq!(

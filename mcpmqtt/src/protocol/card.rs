@@ -135,10 +135,117 @@ impl ServerCard {
     }
 }
 
+/// The `tools_digest` of a server's Tool Cards, in the order given: 64-bit
+/// FNV-1a over each card's compact JSON followed by a newline, the card
+/// taken with `status` set to online and `last_seen` empty (so that neither
+/// going offline nor republishing changes it), as 16 lowercase hex digits.
+pub(crate) fn tools_digest(cards: impl IntoIterator<Item = ToolCard>) -> Result<String, serde_json::Error> {
+    let mut hash = Fnv1a::default();
+    for mut card in cards {
+        card.status = Status::Online;
+        card.last_seen.clear();
+        serde_json::to_writer(&mut hash, &card)?;
+        hash.add(b"\n");
+    }
+    Ok(format!("{:016x}", hash.0))
+}
+
+/// 64-bit FNV-1a (<http://www.isthe.com/chongo/tech/comp/fnv/>): stable
+/// across builds and platforms, unlike the standard library's hashers.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn add(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.add(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn card() -> ToolCard {
+        ToolCard {
+            version: CARD_VERSION.into(),
+            tool: "t".into(),
+            server: "s".into(),
+            namespace: "ns".into(),
+            description: "d".into(),
+            input_schema: json!({"type": "object"}),
+            output_schema: None,
+            supports_streaming: false,
+            requires_auth: false,
+            allowed_callers: vec![],
+            version_info: VersionInfo::default(),
+            status: Status::Online,
+            last_seen: "2026-11-23T00:00:00.000Z".into(),
+            timeout_ms: Some(30_000),
+            extensions: vec![EXT_CALLER_TOPIC.into()],
+        }
+    }
+
+    #[test]
+    fn fnv1a_is_the_reference_hash() {
+        // The reference values of 64-bit FNV-1a.
+        let hash = |bytes: &[u8]| {
+            let mut h = Fnv1a::default();
+            h.add(bytes);
+            h.0
+        };
+        assert_eq!(hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(hash(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn the_tools_digest_follows_the_cards_but_not_their_status_or_time() {
+        let a = card();
+        let b = ToolCard {
+            tool: "u".into(),
+            ..card()
+        };
+        let digest = tools_digest([a.clone(), b.clone()]).unwrap();
+        assert_eq!(digest.len(), 16);
+        assert!(digest.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(tools_digest([a.clone(), b.clone()]).unwrap(), digest, "stable");
+
+        let later_and_offline = ToolCard {
+            status: Status::Offline,
+            last_seen: "2027-01-01T00:00:00.000Z".into(),
+            ..a.clone()
+        };
+        assert_eq!(tools_digest([later_and_offline, b.clone()]).unwrap(), digest);
+
+        let described = ToolCard {
+            description: "something else".into(),
+            ..a.clone()
+        };
+        assert_ne!(tools_digest([described, b.clone()]).unwrap(), digest);
+        assert_ne!(tools_digest([b.clone(), a.clone()]).unwrap(), digest, "in tool order");
+        assert_ne!(tools_digest([a.clone()]).unwrap(), digest);
+        assert_ne!(tools_digest([]).unwrap(), tools_digest([a.clone()]).unwrap());
+    }
 
     #[test]
     fn tool_card_has_every_v01_field() {

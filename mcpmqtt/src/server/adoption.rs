@@ -95,14 +95,13 @@ async fn adopt(running: Arc<Running>, orphan: String) {
             Err(_) if !unsubscribed => {
                 // Quiet: stop the broker sending this session new calls, then
                 // wait once more for any that were already on their way.
-                for filter in server
+                let filters: Vec<String> = server
                     .call_filters()
                     .into_iter()
                     .map(|(f, _)| f)
                     .chain([own_card.clone()])
-                {
-                    let _ = link.unsubscribe_acked(&filter).await;
-                }
+                    .collect();
+                let _ = link.unsubscribe_many(&filters).await;
                 unsubscribed = true;
             }
             Err(_) => break,

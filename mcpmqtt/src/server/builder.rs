@@ -151,12 +151,15 @@ impl ServerBuilder {
             }
             HostedTool::compile_schema(tool)?;
         }
-        Ok(Server {
+        let mut server = Server {
             name: self.name,
             topics,
             broker,
             tools: self.tools,
             config: self.config,
-        })
+            tools_digest: String::new(),
+        };
+        server.tools_digest = server.digest_tools()?;
+        Ok(server)
     }
 }

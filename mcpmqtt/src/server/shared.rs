@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use rumqttc::v5::mqttbytes::v5::{PubAckReason, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::Value;
@@ -16,7 +17,8 @@ use super::dedupe::{DedupeWindow, Window};
 use crate::connection::{BrokerOptions, Link, Message, Protocol};
 use crate::error::Error;
 use crate::protocol::card::{
-    ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS, SDK_VERSION,
+    tools_digest, ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS,
+    SDK_VERSION,
 };
 use crate::protocol::envelope::now_rfc3339;
 use crate::protocol::topics::Topics;
@@ -25,6 +27,15 @@ use crate::tool::ToolDef;
 /// How long calls cancelled at the drain deadline have to send their
 /// `unavailable` answers.
 pub(crate) const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// The largest Last Will payload: MQTT frames it with a two-byte length.
+pub(crate) const MAX_WILL_PAYLOAD: usize = 65_535;
+
+/// How many Tool Cards are encoded and on their way to the broker at once.
+/// The send window (the broker's Receive Maximum) bounds those awaiting
+/// their PUBACK; this bounds those encoded ahead of it, so that publishing
+/// 10,000 cards holds a few dozen payloads, not 10,000.
+const CARDS_AHEAD: usize = 64;
 
 /// A server: a named set of tools, ready to go online.
 ///
@@ -37,6 +48,8 @@ pub struct Server {
     pub(crate) broker: BrokerOptions,
     pub(crate) tools: Vec<ToolDef>,
     pub(crate) config: ServerConfig,
+    /// The `tools_digest` of its Server Card, computed once by `build()`.
+    pub(crate) tools_digest: String,
 }
 
 /// Tunables of the dispatcher.
@@ -95,8 +108,47 @@ impl Server {
             last_seen: now_rfc3339(),
             instance: None,
             extensions: vec![EXT_CALLER_TOPIC.into(), EXT_PRIVATE_STREAMS.into()],
-            tools_digest: None,
+            tools_digest: Some(self.tools_digest.clone()),
         }
+    }
+
+    /// The digest of its Tool Cards, for its Server Card.
+    pub(super) fn digest_tools(&self) -> Result<String, Error> {
+        let cards = self.tools.iter().map(|tool| self.tool_card(tool, Status::Online));
+        Ok(tools_digest(cards)?)
+    }
+
+    /// The payload of one instance's Last Will: its offline Server Card. A
+    /// Will holds at most [`MAX_WILL_PAYLOAD`] bytes; past about 8,000 tool
+    /// names the card would not fit, and leaves out its `tools` (an empty
+    /// list) and `tools_digest`: an offline card says that every tool of
+    /// the server is offline, whatever it lists.
+    pub(super) fn will_payload(&self, instance: &str) -> Result<Vec<u8>, Error> {
+        let card = self.instance_card(Status::Offline, instance);
+        let full = serde_json::to_vec(&card)?;
+        if full.len() <= MAX_WILL_PAYLOAD {
+            return Ok(full);
+        }
+        let bare = ServerCard {
+            tools: Vec::new(),
+            tools_digest: None,
+            ..card
+        };
+        let payload = serde_json::to_vec(&bare)?;
+        if payload.len() > MAX_WILL_PAYLOAD {
+            return Err(Error::TooLarge {
+                what: format!("the Last Will (offline Server Card) of `{}`", self.name),
+                size: payload.len(),
+                limit: MAX_WILL_PAYLOAD as u32,
+                by_broker: false,
+            });
+        }
+        tracing::debug!(
+            server = %self.name,
+            tools = self.tools.len(),
+            "the Last Will leaves out the tool list, which would exceed 65,535 bytes"
+        );
+        Ok(payload)
     }
 
     /// The server card as one running instance publishes it.
@@ -301,48 +353,69 @@ impl Running {
     /// Publishes only the server card (after a sibling's Last Will
     /// overwrote it).
     pub(crate) async fn publish_server_card(&self, status: Status) -> Result<(), Error> {
-        let card = serde_json::to_vec(&self.server.instance_card(status, &self.instance))?;
-        publish_retained(
-            &self.link,
-            vec![(self.server.topics.server_card(&self.server.name), card)],
-        )
-        .await
+        publish_server_card(&self.server, &self.link, status, &self.instance).await
     }
 }
 
 /// Publishes every card retained, and waits for the broker to take them.
+///
+/// Going online, every Tool Card is taken before the Server Card goes out,
+/// so that a client that reads the Server Card's `tools` finds each of their
+/// cards retained. Going offline, the Server Card goes first: from then on
+/// a client lists none of the server's tools, while their cards follow.
 pub(super) async fn publish_cards(server: &Server, link: &Link, status: Status, instance: &str) -> Result<(), Error> {
-    let mut cards = Vec::with_capacity(server.tools.len() + 1);
-    for tool in &server.tools {
-        cards.push((
-            server.topics.tool_card(&tool.name),
-            serde_json::to_vec(&server.tool_card(tool, status))?,
-        ));
+    match status {
+        Status::Online => {
+            publish_tool_cards(server, link, status).await?;
+            publish_server_card(server, link, status, instance).await
+        }
+        Status::Offline => {
+            publish_server_card(server, link, status, instance).await?;
+            publish_tool_cards(server, link, status).await
+        }
     }
-    cards.push((
-        server.topics.server_card(&server.name),
-        serde_json::to_vec(&server.instance_card(status, instance))?,
-    ));
-    publish_retained(link, cards).await
+}
+
+async fn publish_server_card(server: &Server, link: &Link, status: Status, instance: &str) -> Result<(), Error> {
+    let card = serde_json::to_vec(&server.instance_card(status, instance))?;
+    publish_card(link, card_message(server.topics.server_card(&server.name), card)).await
+}
+
+/// Publishes the Tool Cards, each encoded when its turn comes, at most
+/// [`CARDS_AHEAD`] at once, and waits until the broker took them all.
+async fn publish_tool_cards(server: &Server, link: &Link, status: Status) -> Result<(), Error> {
+    // By index: a closure taking a borrowed tool would make the future too
+    // general for `tokio::spawn`.
+    futures_util::stream::iter(0..server.tools.len())
+        .map(|i| async move {
+            let tool = &server.tools[i];
+            let card = serde_json::to_vec(&server.tool_card(tool, status))?;
+            publish_card(link, card_message(server.topics.tool_card(&tool.name), card)).await
+        })
+        .buffer_unordered(CARDS_AHEAD)
+        .try_for_each(|()| std::future::ready(Ok(())))
+        .await
 }
 
 /// Fails with [`Error::TooLarge`] if any card, online or offline, would make
 /// a packet over the connection's maximum packet size (the broker's, if it
 /// announced a smaller one than the server's own).
+///
+/// Only the offline cards are measured: a card's two forms differ only in
+/// `status`, `"offline"` being one byte longer than `"online"`, and in
+/// `last_seen`, always of the same length.
 pub(super) fn check_cards(server: &Server, link: &Link, instance: &str) -> Result<(), Error> {
-    for status in [Status::Online, Status::Offline] {
-        for tool in &server.tools {
-            let card = serde_json::to_vec(&server.tool_card(tool, status))?;
-            link.fits(&card_message(server.topics.tool_card(&tool.name), card), || {
-                format!("the Tool Card of `{}`", tool.name)
-            })?;
-        }
-        let card = serde_json::to_vec(&server.instance_card(status, instance))?;
-        link.fits(&card_message(server.topics.server_card(&server.name), card), || {
-            format!("the Server Card of `{}`", server.name)
+    let status = Status::Offline;
+    for tool in &server.tools {
+        let card = serde_json::to_vec(&server.tool_card(tool, status))?;
+        link.fits(&card_message(server.topics.tool_card(&tool.name), card), || {
+            format!("the Tool Card of `{}`", tool.name)
         })?;
     }
-    Ok(())
+    let card = serde_json::to_vec(&server.instance_card(status, instance))?;
+    link.fits(&card_message(server.topics.server_card(&server.name), card), || {
+        format!("the Server Card of `{}`", server.name)
+    })
 }
 
 /// A card as it is published: retained, QoS 1.
@@ -359,15 +432,11 @@ fn card_message(topic: String, payload: Vec<u8>) -> Message {
     }
 }
 
-async fn publish_retained(link: &Link, cards: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
-    let acks = cards
-        .into_iter()
-        .map(|(topic, payload)| link.publish_acked(card_message(topic, payload)));
-    for reason in futures_util::future::join_all(acks).await {
-        match reason? {
-            PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {}
-            other => tracing::warn!(reason = ?other, "the broker did not accept a card"),
-        }
+/// Publishes one card and waits for the broker to take it.
+async fn publish_card(link: &Link, card: Message) -> Result<(), Error> {
+    match link.publish_acked(card).await? {
+        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {}
+        other => tracing::warn!(reason = ?other, "the broker did not accept a card"),
     }
     Ok(())
 }
@@ -384,6 +453,83 @@ mod tests {
             .tool_def(echo)
             .build()
             .unwrap()
+    }
+
+    fn described(description: &str) -> Server {
+        let tool = |name: &str| ToolDef::builder(name).description(description).build().unwrap();
+        Server::builder("lab")
+            .namespace("lab")
+            .tool_def(tool("echo"))
+            .tool_def(tool("count"))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_server_card_carries_a_digest_of_the_tools_made_once() {
+        let a = described("Returns its text.");
+        let digest = a.server_card(Status::Online).tools_digest.expect("a digest");
+        assert_eq!(digest.len(), 16);
+        assert_eq!(
+            described("Returns its text.").tools_digest,
+            digest,
+            "the same tools, built again (at another time), the same digest"
+        );
+        assert_eq!(a.server_card(Status::Offline).tools_digest.as_deref(), Some(&*digest));
+        assert_ne!(
+            described("Says it again.").tools_digest,
+            digest,
+            "a changed description"
+        );
+        let expected = tools_digest(a.tools.iter().map(|t| a.tool_card(t, Status::Offline))).unwrap();
+        assert_eq!(expected, digest, "the digest of the Tool Cards as published");
+    }
+
+    #[test]
+    fn a_will_too_large_for_mqtt_leaves_out_the_tool_list() {
+        let small = described("x").will_payload("lab-1").unwrap();
+        let card: ServerCard = serde_json::from_slice(&small).unwrap();
+        assert_eq!(card.tools, ["echo", "count"]);
+        assert!(card.tools_digest.is_some());
+
+        // 600 names of 120 bytes: about 74,000 bytes of tool names.
+        let mut builder = Server::builder("lab").namespace("lab");
+        for i in 0..600 {
+            builder = builder.tool_def(ToolDef::builder(format!("{i:0>120}")).build().unwrap());
+        }
+        let server = builder.build().unwrap();
+        assert!(
+            serde_json::to_vec(&server.instance_card(Status::Offline, "lab-1"))
+                .unwrap()
+                .len()
+                > MAX_WILL_PAYLOAD
+        );
+        let will = server.will_payload("lab-1").unwrap();
+        assert!(will.len() <= MAX_WILL_PAYLOAD, "{} bytes", will.len());
+        let card: ServerCard = serde_json::from_slice(&will).unwrap();
+        assert_eq!(card.status, Status::Offline);
+        assert_eq!(card.instance.as_deref(), Some("lab-1"), "what adoption needs");
+        assert!(card.tools.is_empty() && card.tools_digest.is_none());
+        assert_eq!(
+            server.server_card(Status::Online).tools.len(),
+            600,
+            "only the Will leaves them out"
+        );
+    }
+
+    #[test]
+    fn an_offline_card_is_never_shorter_than_its_online_form() {
+        // What `check_cards` relies on to measure only the offline cards.
+        let server = described("Returns its text.");
+        let tool = &server.tools[0];
+        let len = |status| serde_json::to_vec(&server.tool_card(tool, status)).unwrap().len();
+        assert_eq!(len(Status::Offline), len(Status::Online) + 1);
+        let len = |status| {
+            serde_json::to_vec(&server.instance_card(status, "lab-1"))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(len(Status::Offline), len(Status::Online) + 1);
     }
 
     #[test]
