@@ -42,7 +42,11 @@ async fn tools_servers_and_describe() {
     // Filters: by name prefix, by server.
     let (code, table, err) = parts(&output(mcpmqtt(&broker, "tester").args(["tools", "--prefix", "s"])).await);
     assert_eq!(code, 0, "{err}");
-    let names: Vec<&str> = table.lines().skip(1).map(|l| l.split_whitespace().next().unwrap()).collect();
+    let names: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
     assert_eq!(names, ["secret", "sleepy"]);
     let (code, table, _) = parts(&output(mcpmqtt(&broker, "tester").args(["tools", "--server", "lab"])).await);
     assert_eq!(code, 0);

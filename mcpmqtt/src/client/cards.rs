@@ -99,7 +99,17 @@ impl Cards {
                 .is_some_and(|c| c.status == Status::Offline)
     }
 
-    fn set_server(&mut self, name: String, card: Option<ServerCard>) {
+    fn set_server(&mut self, name: String, mut card: Option<ServerCard>) {
+        // A Last Will too large for MQTT lists no tools: every tool the
+        // server had is offline with it, not gone from the index.
+        if let Some(card) = card
+            .as_mut()
+            .filter(|c| c.status == Status::Offline && c.tools.is_empty())
+        {
+            if let Some(old) = self.servers.get(&name) {
+                card.tools = old.tools.clone();
+            }
+        }
         let old = match &card {
             Some(card) => self.servers.insert(name.clone(), card.clone()),
             None => self.servers.remove(&name),
@@ -299,6 +309,13 @@ mod tests {
         assert_eq!(cards.speaks_v01("echo"), Some(false));
         cards.on_card(SERVER, &server_card(&["echo"], "offline", None));
         assert!(!cards.tool_online("echo"), "its server's Last Will");
+        cards.on_card(SERVER, &server_card(&["echo"], "online", None));
+        cards.on_card(SERVER, &server_card(&[], "offline", None));
+        assert_eq!(
+            cards.listed("echo").map(|l| l.online),
+            Some(false),
+            "a Will too large to list the tools still takes them offline"
+        );
         cards.on_card(SERVER, &server_card(&[], "online", None));
         assert!(!cards.tool_online("echo"), "no longer listed");
         assert_eq!(cards.listed("echo"), None);

@@ -205,7 +205,7 @@ impl Discovery {
         self.link.subscribe(&filters).await?;
         // The UNSUBACK follows the retained cards the SUBSCRIBE queued.
         let topics: Vec<String> = filters.into_iter().map(|(topic, _)| topic).collect();
-        unsubscribe_all(&self.link, &topics).await?;
+        self.link.unsubscribe_many(&topics).await?;
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let missing: Vec<String> = batch.iter().filter(|tool| !cards.has_tool(tool)).cloned().collect();
@@ -218,14 +218,6 @@ impl Discovery {
             }
         }
     }
-}
-
-// TEMPORARY until Link::unsubscribe_many lands from the server-scale branch.
-async fn unsubscribe_all(link: &Link, topics: &[String]) -> Result<(), Error> {
-    for t in topics {
-        link.unsubscribe_acked(t).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
