@@ -86,9 +86,12 @@ struct Args {
     /// Calls in flight in the scale-out section.
     #[arg(long, default_value_t = 64)]
     scale_inflight: usize,
-    /// Tools hosted by one server in the many-tools section.
-    #[arg(long, default_value_t = 1000)]
-    tools: usize,
+    /// Tools hosted by one server in the many-tools section, one run each.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 10_000])]
+    tools: Vec<usize>,
+    /// Clients connecting at once in the many-tools section, one run each.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 100])]
+    crowd: Vec<usize>,
     /// Sets Mosquitto's `max_inflight_messages` (its default is 20; 0 means no limit).
     #[arg(long)]
     broker_max_inflight: Option<u32>,
@@ -131,6 +134,7 @@ fn main() -> BoxResult<()> {
                     "server" => server_role(&args).await,
                     "client" => client_role(&args).await,
                     "lister" => lister_role(&args).await,
+                    "crowd" => crowd_role(&args).await,
                     other => Err(format!("unknown role {other}").into()),
                 }
             })
@@ -419,6 +423,55 @@ async fn lister_role(a: &Args) -> BoxResult<()> {
     });
     println!("result {result}");
     client.disconnect().await;
+    Ok(())
+}
+
+/// `--n` clients connect at once on "go"; each lists the tool names (the
+/// Server Cards alone), then every Tool Card. Reports the times from "go".
+async fn crowd_role(a: &Args) -> BoxResult<()> {
+    println!("ready {}", json!({ "pid": std::process::id() }));
+    read_line().await;
+    let go = Instant::now();
+    let pid = std::process::id();
+    let clients: Vec<_> = (0..a.n)
+        .map(|i| {
+            let builder = Client::builder(format!("bench-crowd-{pid}-{i}"))
+                .broker(&a.url)
+                .namespace(&a.ns);
+            tokio::spawn(async move {
+                let client = builder.connect().await.map_err(|e| e.to_string())?;
+                let names = client.tool_names(&mcpmqtt::ToolFilter::new()).await.len();
+                let names_ms = go.elapsed().as_secs_f64() * 1e3;
+                let cards = client.tools().await.map_err(|e| e.to_string())?.len();
+                let cards_ms = go.elapsed().as_secs_f64() * 1e3;
+                Ok::<_, String>((client, names, names_ms, cards, cards_ms))
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for c in clients {
+        outcomes.push(c.await?);
+    }
+    let failures: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    let done: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+    let mut names_ms: Vec<f64> = done.iter().map(|d| d.2).collect();
+    let mut cards_ms: Vec<f64> = done.iter().map(|d| d.4).collect();
+    names_ms.sort_by(f64::total_cmp);
+    cards_ms.sort_by(f64::total_cmp);
+    let q = |v: &[f64], p: usize| v.get((v.len() * p / 100).min(v.len().saturating_sub(1))).copied();
+    let result = json!({
+        "clients": a.n,
+        "complete": done.iter().filter(|d| d.1 as u64 == a.count && d.3 as u64 == a.count).count(),
+        "failures": failures.len(),
+        "first_failure": failures.first(),
+        "names_p50_ms": q(&names_ms, 50), "names_max_ms": names_ms.last(),
+        "cards_p50_ms": q(&cards_ms, 50), "cards_p95_ms": q(&cards_ms, 95), "cards_max_ms": cards_ms.last(),
+        "hwm_kib": vm_kib(pid, "VmHWM"),
+    });
+    println!("result {result}");
+    for d in done {
+        d.0.disconnect().await;
+    }
     Ok(())
 }
 
@@ -1035,7 +1088,7 @@ fn orchestrate(a: &Args) -> BoxResult<()> {
         print_scale(&cells, a);
     }
     if has("tools") {
-        eprintln!("many tools: {}", a.tools);
+        eprintln!("many tools: {:?} tools x {:?} clients at once", a.tools, a.crowd);
         many_tools(&mut ctx);
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -1225,65 +1278,85 @@ fn print_scale(cells: &[Cell], a: &Args) {
 
 fn many_tools(ctx: &mut Ctx) {
     let a = ctx.args;
-    let n = a.tools.to_string();
     let url = ctx.url.clone();
-    let common = |role: &str| -> Vec<String> {
-        ["--role", role, "--url", &url, "--ns", TOOLS_NS, "--n", &n]
-            .map(String::from)
-            .to_vec()
-    };
-    // A client already connected when the server starts.
-    let mut live = Proc::spawn(&ctx.label("lister-live"), &common("lister"), a.perf.as_ref());
-    live.expect("ready", Duration::from_secs(30));
-    live.send("go");
-    let label = ctx.label("server-tools");
-    let mut server = Proc::spawn(&label, &common("server"), a.perf.as_ref());
-    let ready = server.expect("ready", Duration::from_secs(120));
-    let hwm = vm_kib(server.pid, "VmHWM");
-    let rss = vm_kib(server.pid, "VmRSS");
-    let server_cpu = cpu_secs(server.pid);
-    let live_r = live.expect("result", Duration::from_secs(90));
-    // A client connecting once the cards are all retained.
-    let mut cold = Proc::spawn(&ctx.label("lister-cold"), &common("lister"), a.perf.as_ref());
-    cold.expect("ready", Duration::from_secs(30));
-    cold.send("go");
-    let cold_r = cold.expect("result", Duration::from_secs(90));
-    let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
-    let started_us = f(&ready, "started_us");
-    let live_ms = (f(&live_r, "done_us") - started_us) / 1e3;
-    println!("## Many tools: one server hosting {} tools\n", a.tools);
-    println!("| what | value |\n|---|---:|");
+    println!("## Many tools\n");
     println!(
-        "| build (ToolDef::builder x {} + Server::build) | {:.1} ms |",
-        a.tools,
-        f(&ready, "build_ms")
+        "One server hosting N tools; a client connected before it starts, then crowds of clients \
+         connecting at once to the full namespace. \"Lists\" is `tools()`: every Tool Card, fetched \
+         from the Server Cards' index. \"Names\" is `tool_names()`: the Server Cards alone.\n"
     );
-    println!(
-        "| start() until ServerHandle (connect, subscribe, every card PUBACKed) | {:.1} ms |",
-        f(&ready, "start_ms")
-    );
-    println!(
-        "| server process start until a live client's tools() lists all {} | {live_ms:.1} ms ({} listed, {} polls) |",
-        a.tools, live_r["listed"], live_r["polls"]
-    );
-    println!(
-        "| new client: connect + tools() lists all {} | {:.1} ms ({} listed) |",
-        a.tools,
-        f(&cold_r, "since_start_ms"),
-        cold_r["listed"]
-    );
-    println!("| server CPU until ready | {server_cpu:.2} s |");
-    println!(
-        "| server peak RSS (VmHWM) / RSS once online | {:.1} / {:.1} MiB |",
-        hwm as f64 / 1024.0,
-        rss as f64 / 1024.0
-    );
-    println!(
-        "| lister client peak RSS (VmHWM) | {:.1} MiB |",
-        f(&cold_r, "hwm_kib") / 1024.0
-    );
+    let mut starts = Vec::new();
+    let mut crowds = Vec::new();
+    for &tools in &a.tools {
+        let ns = format!("{TOOLS_NS}-{tools}");
+        let n = tools.to_string();
+        let common = |role: &str, n: &str| -> Vec<String> {
+            ["--role", role, "--url", &url, "--ns", &ns, "--n", n, "--count", &tools.to_string()]
+                .map(String::from)
+                .to_vec()
+        };
+        // A client already connected when the server starts.
+        let mut live = Proc::spawn(&ctx.label("lister-live"), &common("lister", &n), a.perf.as_ref());
+        live.expect("ready", Duration::from_secs(30));
+        live.send("go");
+        let label = ctx.label("server-tools");
+        let mut server = Proc::spawn(&label, &common("server", &n), a.perf.as_ref());
+        let ready = server.expect("ready", Duration::from_secs(120));
+        let hwm = vm_kib(server.pid, "VmHWM");
+        let server_cpu = cpu_secs(server.pid);
+        let live_r = live.expect("result", Duration::from_secs(120));
+        let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        let live_ms = (f(&live_r, "done_us") - f(&ready, "started_us")) / 1e3;
+        starts.push(format!(
+            "| {tools} | {:.0} ms | {:.0} ms | {server_cpu:.2} s | {:.1} MiB | {live_ms:.0} ms ({} listed) |",
+            f(&ready, "build_ms"),
+            f(&ready, "start_ms"),
+            hwm as f64 / 1024.0,
+            live_r["listed"],
+        ));
+        live.stop();
+        for &clients in &a.crowd {
+            let broker_before = vm_kib(ctx.broker_pid, "VmRSS");
+            let broker_cpu = cpu_secs(ctx.broker_pid);
+            let mut crowd = Proc::spawn(
+                &ctx.label("crowd"),
+                &common("crowd", &clients.to_string()),
+                a.perf.as_ref(),
+            );
+            crowd.expect("ready", Duration::from_secs(30));
+            crowd.send("go");
+            let r = crowd.expect("result", Duration::from_secs(600));
+            let broker_after = vm_kib(ctx.broker_pid, "VmRSS");
+            let broker_cpu = cpu_secs(ctx.broker_pid) - broker_cpu;
+            let crowd_cpu = cpu_secs(crowd.pid);
+            crowds.push(format!(
+                "| {tools} | {clients} | {} of {clients}{} | {:.0} / {:.0} ms | {:.0} / {:.0} / {:.0} ms | {crowd_cpu:.2} s | {broker_cpu:.2} s | {:.1} MiB ({:.2} MiB a client) | {:.1} → {:.1} MiB |",
+                r["complete"],
+                if f(&r, "failures") > 0.0 { format!(" ({})", r["first_failure"]) } else { String::new() },
+                f(&r, "names_p50_ms"),
+                f(&r, "names_max_ms"),
+                f(&r, "cards_p50_ms"),
+                f(&r, "cards_p95_ms"),
+                f(&r, "cards_max_ms"),
+                f(&r, "hwm_kib") / 1024.0,
+                f(&r, "hwm_kib") / 1024.0 / clients as f64,
+                broker_before as f64 / 1024.0,
+                broker_after as f64 / 1024.0,
+            ));
+            crowd.stop();
+        }
+        server.stop();
+    }
+    println!("| tools | build | start() (connect, subscribe, every card PUBACKed) | server CPU until ready | server peak RSS | a live client lists all, from server process start |");
+    println!("|---:|---:|---:|---:|---:|---|");
+    for row in starts {
+        println!("{row}");
+    }
     println!();
-    live.stop();
-    cold.stop();
-    server.stop();
+    println!("| tools | clients at once | listed every tool | names p50 / max | lists p50 / p95 / max | clients' CPU | broker CPU | clients' peak RSS | broker RSS before → after |");
+    println!("|---:|---:|---|---:|---:|---:|---:|---:|---|");
+    for row in crowds {
+        println!("{row}");
+    }
+    println!();
 }

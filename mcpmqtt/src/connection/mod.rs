@@ -336,6 +336,7 @@ impl BrokerOptions {
         opts.set_connection_timeout(self.connect_timeout.as_secs().max(1));
         opts.set_manual_acks(manual_acks);
         opts.set_receive_maximum(self.receive_maximum);
+        opts.set_outgoing_inflight_upper_limit(MAX_IN_FLIGHT);
         if self.session_expiry > 0 {
             opts.set_session_expiry_interval(Some(self.session_expiry));
             opts.set_clean_start(false);
@@ -473,6 +474,12 @@ pub(crate) enum LinkState {
     Failed(String),
     Closed,
 }
+
+/// The most QoS 1 publishes awaiting their PUBACK at once, whatever the
+/// broker's Receive Maximum allows (most brokers allow 10 to 100). rumqttc
+/// keeps a slot for each possible one per connection: at MQTT's 65,535 that
+/// is 13 MiB a client.
+const MAX_IN_FLIGHT: u16 = 1024;
 
 /// The capacity of rumqttc's request channel: never reached in practice.
 const REQUEST_QUEUE: usize = 1 << 24;
@@ -986,7 +993,7 @@ async fn drive(
                     receive_max,
                 } => {
                     link.limit.on_connack(max_packet_size);
-                    link.window.resize(usize::from(receive_max));
+                    link.window.resize(usize::from(receive_max.min(MAX_IN_FLIGHT)));
                     backoff = Duration::from_millis(50);
                     down_since = None;
                     if connected_once {
