@@ -1291,9 +1291,20 @@ fn many_tools(ctx: &mut Ctx) {
         let ns = format!("{TOOLS_NS}-{tools}");
         let n = tools.to_string();
         let common = |role: &str, n: &str| -> Vec<String> {
-            ["--role", role, "--url", &url, "--ns", &ns, "--n", n, "--count", &tools.to_string()]
-                .map(String::from)
-                .to_vec()
+            [
+                "--role",
+                role,
+                "--url",
+                &url,
+                "--ns",
+                &ns,
+                "--n",
+                n,
+                "--count",
+                &tools.to_string(),
+            ]
+            .map(String::from)
+            .to_vec()
         };
         // A client already connected when the server starts.
         let mut live = Proc::spawn(&ctx.label("lister-live"), &common("lister", &n), a.perf.as_ref());

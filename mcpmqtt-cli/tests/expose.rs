@@ -7,7 +7,6 @@ mod common;
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::*;
 use mcpmqtt::acl::{AclFormat, AclManifest, Role};
@@ -184,7 +183,6 @@ async fn the_demo_server_is_hosted_on_mqtt_behind_the_brokers_acl() {
         .expect("exits in time")
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let card = tester.tool_card("echo").await.unwrap().unwrap();
     assert_eq!(card.status, mcpmqtt::Status::Offline);
     let mut stderr = String::new();

@@ -211,10 +211,16 @@ impl CardCache {
         cards.listed(tool).map(|l| l.v01)
     }
 
-    /// The fetched card of one tool, online or offline.
+    /// The fetched card of one tool, online or offline. Its `status` is
+    /// that of the Server Card listing it, when one does: a fetched card is
+    /// not kept current, its server's card is.
     pub(super) fn tool(&self, tool: &str) -> Option<ToolCard> {
         let cards = self.cards.lock().expect("cards lock");
-        cards.tools.get(tool).map(|f| f.card.clone())
+        let mut card = cards.tools.get(tool)?.card.clone();
+        if let Some(listed) = cards.listed(tool) {
+            card.status = if listed.online { Status::Online } else { Status::Offline };
+        }
+        Some(card)
     }
 
     /// Whether a card of `tool` has been fetched (and is still current).
@@ -341,6 +347,11 @@ mod tests {
         // A reconnect republishes the same cards: nothing to fetch again.
         cards.on_card(SERVER, &server_card(&["echo"], "online", Some("d1")));
         assert!(cards.has_tool("echo"));
+        // A stop: the kept card says what the Server Card says.
+        cards.on_card(SERVER, &server_card(&["echo"], "offline", Some("d1")));
+        assert_eq!(cards.tool("echo").unwrap().status, Status::Offline);
+        cards.on_card(SERVER, &server_card(&["echo"], "online", Some("d1")));
+        assert_eq!(cards.tool("echo").unwrap().status, Status::Online);
         // A new release of the server: its cards must be fetched again.
         cards.on_card(SERVER, &server_card(&["echo"], "online", Some("d2")));
         assert!(!cards.has_tool("echo"));
