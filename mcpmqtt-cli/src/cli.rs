@@ -214,7 +214,7 @@ Configure it in an MCP host as a stdio server, e.g.
      \"args\": [\"bridge\", \"--broker\", \"mqtt://127.0.0.1:1883\", \"--namespace\", \"gtm\"],
      \"env\": {\"MQTT_USERNAME\": \"scout\", \"MQTT_PASSWORD\": \"...\"}}}}
 
-tools/list returns the online tools (inputSchema from their cards); tools/call forwards the call \
+tools/list returns the online tools (inputSchema from their cards), --page-size a page; tools/call forwards the call \
 over MQTT under the bridge's identity, so the broker's ACL still applies. Streamed partials \
 become notifications/progress when the host sent a progress token; call errors become isError \
 results; notifications/tools/list_changed is sent when cards come and go. Logs go to stderr \
