@@ -250,13 +250,6 @@ mod tests {
     #[test]
     fn tool_card_has_every_v01_field() {
         let card = ToolCard {
-            version: CARD_VERSION.into(),
-            tool: "t".into(),
-            server: "s".into(),
-            namespace: "ns".into(),
-            description: "d".into(),
-            input_schema: json!({"type": "object"}),
-            output_schema: None,
             supports_streaming: true,
             requires_auth: true,
             allowed_callers: vec!["scout".into()],
@@ -264,10 +257,9 @@ mod tests {
                 sdk: SDK_VERSION.into(),
                 tool: Some("1.0.0".into()),
             },
-            status: Status::Online,
-            last_seen: "2026-11-23T00:00:00.000Z".into(),
             timeout_ms: None,
             extensions: vec![],
+            ..card()
         };
         let v = serde_json::to_value(&card).unwrap();
         for key in [
