@@ -97,14 +97,24 @@ impl Bridge {
             return self.client.call_with(name, arguments, options).await;
         };
         let mut pending = self.client.call_streaming(name, arguments, options);
-        let mut progress = 0u32;
+        // MCP's progress only grows: a tool's own figures when it gives
+        // them, else a count of the partials.
+        let mut progress = 0f64;
         while let Some(partial) = pending.next_partial().await {
-            progress += 1;
-            let message = match partial {
-                Partial::Text(t) => t,
-                Partial::Data(d) => d.to_string(),
+            let (value, total, message) = match partial {
+                // Figures that do not grow (after text partials were
+                // counted) still move the count on by one.
+                Partial::Progress(p) if p.progress > progress => (p.progress, p.total, p.message),
+                Partial::Progress(p) => (progress + 1.0, None, p.to_string()),
+                Partial::Text(t) => (progress + 1.0, None, t),
+                Partial::Data(d) => (progress + 1.0, None, d.to_string()),
+                other => (progress + 1.0, None, format!("{other:?}")),
             };
-            let notification = ProgressNotificationParam::new(token.clone(), f64::from(progress)).with_message(message);
+            progress = value;
+            let mut notification = ProgressNotificationParam::new(token.clone(), progress).with_message(message);
+            if let Some(total) = total {
+                notification = notification.with_total(total);
+            }
             if let Err(e) = context.peer.notify_progress(notification).await {
                 tracing::debug!(error = %e, "could not send a progress notification");
             }

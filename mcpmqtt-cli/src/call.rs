@@ -145,12 +145,18 @@ impl Display {
             self.last = match &partial {
                 Partial::Text(t) => t.clone(),
                 Partial::Data(d) => d.to_string(),
+                Partial::Progress(p) => p.to_string(),
+                other => format!("{other:?}"),
             };
             self.redraw();
         } else {
             let line = match partial {
                 Partial::Text(t) => json!({"partial": n, "content": t}),
                 Partial::Data(d) => json!({"partial": n, "data": d}),
+                Partial::Progress(p) => {
+                    json!({"partial": n, "progress": p.progress, "total": p.total, "content": p.message})
+                }
+                other => json!({"partial": n, "content": format!("{other:?}")}),
             };
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "{line}");

@@ -15,7 +15,7 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceError, ServiceExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::cli::{ConnectArgs, ExposeArgs};
@@ -229,13 +229,10 @@ async fn forward(
     }
 }
 
-/// Streams one progress notification as a partial: its message as text,
-/// else `{"progress": p, "total": t}`.
+/// Streams one progress notification as a progress partial: its figures,
+/// and its message.
 async fn emit(ctx: &CallContext, p: ProgressNotificationParam) {
-    let emitted = match p.message {
-        Some(message) => ctx.emit_text(message).await,
-        None => ctx.emit_data(json!({"progress": p.progress, "total": p.total})).await,
-    };
+    let emitted = ctx.progress(p.progress, p.total, p.message.unwrap_or_default()).await;
     if let Err(e) = emitted {
         tracing::debug!(error = %e, "could not stream a partial");
     }
@@ -401,6 +398,7 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn callers_from_file_and_flags() {

@@ -144,7 +144,8 @@ async fn an_mcp_host_lists_and_calls_the_mqtt_tools() {
     assert_eq!(result.structured_content, Some(json!({"echo": "hello"})));
     assert_eq!(text(&result), r#"{"echo":"hello"}"#);
 
-    // Partials become progress notifications (rmcp's client always sends a token).
+    // Partials become progress notifications, with the tool's own figures
+    // when it gives them (rmcp's client always sends a token).
     while heard.try_recv().is_ok() {}
     let result = session.call_tool(call("count", json!({"n": 3}))).await.unwrap();
     assert_eq!(result.is_error, Some(false));
@@ -157,7 +158,7 @@ async fn an_mcp_host_lists_and_calls_the_mqtt_tools() {
             .await
             .expect("progress in time")
         {
-            Some(Heard::Progress(p)) => progress.push((p.progress, p.message.unwrap_or_default())),
+            Some(Heard::Progress(p)) => progress.push((p.progress, p.total, p.message.unwrap_or_default())),
             other => panic!("expected progress, heard {other:?}"),
         }
     }
@@ -165,10 +166,10 @@ async fn an_mcp_host_lists_and_calls_the_mqtt_tools() {
     assert_eq!(
         progress,
         [
-            (1.0, "tick 0".to_owned()),
-            (2.0, "tick 1".to_owned()),
-            (3.0, "tick 2".to_owned()),
-            (4.0, r#"{"done":3}"#.to_owned()),
+            (1.0, Some(3.0), "tick 0".to_owned()),
+            (2.0, Some(3.0), "tick 1".to_owned()),
+            (3.0, Some(3.0), "tick 2".to_owned()),
+            (4.0, None, r#"{"done":3}"#.to_owned()),
         ]
     );
 

@@ -157,7 +157,7 @@ async fn streamed_partials_print_live_as_json_lines_on_stderr() {
         .expect("a line");
     assert_eq!(
         serde_json::from_str::<Value>(&first).unwrap(),
-        json!({"partial": 0, "content": "tick 0"})
+        json!({"partial": 0, "progress": 1.0, "total": 3.0, "content": "tick 0"})
     );
     // Live: the first partial is out while the call still runs.
     assert!(child.try_wait().unwrap().is_none(), "the call already ended");
@@ -168,8 +168,8 @@ async fn streamed_partials_print_live_as_json_lines_on_stderr() {
     assert_eq!(
         rest,
         [
-            json!({"partial": 1, "content": "tick 1"}),
-            json!({"partial": 2, "content": "tick 2"}),
+            json!({"partial": 1, "progress": 2.0, "total": 3.0, "content": "tick 1"}),
+            json!({"partial": 2, "progress": 3.0, "total": 3.0, "content": "tick 2"}),
             json!({"partial": 3, "data": {"done": 3}}),
         ]
     );

@@ -129,7 +129,8 @@ async fn the_demo_server_is_hosted_on_mqtt_behind_the_brokers_acl() {
     // A single text block comes back as a string.
     assert_eq!(tester.call("echo", json!({"text": "hi"})).await.unwrap(), json!("hi"));
 
-    // Progress becomes partials; structured content is the result.
+    // Progress becomes progress partials, figures and message; structured
+    // content is the result.
     let partials = Arc::new(Mutex::new(Vec::new()));
     let sink = partials.clone();
     let options = CallOptions::new().on_partial(move |p| sink.lock().unwrap().push(p));
@@ -138,18 +139,21 @@ async fn the_demo_server_is_hosted_on_mqtt_behind_the_brokers_acl() {
         .await
         .unwrap();
     assert_eq!(result, json!({"count": 3}));
-    let mut texts: Vec<String> = partials
+    let mut steps: Vec<(String, Option<f64>, String)> = partials
         .lock()
         .unwrap()
         .iter()
         .map(|p| match p {
-            Partial::Text(t) => t.clone(),
-            Partial::Data(d) => panic!("unexpected data partial {d}"),
+            Partial::Progress(p) => (p.progress.to_string(), p.total, p.message.clone()),
+            other => panic!("unexpected partial {other:?}"),
         })
         .collect();
     // rmcp hands progress to its handler in separate tasks: order is not kept.
-    texts.sort();
-    assert_eq!(texts, ["step 1 of 3", "step 2 of 3", "step 3 of 3"]);
+    steps.sort_by(|a, b| a.0.cmp(&b.0));
+    let expected: Vec<(String, Option<f64>, String)> = (1..=3)
+        .map(|i| (i.to_string(), Some(3.0), format!("step {i} of 3")))
+        .collect();
+    assert_eq!(steps, expected);
 
     // The broker refuses what the ACL does not grant...
     match tester.call("fail", json!({"message": "boom"})).await {

@@ -83,7 +83,7 @@ pub use protocol::card::{
     ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS, SDK_VERSION,
 };
 pub use protocol::envelope::{
-    CallRequest, CallResponse, ErrorBody, ErrorType, Partial, ResponseStatus, StreamMessage, StreamType,
+    CallRequest, CallResponse, ErrorBody, ErrorType, Partial, Progress, ResponseStatus, StreamMessage, StreamType,
 };
 pub use protocol::names::{name_problem, MAX_NAME_LEN};
 pub use protocol::topics::Topics;

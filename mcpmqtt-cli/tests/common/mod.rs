@@ -58,8 +58,9 @@ pub fn echo() -> ToolDef {
         .handler(|_ctx, args| async move { Ok(json!({"echo": args["text"]})) }))
 }
 
-/// `count {n, delay_ms?}`: streams `tick 0`.. `tick n-1`, then a data
-/// partial `{"done": n}`, pausing `delay_ms` (default 20) before each.
+/// `count {n, delay_ms?}`: streams progress `1/n tick 0`.. `n/n tick n-1`,
+/// then a data partial `{"done": n}`, pausing `delay_ms` (default 20)
+/// before each.
 pub fn count() -> ToolDef {
     def(ToolDef::builder("count")
         .description("Streams n ticks.")
@@ -79,7 +80,8 @@ pub fn count() -> ToolDef {
             let delay = Duration::from_millis(args["delay_ms"].as_u64().unwrap_or(20));
             for i in 0..n {
                 tokio::time::sleep(delay).await;
-                ctx.emit_text(format!("tick {i}")).await?;
+                ctx.progress((i + 1) as f64, Some(n as f64), format!("tick {i}"))
+                    .await?;
             }
             tokio::time::sleep(delay).await;
             ctx.emit_data(json!({"done": n})).await?;

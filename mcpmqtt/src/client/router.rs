@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::cards::CardCache;
 use crate::connection::{Ack, Incoming};
 use crate::error::CallError;
-use crate::protocol::envelope::{CallResponse, Partial, StreamMessage, StreamType};
+use crate::protocol::envelope::{CallResponse, Partial, StreamMessage};
 use crate::protocol::topics::Topics;
 
 /// Responses larger than this are parsed on a task of their own.
@@ -165,16 +165,12 @@ impl Router {
             tracing::warn!("ignored an unreadable stream message");
             return;
         };
-        if msg.kind == StreamType::Done {
+        let (call_id, seq) = (msg.call_id.clone(), msg.seq);
+        let Some(partial) = msg.into_partial() else {
             return;
-        }
-        let partial = match (msg.content, msg.data) {
-            (Some(text), _) => Partial::Text(text),
-            (None, Some(data)) => Partial::Data(data),
-            (None, None) => return,
         };
-        if let Some(tx) = self.streams.lock().expect("streams lock").get(&msg.call_id) {
-            let _ = tx.send((msg.seq, partial));
+        if let Some(tx) = self.streams.lock().expect("streams lock").get(&call_id) {
+            let _ = tx.send((seq, partial));
         }
     }
 }

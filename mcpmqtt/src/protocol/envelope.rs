@@ -192,15 +192,118 @@ pub struct StreamMessage {
     /// Structured output (an object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
+    /// Extension: how far the call has got, as MCP's `progress` (its
+    /// message is `content`, so v0.1 readers show it as text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// Extension: what `progress` counts up to, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<f64>,
+}
+
+impl StreamMessage {
+    /// The stream message carrying `partial` (none for `done`).
+    pub fn new(call_id: impl Into<String>, seq: u64, kind: StreamType, partial: Option<Partial>) -> Self {
+        let mut msg = StreamMessage {
+            call_id: call_id.into(),
+            seq,
+            kind,
+            content: None,
+            data: None,
+            progress: None,
+            total: None,
+        };
+        match partial {
+            Some(Partial::Text(t)) => msg.content = Some(t),
+            Some(Partial::Data(d)) => msg.data = Some(d),
+            Some(Partial::Progress(p)) => {
+                msg.content = Some(p.message);
+                msg.progress = Some(p.progress);
+                msg.total = p.total;
+            }
+            None => {}
+        }
+        msg
+    }
+
+    /// The partial this message carries: none for `done`, or for a partial
+    /// with neither `content` nor `data`.
+    pub fn into_partial(self) -> Option<Partial> {
+        if self.kind == StreamType::Done {
+            return None;
+        }
+        match (self.progress, self.content, self.data) {
+            (Some(progress), content, _) => Some(Partial::Progress(Progress::new(
+                progress,
+                self.total,
+                content.unwrap_or_default(),
+            ))),
+            (None, Some(text), _) => Some(Partial::Text(text)),
+            (None, None, Some(data)) => Some(Partial::Data(data)),
+            (None, None, None) => None,
+        }
+    }
 }
 
 /// A piece of streamed output.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Partial {
     /// Text (`content` on the wire).
     Text(String),
     /// A JSON object (`data` on the wire).
     Data(Value),
+    /// How far the call has got **[extension]** (`progress` and `total` on
+    /// the wire, the message as `content`).
+    Progress(Progress),
+}
+
+/// How far a call has got: MCP's `notifications/progress`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// How much is done; it only grows.
+    pub progress: f64,
+    /// How much there is to do, when known.
+    pub total: Option<f64>,
+    /// What is going on, for a person: never empty (`"3/10"` when the
+    /// tool gave no message).
+    pub message: String,
+}
+
+impl Progress {
+    /// Progress of `progress` out of `total`, with a message (when empty,
+    /// `"{progress}/{total}"` stands in).
+    pub fn new(progress: f64, total: Option<f64>, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.is_empty() {
+            message = match total {
+                Some(total) => format!("{progress}/{total}"),
+                None => format!("{progress}"),
+            };
+        }
+        Progress {
+            progress,
+            total,
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for Progress {
+    /// `3/10 crawled example.com`, or the message alone when it already
+    /// says the numbers.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let numbers = match self.total {
+            Some(total) => format!("{}/{total}", self.progress),
+            None => format!("{}", self.progress),
+        };
+        if self.message.starts_with(&numbers) {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{numbers} {}", self.message)
+        }
+    }
 }
 
 impl Partial {
@@ -208,7 +311,7 @@ impl Partial {
     pub fn as_text(&self) -> Option<&str> {
         match self {
             Partial::Text(t) => Some(t),
-            Partial::Data(_) => None,
+            _ => None,
         }
     }
 
@@ -216,7 +319,15 @@ impl Partial {
     pub fn as_data(&self) -> Option<&Value> {
         match self {
             Partial::Data(d) => Some(d),
-            Partial::Text(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The progress, if this is progress.
+    pub fn as_progress(&self) -> Option<&Progress> {
+        match self {
+            Partial::Progress(p) => Some(p),
+            _ => None,
         }
     }
 }
@@ -260,6 +371,42 @@ pub(crate) fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_travels_as_extension_fields_with_its_message_as_content() {
+        let msg = StreamMessage::new(
+            "c1",
+            4,
+            StreamType::Partial,
+            Some(Partial::Progress(Progress::new(3.0, Some(10.0), "crawled a"))),
+        );
+        let wire = serde_json::to_value(&msg).unwrap();
+        assert_eq!(
+            wire,
+            serde_json::json!({"call_id": "c1", "seq": 4, "type": "partial", "content": "crawled a", "progress": 3.0, "total": 10.0})
+        );
+        let back: StreamMessage = serde_json::from_value(wire).unwrap();
+        assert_eq!(
+            back.into_partial(),
+            Some(Partial::Progress(Progress::new(3.0, Some(10.0), "crawled a")))
+        );
+        // A v0.1 partial has no figures: it stays text.
+        let text = StreamMessage::new("c1", 0, StreamType::Partial, Some(Partial::Text("hi".into())));
+        assert_eq!(text.into_partial(), Some(Partial::Text("hi".into())));
+        assert_eq!(StreamMessage::new("c1", 5, StreamType::Done, None).into_partial(), None);
+    }
+
+    #[test]
+    fn progress_without_a_message_says_its_figures() {
+        let p = Progress::new(3.0, Some(10.0), "");
+        assert_eq!(p.message, "3/10");
+        assert_eq!(p.to_string(), "3/10");
+        assert_eq!(
+            Progress::new(3.0, Some(10.0), "crawled a").to_string(),
+            "3/10 crawled a"
+        );
+        assert_eq!(Progress::new(0.5, None, "").to_string(), "0.5");
+    }
     use serde_json::json;
 
     #[test]

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::connection::{Link, Message};
 use crate::error::Error;
-use crate::protocol::envelope::{Partial, StreamMessage, StreamType};
+use crate::protocol::envelope::{Partial, Progress, StreamMessage, StreamType};
 
 /// Who made a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +131,21 @@ impl CallContext {
         self.emit(Partial::Data(value)).await
     }
 
+    /// Streams how far the call has got: `done` out of `total` (when
+    /// known), with a message for a person. MCP hosts show it as a progress
+    /// bar (`notifications/progress`); v0.1 callers get the message as text.
+    ///
+    /// ```no_run
+    /// # async fn crawl(ctx: &mcpmqtt::CallContext, pages: &[String]) -> Result<(), mcpmqtt::Error> {
+    /// for (i, page) in pages.iter().enumerate() {
+    ///     ctx.progress((i + 1) as f64, Some(pages.len() as f64), format!("crawled {page}")).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn progress(&self, done: f64, total: Option<f64>, message: impl Into<String>) -> Result<(), Error> {
+        self.emit(Partial::Progress(Progress::new(done, total, message))).await
+    }
+
     /// Streams a partial.
     ///
     /// Fails with [`Error::TooLarge`] when the partial would make a packet
@@ -179,18 +194,7 @@ impl StreamSink {
                 Ok(())
             }
             StreamSink::Mqtt { link, topic, seq } => {
-                let (content, data) = match partial {
-                    Some(Partial::Text(t)) => (Some(t), None),
-                    Some(Partial::Data(d)) => (None, Some(d)),
-                    None => (None, None),
-                };
-                let mut msg = StreamMessage {
-                    call_id: call_id.to_owned(),
-                    seq: seq.load(Ordering::SeqCst),
-                    kind,
-                    content,
-                    data,
-                };
+                let mut msg = StreamMessage::new(call_id, seq.load(Ordering::SeqCst), kind, partial);
                 loop {
                     // QoS 1, so partials and the response (also QoS 1) keep
                     // their order through the broker.
