@@ -8,4 +8,5 @@ async fn post(text: String) -> String {
 
 fn main() {
     let _ = mcpmqtt::Server::builder("s").tool::<post>();
+    let _ = post(String::new());
 }

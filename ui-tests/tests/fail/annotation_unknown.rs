@@ -8,4 +8,5 @@ async fn list_posts() -> Vec<String> {
 
 fn main() {
     let _ = mcpmqtt::Server::builder("s").tool::<list_posts>();
+    let _ = list_posts();
 }

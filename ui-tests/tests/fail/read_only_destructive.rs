@@ -8,4 +8,5 @@ async fn delete_post(id: String) -> String {
 
 fn main() {
     let _ = mcpmqtt::Server::builder("s").tool::<delete_post>();
+    let _ = delete_post(String::new());
 }
