@@ -73,6 +73,23 @@ async fn cards_are_retained_with_every_v01_field() {
         cards[2]["description"],
         "List the platforms the team watches and what for."
     );
+    // The extension fields MCP hosts read: a title and the hints.
+    assert_eq!(cards[2]["title"], "Watch configurations");
+    assert_eq!(
+        cards[2]["annotations"],
+        serde_json::json!({"readOnlyHint": true, "idempotentHint": true, "openWorldHint": false})
+    );
+    assert_eq!(
+        cards[1]["annotations"],
+        serde_json::json!({"destructiveHint": false, "openWorldHint": true})
+    );
+    // Numbers carry their bounds, not schemars' non-standard formats.
+    let interval = &cards[2]["output_schema"]["properties"]["configs"]["items"]["properties"]["interval_minutes"];
+    assert_eq!(interval["type"], "integer", "{:#}", cards[2]["output_schema"]);
+    assert_eq!(interval["minimum"], 0);
+    for card in &cards {
+        assert!(!card.to_string().contains("\"format\""), "a format in {card:#}");
+    }
 
     raw.subscribe("gtm/mcp/servers/+/card").await;
     let p = raw.recv().await;

@@ -91,7 +91,13 @@ fn all_configs() -> Vec<WatchConfig> {
 }
 
 /// List the platforms the team watches and what for.
-#[tool(allowed_callers = ["scout", "analyst"])]
+#[tool(
+    allowed_callers = ["scout", "analyst"],
+    title = "Watch configurations",
+    read_only,
+    idempotent,
+    open_world = false
+)]
 pub async fn query_watch_configs(
     /// Only this platform's configuration; all of them when absent.
     platform: Option<Platform>,
@@ -104,7 +110,13 @@ pub async fn query_watch_configs(
 }
 
 /// Publish a post on a social platform, as the team.
-#[tool(allowed_callers = ["operator"])]
+// Not destructive: it only adds a post, never edits or deletes one.
+#[tool(
+    allowed_callers = ["operator"],
+    title = "Post on social media",
+    destructive = false,
+    open_world
+)]
 pub async fn create_social_post(
     ctx: &CallContext,
     /// Where to post.
@@ -137,7 +149,14 @@ pub fn posted() -> Vec<(PostReceipt, String)> {
 }
 
 /// Crawl a site, streaming one partial per page as it goes.
-#[tool(allowed_callers = ["scout", "operator"], streaming, timeout_ms = 60000)]
+#[tool(
+    allowed_callers = ["scout", "operator"],
+    streaming,
+    timeout_ms = 60000,
+    title = "Crawl a site",
+    read_only,
+    open_world
+)]
 pub async fn crawl_site(
     ctx: &CallContext,
     /// The site's root URL.

@@ -26,6 +26,7 @@ use mcpmqtt::{CallError, CallOptions, Client, Partial, ToolCard, ToolFilter};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
     PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler, ServiceExt};
@@ -135,6 +136,18 @@ pub fn mcp_tool(card: &ToolCard) -> Tool {
         if output.get("type").and_then(Value::as_str) == Some("object") {
             tool = tool.with_raw_output_schema(Arc::new(output.clone()));
         }
+    }
+    if let Some(title) = &card.title {
+        tool = tool.with_title(title.clone());
+    }
+    if let Some(hints) = card.annotations.filter(|a| !a.is_empty()) {
+        tool = tool.with_annotations(ToolAnnotations::from_raw(
+            None,
+            hints.read_only_hint,
+            hints.destructive_hint,
+            hints.idempotent_hint,
+            hints.open_world_hint,
+        ));
     }
     tool
 }

@@ -326,6 +326,26 @@ async fn build_server(connect: &ConnectArgs, args: &ExposeArgs, child: &Child) -
         if let Some(output) = &tool.output_schema {
             def = def.output_schema(Value::Object((**output).clone()));
         }
+        // The title, or the one in the annotations (MCP 2025-03-26 had it
+        // only there), and the hints.
+        let title = tool
+            .title
+            .as_ref()
+            .or_else(|| tool.annotations.as_ref().and_then(|a| a.title.as_ref()));
+        if let Some(title) = title.filter(|t| !t.trim().is_empty()) {
+            def = def.title(title.clone());
+        }
+        if let Some(hints) = &tool.annotations {
+            let hints = mcpmqtt::ToolAnnotations {
+                read_only_hint: hints.read_only_hint,
+                destructive_hint: hints.destructive_hint,
+                idempotent_hint: hints.idempotent_hint,
+                open_world_hint: hints.open_world_hint,
+            };
+            if !hints.is_empty() {
+                def = def.annotations(hints);
+            }
+        }
         server = server.tool_def(def.build()?);
     }
     Ok(server.build()?)

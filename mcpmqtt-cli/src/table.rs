@@ -3,13 +3,14 @@
 
 use std::fmt::Write as _;
 
-use mcpmqtt::{ServerCard, Status, ToolCard};
+use mcpmqtt::{ServerCard, Status, ToolAnnotations, ToolCard};
 use serde_json::Value;
 
 /// The longest description shown in the tools table, in characters.
 const DESCRIPTION_WIDTH: usize = 60;
 
-/// A table of tools: name, server, streaming, allowed callers, description.
+/// A table of tools: name, server, streaming, allowed callers, and the
+/// title and first line of the description (`Echo — Returns its text.`).
 pub fn tools_table(tools: &[ToolCard]) -> String {
     let rows: Vec<Vec<String>> = tools
         .iter()
@@ -19,7 +20,7 @@ pub fn tools_table(tools: &[ToolCard]) -> String {
                 t.server.clone(),
                 if t.supports_streaming { "yes" } else { "no" }.to_owned(),
                 callers(&t.allowed_callers),
-                shorten(first_line(&t.description), DESCRIPTION_WIDTH),
+                shorten(&titled(t), DESCRIPTION_WIDTH),
             ]
         })
         .collect();
@@ -27,6 +28,31 @@ pub fn tools_table(tools: &[ToolCard]) -> String {
         &["TOOL", "SERVER", "STREAMING", "ALLOWED CALLERS", "DESCRIPTION"],
         &rows,
     )
+}
+
+/// The tool's title, if any, before the first line of its description.
+fn titled(card: &ToolCard) -> String {
+    let description = first_line(&card.description);
+    match card.title.as_deref() {
+        Some(title) if description.is_empty() => title.to_owned(),
+        Some(title) => format!("{title} — {description}"),
+        None => description.to_owned(),
+    }
+}
+
+/// The hints a card sets, for people: `read-only, idempotent, closed world`.
+/// Unset hints are left out (MCP's defaults then apply).
+fn hints(hints: &ToolAnnotations) -> String {
+    let said = [
+        (hints.read_only_hint, "read-only", "not read-only"),
+        (hints.destructive_hint, "destructive", "not destructive"),
+        (hints.idempotent_hint, "idempotent", "not idempotent"),
+        (hints.open_world_hint, "open world", "closed world"),
+    ];
+    said.iter()
+        .filter_map(|&(hint, yes, no)| hint.map(|h| if h { yes } else { no }))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A table of servers: name, number of tools, their names, last seen.
@@ -53,6 +79,9 @@ pub fn describe(card: &ToolCard) -> String {
         let _ = writeln!(out, "{:<16} {value}", format!("{name}:"));
     };
     field("tool", &card.tool);
+    if let Some(title) = &card.title {
+        field("title", title);
+    }
     field("server", &card.server);
     field("namespace", &card.namespace);
     field("description", &card.description);
@@ -65,6 +94,9 @@ pub fn describe(card: &ToolCard) -> String {
     );
     field("streaming", if card.supports_streaming { "yes" } else { "no" });
     field("allowed callers", &callers(&card.allowed_callers));
+    if let Some(annotations) = card.annotations.as_ref().filter(|a| !a.is_empty()) {
+        field("hints", &hints(annotations));
+    }
     if let Some(ms) = card.timeout_ms {
         field("timeout", &format!("{ms} ms"));
     }
@@ -229,5 +261,19 @@ mod tests {
     fn shortens_by_characters() {
         assert_eq!(shorten("ééééé", 5), "ééééé");
         assert_eq!(shorten("éééééé", 5), "éééé…");
+    }
+
+    #[test]
+    fn hints_read_as_words() {
+        let all = ToolAnnotations::default()
+            .read_only(false)
+            .destructive(false)
+            .idempotent(true)
+            .open_world(false);
+        assert_eq!(hints(&all), "not read-only, not destructive, idempotent, closed world");
+        assert_eq!(
+            hints(&ToolAnnotations::default().read_only(true).open_world(true)),
+            "read-only, open world"
+        );
     }
 }

@@ -137,6 +137,17 @@ async fn an_mcp_host_lists_and_calls_the_mqtt_tools() {
         listed["echo"].output_schema,
         Some(schema(echo().output_schema().unwrap()))
     );
+    // Its title and annotations, from the card's extension fields; none on
+    // a tool that sets none.
+    let echo_tool = &listed["echo"];
+    assert_eq!(echo_tool.title.as_deref(), Some("Echo"));
+    let hints = echo_tool.annotations.as_ref().expect("echo's annotations");
+    assert_eq!(hints.read_only_hint, Some(true));
+    assert_eq!(hints.destructive_hint, None);
+    assert_eq!(hints.idempotent_hint, Some(true));
+    assert_eq!(hints.open_world_hint, Some(false));
+    assert_eq!(listed["count"].title, None);
+    assert!(listed["count"].annotations.is_none());
 
     // tools/call: forwarded over MQTT, the result as text and structured content.
     let result = session.call_tool(call("echo", json!({"text": "hello"}))).await.unwrap();

@@ -30,7 +30,7 @@ async fn tools_servers_and_describe() {
     assert!(count.ends_with("Streams n ticks."), "{count}");
     let echo_row = lines.iter().find(|l| l.starts_with("echo ")).expect("echo listed");
     assert!(
-        echo_row.contains(" no ") && echo_row.ends_with("Returns its text."),
+        echo_row.contains(" no ") && echo_row.ends_with("Echo — Returns its text."),
         "{echo_row}"
     );
     let tool_names: Vec<&str> = lines[1..]
@@ -74,7 +74,9 @@ async fn tools_servers_and_describe() {
     for expected in [
         "tool:            echo",
         "server:          lab",
+        "title:           Echo",
         "allowed callers: tester, bridge",
+        "hints:           read-only, idempotent, closed world",
         "streaming:       no",
         "  text (string, required): What to send back.",
         "input schema:",
@@ -92,6 +94,18 @@ async fn tools_servers_and_describe() {
     let card: Value = serde_json::from_str(&card).unwrap();
     assert_eq!(card["supports_streaming"], true);
     assert_eq!(card["server"], "lab");
+    assert!(
+        card.get("title").is_none() && card.get("annotations").is_none(),
+        "{card}"
+    );
+    let (code, card, _) = parts(&output(mcpmqtt(&broker, "tester").args(["describe", "echo", "--json"])).await);
+    assert_eq!(code, 0);
+    let card: Value = serde_json::from_str(&card).unwrap();
+    assert_eq!(card["title"], "Echo");
+    assert_eq!(
+        card["annotations"],
+        json!({"readOnlyHint": true, "idempotentHint": true, "openWorldHint": false})
+    );
 
     let (code, _, err) = parts(&output(mcpmqtt(&broker, "tester").args(["describe", "nosuch"])).await);
     assert_eq!(code, 14, "{err}");

@@ -112,6 +112,12 @@ async fn the_demo_server_is_hosted_on_mqtt_behind_the_brokers_acl() {
     assert_eq!(card.allowed_callers, ["tester", "operator"]);
     assert!(card.supports_streaming);
     assert_eq!(card.description, "Returns its text.");
+    assert_eq!(card.title.as_deref(), Some("Echo"), "the child's title");
+    assert_eq!(
+        card.annotations,
+        Some(mcpmqtt::ToolAnnotations::default().read_only(true).open_world(false)),
+        "the child's annotations"
+    );
     assert_eq!(
         card.input_schema,
         json!({
@@ -124,6 +130,7 @@ async fn the_demo_server_is_hosted_on_mqtt_behind_the_brokers_acl() {
     assert_eq!(count_card.allowed_callers, ["tester", "operator"]);
     assert_eq!(count_card.output_schema.as_ref().unwrap()["required"], json!(["count"]));
     let fail_card = tester.wait_for_tool("fail", PATIENCE).await.unwrap();
+    assert!(fail_card.title.is_none() && fail_card.annotations.is_none());
     assert_eq!(fail_card.allowed_callers, ["operator"]);
 
     // A single text block comes back as a string.

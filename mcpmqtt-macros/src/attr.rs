@@ -17,6 +17,20 @@ pub(crate) const TOOL_KEYS: &[&str] = &[
     "streaming",
     "version",
     "timeout_ms",
+    "title",
+    "read_only",
+    "destructive",
+    "idempotent",
+    "open_world",
+];
+
+/// The flags `#[tool]` turns into MCP's annotations: the key, its hint's
+/// default in MCP, and what the hint says.
+const HINTS: &[(&str, bool)] = &[
+    ("read_only", false),
+    ("destructive", true),
+    ("idempotent", false),
+    ("open_world", true),
 ];
 
 /// The options `#[arg]` knows.
@@ -37,6 +51,23 @@ pub(crate) struct ToolAttr {
     pub version: Option<LitStr>,
     /// `timeout_ms = N`, N > 0.
     pub timeout_ms: Option<u64>,
+    /// `title = "..."`, not empty.
+    pub title: Option<LitStr>,
+    /// `read_only` or `read_only = bool`: MCP's `readOnlyHint`.
+    pub read_only: Option<Hint>,
+    /// `destructive` or `destructive = bool`: MCP's `destructiveHint`.
+    pub destructive: Option<Hint>,
+    /// `idempotent` or `idempotent = bool`: MCP's `idempotentHint`.
+    pub idempotent: Option<Hint>,
+    /// `open_world` or `open_world = bool`: MCP's `openWorldHint`.
+    pub open_world: Option<Hint>,
+}
+
+/// One annotation flag as written: its key (for error spans) and its value.
+#[derive(Clone)]
+pub(crate) struct Hint {
+    pub key: Ident,
+    pub value: bool,
 }
 
 /// One `key` or `key = value` of the attribute, before it is checked.
@@ -94,6 +125,14 @@ impl ToolAttr {
                 errors.push(e);
             }
         }
+        if let (Some(read_only), Some(destructive)) = (&attr.read_only, &attr.destructive) {
+            if read_only.value && destructive.value {
+                errors.push(syn::Error::new_spanned(
+                    &destructive.key,
+                    "a `read_only` tool cannot be `destructive` (MCP reads `destructiveHint` only when a tool is not read-only): remove `destructive`, or `read_only` if the tool changes things",
+                ));
+            }
+        }
         errors.finish()?;
         Ok(attr)
     }
@@ -115,11 +154,41 @@ impl ToolAttr {
                 )),
             };
         }
+        if let Some(&(_, default)) = HINTS.iter().find(|(k, _)| *k == key_name) {
+            let value = match value.as_ref().map(unwrap_group) {
+                None => true,
+                Some(Expr::Lit(ExprLit { lit: Lit::Bool(b), .. })) => b.value,
+                Some(other) => {
+                    // For a hint MCP takes as true, the useful form is `= false`.
+                    let fix = if default {
+                        format!("`{key_name}` (or `{key_name} = false`)")
+                    } else {
+                        format!("`{key_name}` (or `{key_name} = true`)")
+                    };
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        format!("`{key_name}` is a flag: write {fix}"),
+                    ));
+                }
+            };
+            let hint = Some(Hint {
+                key: key.clone(),
+                value,
+            });
+            match key_name {
+                "read_only" => self.read_only = hint,
+                "destructive" => self.destructive = hint,
+                "idempotent" => self.idempotent = hint,
+                _ => self.open_world = hint,
+            }
+            return Ok(());
+        }
         let example = match key_name {
             "name" => "name = \"crawl_site\"",
             "description" => "description = \"Crawl a site\"",
             "allowed_callers" => "allowed_callers = [\"scout\", \"operator\"]",
             "version" => "version = \"1.2.0\"",
+            "title" => "title = \"Crawl a site\"",
             _ => "timeout_ms = 5000",
         };
         let Some(value) = value else {
@@ -138,6 +207,16 @@ impl ToolAttr {
             "description" => self.description = Some(expect_str(value, key_name, example)?),
             "version" => self.version = Some(expect_str(value, key_name, example)?),
             "allowed_callers" => self.allowed_callers = parse_callers(value, example)?,
+            "title" => {
+                let lit = expect_str(value, key_name, example)?;
+                if lit.value().trim().is_empty() {
+                    return Err(syn::Error::new_spanned(
+                        &lit,
+                        format!("the title must not be empty: write `{example}`, or leave `title` out"),
+                    ));
+                }
+                self.title = Some(lit);
+            }
             _ => self.timeout_ms = Some(parse_timeout(value, example)?),
         }
         Ok(())
@@ -415,6 +494,9 @@ mod tests {
         assert!(attr.streaming.is_none());
         assert!(attr.version.is_none());
         assert!(attr.timeout_ms.is_none());
+        assert!(attr.title.is_none());
+        assert!(attr.read_only.is_none() && attr.destructive.is_none());
+        assert!(attr.idempotent.is_none() && attr.open_world.is_none());
     }
 
     #[test]
@@ -426,8 +508,18 @@ mod tests {
             streaming,
             version = "1.2.0",
             timeout_ms = 5_000,
+            title = "Crawl a site",
+            read_only,
+            destructive = false,
+            idempotent = true,
+            open_world = false,
         ))
         .unwrap();
+        assert_eq!(attr.title.unwrap().value(), "Crawl a site");
+        assert!(attr.read_only.unwrap().value);
+        assert!(!attr.destructive.unwrap().value);
+        assert!(attr.idempotent.unwrap().value);
+        assert!(!attr.open_world.unwrap().value);
         assert_eq!(attr.name.unwrap().value(), "crawl_site");
         assert_eq!(attr.description.unwrap().value(), "Crawl.");
         let callers: Vec<String> = attr.allowed_callers.iter().map(LitStr::value).collect();
@@ -448,6 +540,59 @@ mod tests {
     }
 
     #[test]
+    fn annotations() {
+        let attr = parse(quote!(destructive = false, open_world = false)).unwrap();
+        assert!(attr.read_only.is_none() && attr.idempotent.is_none());
+        assert!(!attr.destructive.unwrap().value);
+        assert!(!attr.open_world.unwrap().value);
+        // Read-only and explicitly not destructive agree; so do idempotent and read-only.
+        assert!(parse(quote!(read_only, destructive = false, idempotent)).is_ok());
+        assert!(parse(quote!(read_only = false, destructive)).is_ok());
+        assert_eq!(
+            error(quote!(read_only, destructive)),
+            "a `read_only` tool cannot be `destructive` (MCP reads `destructiveHint` only when a tool is not read-only): remove `destructive`, or `read_only` if the tool changes things"
+        );
+        assert!(error(quote!(destructive = true, read_only = true)).starts_with("a `read_only` tool cannot be"));
+        assert_eq!(
+            error(quote!(read_only = "yes")),
+            "`read_only` is a flag: write `read_only` (or `read_only = true`)"
+        );
+        assert_eq!(
+            error(quote!(open_world = no)),
+            "`open_world` is a flag: write `open_world` (or `open_world = false`)"
+        );
+        assert_eq!(
+            error(quote!(idempotent, idempotent = false)),
+            "`idempotent` is set twice: remove this one"
+        );
+        assert_eq!(
+            error(quote!(destructive(false))),
+            "write `destructive = ...` to set an option, not `destructive(...)`"
+        );
+    }
+
+    #[test]
+    fn title() {
+        assert_eq!(
+            parse(quote!(title = "Crawl a site")).unwrap().title.unwrap().value(),
+            "Crawl a site"
+        );
+        assert_eq!(
+            error(quote!(title = "")),
+            "the title must not be empty: write `title = \"Crawl a site\"`, or leave `title` out"
+        );
+        assert!(error(quote!(title = "  ")).starts_with("the title must not be empty"));
+        assert_eq!(
+            error(quote!(title)),
+            "`title` needs a value: write `title = \"Crawl a site\"`"
+        );
+        assert_eq!(
+            error(quote!(title = Crawl)),
+            "`title` takes a string literal: write `title = \"Crawl\"`"
+        );
+    }
+
+    #[test]
     fn unknown_keys_get_suggestions() {
         assert_eq!(
             error(quote!(allowed_caller = ["scout"])),
@@ -459,7 +604,15 @@ mod tests {
         );
         assert_eq!(
             error(quote!(crate = "x")),
-            "unknown `#[tool]` option `crate`: expected `name`, `description`, `allowed_callers`, `streaming`, `version` or `timeout_ms`"
+            "unknown `#[tool]` option `crate`: expected `name`, `description`, `allowed_callers`, `streaming`, `version`, `timeout_ms`, `title`, `read_only`, `destructive`, `idempotent` or `open_world`"
+        );
+        assert_eq!(
+            error(quote!(readonly)),
+            "unknown `#[tool]` option `readonly`: did you mean `read_only`?"
+        );
+        assert_eq!(
+            error(quote!(read_only_hint)),
+            "unknown `#[tool]` option `read_only_hint`: did you mean `read_only`?"
         );
     }
 

@@ -54,6 +54,16 @@ mod tool;
 /// | `streaming` | flag: the tool emits partials with `ctx.emit_text` / `ctx.emit_data` | not streaming |
 /// | `version` | string literal: the tool's own version, on its card | the version of the crate that defines the tool (`CARGO_PKG_VERSION`) |
 /// | `timeout_ms` | integer literal > 0: how long one call may run | the server's |
+/// | `title` | non-empty string literal: a human-readable name for hosts to show (MCP's `title`) | none |
+/// | `read_only` | flag (or `= bool`): the tool does not modify its environment (MCP's `readOnlyHint`) | unset (MCP: false) |
+/// | `destructive` | flag (or `= bool`): it may destroy or overwrite, not only add (`destructiveHint`); not with `read_only` | unset (MCP: true) |
+/// | `idempotent` | flag (or `= bool`): calling it again with the same arguments changes nothing more (`idempotentHint`) | unset (MCP: false) |
+/// | `open_world` | flag (or `= bool`): it reaches outside entities, such as the web (`openWorldHint`) | unset (MCP: true) |
+///
+/// The four hints go on the Tool Card as MCP's `annotations`, which hosts use
+/// to decide whether to ask the user before a call; write only those that
+/// differ from MCP's defaults or that you want stated, e.g.
+/// `#[tool(title = "List posts", read_only, open_world = false)]`.
 ///
 /// Tool and caller names must be non-empty, at most 128 bytes, and free of
 /// whitespace, `/`, `+`, `#` and NUL, and must not start with `$`: each is

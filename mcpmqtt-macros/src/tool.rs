@@ -892,6 +892,25 @@ impl Tool {
             quote!(.timeout(::core::time::Duration::from_millis(#ms)))
         });
 
+        let title = self.attr.title.as_ref().map(|t| quote!(.title(#t)));
+        let hints = [
+            (&self.attr.read_only, quote!(read_only)),
+            (&self.attr.destructive, quote!(destructive)),
+            (&self.attr.idempotent, quote!(idempotent)),
+            (&self.attr.open_world, quote!(open_world)),
+        ];
+        let hints: Vec<TokenStream> = hints
+            .into_iter()
+            .filter_map(|(hint, setter)| {
+                hint.as_ref().map(|h| {
+                    let value = h.value;
+                    quote!(.#setter(#value))
+                })
+            })
+            .collect();
+        let annotations =
+            (!hints.is_empty()).then(|| quote!(.annotations(::mcpmqtt::ToolAnnotations::default() #(#hints)*)));
+
         // The function as `__tool` calls it: the context first, then the
         // JSON arguments in order.
         let call_args = {
@@ -947,6 +966,8 @@ impl Tool {
                         #streaming
                         #version
                         #timeout
+                        #title
+                        #annotations
                         .handler(move |__ctx: ::mcpmqtt::CallContext, __args: ::mcpmqtt::__private::serde_json::Value| async move {
                             let __ToolArgs { #(#field_idents: #values),* } =
                                 ::mcpmqtt::__private::parse_arguments::<__ToolArgs #struct_generics>(__args)?;

@@ -80,7 +80,8 @@ pub use client::{CallOptions, Client, ClientBuilder, PendingCall, ToolFilter, To
 pub use connection::{BrokerOptions, Protocol, DEFAULT_MAX_PACKET_SIZE, DEFAULT_SESSION_EXPIRY};
 pub use error::{CallError, Error, ToolError};
 pub use protocol::card::{
-    ServerCard, Status, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS, SDK_VERSION,
+    ServerCard, Status, ToolAnnotations, ToolCard, VersionInfo, CARD_VERSION, EXT_CALLER_TOPIC, EXT_PRIVATE_STREAMS,
+    SDK_VERSION,
 };
 pub use protocol::envelope::{
     CallRequest, CallResponse, ErrorBody, ErrorType, Partial, Progress, ResponseStatus, StreamMessage, StreamType,

@@ -1,7 +1,7 @@
 //! `mcpmqtt-stdio-demo`: a small MCP server on stdio, to try
 //! `mcpmqtt expose` with (the integration tests expose it):
 //!
-//! - `echo {text}`: returns the text;
+//! - `echo {text}`: returns the text (titled `Echo`, read-only, closed world);
 //! - `fail {message}`: fails with the message (an `isError` result);
 //! - `count {n, delay_ms?}`: reports progress `i/n` with the message
 //!   `step i of n`, then returns `{"count": n}` as structured content.
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
+    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
@@ -37,7 +37,9 @@ fn tools() -> Vec<Tool> {
                 "properties": {"text": {"type": "string", "description": "What to send back."}},
                 "required": ["text"]
             })),
-        ),
+        )
+        .with_title("Echo")
+        .with_annotations(ToolAnnotations::new().read_only(true).open_world(false)),
         Tool::new(
             "fail",
             "Fails with the given message.",

@@ -14,7 +14,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use mcpmqtt::acl::{AclFormat, AclManifest};
-use mcpmqtt::{Client, Server, ServerBuilder, ServerHandle, ToolDef, ToolError};
+use mcpmqtt::{Client, Server, ServerBuilder, ServerHandle, ToolAnnotations, ToolDef, ToolError};
 use mosquitto::Mosquitto;
 use serde_json::{json, Value};
 
@@ -55,6 +55,13 @@ pub fn echo() -> ToolDef {
             "required": ["echo"]
         }))
         .allowed_callers(["tester", BRIDGE])
+        .title("Echo")
+        .annotations(
+            ToolAnnotations::default()
+                .read_only(true)
+                .idempotent(true)
+                .open_world(false),
+        )
         .handler(|_ctx, args| async move { Ok(json!({"echo": args["text"]})) }))
 }
 

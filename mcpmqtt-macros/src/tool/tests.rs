@@ -53,7 +53,10 @@ fn representative_tool() {
             allowed_callers = ["scout", "operator"],
             streaming,
             version = "1.2.0",
-            timeout_ms = 5000
+            timeout_ms = 5000,
+            title = "Crawl a site",
+            read_only,
+            open_world = false
         ),
         quote! {
             /// Crawl a site,
@@ -109,6 +112,8 @@ fn minimal_tool() {
         ".allowed_callers(",
         ".streaming(",
         ".timeout(",
+        ".title(",
+        ".annotations(",
     ] {
         assert_lacks(&out, absent);
     }

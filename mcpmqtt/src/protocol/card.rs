@@ -75,6 +75,82 @@ pub struct ToolCard {
     /// and clients then speak plain v0.1 to them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<String>,
+    /// Extension: a human-readable name for the tool, for hosts to show
+    /// (MCP's `title`). v0.1 readers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Extension: hints about the tool's behaviour (MCP's `annotations`),
+    /// which hosts use to decide whether to ask the user first. v0.1 readers
+    /// ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<ToolAnnotations>,
+}
+
+/// Hints about what a tool does, as MCP's `ToolAnnotations`: hosts use them
+/// to decide whether to ask the user before a call. They are hints, not
+/// guarantees: a client must not trust them from a server it does not trust.
+///
+/// Each hint is `None` when the tool does not say, and MCP's default then
+/// applies: not read-only, destructive, not idempotent, open world.
+///
+/// ```
+/// use mcpmqtt::ToolAnnotations;
+///
+/// let hints = ToolAnnotations::default().read_only(true).open_world(false);
+/// assert_eq!(
+///     serde_json::to_string(&hints).unwrap(),
+///     r#"{"readOnlyHint":true,"openWorldHint":false}"#
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolAnnotations {
+    /// `readOnlyHint`: the tool does not modify its environment (MCP's
+    /// default: false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_hint: Option<bool>,
+    /// `destructiveHint`: the tool may perform destructive updates, rather
+    /// than only additive ones; meaningful only when it is not read-only
+    /// (MCP's default: true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destructive_hint: Option<bool>,
+    /// `idempotentHint`: calling it again with the same arguments has no
+    /// further effect; meaningful only when it is not read-only (MCP's
+    /// default: false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent_hint: Option<bool>,
+    /// `openWorldHint`: the tool interacts with an open world of external
+    /// entities (the web, say) rather than a closed domain (MCP's default:
+    /// true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_world_hint: Option<bool>,
+}
+
+impl ToolAnnotations {
+    /// Sets `readOnlyHint`.
+    pub fn read_only(mut self, hint: bool) -> Self {
+        self.read_only_hint = Some(hint);
+        self
+    }
+    /// Sets `destructiveHint`.
+    pub fn destructive(mut self, hint: bool) -> Self {
+        self.destructive_hint = Some(hint);
+        self
+    }
+    /// Sets `idempotentHint`.
+    pub fn idempotent(mut self, hint: bool) -> Self {
+        self.idempotent_hint = Some(hint);
+        self
+    }
+    /// Sets `openWorldHint`.
+    pub fn open_world(mut self, hint: bool) -> Self {
+        self.open_world_hint = Some(hint);
+        self
+    }
+    /// Whether no hint is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Calls may be published on `{ns}/mcp/tools/{tool}/call/{caller}`, and the
@@ -202,6 +278,8 @@ mod tests {
             last_seen: "2026-11-23T00:00:00.000Z".into(),
             timeout_ms: Some(30_000),
             extensions: vec![EXT_CALLER_TOPIC.into()],
+            title: None,
+            annotations: None,
         }
     }
 
@@ -280,5 +358,42 @@ mod tests {
         }
         assert_eq!(v["status"], "online");
         assert_eq!(v["version_info"]["tool"], "1.0.0");
+    }
+
+    #[test]
+    fn title_and_annotations_are_extensions_left_out_when_absent() {
+        let plain = serde_json::to_value(card()).unwrap();
+        assert!(plain.get("title").is_none());
+        assert!(plain.get("annotations").is_none());
+
+        let annotated = ToolCard {
+            title: Some("Query watch configs".into()),
+            annotations: Some(ToolAnnotations::default().read_only(true).open_world(false)),
+            ..card()
+        };
+        let v = serde_json::to_value(&annotated).unwrap();
+        assert_eq!(v["title"], "Query watch configs");
+        assert_eq!(v["annotations"], json!({"readOnlyHint": true, "openWorldHint": false}));
+        let back: ToolCard = serde_json::from_value(v).unwrap();
+        assert_eq!(back, annotated);
+
+        // A v0.1 card (without them) still reads.
+        let back: ToolCard = serde_json::from_value(plain).unwrap();
+        assert_eq!(back, card());
+        // All four hints, in MCP's spelling.
+        let all: ToolAnnotations = serde_json::from_value(json!({
+            "readOnlyHint": false, "destructiveHint": false, "idempotentHint": true, "openWorldHint": true
+        }))
+        .unwrap();
+        assert_eq!(
+            all,
+            ToolAnnotations::default()
+                .read_only(false)
+                .destructive(false)
+                .idempotent(true)
+                .open_world(true)
+        );
+        assert!(ToolAnnotations::default().is_empty());
+        assert!(!all.is_empty());
     }
 }

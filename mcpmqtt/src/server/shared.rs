@@ -201,6 +201,8 @@ impl Server {
             last_seen: now_rfc3339(),
             timeout_ms: Some(tool.timeout.unwrap_or(self.config.default_timeout).as_millis() as u64),
             extensions: vec![EXT_CALLER_TOPIC.into(), EXT_PRIVATE_STREAMS.into()],
+            title: tool.title.clone(),
+            annotations: tool.annotations.filter(|a| !a.is_empty()),
         }
     }
 }
@@ -444,6 +446,7 @@ async fn publish_card(link: &Link, card: Message) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::card::ToolAnnotations;
 
     fn server(protocol: Protocol) -> Server {
         let echo = ToolDef::builder("echo").allowed_callers(["scout"]).build().unwrap();
@@ -530,6 +533,31 @@ mod tests {
                 .len()
         };
         assert_eq!(len(Status::Offline), len(Status::Online) + 1);
+    }
+
+    #[test]
+    fn the_tool_card_carries_the_title_and_annotations_when_set() {
+        let annotated = ToolDef::builder("list")
+            .title("List the posts")
+            .annotations(ToolAnnotations::default().read_only(true))
+            .build()
+            .unwrap();
+        let bare = ToolDef::builder("echo")
+            .annotations(ToolAnnotations::default())
+            .build()
+            .unwrap();
+        let server = Server::builder("lab")
+            .namespace("lab")
+            .tool_def(annotated)
+            .tool_def(bare)
+            .build()
+            .unwrap();
+        let card = server.tool_card(&server.tools[0], Status::Online);
+        assert_eq!(card.title.as_deref(), Some("List the posts"));
+        assert_eq!(card.annotations, Some(ToolAnnotations::default().read_only(true)));
+        let card = server.tool_card(&server.tools[1], Status::Online);
+        assert_eq!(card.title, None);
+        assert_eq!(card.annotations, None, "no hint set: no annotations");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::error::{Error, ToolError};
+use crate::protocol::card::ToolAnnotations;
 use crate::tool::context::CallContext;
 
 /// A boxed, sendable future: what tool handlers return.
@@ -48,6 +49,8 @@ pub struct ToolDef {
     pub(crate) streaming: bool,
     pub(crate) version: Option<String>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) title: Option<String>,
+    pub(crate) annotations: Option<ToolAnnotations>,
     pub(crate) handler: Handler,
 }
 
@@ -58,6 +61,8 @@ impl std::fmt::Debug for ToolDef {
             .field("allowed_callers", &self.allowed_callers)
             .field("streaming", &self.streaming)
             .field("timeout", &self.timeout)
+            .field("title", &self.title)
+            .field("annotations", &self.annotations)
             .finish_non_exhaustive()
     }
 }
@@ -90,6 +95,8 @@ impl ToolDef {
                 streaming: false,
                 version: None,
                 timeout: None,
+                title: None,
+                annotations: None,
                 handler: Arc::new(|_, _| Box::pin(async { Err(ToolError::new("this tool has no handler")) })),
             },
         }
@@ -126,6 +133,14 @@ impl ToolDef {
     /// How long one call may run, if the tool sets it.
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
+    }
+    /// Its human-readable name, for hosts to show (MCP's `title`), if set.
+    pub fn title(&self) -> Option<&str> {
+        self.title.as_deref()
+    }
+    /// The hints about its behaviour (MCP's `annotations`), if any are set.
+    pub fn annotations(&self) -> Option<&ToolAnnotations> {
+        self.annotations.as_ref()
     }
 
     /// The function that runs a call, for calling a tool without a broker
@@ -181,6 +196,32 @@ impl ToolDefBuilder {
     /// How long one call may run before the caller gets `timeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.def.timeout = Some(timeout);
+        self
+    }
+    /// A human-readable name for hosts to show (MCP's `title`), carried on
+    /// the Tool Card as an extension field. The name stays the identifier.
+    pub fn title(mut self, title: impl Into<String>) -> Self {
+        self.def.title = Some(title.into());
+        self
+    }
+    /// Hints about the tool's behaviour (MCP's `annotations`: read-only,
+    /// destructive, idempotent, open world), carried on the Tool Card as an
+    /// extension field; hosts use them to decide whether to ask the user
+    /// first.
+    ///
+    /// ```
+    /// use mcpmqtt::{ToolAnnotations, ToolDef};
+    ///
+    /// let def = ToolDef::builder("list_posts")
+    ///     .title("List posts")
+    ///     .annotations(ToolAnnotations::default().read_only(true).open_world(false))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(def.title(), Some("List posts"));
+    /// assert_eq!(def.annotations().unwrap().read_only_hint, Some(true));
+    /// ```
+    pub fn annotations(mut self, annotations: ToolAnnotations) -> Self {
+        self.def.annotations = Some(annotations);
         self
     }
     /// The function that runs a call.

@@ -45,7 +45,11 @@ pub fn output_schema<T: ?Sized + JsonSchema>() -> Value {
     schema
 }
 
-/// Inlines every local `$ref` and drops the definitions and `nullable`.
+/// Inlines every local `$ref` and drops the definitions, `nullable`, and
+/// the non-standard `format`s schemars gives numbers (`uint32`, `int64`,
+/// `double`, ...; some MCP clients reject a schema with a format they do not
+/// know), keeping their bounds as `minimum` and `maximum` instead. Standard
+/// formats (`date-time`, `email`, `uri`, `uuid`, ...) stay.
 ///
 /// An optional property (`Option<T>`) is described by `T`'s schema alone, not
 /// "`T` or null": absence is how it is left out, which keeps the schema plain
@@ -62,6 +66,85 @@ pub fn make_self_contained(schema: &mut Value) {
         obj.remove("$schema");
     }
     inline(schema, &defs, 0);
+    drop_numeric_formats(schema);
+}
+
+/// The `format`s schemars writes that no JSON Schema draft defines, with the
+/// bounds of the type each stands for (when narrower than JSON's numbers and
+/// exact in every client's: up to 32 bits).
+const NON_STANDARD_FORMATS: &[(&str, Option<(i64, i64)>)] = &[
+    ("uint8", Some((0, u8::MAX as i64))),
+    ("uint16", Some((0, u16::MAX as i64))),
+    ("uint32", Some((0, u32::MAX as i64))),
+    ("uint64", Some((0, i64::MAX))),
+    ("uint128", Some((0, i64::MAX))),
+    ("uint", Some((0, i64::MAX))),
+    ("int8", Some((i8::MIN as i64, i8::MAX as i64))),
+    ("int16", Some((i16::MIN as i64, i16::MAX as i64))),
+    ("int32", Some((i32::MIN as i64, i32::MAX as i64))),
+    ("int64", None),
+    ("int128", None),
+    ("int", None),
+    ("float", None),
+    ("double", None),
+    // `IpAddr`: draft 7 knows `ipv4` and `ipv6` only.
+    ("ip", None),
+];
+
+/// Removes the non-standard `format`s from a schema and every schema inside
+/// it, adding the type's `minimum` (and `maximum`, up to 32 bits) when the
+/// schema has none. Only schema positions are visited, so data (`enum`,
+/// `const`, `default`, `examples`) is left as it is.
+fn drop_numeric_formats(node: &mut Value) {
+    let Value::Object(obj) = node else {
+        return;
+    };
+    if let Some(Value::String(format)) = obj.get("format") {
+        if let Some((_, bounds)) = NON_STANDARD_FORMATS.iter().find(|(f, _)| f == format) {
+            let bounds = *bounds;
+            obj.remove("format");
+            if let Some((min, max)) = bounds {
+                obj.entry("minimum").or_insert(Value::from(min));
+                // 64 and 128 bits: only the lower bound (a 64-bit maximum is
+                // not exact in every client's numbers).
+                if max < i64::MAX {
+                    obj.entry("maximum").or_insert(Value::from(max));
+                }
+            }
+        }
+    }
+    for (key, value) in obj.iter_mut() {
+        match key.as_str() {
+            // One schema.
+            "items"
+            | "additionalItems"
+            | "additionalProperties"
+            | "unevaluatedItems"
+            | "unevaluatedProperties"
+            | "contains"
+            | "propertyNames"
+            | "not"
+            | "if"
+            | "then"
+            | "else" => match value {
+                Value::Array(schemas) => schemas.iter_mut().for_each(drop_numeric_formats),
+                schema => drop_numeric_formats(schema),
+            },
+            // A list of schemas.
+            "anyOf" | "oneOf" | "allOf" | "prefixItems" => {
+                if let Value::Array(schemas) = value {
+                    schemas.iter_mut().for_each(drop_numeric_formats);
+                }
+            }
+            // Schemas by name.
+            "properties" | "patternProperties" | "dependentSchemas" | "$defs" | "definitions" => {
+                if let Value::Object(schemas) = value {
+                    schemas.values_mut().for_each(drop_numeric_formats);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn inline(node: &mut Value, defs: &Map<String, Value>, depth: usize) {
@@ -288,5 +371,131 @@ mod tests {
         let s = input_schema::<Tree>();
         assert!(!has_key(&s, "$ref"));
         assert!(s.to_string().len() < 100_000);
+    }
+
+    #[derive(Deserialize, serde::Serialize, JsonSchema)]
+    #[allow(dead_code)]
+    struct Numbers {
+        small: u8,
+        count: u32,
+        big: u64,
+        offset: i64,
+        delta: i32,
+        size: usize,
+        ratio: f64,
+        maybe: Option<u16>,
+        many: Vec<i8>,
+        when: Stamp,
+        nested: Option<Inner>,
+        by_name: std::collections::BTreeMap<String, u32>,
+        either: Either,
+    }
+
+    #[derive(Deserialize, serde::Serialize, JsonSchema)]
+    #[allow(dead_code)]
+    struct Inner {
+        level: u32,
+    }
+
+    /// A string with a standard format.
+    #[derive(Deserialize, serde::Serialize, JsonSchema)]
+    #[allow(dead_code)]
+    struct Stamp(#[schemars(schema_with = "date_time")] String);
+
+    fn date_time(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "format": "date-time"})
+    }
+
+    #[derive(Deserialize, serde::Serialize, JsonSchema)]
+    #[allow(dead_code)]
+    #[serde(untagged)]
+    enum Either {
+        Count(u32),
+        Ratio(f32),
+    }
+
+    /// Every `format` in a schema.
+    fn formats(v: &Value) -> Vec<String> {
+        match v {
+            Value::Object(o) => o
+                .iter()
+                .flat_map(|(k, v)| match (k.as_str(), v) {
+                    ("format", Value::String(f)) => vec![f.clone()],
+                    _ => formats(v),
+                })
+                .collect(),
+            Value::Array(a) => a.iter().flat_map(formats).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn numbers_have_bounds_and_no_format() {
+        for s in [input_schema::<Numbers>(), output_schema::<Numbers>()] {
+            assert_eq!(formats(&s), ["date-time"], "{s:#}");
+            let p = &s["properties"];
+            assert_eq!(
+                p["count"],
+                json!({"type": "integer", "minimum": 0, "maximum": u32::MAX})
+            );
+            assert_eq!(p["small"], json!({"type": "integer", "minimum": 0, "maximum": 255}));
+            assert_eq!(p["big"], json!({"type": "integer", "minimum": 0}));
+            assert_eq!(p["size"], json!({"type": "integer", "minimum": 0}));
+            assert_eq!(p["offset"], json!({"type": "integer"}));
+            assert_eq!(
+                p["delta"],
+                json!({"type": "integer", "minimum": i32::MIN, "maximum": i32::MAX})
+            );
+            assert_eq!(p["ratio"], json!({"type": "number"}));
+            assert_eq!(
+                p["many"]["items"],
+                json!({"type": "integer", "minimum": -128, "maximum": 127})
+            );
+            assert_eq!(p["when"]["format"], "date-time", "a standard format stays");
+            assert_eq!(
+                p["by_name"]["additionalProperties"],
+                json!({"type": "integer", "minimum": 0, "maximum": u32::MAX})
+            );
+            assert!(
+                p["nested"]
+                    .to_string()
+                    .contains(r#""level":{"maximum":4294967295,"minimum":0,"type":"integer"}"#),
+                "{s:#}"
+            );
+            assert!(p["maybe"]["minimum"] == 0 && p["maybe"]["maximum"] == 65535, "{s:#}");
+        }
+    }
+
+    #[test]
+    fn only_non_standard_formats_go_and_data_is_untouched() {
+        let mut s = json!({
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "mail": {"type": "string", "format": "email"},
+                "at": {"type": "string", "format": "date-time"},
+                "link": {"type": "string", "format": "uri"},
+                "n": {"type": "integer", "format": "uint32", "minimum": 1},
+                "format": {"type": "integer", "format": "int64", "default": {"format": "int64"}},
+                "pick": {"anyOf": [{"type": "integer", "format": "uint16"}, {"type": "string", "format": "email"}]},
+            },
+        });
+        make_self_contained(&mut s);
+        assert_eq!(formats(&s["properties"]["format"]["default"]), ["int64"], "data stays");
+        let p = &s["properties"];
+        assert_eq!(p["id"]["format"], "uuid");
+        assert_eq!(p["mail"]["format"], "email");
+        assert_eq!(p["at"]["format"], "date-time");
+        assert_eq!(p["link"]["format"], "uri");
+        assert_eq!(
+            p["n"],
+            json!({"type": "integer", "minimum": 1, "maximum": u32::MAX}),
+            "a tighter bound stays"
+        );
+        assert!(p["format"].get("format").is_none());
+        assert_eq!(
+            p["pick"]["anyOf"],
+            json!([{"type": "integer", "minimum": 0, "maximum": 65535}, {"type": "string", "format": "email"}])
+        );
     }
 }

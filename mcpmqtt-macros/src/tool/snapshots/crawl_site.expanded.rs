@@ -53,6 +53,10 @@ const _: () = {
             .streaming(true)
             .version("1.2.0")
             .timeout(::core::time::Duration::from_millis(5000))
+            .title("Crawl a site")
+            .annotations(
+                ::mcpmqtt::ToolAnnotations::default().read_only(true).open_world(false),
+            )
             .handler(move |
                 __ctx: ::mcpmqtt::CallContext,
                 __args: ::mcpmqtt::__private::serde_json::Value|
