@@ -172,6 +172,13 @@ pub enum CallError {
         /// Why.
         message: String,
     },
+    /// The call was cancelled: by [`PendingCall::cancel`](crate::PendingCall::cancel),
+    /// or, seen from the server, by its caller.
+    #[error("cancelled: {message}")]
+    Cancelled {
+        /// Who cancelled it.
+        message: String,
+    },
     /// The connection to the broker failed.
     #[error("transport: {0}")]
     Transport(String),
@@ -189,6 +196,7 @@ impl CallError {
             CallError::ToolError { .. } => ErrorType::ToolError,
             CallError::Timeout { .. } => ErrorType::Timeout,
             CallError::Unavailable { .. } => ErrorType::Unavailable,
+            CallError::Cancelled { .. } => ErrorType::Cancelled,
             CallError::Transport(_) | CallError::Protocol(_) => return None,
         })
     }
@@ -200,6 +208,7 @@ impl CallError {
             ErrorType::Unauthorized => CallError::Unauthorized { message },
             ErrorType::Timeout => CallError::Timeout { message },
             ErrorType::Unavailable => CallError::Unavailable { message },
+            ErrorType::Cancelled => CallError::Cancelled { message },
             ErrorType::ToolError => CallError::ToolError {
                 message,
                 code: body.code.map(code_to_string),

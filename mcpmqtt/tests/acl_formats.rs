@@ -97,6 +97,8 @@ fn the_server_publishes_its_cards_responses_and_streams_and_subscribes_its_calls
         for tool in ["query_watch_configs", "create_social_post", "crawl_site"] {
             let calls = format!("gtm/mcp/tools/{tool}/call/#");
             assert!(has(&s.subscribe, &calls), "{variant}: server subscribes {calls}");
+            let cancels = format!("gtm/mcp/tools/{tool}/cancel/+");
+            assert!(has(&s.subscribe, &cancels), "{variant}: server subscribes {cancels}");
             assert_eq!(
                 m.shared_subscription_groups.get(&calls).map(String::as_str),
                 Some(format!("$share/mcp-tool-{tool}/{calls}").as_str())
@@ -108,8 +110,8 @@ fn the_server_publishes_its_cards_responses_and_streams_and_subscribes_its_calls
         );
         assert_eq!(
             s.subscribe.len(),
-            4,
-            "{variant}: the server reads nothing but its calls and its own card"
+            7,
+            "{variant}: the server reads nothing but its calls, their cancels and its own card"
         );
     }
 }
@@ -125,6 +127,8 @@ fn scout_may_call_only_its_tools_under_its_own_name() {
             assert!(has(&scout.publish, &own), "{variant}: scout publishes {own}");
             let plain = format!("gtm/mcp/tools/{tool}/call");
             assert_eq!(has(&scout.publish, &plain), !verified, "{variant}: {plain}");
+            let cancel = format!("gtm/mcp/tools/{tool}/cancel/scout");
+            assert!(has(&scout.publish, &cancel), "{variant}: scout cancels its calls on {cancel}");
         }
         assert!(
             scout.publish.iter().all(|t| !t.contains("create_social_post")),
@@ -132,7 +136,9 @@ fn scout_may_call_only_its_tools_under_its_own_name() {
             scout.publish
         );
         assert!(scout.subscribe.iter().all(|t| !t.contains("create_social_post")));
-        let expected = if verified { 2 } else { 4 };
+        // Per tool: its own call topic and cancel topic (and on v0.1 the
+        // plain call topic).
+        let expected = if verified { 4 } else { 6 };
         assert_eq!(scout.publish.len(), expected, "{variant}: {:?}", scout.publish);
         assert!(has(&scout.subscribe, "gtm/mcp/clients/scout/responses"));
         assert!(has(&scout.subscribe, "gtm/mcp/clients/scout/streams/+"));
@@ -177,8 +183,8 @@ fn clients_get_no_hash_no_wildcard_publish_and_only_their_own_client_topics() {
                 );
                 let (tool_part, caller) = topic
                     .strip_prefix("gtm/mcp/tools/")
-                    .and_then(|rest| rest.split_once("/call"))
-                    .unwrap_or_else(|| panic!("{variant}: {me} publishes {topic}, not a call"));
+                    .and_then(|rest| rest.split_once("/call").or_else(|| rest.split_once("/cancel")))
+                    .unwrap_or_else(|| panic!("{variant}: {me} publishes {topic}, not a call or a cancel"));
                 assert!(!tool_part.contains('/'), "{topic}");
                 assert!(
                     caller.is_empty() || caller == format!("/{me}"),

@@ -86,6 +86,7 @@ impl AclManifest {
         for tool in tools {
             server_rights.publish(topics.tool_card(&tool.name));
             server_rights.subscribe(topics.calls(&tool.name));
+            server_rights.subscribe(topics.cancels(&tool.name));
             if shared_subscription {
                 groups.insert(topics.calls(&tool.name), topics.shared_calls(&tool.name));
             }
@@ -98,6 +99,7 @@ impl AclManifest {
             for caller in &tool.allowed_callers {
                 let c = clients.entry(caller).or_default();
                 c.publish(topics.call_as(&tool.name, caller));
+                c.publish(topics.cancel_as(&tool.name, caller));
                 if v01 {
                     c.publish(topics.call(&tool.name));
                 }

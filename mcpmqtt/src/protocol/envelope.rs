@@ -122,6 +122,8 @@ pub enum ErrorType {
     Timeout,
     /// `unavailable`
     Unavailable,
+    /// `cancelled` **[extension]**: the caller cancelled the call.
+    Cancelled,
     /// A type this version does not know.
     Other(String),
 }
@@ -135,6 +137,7 @@ impl ErrorType {
             ErrorType::ToolError => "tool_error",
             ErrorType::Timeout => "timeout",
             ErrorType::Unavailable => "unavailable",
+            ErrorType::Cancelled => "cancelled",
             ErrorType::Other(s) => s,
         }
     }
@@ -161,9 +164,21 @@ impl<'de> Deserialize<'de> for ErrorType {
             "tool_error" => ErrorType::ToolError,
             "timeout" => ErrorType::Timeout,
             "unavailable" => ErrorType::Unavailable,
+            "cancelled" => ErrorType::Cancelled,
             _ => ErrorType::Other(s),
         })
     }
+}
+
+/// **[extension]** A caller's cancel of one of its calls, published on
+/// [`Topics::cancel_as`](crate::Topics::cancel_as): the call is the one with
+/// this `call_id` and reply address from the caller the topic names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    /// The call to cancel.
+    pub call_id: String,
+    /// The response topic the call gave.
+    pub response_topic: String,
 }
 
 /// `partial` or `done`.

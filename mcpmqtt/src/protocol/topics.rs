@@ -73,6 +73,27 @@ impl Topics {
         format!("$share/mcp-tool-{tool}/{}", self.calls(tool))
     }
 
+    /// **Extension:** where one caller cancels its calls of a tool. As
+    /// with [`Topics::call_as`], the broker's ACL lets each caller publish
+    /// only under its own name.
+    pub fn cancel_as(&self, tool: &str, caller: &str) -> String {
+        format!("{}/mcp/tools/{tool}/cancel/{caller}", self.ns)
+    }
+
+    /// Every caller's cancels of a tool. Not shared between instances: a
+    /// cancel must reach whichever instance runs the call.
+    pub fn cancels(&self, tool: &str) -> String {
+        format!("{}/mcp/tools/{tool}/cancel/+", self.ns)
+    }
+
+    /// The tool and the caller a cancel topic names.
+    pub fn parse_cancel<'t>(&self, topic: &'t str) -> Option<(&'t str, &'t str)> {
+        let rest = self.strip(topic, "/mcp/tools/")?;
+        let (tool, caller) = rest.split_once("/cancel/")?;
+        (super::names::name_problem(tool).is_none() && super::names::name_problem(caller).is_none())
+            .then_some((tool, caller))
+    }
+
     /// A client's response topic.
     pub fn responses(&self, client: &str) -> String {
         format!("{}/mcp/clients/{client}/responses", self.ns)

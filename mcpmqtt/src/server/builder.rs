@@ -27,6 +27,7 @@ impl Server {
                 require_verified_caller: false,
                 dedupe: DedupeWindow::default(),
                 drain_timeout: Duration::from_secs(10),
+                cancel_grace: Duration::from_secs(1),
                 adopt_orphaned_sessions: true,
             },
         }
@@ -117,6 +118,16 @@ impl ServerBuilder {
     /// minutes, with up to 64 MiB of cached responses.
     pub fn dedupe_window(mut self, window: DedupeWindow) -> Self {
         self.config.dedupe = window;
+        self
+    }
+
+    /// How long a cancelled call's handler (cancelled by its caller, or by
+    /// its tool's timeout) may go on to wind down once
+    /// [`CallContext::cancelled`](crate::CallContext::cancelled) has fired,
+    /// before it is dropped (default 1 s). Its slot is free, and its
+    /// caller answered, at once.
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.config.cancel_grace = grace;
         self
     }
 

@@ -13,14 +13,17 @@ use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::dedupe::{CallKey, Seen};
-use super::shared::{HostedTool, Phase, Shared};
+use super::shared::{HostedTool, Phase, RunningCall, Shared, EARLY_CANCELS_KEPT, EARLY_CANCELS_MAX};
 use crate::connection::{Incoming, Link, Message};
 use crate::error::{Error, ToolError};
-use crate::protocol::envelope::{to_json, CallRequest, CallResponse, ErrorBody, ErrorType, ResponseStatus};
+use crate::protocol::envelope::{
+    to_json, CallRequest, CallResponse, CancelRequest, ErrorBody, ErrorType, ResponseStatus,
+};
 use crate::protocol::inbound::{decode_call, Envelope, Inbound, Reply};
 use crate::protocol::topics::Topics;
 use crate::tool::context::{CallContext, Caller, StreamSink};
@@ -241,19 +244,45 @@ impl Dispatcher {
             )),
             _ => None,
         };
+        let early_cancel = shared
+            .early_cancels
+            .lock()
+            .expect("early cancels lock")
+            .remove(&key)
+            .is_some();
+        let refusal = refusal.or_else(|| {
+            early_cancel.then(|| {
+                refuse(
+                    ErrorType::Cancelled,
+                    "the caller cancelled the call before it started".into(),
+                )
+            })
+        });
         if let Some(response) = refusal {
             shared.window.lock().expect("window lock").forget(&key);
             self.respond(&reply, &response).await;
             return;
         }
+        let cancel = CancellationToken::new();
+        shared.running.lock().expect("running lock").insert(
+            key.clone(),
+            RunningCall {
+                caller: caller.id().to_owned(),
+                cancel: cancel.clone(),
+            },
+        );
+        let _running = Deregister {
+            shared,
+            key: key.clone(),
+        };
         let span = tracing::info_span!("call", call_id = %request.call_id, tool = %tool.def.name, caller = %caller.id(), verified = caller.is_verified());
         async {
             // Biased: a call that finishes at once never registers for the
             // shutdown signal.
             let response = tokio::select! {
                 biased;
-                response = self.run_call(tool, request, caller, started) => response,
-                call_id = cancelled(&shared.phase, &key) => {
+                response = self.run_call(tool, request, caller, started, cancel) => response,
+                call_id = shutting_down(&shared.phase, &key) => {
                     let message = format!("the server shut down before `{}` finished", tool.def.name);
                     CallResponse::error(call_id, ErrorBody::new(ErrorType::Unavailable, message), elapsed_ms(started))
                 }
@@ -283,6 +312,7 @@ impl Dispatcher {
         request: CallRequest,
         caller: Caller,
         started: Instant,
+        cancel: CancellationToken,
     ) -> CallResponse {
         let CallRequest {
             call_id,
@@ -306,9 +336,37 @@ impl Dispatcher {
             let future = std::panic::catch_unwind(AssertUnwindSafe(|| handler(call_ctx, arguments)))?;
             AssertUnwindSafe(future).catch_unwind().await
         };
-        let outcome = tokio::time::timeout(tool.timeout, run).await;
+        let mut run = Box::pin(run);
+        let by_caller = tokio::select! {
+            biased;
+            outcome = &mut run => Some(outcome),
+            _ = cancel.cancelled() => None,
+            _ = tokio::time::sleep(tool.timeout) => None,
+        };
+        let outcome = match by_caller {
+            Some(outcome) => Ok(outcome),
+            None => {
+                // Cancelled, by the caller or by the tool's timeout: the
+                // handler hears it through `ctx.cancelled()`, and has the
+                // grace to wind down, in the background; its caller is
+                // answered, and its slot freed, now.
+                let by_caller = cancel.is_cancelled();
+                ctx.cancel();
+                let (grace, name) = (self.shared.config.cancel_grace, tool.def.name.clone());
+                self.tasks.spawn(async move {
+                    if tokio::time::timeout(grace, run).await.is_err() {
+                        tracing::warn!(tool = %name, grace_ms = grace.as_millis() as u64, "dropped a cancelled handler that did not stop within the grace");
+                    }
+                });
+                Err(by_caller)
+            }
+        };
         let result: Result<Value, ToolError> = match outcome {
-            Err(_) => Err(ToolError::of_type(
+            Err(true) => Err(ToolError::of_type(
+                ErrorType::Cancelled,
+                format!("the caller cancelled `{}`", tool.def.name),
+            )),
+            Err(false) => Err(ToolError::of_type(
                 ErrorType::Timeout,
                 format!(
                     "`{}` did not finish within {} ms",
@@ -333,6 +391,33 @@ impl Dispatcher {
                 tracing::info!(error_type = %e.error_type(), message = e.message(), "call failed");
                 CallResponse::error(call_id, e.into_body(), elapsed)
             }
+        }
+    }
+
+    /// Takes a cancel from `caller` (attested by the topic it came on): the
+    /// call it names is cancelled if that caller made it, or remembered for a
+    /// while if it is not running (yet). Runs on the connection task.
+    fn on_cancel(&self, tool: &str, caller: &str, payload: &[u8]) {
+        let Ok(cancel) = serde_json::from_slice::<CancelRequest>(payload) else {
+            tracing::warn!(%tool, %caller, "ignored an unreadable cancel");
+            return;
+        };
+        let key = CallKey::new(tool, &cancel.call_id, &cancel.response_topic);
+        let shared = &self.shared;
+        if let Some(call) = shared.running.lock().expect("running lock").get(&key) {
+            if call.caller == caller {
+                tracing::info!(call_id = %cancel.call_id, %tool, %caller, "the caller cancelled the call");
+                call.cancel.cancel();
+            } else {
+                tracing::warn!(call_id = %cancel.call_id, %tool, %caller, "ignored a cancel from another caller than the call's");
+            }
+            return;
+        }
+        let now = Instant::now();
+        let mut early = shared.early_cancels.lock().expect("early cancels lock");
+        early.retain(|_, at| now.duration_since(*at) < EARLY_CANCELS_KEPT);
+        if early.len() < EARLY_CANCELS_MAX {
+            early.insert(key, now);
         }
     }
 
@@ -372,6 +457,18 @@ impl Dispatcher {
     }
 }
 
+/// Takes a call out of the running calls however its task ends.
+struct Deregister<'a> {
+    shared: &'a Shared,
+    key: CallKey,
+}
+
+impl Drop for Deregister<'_> {
+    fn drop(&mut self) {
+        self.shared.running.lock().expect("running lock").remove(&self.key);
+    }
+}
+
 /// The way into a dispatcher, from its connection's task.
 pub(crate) struct Intake {
     dispatcher: Arc<Dispatcher>,
@@ -397,6 +494,11 @@ impl Intake {
                 let _ = tx.send(publish);
                 return;
             }
+        }
+        if let Some((tool, caller)) = d.shared.topics.parse_cancel(&publish.topic) {
+            d.ack_soon(&publish);
+            d.on_cancel(tool, caller, &publish.payload);
+            return;
         }
         let arrived = Instant::now();
         if d.waiting.load(Ordering::Acquire) == 0 {
@@ -439,7 +541,7 @@ fn reply_message(reply: &Reply, payload: Bytes) -> Message {
 
 /// Resolves, with the call id, once the server cancels the calls still
 /// running at the end of a drain.
-async fn cancelled(phase: &watch::Sender<Phase>, key: &CallKey) -> String {
+async fn shutting_down(phase: &watch::Sender<Phase>, key: &CallKey) -> String {
     let _ = phase.subscribe().wait_for(|p| *p == Phase::Cancelled).await;
     key.call_id().to_owned()
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -13,7 +13,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use serde_json::Value;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use super::dedupe::{DedupeWindow, Window};
+use super::dedupe::{CallKey, DedupeWindow, Window};
 use crate::connection::{BrokerOptions, Link, Message, Protocol};
 use crate::error::Error;
 use crate::protocol::card::{
@@ -63,6 +63,7 @@ pub(crate) struct ServerConfig {
     pub dedupe: DedupeWindow,
     pub drain_timeout: Duration,
     pub adopt_orphaned_sessions: bool,
+    pub cancel_grace: Duration,
 }
 
 impl Server {
@@ -165,17 +166,19 @@ impl Server {
         self.config.shared_subscription && self.broker.protocol != Protocol::V311
     }
 
-    /// The call filters this server subscribes to.
+    /// The filters this server subscribes to for calls: each tool's calls
+    /// (shared between instances) and its cancels (not shared: a cancel must
+    /// reach the instance running the call).
     pub(crate) fn call_filters(&self) -> Vec<(String, QoS)> {
         self.tools
             .iter()
-            .map(|t| {
-                let topic = if self.shares_calls() {
+            .flat_map(|t| {
+                let calls = if self.shares_calls() {
                     self.topics.shared_calls(&t.name)
                 } else {
                     self.topics.calls(&t.name)
                 };
-                (topic, QoS::AtLeastOnce)
+                [(calls, QoS::AtLeastOnce), (self.topics.cancels(&t.name), QoS::AtLeastOnce)]
             })
             .collect()
     }
@@ -282,6 +285,24 @@ pub(crate) struct Shared {
     permits: Arc<Semaphore>,
     pub(super) window: Mutex<Window>,
     pub(super) phase: watch::Sender<Phase>,
+    /// The calls running, to be cancelled by their caller.
+    pub(super) running: Mutex<HashMap<CallKey, RunningCall>>,
+    /// Cancels of calls not running (yet): a call still in line is answered
+    /// `cancelled` when its turn comes. Kept for [`EARLY_CANCELS_KEPT`].
+    pub(super) early_cancels: Mutex<HashMap<CallKey, Instant>>,
+}
+
+/// How long a cancel of a call that is not running is remembered.
+pub(super) const EARLY_CANCELS_KEPT: Duration = Duration::from_secs(60);
+/// The most such cancels remembered: a caller cannot fill the server's
+/// memory with cancels of calls it never made.
+pub(super) const EARLY_CANCELS_MAX: usize = 10_000;
+
+/// A call running, as its cancel finds it.
+pub(super) struct RunningCall {
+    /// The caller that made it: only it may cancel it.
+    pub(super) caller: String,
+    pub(super) cancel: tokio_util::sync::CancellationToken,
 }
 
 impl Shared {
@@ -290,6 +311,8 @@ impl Shared {
             permits: Arc::new(Semaphore::new(config.max_concurrent_calls)),
             window: Mutex::new(Window::new(config.dedupe)),
             phase: watch::Sender::new(Phase::Serving),
+            running: Mutex::default(),
+            early_cancels: Mutex::default(),
             topics,
             tools,
             config,
@@ -563,10 +586,16 @@ mod tests {
     #[test]
     fn on_311_the_plain_call_topics_are_subscribed() {
         let filters = |s: &Server| s.call_filters().into_iter().map(|(f, _)| f).collect::<Vec<_>>();
-        assert_eq!(filters(&server(Protocol::V311)), ["lab/mcp/tools/echo/call/#"]);
+        assert_eq!(
+            filters(&server(Protocol::V311)),
+            ["lab/mcp/tools/echo/call/#", "lab/mcp/tools/echo/cancel/+"]
+        );
         assert_eq!(
             filters(&server(Protocol::V5)),
-            ["$share/mcp-tool-echo/lab/mcp/tools/echo/call/#"]
+            [
+                "$share/mcp-tool-echo/lab/mcp/tools/echo/call/#",
+                "lab/mcp/tools/echo/cancel/+"
+            ]
         );
         assert!(server(Protocol::V311)
             .acl_manifest()

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS;
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Link, Message};
 use crate::error::Error;
@@ -54,6 +55,7 @@ struct Inner {
     tool: String,
     caller: Caller,
     stream: Option<StreamSink>,
+    cancel: CancellationToken,
 }
 
 impl std::fmt::Debug for CallContext {
@@ -74,8 +76,44 @@ impl CallContext {
                 tool,
                 caller,
                 stream,
+                cancel: CancellationToken::new(),
             }),
         }
+    }
+
+    /// Resolves once the call is cancelled: by its caller, or by the
+    /// server's timeout for the tool. A handler that selects on it can stop
+    /// cleanly; one that does not is dropped after the server's cancel grace
+    /// ([`ServerBuilder::cancel_grace`](crate::ServerBuilder::cancel_grace)).
+    ///
+    /// ```
+    /// # async fn crawl(ctx: &mcpmqtt::CallContext) -> Result<u32, mcpmqtt::ToolError> {
+    /// let mut pages = 0;
+    /// loop {
+    ///     tokio::select! {
+    ///         _ = ctx.cancelled() => return Err(mcpmqtt::ToolError::new("cancelled")),
+    ///         _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => pages += 1,
+    ///     }
+    ///     if pages == 10 {
+    ///         return Ok(pages);
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn cancelled(&self) {
+        self.inner.cancel.cancelled().await
+    }
+
+    /// Whether the call has been cancelled, for a handler that checks
+    /// between steps.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Cancels the call: what the dispatcher does on a cancel or a timeout,
+    /// and a unit test to see how a handler takes it.
+    pub fn cancel(&self) {
+        self.inner.cancel.cancel()
     }
 
     /// A context for calling a tool function directly, with no broker: in unit
