@@ -26,12 +26,15 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::connection::{Link, Message, Protocol};
 use crate::error::{CallError, Error};
 use crate::protocol::card::{ServerCard, Status, ToolCard, EXT_CALLER_TOPIC};
-use crate::protocol::envelope::{now_rfc3339, to_json, CallRequest, CallResponse, Partial, ResponseStatus};
+use crate::protocol::envelope::{
+    now_rfc3339, to_json, CallRequest, CallResponse, CancelRequest, Partial, ResponseStatus,
+};
 use crate::protocol::names;
 use crate::protocol::topics::Topics;
 use discovery::Discovery;
@@ -124,6 +127,8 @@ impl Outgoing<'_> {
 pub struct CallOptions {
     timeout: Option<Duration>,
     on_partial: Option<Arc<dyn Fn(Partial) + Send + Sync>>,
+    /// Set by [`Client::call_streaming`], for [`PendingCall::cancel`].
+    cancel: Option<CancellationToken>,
 }
 
 impl std::fmt::Debug for CallOptions {
@@ -157,14 +162,24 @@ impl CallOptions {
 }
 
 /// A call in progress, with its partials as they arrive: see
-/// [`Client::call_streaming`].
+/// [`Client::call_streaming`]. Dropping it does not stop the call; see
+/// [`PendingCall::cancel`].
 #[derive(Debug)]
 pub struct PendingCall {
     partials: mpsc::UnboundedReceiver<Partial>,
     result: tokio::task::JoinHandle<Result<Value, CallError>>,
+    cancel: CancellationToken,
 }
 
 impl PendingCall {
+    /// Cancels the call: the server is told to stop it (its handler sees
+    /// [`CallContext::cancelled`](crate::CallContext::cancelled)), and
+    /// [`PendingCall::result`] gives [`CallError::Cancelled`]. Harmless once
+    /// the call has finished.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
     /// The next partial, or `None` once the call has finished.
     pub async fn next_partial(&mut self) -> Option<Partial> {
         self.partials.recv().await
@@ -315,7 +330,19 @@ impl Client {
             correlation,
             deadline,
         };
+        // A call given up on (cancelled, timed out, or its future dropped)
+        // is cancelled on the server too; v0.1 servers know no cancel.
+        let mut cancel_on_drop = CancelOnDrop {
+            cancel: (!v01).then(|| (inner.link.clone(), cancel_message(&inner.topics, tool, &inner.identity, &call_id, &inner.response_topic))),
+        };
         let outcome = self.deliver(&call, timeout, &options, &mut partial_rx).await;
+        if !matches!(
+            outcome,
+            Err(CallError::Timeout { .. } | CallError::Cancelled { .. } | CallError::Transport(_))
+        ) {
+            // Answered, or never delivered: nothing runs to cancel.
+            cancel_on_drop.cancel = None;
+        }
         // Deliver partials that arrived just before the response.
         if let (Some(rx), Some(f)) = (&mut partial_rx, &options.on_partial) {
             while let Ok((_, p)) = rx.try_recv() {
@@ -428,6 +455,9 @@ impl Client {
                         tracing::debug!("the session was lost while the call waited: publishing again");
                         after_new_session = true;
                     }
+                    _ = cancelled(&options.cancel) => {
+                        return Err(CallError::Cancelled { message: format!("the caller cancelled the call of `{}`", call.tool) });
+                    }
                     _ = tokio::time::sleep_until(call.deadline) => {
                         let message = if inner.router.accepted(call.call_id) {
                             no_response(call.tool, timeout, inner.protocol)
@@ -450,11 +480,17 @@ impl Client {
         let (tx, rx) = mpsc::unbounded_channel();
         let client = self.clone();
         let tool = tool.to_owned();
-        let options = options.on_partial(move |p| {
+        let cancel = CancellationToken::new();
+        let mut options = options.on_partial(move |p| {
             let _ = tx.send(p);
         });
+        options.cancel = Some(cancel.clone());
         let result = tokio::spawn(async move { client.call_with(&tool, arguments, options).await });
-        PendingCall { partials: rx, result }
+        PendingCall {
+            partials: rx,
+            result,
+            cancel,
+        }
     }
 
     /// The Tool Cards of every online tool of the namespace, in name order.
@@ -573,6 +609,50 @@ impl Client {
     pub async fn disconnect(&self) {
         self.inner.link.disconnect().await;
         self.inner.router.fail_all("the client disconnected");
+    }
+}
+
+async fn cancelled(token: &Option<CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The cancel of one call, published when the call is given up on.
+fn cancel_message(topics: &Topics, tool: &str, identity: &str, call_id: &str, response_topic: &str) -> Message {
+    let cancel = CancelRequest {
+        call_id: call_id.to_owned(),
+        response_topic: response_topic.to_owned(),
+    };
+    Message {
+        topic: topics.cancel_as(tool, identity),
+        payload: Bytes::from(serde_json::to_vec(&cancel).expect("a cancel is always serialisable")),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: None,
+    }
+}
+
+/// Publishes a call's cancel when dropped armed: the call's future was
+/// dropped, or the call was given up on.
+struct CancelOnDrop {
+    cancel: Option<(Link, Message)>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some((link, message)) = self.cancel.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Err(e) = link.publish(message).await {
+                tracing::debug!(error = %e, "could not send a cancel");
+            }
+        });
     }
 }
 

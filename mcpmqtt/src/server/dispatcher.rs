@@ -496,8 +496,10 @@ impl Intake {
             }
         }
         if let Some((tool, caller)) = d.shared.topics.parse_cancel(&publish.topic) {
-            d.ack_soon(&publish);
+            // Taken before it is acknowledged: once the broker has the
+            // PUBACK, the cancel is in effect.
             d.on_cancel(tool, caller, &publish.payload);
+            d.ack_soon(&publish);
             return;
         }
         let arrived = Instant::now();
