@@ -183,6 +183,23 @@ async fn a_call_given_up_on_by_its_caller_is_cancelled_on_the_server() {
 }
 
 #[tokio::test]
+async fn dropping_a_pending_call_cancels_it() {
+    let broker = Mosquitto::start();
+    let (slow, polite) = (Arc::new(Effects::default()), Arc::new(Effects::default()));
+    let server = online(&broker, one_at_a_time(tools(slow.clone(), polite.clone()))).await;
+    let scout = client(&broker, NS, "scout").await;
+    let pending = scout.call_streaming("polite", json!({}), CallOptions::new());
+    polite.wait_started().await;
+    drop(pending);
+    polite.wait_ended().await;
+    next_call_is_served(&scout).await;
+    // A call whose result was taken is over: nothing to cancel.
+    let done = scout.call_streaming("quick", json!({}), CallOptions::new());
+    assert_eq!(done.result().await.unwrap(), json!("quick"));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn the_tools_own_timeout_stops_its_handler() {
     let broker = Mosquitto::start();
     let effects = Arc::new(Effects::default());

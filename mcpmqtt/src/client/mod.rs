@@ -162,13 +162,23 @@ impl CallOptions {
 }
 
 /// A call in progress, with its partials as they arrive: see
-/// [`Client::call_streaming`]. Dropping it does not stop the call; see
-/// [`PendingCall::cancel`].
+/// [`Client::call_streaming`]. Dropping it before its result is in cancels
+/// the call, as [`PendingCall::cancel`] does.
 #[derive(Debug)]
 pub struct PendingCall {
     partials: mpsc::UnboundedReceiver<Partial>,
-    result: tokio::task::JoinHandle<Result<Value, CallError>>,
+    result: Option<tokio::task::JoinHandle<Result<Value, CallError>>>,
     cancel: CancellationToken,
+    /// Set once the result is in: dropping it then cancels nothing.
+    finished: bool,
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.cancel.cancel();
+        }
+    }
 }
 
 impl PendingCall {
@@ -186,10 +196,15 @@ impl PendingCall {
     }
 
     /// Waits for the call's result (partials not yet read are dropped).
-    pub async fn result(self) -> Result<Value, CallError> {
-        self.result
+    pub async fn result(mut self) -> Result<Value, CallError> {
+        let Some(task) = self.result.take() else {
+            return Err(CallError::Transport("the call's result was taken already".into()));
+        };
+        let result = task
             .await
-            .unwrap_or_else(|e| Err(CallError::Transport(format!("the call task failed: {e}"))))
+            .unwrap_or_else(|e| Err(CallError::Transport(format!("the call task failed: {e}"))));
+        self.finished = true;
+        result
     }
 }
 
@@ -488,8 +503,9 @@ impl Client {
         let result = tokio::spawn(async move { client.call_with(&tool, arguments, options).await });
         PendingCall {
             partials: rx,
-            result,
+            result: Some(result),
             cancel,
+            finished: false,
         }
     }
 
