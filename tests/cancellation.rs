@@ -247,7 +247,11 @@ async fn only_the_caller_that_made_a_call_can_cancel_it() {
     scout.subscribe(responses).await;
     let call = json!({"call_id": "c-1", "arguments": {}, "client": "scout", "response_topic": responses});
     let reason = scout
-        .publish("lab/mcp/tools/polite/call/scout", call.to_string(), call_props(responses, "c-1"))
+        .publish(
+            "lab/mcp/tools/polite/call/scout",
+            call.to_string(),
+            call_props(responses, "c-1"),
+        )
         .await;
     assert_eq!(reason, PubAckReason::Success);
     polite.wait_started().await;
@@ -257,15 +261,22 @@ async fn only_the_caller_that_made_a_call_can_cancel_it() {
     let cancel = json!({"call_id": "c-1", "response_topic": responses}).to_string();
     let mut mallory = Raw::connect(&broker, "mallory").await;
     let reason = mallory
-        .publish("lab/mcp/tools/polite/cancel/mallory", cancel.clone(), Default::default())
+        .publish(
+            "lab/mcp/tools/polite/cancel/mallory",
+            cancel.clone(),
+            Default::default(),
+        )
         .await;
-    assert_eq!(reason, PubAckReason::Success, "the server subscribes to every caller's cancels");
-    wait_for(
-        || server_log_says(&broker),
-        "the server to take mallory's cancel",
-    )
-    .await;
-    assert!(!polite.ended.load(Ordering::SeqCst), "mallory's cancel stopped scout's call");
+    assert_eq!(
+        reason,
+        PubAckReason::Success,
+        "the server subscribes to every caller's cancels"
+    );
+    wait_for(|| server_log_says(&broker), "the server to take mallory's cancel").await;
+    assert!(
+        !polite.ended.load(Ordering::SeqCst),
+        "mallory's cancel stopped scout's call"
+    );
 
     let reason = scout
         .publish("lab/mcp/tools/polite/cancel/scout", cancel.clone(), Default::default())
@@ -297,7 +308,10 @@ fn server_log_says(broker: &Mosquitto) -> bool {
     else {
         return false;
     };
-    let to = sent.split("Sending PUBLISH to ").nth(1).and_then(|r| r.split(' ').next());
+    let to = sent
+        .split("Sending PUBLISH to ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next());
     let mid = sent.split(", m").nth(1).and_then(|r| r.split(',').next());
     let (Some(to), Some(mid)) = (to, mid) else {
         return false;
@@ -314,13 +328,7 @@ async fn the_broker_refuses_a_cancel_under_another_identity() {
         builder = builder.user(identity, &format!("{identity}-pw"));
     }
     let broker = builder.start();
-    let server = logged_in_server(
-        &broker,
-        one_at_a_time(tools_for(&["scout"])),
-        "lab",
-        "lab-pw",
-    )
-    .await;
+    let server = logged_in_server(&broker, one_at_a_time(tools_for(&["scout"])), "lab", "lab-pw").await;
     let scout = logged_in_client(&broker, NS, "scout", "scout-pw").await;
     assert_eq!(scout.call("quick", json!({})).await.unwrap(), json!("quick"));
 

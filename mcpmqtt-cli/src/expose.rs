@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use mcpmqtt::{CallContext, Server, ToolDef, ToolError};
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ClientRequest,
-    ContentBlock, ErrorCode, Implementation, ProgressNotificationParam, ProgressToken, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam, ClientCapabilities,
+    ClientConfig, ClientRequest, ContentBlock, ErrorCode, Implementation, ProgressNotificationParam, ProgressToken,
+    ServerResult,
 };
 use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
 use rmcp::transport::TokioChildProcess;
@@ -194,6 +195,7 @@ async fn forward(
         .await
         .map_err(child_error)?;
     let token = handle.progress_token.clone();
+    let request_id = handle.id.clone();
     let mut progress = handler.register(token.clone());
     let response = handle.await_response();
     tokio::pin!(response);
@@ -201,6 +203,16 @@ async fn forward(
     let outcome = loop {
         tokio::select! {
             outcome = &mut response => break outcome,
+            // Cancelled over MQTT (by the caller, or the tool's timeout):
+            // the child is told, as MCP says, and not waited for.
+            _ = ctx.cancelled() => {
+                handler.unregister(&token);
+                let cancelled = CancelledNotificationParam::new(Some(request_id), Some("cancelled over MQTT".into()));
+                if let Err(e) = child.notify_cancelled(cancelled).await {
+                    tracing::debug!(error = %e, "could not tell the MCP server of the cancel");
+                }
+                return Err(ToolError::new("cancelled"));
+            }
             Some(p) = progress.recv() => {
                 streamed = true;
                 emit(&ctx, p).await;

@@ -128,7 +128,10 @@ fn scout_may_call_only_its_tools_under_its_own_name() {
             let plain = format!("gtm/mcp/tools/{tool}/call");
             assert_eq!(has(&scout.publish, &plain), !verified, "{variant}: {plain}");
             let cancel = format!("gtm/mcp/tools/{tool}/cancel/scout");
-            assert!(has(&scout.publish, &cancel), "{variant}: scout cancels its calls on {cancel}");
+            assert!(
+                has(&scout.publish, &cancel),
+                "{variant}: scout cancels its calls on {cancel}"
+            );
         }
         assert!(
             scout.publish.iter().all(|t| !t.contains("create_social_post")),

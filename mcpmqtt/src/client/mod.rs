@@ -348,7 +348,12 @@ impl Client {
         // A call given up on (cancelled, timed out, or its future dropped)
         // is cancelled on the server too; v0.1 servers know no cancel.
         let mut cancel_on_drop = CancelOnDrop {
-            cancel: (!v01).then(|| (inner.link.clone(), cancel_message(&inner.topics, tool, &inner.identity, &call_id, &inner.response_topic))),
+            cancel: (!v01).then(|| {
+                (
+                    inner.link.clone(),
+                    cancel_message(&inner.topics, tool, &inner.identity, &call_id, &inner.response_topic),
+                )
+            }),
         };
         let outcome = self.deliver(&call, timeout, &options, &mut partial_rx).await;
         if !matches!(

@@ -178,7 +178,10 @@ impl Server {
                 } else {
                     self.topics.calls(&t.name)
                 };
-                [(calls, QoS::AtLeastOnce), (self.topics.cancels(&t.name), QoS::AtLeastOnce)]
+                [
+                    (calls, QoS::AtLeastOnce),
+                    (self.topics.cancels(&t.name), QoS::AtLeastOnce),
+                ]
             })
             .collect()
     }
