@@ -122,7 +122,7 @@ pub enum ErrorType {
     Timeout,
     /// `unavailable`
     Unavailable,
-    /// `cancelled` **[extension]**: the caller cancelled the call.
+    /// `cancelled` (an extension): the caller cancelled the call.
     Cancelled,
     /// A type this version does not know.
     Other(String),
@@ -170,7 +170,7 @@ impl<'de> Deserialize<'de> for ErrorType {
     }
 }
 
-/// **[extension]** A caller's cancel of one of its calls, published on
+/// Extension: a caller's cancel of one of its calls, published on
 /// [`Topics::cancel_as`](crate::Topics::cancel_as): the call is the one with
 /// this `call_id` and reply address from the caller the topic names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,7 +268,7 @@ pub enum Partial {
     Text(String),
     /// A JSON object (`data` on the wire).
     Data(Value),
-    /// How far the call has got **[extension]** (`progress` and `total` on
+    /// How far the call has got, an extension (`progress` and `total` on
     /// the wire, the message as `content`).
     Progress(Progress),
 }
