@@ -30,7 +30,13 @@
 //! };
 //! ```
 //!
-//! `ToolArgument`, `ToolOutput` and `ToolErrorType` live in
+//! A `db: State<Db>` argument is not a field of `__ToolArgs`: it becomes a
+//! type parameter `__S0: StateType` of `__tool` (`Db` in the turbofish, with
+//! the user's span), a `.needs_state::<__S0>()` on the builder (so the
+//! server's `build()` checks it is registered), and a
+//! `let __s0 = state::<__S0>(&__ctx)?;` in the handler, passed in its place.
+//!
+//! `ToolArgument`, `ToolOutput`, `ToolErrorType` and `StateType` live in
 //! `mcpmqtt::__private`, each with its `#[diagnostic::on_unimplemented]`.
 //!
 //! Why the generic `__tool`: every requirement on the user's types is then a
