@@ -253,7 +253,7 @@ pub enum Partial {
     Text(String),
     /// A JSON object (`data` on the wire).
     Data(Value),
-    /// How far the call has got **[extension]** (`progress` and `total` on
+    /// How far the call has got **\[extension\]** (`progress` and `total` on
     /// the wire, the message as `content`).
     Progress(Progress),
 }
