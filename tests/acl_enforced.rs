@@ -5,8 +5,10 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gtm_tools::PostLog;
 use mcpmqtt::acl::{AclFormat, AclManifest};
 use mcpmqtt::{CallError, CallOptions, Client, ServerHandle};
 use rumqttc::v5::mqttbytes::v5::PubAckReason;
@@ -56,8 +58,8 @@ fn with_dynsec(manifest: &AclManifest) -> Mosquitto {
     Mosquitto::builder().dynsec(&json).start()
 }
 
-async fn online(broker: &Mosquitto, require_verified_caller: bool) -> ServerHandle {
-    let server = gtm_tools::gtm_server().require_verified_caller(require_verified_caller);
+async fn online(broker: &Mosquitto, require_verified_caller: bool, posts: Arc<PostLog>) -> ServerHandle {
+    let server = gtm_tools::gtm_server_with(posts).require_verified_caller(require_verified_caller);
     logged_in_server(broker, server, SERVER, &password(SERVER)).await
 }
 
@@ -81,7 +83,8 @@ const SPY_FILTERS: [&str; 5] = [
 /// Every point of the proof, against one broker. Identity = username =
 /// client id, so each identity holds one connection at a time.
 async fn prove(broker: Mosquitto) {
-    let server = online(&broker, false).await;
+    let posts = Arc::new(PostLog::default());
+    let server = online(&broker, false, posts.clone()).await;
     let scout = client(&broker, "scout").await;
     let operator = client(&broker, "operator").await;
     scout.wait_for_tool("create_social_post", PATIENCE).await.unwrap();
@@ -116,7 +119,7 @@ async fn prove(broker: Mosquitto) {
         "refused at once, not by a timeout"
     );
     assert!(
-        !gtm_tools::posted().iter().any(|(_, t)| *t == text),
+        !posts.posts().iter().any(|(_, t)| *t == text),
         "the handler ran for scout"
     );
 
@@ -127,7 +130,8 @@ async fn prove(broker: Mosquitto) {
         .await
         .unwrap();
     assert_eq!(receipt["posted_by"], "operator");
-    assert!(gtm_tools::posted()
+    assert!(posts
+        .posts()
         .iter()
         .any(|(r, t)| *t == text && r.posted_by == "operator"));
 
@@ -304,7 +308,7 @@ async fn the_generated_dynsec_json_enforces_the_callers() {
 /// With `require_verified_caller`, the ACL grants no v0.1 call topic, so an
 /// unattested call cannot even be delivered.
 async fn prove_verified_only(broker: Mosquitto) {
-    let server = online(&broker, true).await;
+    let server = online(&broker, true, Arc::default()).await;
     let scout = client(&broker, "scout").await;
     scout.call("query_watch_configs", json!({})).await.unwrap();
     let mut scout_raw = raw(&broker, "scout").await;

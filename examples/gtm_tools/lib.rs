@@ -8,9 +8,10 @@
 //!
 //! The data is made up and held in memory: the point is the plumbing.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mcpmqtt::{tool, BrokerOptions, CallContext, Server, ServerBuilder, ToolError};
+use mcpmqtt::{tool, BrokerOptions, CallContext, Server, ServerBuilder, State, ToolError};
 use serde::{Deserialize, Serialize};
 
 /// The server's name (its identity on the broker).
@@ -119,6 +120,7 @@ pub async fn query_watch_configs(
 )]
 pub async fn create_social_post(
     ctx: &CallContext,
+    log: State<PostLog>,
     /// Where to post.
     platform: Platform,
     /// What to say.
@@ -135,17 +137,25 @@ pub async fn create_social_post(
         post_id: format!("{platform:?}-{}", &ctx.call_id()[..8.min(ctx.call_id().len())]).to_lowercase(),
         posted_by: ctx.caller().id().to_owned(),
     };
-    POSTED.lock().expect("posts lock").push((receipt.clone(), text));
+    log.record(receipt.clone(), text);
     Ok(receipt)
 }
 
-/// Every post made by this process, with its text: the side effect a caller
-/// without the right must never cause.
-static POSTED: std::sync::Mutex<Vec<(PostReceipt, String)>> = std::sync::Mutex::new(Vec::new());
+/// The posts a gtm server made, with their text: the side effect a caller
+/// without the right must never cause. The server's state (what a real
+/// service would keep in its database), registered by [`gtm_server_with`].
+#[derive(Debug, Default)]
+pub struct PostLog(Mutex<Vec<(PostReceipt, String)>>);
 
-/// The posts made so far by `create_social_post` in this process.
-pub fn posted() -> Vec<(PostReceipt, String)> {
-    POSTED.lock().expect("posts lock").clone()
+impl PostLog {
+    /// The posts made so far, oldest first.
+    pub fn posts(&self) -> Vec<(PostReceipt, String)> {
+        self.0.lock().expect("posts lock").clone()
+    }
+
+    fn record(&self, receipt: PostReceipt, text: String) {
+        self.0.lock().expect("posts lock").push((receipt, text));
+    }
 }
 
 /// Crawl a site, streaming one partial per page as it goes.
@@ -186,10 +196,17 @@ pub async fn crawl_site(
     })
 }
 
-/// The gtm server with its three tools, ready for broker options.
+/// The gtm server with its three tools and an empty post log, ready for
+/// broker options.
 pub fn gtm_server() -> ServerBuilder {
+    gtm_server_with(Arc::default())
+}
+
+/// The gtm server keeping its posts in `posts`, which the caller can read.
+pub fn gtm_server_with(posts: Arc<PostLog>) -> ServerBuilder {
     Server::builder(SERVER_NAME)
         .namespace(NAMESPACE)
+        .shared_state(posts)
         .tool::<query_watch_configs>()
         .tool::<create_social_post>()
         .tool::<crawl_site>()

@@ -30,7 +30,13 @@
 //! };
 //! ```
 //!
-//! `ToolArgument`, `ToolOutput` and `ToolErrorType` live in
+//! A `db: State<Db>` argument is not a field of `__ToolArgs`: it becomes a
+//! type parameter `__S0: StateType` of `__tool` (`Db` in the turbofish, with
+//! the user's span), a `.needs_state::<__S0>()` on the builder (so the
+//! server's `build()` checks it is registered), and a
+//! `let __s0 = state::<__S0>(&__ctx)?;` in the handler, passed in its place.
+//!
+//! `ToolArgument`, `ToolOutput`, `ToolErrorType` and `StateType` live in
 //! `mcpmqtt::__private`, each with its `#[diagnostic::on_unimplemented]`.
 //!
 //! Why the generic `__tool`: every requirement on the user's types is then a
@@ -157,6 +163,9 @@ fn is_helper_attribute(attr: &Attribute) -> bool {
 enum Param {
     /// `ctx: &CallContext`: passed through, not part of the schema.
     Context,
+    /// `db: State<Db>`: taken from the server's registered state, not part
+    /// of the schema. Holds the state's type (`Db`), with the user's spans.
+    State(Box<Type>),
     /// An argument read from the call's JSON arguments.
     Arg(Box<Arg>),
 }
@@ -259,6 +268,8 @@ fn analyze_signature(sig: &Signature) -> syn::Result<SignatureInfo> {
     let mut context: Option<(String, Type)> = None;
     // The JSON property names so far, with the arguments that have them.
     let mut json_names: Vec<(String, Ident)> = Vec::new();
+    // The state arguments so far: their names and types, as written.
+    let mut states: Vec<(String, String)> = Vec::new();
     for input in &sig.inputs {
         let pat_type = match input {
             FnArg::Receiver(receiver) => {
@@ -352,6 +363,52 @@ fn analyze_signature(sig: &Signature) -> syn::Result<SignatureInfo> {
                         "`{}` is not the call context: write `{arg_name}: &CallContext`, with `mcpmqtt::CallContext` (the macro recognises the context by that type name)",
                         type_to_string(&pat_type.ty)
                     ),
+                ));
+                continue;
+            }
+            None => {}
+        }
+
+        match state_kind(&pat_type.ty) {
+            Some(StateKind::Typed(state_type)) => {
+                let shown = type_to_string(state_type);
+                if let Some((first, _)) = states.iter().find(|(_, ty)| *ty == shown) {
+                    errors.push(syn::Error::new_spanned(
+                        &pat_type.ty,
+                        format!("the tool already takes `State<{shown}>` as `{first}`: remove this second one (both would be the same value)"),
+                    ));
+                    continue;
+                }
+                if let Some(attr) = pat_type.attrs.iter().find(|a| a.path().is_ident("arg")) {
+                    errors.push(syn::Error::new_spanned(
+                        attr,
+                        "`#[arg]` applies to the arguments read from JSON, not to a `State`: remove it",
+                    ));
+                }
+                states.push((arg_name, shown));
+                params.push(Param::State(Box::new(state_type.clone())));
+                continue;
+            }
+            Some(StateKind::Untyped(path)) => {
+                errors.push(syn::Error::new_spanned(
+                    path,
+                    format!("`State` needs the type of the state: write `{arg_name}: State<T>`, where `T` is the type of the value registered with `.state(...)` on the server builder (for example `db: State<Db>`); if `State` is a type of your own, import it under another name"),
+                ));
+                continue;
+            }
+            Some(StateKind::Borrowed(reference, state_type)) => {
+                let ty = state_type.map_or_else(|| "T".to_owned(), type_to_string);
+                errors.push(syn::Error::new_spanned(
+                    reference,
+                    format!("take the state by value: `{arg_name}: State<{ty}>` (it is an `Arc` inside: cheap to clone, and it dereferences to `{ty}`)"),
+                ));
+                continue;
+            }
+            Some(StateKind::Nested(state, state_type)) => {
+                let ty = type_to_string(state_type);
+                errors.push(syn::Error::new_spanned(
+                    state,
+                    format!("`State<{ty}>` must be the whole type of its argument: write `{arg_name}: State<{ty}>` (a tool always gets its state: the server's `build()` fails if no `{ty}` was registered)"),
                 ));
                 continue;
             }
@@ -482,6 +539,76 @@ fn is_call_context(ty: &Type) -> bool {
             .last()
             .is_some_and(|s| s.ident == "CallContext" && s.arguments.is_none()),
         _ => false,
+    }
+}
+
+enum StateKind<'a> {
+    /// `State<T>`: right; holds `T`.
+    Typed(&'a Type),
+    /// `State`, or `State<'a>`: no type of state.
+    Untyped(&'a syn::Path),
+    /// `&State<T>` or `&mut State<T>`; `T` if there is one.
+    Borrowed(&'a TypeReference, Option<&'a Type>),
+    /// `State<T>` inside another type (`Option<State<T>>`): the `State<T>`
+    /// and its `T`.
+    Nested(&'a syn::TypePath, &'a Type),
+}
+
+/// Whether a type is a state argument, or looks meant to be one. `State` is
+/// recognised by name: written alone (imported), or as `mcpmqtt::State`.
+fn state_kind(ty: &Type) -> Option<StateKind<'_>> {
+    match ungroup(ty) {
+        Type::Path(path) if is_state_path(path) => Some(match state_type(path) {
+            Some(inner) => StateKind::Typed(inner),
+            None => StateKind::Untyped(&path.path),
+        }),
+        Type::Reference(reference) => match ungroup(&reference.elem) {
+            Type::Path(path) if is_state_path(path) => Some(StateKind::Borrowed(reference, state_type(path))),
+            _ => None,
+        },
+        _ => {
+            // Only a `State` with a type argument counts when nested: a JSON
+            // argument may well be a `Vec<State>` of the user's own `State`.
+            struct Finder<'a>(Option<StateKind<'a>>);
+            impl<'a> Visit<'a> for Finder<'a> {
+                fn visit_type_path(&mut self, path: &'a syn::TypePath) {
+                    if self.0.is_none() && is_state_path(path) {
+                        if let Some(inner) = state_type(path) {
+                            self.0 = Some(StateKind::Nested(path, inner));
+                            return;
+                        }
+                    }
+                    syn::visit::visit_type_path(self, path);
+                }
+            }
+            let mut finder = Finder(None);
+            finder.visit_type(ty);
+            finder.0
+        }
+    }
+}
+
+/// `State` or `mcpmqtt::State` (`::mcpmqtt::State`), with any arguments.
+fn is_state_path(path: &syn::TypePath) -> bool {
+    if path.qself.is_some() {
+        return false;
+    }
+    let segments = &path.path.segments;
+    match segments.len() {
+        1 => path.path.leading_colon.is_none() && segments[0].ident == "State",
+        2 => segments[0].ident == "mcpmqtt" && segments[0].arguments.is_none() && segments[1].ident == "State",
+        _ => false,
+    }
+}
+
+/// The `T` of `State<T>`, when it has exactly one type argument.
+fn state_type(path: &syn::TypePath) -> Option<&Type> {
+    let PathArguments::AngleBracketed(args) = &path.path.segments.last()?.arguments else {
+        return None;
+    };
+    match (args.args.len(), args.args.first()) {
+        (1, Some(GenericArgument::Type(ty))) => Some(ty),
+        _ => None,
     }
 }
 
@@ -797,9 +924,21 @@ impl Tool {
             .iter()
             .filter_map(|p| match p {
                 Param::Arg(a) => Some(&**a),
-                Param::Context => None,
+                Param::Context | Param::State(_) => None,
             })
             .collect();
+        // The state types, in order: `__S0` for the first.
+        let state_types: Vec<&Type> = self
+            .sig
+            .params
+            .iter()
+            .filter_map(|p| match p {
+                Param::State(ty) => Some(&**ty),
+                Param::Context | Param::Arg(_) => None,
+            })
+            .collect();
+        let state_params: Vec<Ident> = (0..state_types.len()).map(|i| format_ident!("__S{}", i)).collect();
+        let state_values: Vec<Ident> = (0..state_types.len()).map(|i| format_ident!("__s{}", i)).collect();
         let type_params: Vec<Ident> = (0..args.len()).map(|i| format_ident!("__A{}", i)).collect();
         let values: Vec<Ident> = (0..args.len()).map(|i| format_ident!("__a{}", i)).collect();
         let arg_types = args.iter().map(|a| &a.inner);
@@ -860,7 +999,7 @@ impl Tool {
                 None,
             ),
         };
-        let call_result = quote!(__call(__ctx #(, #values)*).await);
+        let call_result = quote!(__call(__ctx #(, #state_values)* #(, #values)*).await);
         let convert = if wrap_plain {
             quote!(::mcpmqtt::__private::IntoToolResult::into_tool_result(::mcpmqtt::__private::Plain(#call_result)))
         } else {
@@ -911,22 +1050,24 @@ impl Tool {
         let annotations =
             (!hints.is_empty()).then(|| quote!(.annotations(::mcpmqtt::ToolAnnotations::default() #(#hints)*)));
 
-        // The function as `__tool` calls it: the context first, then the
-        // JSON arguments in order.
+        // The function as `__tool` calls it: the context, the states and
+        // the JSON arguments, each in its place.
         let call_args = {
             let mut next = values.iter();
+            let mut next_state = state_values.iter();
             self.sig.params.iter().map(move |p| match p {
                 Param::Context => quote!(&__ctx),
+                Param::State(_) => next_state.next().expect("one value per state").to_token_stream(),
                 Param::Arg(_) => next.next().expect("one value per argument").to_token_stream(),
             })
         };
         let closure = if self.sig.context.is_some() {
             quote_spanned! {ident.span()=>
-                |__ctx: ::mcpmqtt::CallContext #(, #values)*| async move { #ident(#(#call_args),*).await }
+                |__ctx: ::mcpmqtt::CallContext #(, #state_values)* #(, #values)*| async move { #ident(#(#call_args),*).await }
             }
         } else {
             quote_spanned! {ident.span()=>
-                |_: ::mcpmqtt::CallContext #(, #values)*| #ident(#(#call_args),*)
+                |_: ::mcpmqtt::CallContext #(, #state_values)* #(, #values)*| #ident(#(#call_args),*)
             }
         };
         // `__tool` and the inferred `__F, __Fut` are spanned on the name too:
@@ -947,12 +1088,12 @@ impl Tool {
                     #(#fields,)*
                 }
 
-                fn __tool<#(#type_params: ::mcpmqtt::__private::ToolArgument,)* #output_params __F, __Fut>(
+                fn __tool<#(#state_params: ::mcpmqtt::__private::StateType,)* #(#type_params: ::mcpmqtt::__private::ToolArgument,)* #output_params __F, __Fut>(
                     __output_schema: ::core::option::Option<::mcpmqtt::__private::serde_json::Value>,
                     __call: __F,
                 ) -> ::mcpmqtt::ToolDef
                 where
-                    __F: ::core::ops::Fn(::mcpmqtt::CallContext #(, #wrapped_params)*) -> __Fut
+                    __F: ::core::ops::Fn(::mcpmqtt::CallContext #(, ::mcpmqtt::State<#state_params>)* #(, #wrapped_params)*) -> __Fut
                         + ::core::marker::Copy
                         + ::core::marker::Send
                         + ::core::marker::Sync
@@ -968,7 +1109,9 @@ impl Tool {
                         #timeout
                         #title
                         #annotations
+                        #(.needs_state::<#state_params>())*
                         .handler(move |__ctx: ::mcpmqtt::CallContext, __args: ::mcpmqtt::__private::serde_json::Value| async move {
+                            #(let #state_values = ::mcpmqtt::__private::state::<#state_params>(&__ctx)?;)*
                             let __ToolArgs { #(#field_idents: #values),* } =
                                 ::mcpmqtt::__private::parse_arguments::<__ToolArgs #struct_generics>(__args)?;
                             #convert
@@ -984,7 +1127,7 @@ impl Tool {
 
                 impl ::mcpmqtt::Tool for #ident {
                     fn definition() -> ::mcpmqtt::ToolDef {
-                        #tool_fn::<#(#arg_types,)* #output_types #inferred>(#output_schema, #closure)
+                        #tool_fn::<#(#state_types,)* #(#arg_types,)* #output_types #inferred>(#output_schema, #closure)
                     }
                 }
             };

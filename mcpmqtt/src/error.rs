@@ -20,6 +20,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A tool takes a state type (`State<T>`) that was not registered with
+    /// [`ServerBuilder::state`](crate::ServerBuilder::state): found by
+    /// `build()`, so that no call fails for it later.
+    #[error("tool `{tool}` takes `State<{type_name}>`, but no `{type_name}` was registered: add `.state(value)` with a `{type_name}` to the server builder")]
+    MissingState {
+        /// The tool.
+        tool: String,
+        /// The missing type, as `std::any::type_name` names it.
+        type_name: &'static str,
+    },
     /// Two tools of one server have the same name.
     #[error("tool {0:?} is registered twice: a server hosts each tool name once")]
     DuplicateTool(String),

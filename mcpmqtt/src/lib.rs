@@ -91,6 +91,7 @@ pub use protocol::topics::Topics;
 pub use server::{DedupeWindow, Server, ServerBuilder, ServerHandle, SHUTDOWN_GRACE};
 pub use tool::context::{CallContext, Caller};
 pub use tool::schema::{input_schema, make_self_contained, output_schema};
+pub use tool::state::State;
 pub use tool::{BoxFuture, Handler, Tool, ToolDef, ToolDefBuilder};
 
 pub use mcpmqtt_macros::{json_schema, tool};

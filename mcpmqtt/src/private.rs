@@ -67,6 +67,30 @@ fn to_result<T: Serialize>(value: &T) -> Result<Value, ToolError> {
 pub trait ToolArgument: DeserializeOwned + schemars::JsonSchema {}
 impl<T: DeserializeOwned + schemars::JsonSchema> ToolArgument for T {}
 
+/// What the `T` of a `State<T>` argument must be: shared by every call, on
+/// any thread. Generated code bounds each state type with it, at the span
+/// of the user's type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a tool's state",
+    label = "`State<{Self}>` is shared by calls running on several threads: this type must be `Send + Sync + 'static`",
+    note = "wrap what is not thread-safe: `Mutex<T>` instead of `RefCell<T>`, `Arc` instead of `Rc`; and own it rather than borrow it"
+)]
+pub trait StateType: Send + Sync + 'static {}
+impl<T: Send + Sync + 'static> StateType for T {}
+
+/// The `State<T>` of a `#[tool]` function's argument, from its context.
+/// `build()` checked it was registered, so the error is only a safeguard
+/// (a handler run by hand, with another context).
+pub fn state<T: StateType>(ctx: &crate::CallContext) -> Result<crate::State<T>, ToolError> {
+    ctx.state::<T>().ok_or_else(|| {
+        ToolError::new(format!(
+            "tool `{}` takes `State<{}>`, but no value of that type was registered with the server",
+            ctx.tool(),
+            std::any::type_name::<T>()
+        ))
+    })
+}
+
 /// What a tool's success value must be.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be returned from a tool",

@@ -63,6 +63,7 @@ fn representative_tool() {
             ///   one partial per page.
             pub async fn crawl(
                 ctx: &CallContext,
+                http: State<HttpClient>,
                 /// The first URL.
                 url: String,
                 /// Pages to crawl.
@@ -833,4 +834,75 @@ fn error_output_after_an_attribute_error() {
     // Only the error itself, no other item that could fail to compile.
     assert_lacks(&out, "__tool");
     assert_lacks(&out, "__ToolArgs");
+}
+
+#[test]
+fn states_are_not_arguments() {
+    let out = expanded(
+        quote!(),
+        quote!(
+            async fn post(db: State<Db>, text: String, config: mcpmqtt::State<Config>) -> u32 {
+                0
+            }
+        ),
+    );
+    assert_has(&out, "struct __ToolArgs<__A0> {");
+    assert_has(&out, "text: __A0");
+    assert_has(&out, ".needs_state::<__S0>()");
+    assert_has(&out, ".needs_state::<__S1>()");
+    assert_has(&out, "let __s0 = ::mcpmqtt::__private::state::<__S0>(&__ctx)?;");
+    assert_has(&out, "__tool::<Db, Config, String, u32, _, _>(");
+    assert_has(&out, "post(__s0, __a0, __s1)");
+    // A tool without states declares none.
+    let plain = expanded(
+        quote!(),
+        quote!(
+            async fn ping() {}
+        ),
+    );
+    assert!(!plain.contains("needs_state"), "{plain}");
+}
+
+#[test]
+fn state_misuse_is_one_error_each() {
+    let untyped = error(
+        quote!(),
+        quote!(
+            async fn t(db: State) {}
+        ),
+    );
+    assert!(untyped.contains("write `db: State<T>`"), "{untyped}");
+    let borrowed = error(
+        quote!(),
+        quote!(
+            async fn t(db: &mut State<Db>) {}
+        ),
+    );
+    assert!(
+        borrowed.contains("take the state by value: `db: State<Db>`"),
+        "{borrowed}"
+    );
+    let twice = error(
+        quote!(),
+        quote!(
+            async fn t(a: State<Db>, b: mcpmqtt::State<Db>) {}
+        ),
+    );
+    assert!(twice.contains("already takes `State<Db>` as `a`"), "{twice}");
+    let nested = error(
+        quote!(),
+        quote!(
+            async fn t(db: Vec<State<Db>>) {}
+        ),
+    );
+    assert!(nested.contains("write `db: State<Db>`"), "{nested}");
+    // A user's own `State` inside a JSON argument, or through another path,
+    // is an ordinary argument.
+    let own = expanded(
+        quote!(),
+        quote!(
+            async fn t(states: Vec<State>, s: us::State<u8>) {}
+        ),
+    );
+    assert!(!own.contains("needs_state"), "{own}");
 }

@@ -2,6 +2,7 @@
 //! `build()`. It collects and checks only: nothing connects before
 //! [`Server::start`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::dedupe::DedupeWindow;
@@ -9,6 +10,7 @@ use super::shared::{HostedTool, Server, ServerConfig};
 use crate::connection::{connection_setters, Settings};
 use crate::error::Error;
 use crate::protocol::names;
+use crate::tool::state::States;
 use crate::tool::{Tool, ToolDef};
 
 impl Server {
@@ -29,6 +31,7 @@ impl Server {
                 drain_timeout: Duration::from_secs(10),
                 cancel_grace: Duration::from_secs(1),
                 adopt_orphaned_sessions: true,
+                states: States::default(),
             },
         }
     }
@@ -80,6 +83,42 @@ impl ServerBuilder {
     /// Adds a tool defined at run time.
     pub fn tool_def(mut self, def: ToolDef) -> Self {
         self.tools.push(def);
+        self
+    }
+
+    /// Registers a value every tool taking a `State<T>` of its type gets
+    /// (a database pool, an HTTP client, the configuration): shared by all
+    /// calls, without a global. One value per type; a second one of the
+    /// same type replaces the first. `build()` fails with
+    /// [`Error::MissingState`] if a tool takes a type never registered.
+    ///
+    /// ```
+    /// use mcpmqtt::{tool, Server, State, ToolError};
+    ///
+    /// pub struct Db { /* a connection pool */ }
+    ///
+    /// /// Lists the posts.
+    /// #[tool]
+    /// async fn list_posts(db: State<Db>) -> Result<Vec<String>, ToolError> {
+    ///     let _db: &Db = &db;
+    ///     Ok(Vec::new())
+    /// }
+    ///
+    /// let server = Server::builder("blog").state(Db {}).tool::<list_posts>().build();
+    /// assert!(server.is_ok());
+    /// // Without `.state(Db {})`, `build()` says which tool needs what.
+    /// let err = Server::builder("blog").tool::<list_posts>().build().unwrap_err();
+    /// assert!(err.to_string().contains("list_posts"));
+    /// ```
+    pub fn state<T: Send + Sync + 'static>(self, value: T) -> Self {
+        self.shared_state(Arc::new(value))
+    }
+
+    /// Registers a value the application keeps a handle on too (to read it
+    /// outside the tools, say), as [`state`](Self::state) does: the tools
+    /// get this very `T`.
+    pub fn shared_state<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
+        self.config.states.insert(value);
         self
     }
 
@@ -161,6 +200,12 @@ impl ServerBuilder {
                 names::validate("caller", caller)?;
             }
             HostedTool::compile_schema(tool)?;
+            if let Some(missing) = tool.states.iter().find(|s| !self.config.states.contains(s.type_id)) {
+                return Err(Error::MissingState {
+                    tool: tool.name.clone(),
+                    type_name: missing.type_name,
+                });
+            }
         }
         let mut server = Server {
             name: self.name,
@@ -172,5 +217,68 @@ impl ServerBuilder {
         };
         server.tools_digest = server.digest_tools()?;
         Ok(server)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ToolError;
+
+    struct Db;
+    struct Cache;
+
+    fn needing_db(name: &str) -> ToolDef {
+        ToolDef::builder(name)
+            .needs_state::<Db>()
+            .handler(|ctx, _| async move {
+                ctx.state::<Db>().ok_or_else(|| ToolError::new("no Db"))?;
+                Ok(serde_json::Value::Null)
+            })
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn build_names_the_tool_and_the_missing_state() {
+        let err = Server::builder("lab")
+            .state(Cache)
+            .tool_def(ToolDef::builder("plain").build().unwrap())
+            .tool_def(needing_db("list_posts"))
+            .build()
+            .unwrap_err();
+        match &err {
+            Error::MissingState { tool, type_name } => {
+                assert_eq!(tool, "list_posts");
+                assert_eq!(*type_name, std::any::type_name::<Db>());
+            }
+            other => panic!("expected MissingState, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(message.contains("`list_posts`"), "{message}");
+        assert!(message.contains("Db`"), "{message}");
+        assert!(message.contains(".state("), "{message}");
+    }
+
+    #[test]
+    fn registered_state_reaches_the_handler() {
+        let server = Server::builder("lab")
+            .state(Db)
+            .tool_def(needing_db("list_posts"))
+            .build()
+            .unwrap();
+        let (ctx, _) = crate::CallContext::for_test("list_posts", "scout");
+        let ctx = ctx.with_states(server.config.states.clone());
+        assert!(ctx.state::<Db>().is_some());
+        assert!(ctx.state::<Cache>().is_none());
+    }
+
+    #[test]
+    fn a_shared_state_is_the_same_value() {
+        let db = Arc::new(Db);
+        let server = Server::builder("lab").shared_state(db.clone()).build().unwrap();
+        let (ctx, _) = crate::CallContext::for_test("t", "scout");
+        let ctx = ctx.with_states(server.config.states.clone());
+        assert!(Arc::ptr_eq(&ctx.state::<Db>().unwrap().into_arc(), &db));
     }
 }

@@ -328,7 +328,8 @@ impl Dispatcher {
             };
             StreamSink::mqtt(self.reply_link.clone(), topic)
         });
-        let ctx = CallContext::new(call_id.clone(), tool.def.name.clone(), caller, stream);
+        let ctx = CallContext::new(call_id.clone(), tool.def.name.clone(), caller, stream)
+            .with_states(self.shared.config.states.clone());
         let handler = tool.def.handler.clone();
         let call_ctx = ctx.clone();
         let run = async move {

@@ -22,6 +22,7 @@ use crate::protocol::card::{
 };
 use crate::protocol::envelope::now_rfc3339;
 use crate::protocol::topics::Topics;
+use crate::tool::state::States;
 use crate::tool::ToolDef;
 
 /// How long calls cancelled at the drain deadline have to send their
@@ -64,6 +65,9 @@ pub(crate) struct ServerConfig {
     pub drain_timeout: Duration,
     pub adopt_orphaned_sessions: bool,
     pub cancel_grace: Duration,
+    /// The values registered with `ServerBuilder::state`, handed to every
+    /// call's context.
+    pub states: States,
 }
 
 impl Server {

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::{Link, Message};
 use crate::error::Error;
 use crate::protocol::envelope::{Partial, Progress, StreamMessage, StreamType};
+use crate::tool::state::{State, States};
 
 /// Who made a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,8 @@ impl Caller {
 #[derive(Clone)]
 pub struct CallContext {
     inner: Arc<Inner>,
+    /// The server's registered state, for [`CallContext::state`].
+    states: States,
 }
 
 struct Inner {
@@ -78,6 +81,7 @@ impl CallContext {
                 stream,
                 cancel: CancellationToken::new(),
             }),
+            states: States::default(),
         }
     }
 
@@ -114,6 +118,38 @@ impl CallContext {
     /// and a unit test to see how a handler takes it.
     pub fn cancel(&self) {
         self.inner.cancel.cancel()
+    }
+
+    /// The context with the server's registered state.
+    pub(crate) fn with_states(mut self, states: States) -> Self {
+        self.states = states;
+        self
+    }
+
+    /// The context with `state` registered as its `T`, as a server's
+    /// [`ServerBuilder::state`](crate::ServerBuilder::state) would: for
+    /// running a tool's handler directly in a test.
+    ///
+    /// ```
+    /// use mcpmqtt::{CallContext, State};
+    ///
+    /// let (ctx, _partials) = CallContext::for_test("count", "scout");
+    /// let ctx = ctx.with_state(State::new(41_u64));
+    /// assert_eq!(ctx.state::<u64>().map(|n| *n + 1), Some(42));
+    /// ```
+    pub fn with_state<T: Send + Sync + 'static>(mut self, state: State<T>) -> Self {
+        self.states.insert(state.into_arc());
+        self
+    }
+
+    /// The `T` the server registered with
+    /// [`ServerBuilder::state`](crate::ServerBuilder::state), if any. A
+    /// `#[tool]` function takes it as a `State<T>` argument instead; a
+    /// hand-written handler declares it with
+    /// [`ToolDefBuilder::needs_state`](crate::ToolDefBuilder::needs_state),
+    /// so that `build()` guarantees it is there.
+    pub fn state<T: Send + Sync + 'static>(&self) -> Option<State<T>> {
+        self.states.get::<T>()
     }
 
     /// A context for calling a tool function directly, with no broker: in unit

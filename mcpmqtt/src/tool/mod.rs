@@ -4,6 +4,7 @@
 
 pub(crate) mod context;
 pub(crate) mod schema;
+pub(crate) mod state;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use serde_json::Value;
 use crate::error::{Error, ToolError};
 use crate::protocol::card::ToolAnnotations;
 use crate::tool::context::CallContext;
+use crate::tool::state::StateNeed;
 
 /// A boxed, sendable future: what tool handlers return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -51,6 +53,8 @@ pub struct ToolDef {
     pub(crate) timeout: Option<Duration>,
     pub(crate) title: Option<String>,
     pub(crate) annotations: Option<ToolAnnotations>,
+    /// The state types its handler takes from the context.
+    pub(crate) states: Vec<StateNeed>,
     pub(crate) handler: Handler,
 }
 
@@ -63,6 +67,7 @@ impl std::fmt::Debug for ToolDef {
             .field("timeout", &self.timeout)
             .field("title", &self.title)
             .field("annotations", &self.annotations)
+            .field("states", &self.needed_states().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -97,6 +102,7 @@ impl ToolDef {
                 timeout: None,
                 title: None,
                 annotations: None,
+                states: Vec::new(),
                 handler: Arc::new(|_, _| Box::pin(async { Err(ToolError::new("this tool has no handler")) })),
             },
         }
@@ -141,6 +147,12 @@ impl ToolDef {
     /// The hints about its behaviour (MCP's `annotations`), if any are set.
     pub fn annotations(&self) -> Option<&ToolAnnotations> {
         self.annotations.as_ref()
+    }
+
+    /// The names of the state types the tool takes (see
+    /// [`ToolDefBuilder::needs_state`]), as `std::any::type_name` gives them.
+    pub fn needed_states(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.states.iter().map(|s| s.type_name)
     }
 
     /// The function that runs a call, for calling a tool without a broker
@@ -222,6 +234,35 @@ impl ToolDefBuilder {
     /// ```
     pub fn annotations(mut self, annotations: ToolAnnotations) -> Self {
         self.def.annotations = Some(annotations);
+        self
+    }
+    /// Declares that the handler takes a `T` from its context
+    /// ([`CallContext::state`]): the server's `build()` then fails with
+    /// [`Error::MissingState`] unless a `T` was registered with
+    /// [`ServerBuilder::state`](crate::ServerBuilder::state), so a missing
+    /// value is found before the server runs rather than at a call. `#[tool]`
+    /// declares each `State<T>` argument this way.
+    ///
+    /// ```
+    /// use mcpmqtt::{Server, ToolDef, ToolError};
+    ///
+    /// struct Db;
+    /// let def = ToolDef::builder("list_posts")
+    ///     .needs_state::<Db>()
+    ///     .handler(|ctx, _args| async move {
+    ///         let _db = ctx.state::<Db>().ok_or_else(|| ToolError::new("no database"))?;
+    ///         Ok(serde_json::json!([]))
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(Server::builder("blog").tool_def(def.clone()).build().is_err());
+    /// assert!(Server::builder("blog").state(Db).tool_def(def).build().is_ok());
+    /// ```
+    pub fn needs_state<T: Send + Sync + 'static>(mut self) -> Self {
+        let need = StateNeed::of::<T>();
+        if !self.def.states.contains(&need) {
+            self.def.states.push(need);
+        }
         self
     }
     /// The function that runs a call.

@@ -2,6 +2,7 @@
 ///   one partial per page.
 pub async fn crawl(
     ctx: &CallContext,
+    http: State<HttpClient>,
     url: String,
     pages: Option<u32>,
 ) -> Result<CrawlReport, ToolError> {
@@ -26,6 +27,7 @@ const _: () = {
         pages: ::core::option::Option<__A1>,
     }
     fn __tool<
+        __S0: ::mcpmqtt::__private::StateType,
         __A0: ::mcpmqtt::__private::ToolArgument,
         __A1: ::mcpmqtt::__private::ToolArgument,
         __O: ::mcpmqtt::__private::ToolOutput,
@@ -39,6 +41,7 @@ const _: () = {
     where
         __F: ::core::ops::Fn(
                 ::mcpmqtt::CallContext,
+                ::mcpmqtt::State<__S0>,
                 __A0,
                 ::core::option::Option<__A1>,
             ) -> __Fut + ::core::marker::Copy + ::core::marker::Send
@@ -57,15 +60,17 @@ const _: () = {
             .annotations(
                 ::mcpmqtt::ToolAnnotations::default().read_only(true).open_world(false),
             )
+            .needs_state::<__S0>()
             .handler(move |
                 __ctx: ::mcpmqtt::CallContext,
                 __args: ::mcpmqtt::__private::serde_json::Value|
             async move {
+                let __s0 = ::mcpmqtt::__private::state::<__S0>(&__ctx)?;
                 let __ToolArgs { url: __a0, pages: __a1 } = ::mcpmqtt::__private::parse_arguments::<
                     __ToolArgs<__A0, __A1>,
                 >(__args)?;
                 ::mcpmqtt::__private::IntoToolResult::into_tool_result(
-                    __call(__ctx, __a0, __a1).await,
+                    __call(__ctx, __s0, __a0, __a1).await,
                 )
             });
         let __builder = match __output_schema {
@@ -79,6 +84,7 @@ const _: () = {
     impl ::mcpmqtt::Tool for crawl {
         fn definition() -> ::mcpmqtt::ToolDef {
             __tool::<
+                HttpClient,
                 String,
                 u32,
                 CrawlReport,
@@ -94,8 +100,8 @@ const _: () = {
                     (&&::mcpmqtt::__private::OutputSchema::<CrawlReport>::new())
                         .output_schema()
                 },
-                |__ctx: ::mcpmqtt::CallContext, __a0, __a1| async move {
-                    crawl(&__ctx, __a0, __a1).await
+                |__ctx: ::mcpmqtt::CallContext, __s0, __a0, __a1| async move {
+                    crawl(&__ctx, __s0, __a0, __a1).await
                 },
             )
         }
