@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -291,4 +292,67 @@ async fn tools_list_comes_in_pages_the_host_follows() {
     assert!(err.to_string().contains("invalid cursor"), "{err}");
     session.cancel().await.unwrap();
     lab.shutdown().await.unwrap();
+}
+
+/// A server whose `wait` tool runs for 30 s unless cancelled, saying so.
+fn waiting_server(started: Arc<AtomicBool>, stopped: Arc<AtomicBool>) -> mcpmqtt::ServerBuilder {
+    let wait = mcpmqtt::ToolDef::builder("wait")
+        .description("Waits 30 s, unless cancelled.")
+        .allowed_callers([BRIDGE])
+        .timeout(Duration::from_secs(60))
+        .handler(move |ctx, _args| {
+            let (started, stopped) = (started.clone(), stopped.clone());
+            async move {
+                started.store(true, Ordering::SeqCst);
+                tokio::select! {
+                    _ = ctx.cancelled() => {
+                        stopped.store(true, Ordering::SeqCst);
+                        Err(mcpmqtt::ToolError::new("cancelled"))
+                    }
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => Ok(json!("waited")),
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    mcpmqtt::Server::builder("lab3")
+        .namespace(NS)
+        .adopt_orphaned_sessions(false)
+        .tool_def(wait)
+}
+
+async fn wait_until(flag: &AtomicBool, what: &str) {
+    tokio::time::timeout(PATIENCE, async {
+        while !flag.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("waited in vain for {what}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hosts_cancel_stops_the_call_on_the_server() {
+    let (started, stopped) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let manifest = waiting_server(started.clone(), stopped.clone())
+        .build()
+        .unwrap()
+        .acl_manifest();
+    let broker = broker_for(&manifest);
+    let server = online(&broker, "lab3", waiting_server(started.clone(), stopped.clone())).await;
+    let (session, _heard) = bridge(&broker, BRIDGE).await;
+
+    let request =
+        rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(call("wait", json!({}))));
+    let handle = session
+        .peer()
+        .send_cancellable_request(request, rmcp::service::PeerRequestOptions::no_options())
+        .await
+        .expect("the call is sent");
+    wait_until(&started, "the tool to start").await;
+    // notifications/cancelled, as a host sends it when the user gives up.
+    handle.cancel(Some("the user gave up".into())).await.unwrap();
+    wait_until(&stopped, "the tool to hear the cancel").await;
+    session.cancel().await.unwrap();
+    server.shutdown().await.unwrap();
 }
