@@ -6,7 +6,9 @@
 mod common;
 
 use std::process::Stdio;
+
 use std::sync::{Arc, Mutex};
+use tokio::io::AsyncBufReadExt;
 
 use common::*;
 use mcpmqtt::acl::{AclFormat, AclManifest, Role};
@@ -236,4 +238,52 @@ async fn a_command_that_is_not_an_mcp_server_is_a_clear_error() {
 
     let (code, _, err) = parts(&output(bare().args(["expose", "--server-name", "x"])).await);
     assert_eq!(code, 2, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_over_mqtt_reaches_the_child_as_notifications_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = acl_file(&dir);
+    let mut emit = bare();
+    emit.args(["--namespace", NS])
+        .args(expose_args(&acl))
+        .args(["--emit-acl", "manifest", "--", DEMO]);
+    let (code, manifest, err) = parts(&output(&mut emit).await);
+    assert_eq!(code, 0, "{err}");
+    let broker = broker_for(&AclManifest::from_json(&manifest).unwrap());
+    let mut expose = mcpmqtt(&broker, "demo");
+    expose
+        .args(expose_args(&acl))
+        .args(["--", DEMO])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut exposed = expose.spawn().unwrap();
+    let mut stderr = tokio::io::BufReader::new(exposed.stderr.take().unwrap()).lines();
+
+    let tester = client(&broker, "tester").await;
+    tester
+        .wait_for_tool("count", PATIENCE)
+        .await
+        .expect("count comes online");
+    // 100 steps of 100 ms: 10 s, unless cancelled.
+    let mut pending = tester.call_streaming("count", json!({"n": 100, "delay_ms": 100}), CallOptions::new());
+    tokio::time::timeout(PATIENCE, pending.next_partial())
+        .await
+        .expect("a first step in time")
+        .expect("a partial");
+    pending.cancel();
+    assert!(matches!(pending.result().await, Err(CallError::Cancelled { .. })));
+    // The child hears notifications/cancelled and stops counting.
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            if line.contains("count: stopped early") {
+                return;
+            }
+        }
+        panic!("expose ended without the child stopping early");
+    })
+    .await
+    .expect("the child stops early in time");
+    let _ = exposed.start_kill();
+    let _ = exposed.wait().await;
 }

@@ -112,8 +112,16 @@ impl ServerHandler for Demo {
                     .ok_or_else(|| invalid("`n` must be a whole number"))?;
                 let delay = argument(&request, "delay_ms").and_then(Value::as_u64).unwrap_or(10);
                 let token = context.meta.get_progress_token();
+                // Says so on stderr if the count does not run to its end
+                // (the client cancelled it), so that tests can see it.
+                let mut early = StoppedEarly(true);
                 for i in 1..=n {
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    tokio::select! {
+                        _ = context.ct.cancelled() => {
+                            return Err(ErrorData::internal_error("cancelled by the client", None));
+                        }
+                        _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
+                    }
                     if let Some(token) = &token {
                         let progress = ProgressNotificationParam::new(token.clone(), i as f64)
                             .with_total(n as f64)
@@ -121,6 +129,7 @@ impl ServerHandler for Demo {
                         let _ = context.peer.notify_progress(progress).await;
                     }
                 }
+                early.0 = false;
                 let mut result = CallToolResult::success(vec![ContentBlock::text(format!("counted to {n}"))]);
                 result.structured_content = Some(json!({"count": n}));
                 result
@@ -136,4 +145,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let service = Demo.serve(rmcp::transport::stdio()).await?;
     service.waiting().await?;
     Ok(())
+}
+
+/// Prints `count: stopped early` when dropped still set.
+struct StoppedEarly(bool);
+
+impl Drop for StoppedEarly {
+    fn drop(&mut self) {
+        if self.0 {
+            eprintln!("count: stopped early");
+        }
+    }
 }
