@@ -8,12 +8,12 @@ mod common;
 use std::process::Stdio;
 
 use std::sync::{Arc, Mutex};
-use tokio::io::AsyncBufReadExt;
 
 use common::*;
 use mcpmqtt::acl::{AclFormat, AclManifest, Role};
 use mcpmqtt::{CallError, CallOptions, Partial};
 use serde_json::json;
+use tokio::io::AsyncBufReadExt;
 
 /// The flags that expose the demo as `demo` in the test namespace.
 fn expose_args(acl_file: &std::path::Path) -> Vec<String> {
@@ -28,6 +28,29 @@ fn acl_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
     let path = dir.path().join("acl.json");
     std::fs::write(&path, r#"{"count": ["tester"], "*": ["operator"]}"#).unwrap();
     path
+}
+
+/// A broker enforcing the ACL that `expose --emit-acl` prints for the demo,
+/// and `mcpmqtt expose` hosting the demo on it (stderr piped). The
+/// directory holds the ACL file, for as long as the test keeps it.
+async fn expose_demo() -> (tempfile::TempDir, mosquitto::Mosquitto, tokio::process::Child) {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = acl_file(&dir);
+    let mut emit = bare();
+    emit.args(["--namespace", NS])
+        .args(expose_args(&acl))
+        .args(["--emit-acl", "manifest", "--", DEMO]);
+    let (code, manifest, err) = parts(&output(&mut emit).await);
+    assert_eq!(code, 0, "{err}");
+    let broker = broker_for(&AclManifest::from_json(&manifest).unwrap());
+    let mut expose = mcpmqtt(&broker, "demo");
+    expose
+        .args(expose_args(&acl))
+        .args(["--", DEMO])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let exposed = expose.spawn().unwrap();
+    (dir, broker, exposed)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -89,23 +112,7 @@ async fn emit_acl_lists_the_childs_tools_with_their_callers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_server_is_hosted_on_mqtt_behind_the_brokers_acl() {
-    let dir = tempfile::tempdir().unwrap();
-    let acl = acl_file(&dir);
-    let mut emit = bare();
-    emit.args(["--namespace", NS])
-        .args(expose_args(&acl))
-        .args(["--emit-acl", "manifest", "--", DEMO]);
-    let (code, manifest, err) = parts(&output(&mut emit).await);
-    assert_eq!(code, 0, "{err}");
-    let broker = broker_for(&AclManifest::from_json(&manifest).unwrap());
-
-    let mut expose = mcpmqtt(&broker, "demo");
-    expose
-        .args(expose_args(&acl))
-        .args(["--", DEMO])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut exposed = expose.spawn().unwrap();
+    let (_dir, broker, mut exposed) = expose_demo().await;
 
     let tester = client(&broker, "tester").await;
     let operator = client(&broker, "operator").await;
@@ -242,22 +249,7 @@ async fn a_command_that_is_not_an_mcp_server_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancel_over_mqtt_reaches_the_child_as_notifications_cancelled() {
-    let dir = tempfile::tempdir().unwrap();
-    let acl = acl_file(&dir);
-    let mut emit = bare();
-    emit.args(["--namespace", NS])
-        .args(expose_args(&acl))
-        .args(["--emit-acl", "manifest", "--", DEMO]);
-    let (code, manifest, err) = parts(&output(&mut emit).await);
-    assert_eq!(code, 0, "{err}");
-    let broker = broker_for(&AclManifest::from_json(&manifest).unwrap());
-    let mut expose = mcpmqtt(&broker, "demo");
-    expose
-        .args(expose_args(&acl))
-        .args(["--", DEMO])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut exposed = expose.spawn().unwrap();
+    let (_dir, broker, mut exposed) = expose_demo().await;
     let mut stderr = tokio::io::BufReader::new(exposed.stderr.take().unwrap()).lines();
 
     let tester = client(&broker, "tester").await;
