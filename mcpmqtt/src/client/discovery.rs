@@ -131,8 +131,8 @@ impl Discovery {
         let mut tools = Vec::with_capacity(names.len());
         for name in &names {
             match cards.tool(name) {
-                // A server stopping: its Tool Cards go offline after its
-                // Server Card, so the two may disagree for a moment.
+                // Its server's card went offline while the page was
+                // fetched (a card's status is its Server Card's).
                 Some(card) if card.status == Status::Offline => {}
                 Some(card) => tools.push(card),
                 None if missing.contains(name) => {}

@@ -348,12 +348,10 @@ impl Client {
         // A call given up on (cancelled, timed out, or its future dropped)
         // is cancelled on the server too; v0.1 servers know no cancel.
         let mut cancel_on_drop = CancelOnDrop {
-            cancel: (!v01).then(|| {
-                (
-                    inner.link.clone(),
-                    cancel_message(&inner.topics, tool, &inner.identity, &call_id, &inner.response_topic),
-                )
-            }),
+            inner,
+            tool,
+            call_id: &call_id,
+            armed: !v01,
         };
         let outcome = self.deliver(&call, timeout, &options, &mut partial_rx).await;
         if !matches!(
@@ -361,7 +359,7 @@ impl Client {
             Err(CallError::Timeout { .. } | CallError::Cancelled { .. } | CallError::Transport(_))
         ) {
             // Answered, or never delivered: nothing runs to cancel.
-            cancel_on_drop.cancel = None;
+            cancel_on_drop.armed = false;
         }
         // Deliver partials that arrived just before the response.
         if let (Some(rx), Some(f)) = (&mut partial_rx, &options.on_partial) {
@@ -656,19 +654,32 @@ fn cancel_message(topics: &Topics, tool: &str, identity: &str, call_id: &str, re
 }
 
 /// Publishes a call's cancel when dropped armed: the call's future was
-/// dropped, or the call was given up on.
-struct CancelOnDrop {
-    cancel: Option<(Link, Message)>,
+/// dropped, or the call was given up on. The cancel is encoded only then,
+/// not for every call.
+struct CancelOnDrop<'a> {
+    inner: &'a Inner,
+    tool: &'a str,
+    call_id: &'a str,
+    armed: bool,
 }
 
-impl Drop for CancelOnDrop {
+impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        let Some((link, message)) = self.cancel.take() else {
+        if !self.armed {
             return;
-        };
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let inner = self.inner;
+        let message = cancel_message(
+            &inner.topics,
+            self.tool,
+            &inner.identity,
+            self.call_id,
+            &inner.response_topic,
+        );
+        let link = inner.link.clone();
         runtime.spawn(async move {
             if let Err(e) = link.publish(message).await {
                 tracing::debug!(error = %e, "could not send a cancel");

@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::cancels::Cancelled;
 use super::dedupe::{CallKey, Seen};
-use super::shared::{HostedTool, Phase, RunningCall, Shared, EARLY_CANCELS_KEPT, EARLY_CANCELS_MAX};
+use super::shared::{HostedTool, Phase, Shared};
 use crate::connection::{Incoming, Link, Message};
 use crate::error::{Error, ToolError};
 use crate::protocol::envelope::{
@@ -244,33 +245,28 @@ impl Dispatcher {
             )),
             _ => None,
         };
-        let early_cancel = shared
-            .early_cancels
-            .lock()
-            .expect("early cancels lock")
-            .remove(&key)
-            .is_some();
-        let refusal = refusal.or_else(|| {
-            early_cancel.then(|| {
-                refuse(
-                    ErrorType::Cancelled,
-                    "the caller cancelled the call before it started".into(),
-                )
-            })
-        });
-        if let Some(response) = refusal {
-            shared.window.lock().expect("window lock").forget(&key);
-            self.respond(&reply, &response).await;
-            return;
-        }
-        let cancel = CancellationToken::new();
-        shared.running.lock().expect("running lock").insert(
-            key.clone(),
-            RunningCall {
-                caller: caller.id().to_owned(),
-                cancel: cancel.clone(),
-            },
-        );
+        let cancel = match refusal {
+            Some(response) => Err(response),
+            None => shared
+                .cancels
+                .lock()
+                .expect("cancels lock")
+                .start(&key, caller.id())
+                .ok_or_else(|| {
+                    refuse(
+                        ErrorType::Cancelled,
+                        "the caller cancelled the call before it started".into(),
+                    )
+                }),
+        };
+        let cancel = match cancel {
+            Ok(cancel) => cancel,
+            Err(response) => {
+                shared.window.lock().expect("window lock").forget(&key);
+                self.respond(&reply, &response).await;
+                return;
+            }
+        };
         let _running = Deregister {
             shared,
             key: key.clone(),
@@ -404,21 +400,22 @@ impl Dispatcher {
             return;
         };
         let key = CallKey::new(tool, &cancel.call_id, &cancel.response_topic);
-        let shared = &self.shared;
-        if let Some(call) = shared.running.lock().expect("running lock").get(&key) {
-            if call.caller == caller {
-                tracing::info!(call_id = %cancel.call_id, %tool, %caller, "the caller cancelled the call");
-                call.cancel.cancel();
-            } else {
-                tracing::warn!(call_id = %cancel.call_id, %tool, %caller, "ignored a cancel from another caller than the call's");
+        let outcome = self
+            .shared
+            .cancels
+            .lock()
+            .expect("cancels lock")
+            .cancel(key, caller, Instant::now());
+        match outcome {
+            Cancelled::Running => {
+                tracing::info!(call_id = %cancel.call_id, %tool, %caller, "the caller cancelled the call")
             }
-            return;
-        }
-        let now = Instant::now();
-        let mut early = shared.early_cancels.lock().expect("early cancels lock");
-        early.retain(|_, at| now.duration_since(*at) < EARLY_CANCELS_KEPT);
-        if early.len() < EARLY_CANCELS_MAX {
-            early.insert(key, now);
+            Cancelled::NotTheCaller => {
+                tracing::warn!(call_id = %cancel.call_id, %tool, %caller, "ignored a cancel from another caller than the call's")
+            }
+            Cancelled::Early => {
+                tracing::debug!(call_id = %cancel.call_id, %tool, %caller, "a cancel of no running call: kept for a while")
+            }
         }
     }
 
@@ -466,7 +463,7 @@ struct Deregister<'a> {
 
 impl Drop for Deregister<'_> {
     fn drop(&mut self) {
-        self.shared.running.lock().expect("running lock").remove(&self.key);
+        self.shared.cancels.lock().expect("cancels lock").end(&self.key);
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! The parts, each importing only those listed before it:
 //! - `dedupe`: the window that keeps a call from running twice;
+//! - `cancels`: the running calls a caller's cancel can reach;
 //! - `shared`: what the others share: the [`Server`] and its cards, its
 //!   tunables, the dispatch state, and the state of a running instance;
 //! - `dispatcher`: the calls of one connection, each to exactly one response;
@@ -12,6 +13,7 @@
 
 mod adoption;
 mod builder;
+mod cancels;
 mod dedupe;
 mod dispatcher;
 mod shared;

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -13,7 +13,8 @@ use rumqttc::v5::mqttbytes::QoS;
 use serde_json::Value;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use super::dedupe::{CallKey, DedupeWindow, Window};
+use super::cancels::Cancels;
+use super::dedupe::{DedupeWindow, Window};
 use crate::connection::{BrokerOptions, Link, Message, Protocol};
 use crate::error::Error;
 use crate::protocol::card::{
@@ -292,24 +293,8 @@ pub(crate) struct Shared {
     permits: Arc<Semaphore>,
     pub(super) window: Mutex<Window>,
     pub(super) phase: watch::Sender<Phase>,
-    /// The calls running, to be cancelled by their caller.
-    pub(super) running: Mutex<HashMap<CallKey, RunningCall>>,
-    /// Cancels of calls not running (yet): a call still in line is answered
-    /// `cancelled` when its turn comes. Kept for [`EARLY_CANCELS_KEPT`].
-    pub(super) early_cancels: Mutex<HashMap<CallKey, Instant>>,
-}
-
-/// How long a cancel of a call that is not running is remembered.
-pub(super) const EARLY_CANCELS_KEPT: Duration = Duration::from_secs(60);
-/// The most such cancels remembered: a caller cannot fill the server's
-/// memory with cancels of calls it never made.
-pub(super) const EARLY_CANCELS_MAX: usize = 10_000;
-
-/// A call running, as its cancel finds it.
-pub(super) struct RunningCall {
-    /// The caller that made it: only it may cancel it.
-    pub(super) caller: String,
-    pub(super) cancel: tokio_util::sync::CancellationToken,
+    /// The calls a caller's cancel can reach.
+    pub(super) cancels: Mutex<Cancels>,
 }
 
 impl Shared {
@@ -318,8 +303,7 @@ impl Shared {
             permits: Arc::new(Semaphore::new(config.max_concurrent_calls)),
             window: Mutex::new(Window::new(config.dedupe)),
             phase: watch::Sender::new(Phase::Serving),
-            running: Mutex::default(),
-            early_cancels: Mutex::default(),
+            cancels: Mutex::default(),
             topics,
             tools,
             config,
