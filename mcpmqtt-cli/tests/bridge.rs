@@ -1,6 +1,8 @@
 //! `mcpmqtt bridge` driven over stdio by rmcp's client, as an MCP host
-//! would: initialize, list, call, progress, errors, the broker's refusal,
-//! and list_changed as a server comes and goes.
+//! would, in each era of MCP: opening with `initialize` (2025-11-25) and
+//! with `server/discover` (2026-07-28). List, call, progress, errors, the
+//! broker's refusal, list_changed as a server comes and goes, cancels, and
+//! calls as tasks.
 
 mod common;
 
@@ -10,12 +12,59 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, JsonObject, ProgressNotificationParam, Tool};
-use rmcp::service::{NotificationContext, RunningService};
+use rmcp::model::{
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
+    ClientConfig, GetTaskParams, GetTaskResult, Implementation, JsonObject, ProgressNotificationParam,
+    ProtocolVersion, ServerNotification, SubscriptionFilter, TaskPayload, TaskStatus, Tool,
+};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, NotificationContext, RunningService};
 use rmcp::transport::TokioChildProcess;
-use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use rmcp::{ClientHandler, RoleClient};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+
+/// How the host opens its session.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Era {
+    /// `initialize`, asking for 2025-11-25.
+    Handshake,
+    /// `server/discover`, pinned to 2026-07-28.
+    Discover,
+}
+
+impl Era {
+    fn version(self) -> ProtocolVersion {
+        match self {
+            Era::Handshake => ProtocolVersion::V_2025_11_25,
+            Era::Discover => ProtocolVersion::V_2026_07_28,
+        }
+    }
+}
+
+/// Runs a test once in each era, as `test_name::handshake` and
+/// `test_name::discover`.
+macro_rules! in_both_eras {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn handshake() {
+                super::$test(super::Era::Handshake).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn discover() {
+                super::$test(super::Era::Discover).await
+            }
+        }
+    )*};
+}
+
+in_both_eras!(
+    an_mcp_host_lists_and_calls_the_mqtt_tools,
+    list_changed_is_sent_as_servers_come_and_go,
+    tools_list_comes_in_pages_the_host_follows,
+    the_hosts_cancel_stops_the_call_on_the_server,
+    calls_become_tasks_for_a_host_that_asks,
+);
 
 /// What the host hears from the bridge besides answers.
 #[derive(Debug)]
@@ -28,6 +77,8 @@ enum Heard {
 #[derive(Clone)]
 struct Host {
     heard: mpsc::UnboundedSender<Heard>,
+    /// Declares the tasks extension.
+    tasks: bool,
 }
 
 impl ClientHandler for Host {
@@ -40,31 +91,61 @@ impl ClientHandler for Host {
     }
 
     fn get_info(&self) -> ClientConfig {
-        ClientConfig::default()
+        let capabilities = if self.tasks {
+            ClientCapabilities::builder().enable_tasks().build()
+        } else {
+            ClientCapabilities::default()
+        };
+        ClientConfig::new(capabilities, Implementation::new("bridge-test-host", "0"))
     }
 }
 
 type Session = RunningService<RoleClient, Host>;
 
-/// Starts `mcpmqtt bridge` as `identity` and initializes an MCP session with it.
-async fn bridge(broker: &mosquitto::Mosquitto, identity: &str) -> (Session, mpsc::UnboundedReceiver<Heard>) {
-    bridge_with(broker, identity, &[]).await
+/// Starts `mcpmqtt bridge` as `identity` and opens an MCP session with it.
+async fn bridge(broker: &mosquitto::Mosquitto, identity: &str, era: Era) -> (Session, mpsc::UnboundedReceiver<Heard>) {
+    bridge_with(broker, identity, era, false, &[]).await
 }
 
-/// [`bridge`], with more flags.
+/// [`bridge`], declaring the tasks extension or not, with more flags. In
+/// the 2026-07-28 era the host listens for list changes (as it must there),
+/// and what it hears comes with the rest.
 async fn bridge_with(
     broker: &mosquitto::Mosquitto,
     identity: &str,
+    era: Era,
+    tasks: bool,
     flags: &[&str],
 ) -> (Session, mpsc::UnboundedReceiver<Heard>) {
     let mut cmd = mcpmqtt(broker, identity);
     cmd.args(["bridge", "--watch-interval-ms", "100"]).args(flags);
     let (transport, _) = TokioChildProcess::builder(cmd).spawn().expect("the bridge starts");
     let (tx, rx) = mpsc::unbounded_channel();
-    let session = tokio::time::timeout(PATIENCE, Host { heard: tx }.serve(transport))
+    let host = Host { heard: tx.clone(), tasks };
+    let lifecycle = match era {
+        Era::Handshake => ClientLifecycleMode::Initialize,
+        Era::Discover => ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+    };
+    let session = tokio::time::timeout(PATIENCE, host.serve_with_lifecycle(transport, lifecycle))
         .await
-        .expect("initialized in time")
+        .expect("the session opens in time")
         .expect("the MCP session starts");
+    let info = session.peer_info().expect("the bridge introduced itself");
+    assert_eq!(info.protocol_version, era.version(), "the version negotiated");
+    if era == Era::Discover {
+        let filter = SubscriptionFilter::builder().tools_list_changed().build();
+        let mut subscription = session.peer().listen(filter).await.expect("subscriptions/listen");
+        assert_eq!(subscription.acknowledged().tools_list_changed, Some(true));
+        tokio::spawn(async move {
+            while let Ok(Some(notification)) = subscription.next().await {
+                if let ServerNotification::ToolListChangedNotification(_) = notification {
+                    let _ = tx.send(Heard::ListChanged);
+                }
+            }
+        });
+    }
     (session, rx)
 }
 
@@ -107,11 +188,10 @@ async fn list_changed(heard: &mut mpsc::UnboundedReceiver<Heard>) {
     .expect("tools/list_changed in time")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_mcp_host_lists_and_calls_the_mqtt_tools() {
+async fn an_mcp_host_lists_and_calls_the_mqtt_tools(era: Era) {
     let broker = broker();
     let lab = online(&broker, "lab", lab()).await;
-    let (session, mut heard) = bridge(&broker, BRIDGE).await;
+    let (session, mut heard) = bridge(&broker, BRIDGE, era).await;
 
     let info = session.peer_info().expect("the bridge introduced itself");
     assert_eq!(
@@ -223,11 +303,10 @@ async fn an_mcp_host_lists_and_calls_the_mqtt_tools() {
     lab.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn list_changed_is_sent_as_servers_come_and_go() {
+async fn list_changed_is_sent_as_servers_come_and_go(era: Era) {
     let broker = broker();
     let lab = online(&broker, "lab", lab()).await;
-    let (session, mut heard) = bridge(&broker, BRIDGE).await;
+    let (session, mut heard) = bridge(&broker, BRIDGE, era).await;
     assert!(!tools(&session).await.contains_key("late"));
 
     let second = online(&broker, "lab2", lab2()).await;
@@ -261,11 +340,10 @@ async fn list_changed_is_sent_as_servers_come_and_go() {
     lab.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tools_list_comes_in_pages_the_host_follows() {
+async fn tools_list_comes_in_pages_the_host_follows(era: Era) {
     let broker = broker();
     let lab = online(&broker, "lab", lab()).await;
-    let (session, _heard) = bridge_with(&broker, BRIDGE, &["--page-size", "2"]).await;
+    let (session, _heard) = bridge_with(&broker, BRIDGE, era, false, &["--page-size", "2"]).await;
 
     let mut pages = Vec::new();
     let mut cursor = None;
@@ -273,6 +351,15 @@ async fn tools_list_comes_in_pages_the_host_follows() {
         let params = rmcp::model::PaginatedRequestParams::default().with_cursor(cursor);
         let page = session.list_tools(Some(params)).await.expect("a page");
         assert!(page.tools.len() <= 2, "{} tools in one page", page.tools.len());
+        // On 2026-07-28 a page is fresh for one watch interval, for this
+        // host only; before, there are no such fields.
+        match era {
+            Era::Discover => {
+                assert_eq!(page.ttl_ms, Some(100));
+                assert_eq!(page.cache_scope, Some(CacheScope::Private));
+            }
+            Era::Handshake => assert_eq!((page.ttl_ms, page.cache_scope), (None, None)),
+        }
         pages.push(page.tools.iter().map(|t| t.name.to_string()).collect::<Vec<_>>());
         match page.next_cursor {
             Some(next) => cursor = Some(next),
@@ -294,16 +381,20 @@ async fn tools_list_comes_in_pages_the_host_follows() {
     lab.shutdown().await.unwrap();
 }
 
-/// A server whose `wait` tool runs for 30 s unless cancelled, saying so.
+/// A server whose `wait` tool says `waiting` then runs for 30 s unless
+/// cancelled, saying so; `stalls` outlives its 300 ms timeout; `halves`
+/// says `halfway` and returns `{"halves": 2}`; `balks` fails.
 fn waiting_server(started: Arc<AtomicBool>, stopped: Arc<AtomicBool>) -> mcpmqtt::ServerBuilder {
     let wait = mcpmqtt::ToolDef::builder("wait")
         .description("Waits 30 s, unless cancelled.")
         .allowed_callers([BRIDGE])
+        .streaming(true)
         .timeout(Duration::from_secs(60))
         .handler(move |ctx, _args| {
             let (started, stopped) = (started.clone(), stopped.clone());
             async move {
                 started.store(true, Ordering::SeqCst);
+                ctx.progress(1.0, None, "waiting").await?;
                 tokio::select! {
                     _ = ctx.cancelled() => {
                         stopped.store(true, Ordering::SeqCst);
@@ -315,10 +406,39 @@ fn waiting_server(started: Arc<AtomicBool>, stopped: Arc<AtomicBool>) -> mcpmqtt
         })
         .build()
         .unwrap();
+    let stalls = mcpmqtt::ToolDef::builder("stalls")
+        .description("Never answers in time.")
+        .allowed_callers([BRIDGE])
+        .timeout(Duration::from_millis(300))
+        .handler(|_ctx, _args| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(json!("too late"))
+        })
+        .build()
+        .unwrap();
+    let halves = mcpmqtt::ToolDef::builder("halves")
+        .description("Says halfway, then returns.")
+        .allowed_callers([BRIDGE])
+        .streaming(true)
+        .handler(|ctx, _args| async move {
+            ctx.progress(1.0, Some(2.0), "halfway").await?;
+            Ok(json!({"halves": 2}))
+        })
+        .build()
+        .unwrap();
+    let balks = mcpmqtt::ToolDef::builder("balks")
+        .description("Fails.")
+        .allowed_callers([BRIDGE])
+        .handler(|_ctx, _args| async { Err::<Value, _>(mcpmqtt::ToolError::new("balked").with_code("no")) })
+        .build()
+        .unwrap();
     mcpmqtt::Server::builder("lab3")
         .namespace(NS)
         .adopt_orphaned_sessions(false)
         .tool_def(wait)
+        .tool_def(stalls)
+        .tool_def(halves)
+        .tool_def(balks)
 }
 
 async fn wait_until(flag: &AtomicBool, what: &str) {
@@ -331,8 +451,7 @@ async fn wait_until(flag: &AtomicBool, what: &str) {
     .unwrap_or_else(|_| panic!("waited in vain for {what}"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_hosts_cancel_stops_the_call_on_the_server() {
+async fn the_hosts_cancel_stops_the_call_on_the_server(era: Era) {
     let (started, stopped) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let manifest = waiting_server(started.clone(), stopped.clone())
         .build()
@@ -340,7 +459,7 @@ async fn the_hosts_cancel_stops_the_call_on_the_server() {
         .acl_manifest();
     let broker = broker_for(&manifest);
     let server = online(&broker, "lab3", waiting_server(started.clone(), stopped.clone())).await;
-    let (session, _heard) = bridge(&broker, BRIDGE).await;
+    let (session, _heard) = bridge(&broker, BRIDGE, era).await;
 
     let request =
         rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(call("wait", json!({}))));
@@ -353,6 +472,127 @@ async fn the_hosts_cancel_stops_the_call_on_the_server() {
     // notifications/cancelled, as a host sends it when the user gives up.
     handle.cancel(Some("the user gave up".into())).await.unwrap();
     wait_until(&stopped, "the tool to hear the cancel").await;
+    session.cancel().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+/// The task's state, once `done` says it is what the test waits for.
+async fn task_until(session: &Session, task_id: &str, done: impl Fn(&GetTaskResult) -> bool) -> GetTaskResult {
+    let mut last = None;
+    let waited = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let task = session
+                .peer()
+                .get_task(GetTaskParams::new(task_id))
+                .await
+                .expect("tasks/get answers");
+            if done(&task) {
+                return task;
+            }
+            last = Some(task);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|_| panic!("the task never got there; last seen: {last:?}"))
+}
+
+/// Calls `tool` as a task; its id.
+async fn call_as_task(session: &Session, tool: &str) -> String {
+    match session.peer().call_tool_once(call(tool, json!({}))).await.expect("tools/call answers") {
+        CallToolResponse::Task(created) => {
+            assert_eq!(created.task.status, TaskStatus::Working);
+            created.task.task_id
+        }
+        other => panic!("expected a task, got {other:?}"),
+    }
+}
+
+async fn calls_become_tasks_for_a_host_that_asks(era: Era) {
+    let (started, stopped) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let manifest = waiting_server(started.clone(), stopped.clone())
+        .build()
+        .unwrap()
+        .acl_manifest();
+    let broker = broker_for(&manifest);
+    let server = online(&broker, "lab3", waiting_server(started.clone(), stopped.clone())).await;
+    let (session, _heard) = bridge_with(&broker, BRIDGE, era, true, &[]).await;
+    let info = session.peer_info().unwrap();
+    assert!(info.capabilities.supports_tasks(), "the bridge declares the tasks extension");
+
+    // Working, with the last progress message, then completed with the
+    // result: the task outlives the request that created it.
+    let id = call_as_task(&session, "halves").await;
+    let task = task_until(&session, &id, |t| t.task.status() == TaskStatus::Completed).await;
+    let TaskPayload::Completed { result } = task.task.payload else {
+        unreachable!()
+    };
+    let result: CallToolResult = serde_json::from_value(Value::Object(result)).unwrap();
+    assert_eq!(result.is_error, Some(false));
+    assert_eq!(result.structured_content, Some(json!({"halves": 2})));
+    assert_eq!(task.task.task.status_message.as_deref(), Some("halfway"));
+
+    // A tool's failure is a completed task with an isError result.
+    let id = call_as_task(&session, "balks").await;
+    let task = task_until(&session, &id, |t| t.task.status().is_terminal()).await;
+    let TaskPayload::Completed { result } = task.task.payload else {
+        panic!("expected completed, got {:?}", task.task.payload)
+    };
+    let result: CallToolResult = serde_json::from_value(Value::Object(result)).unwrap();
+    assert_eq!(result.is_error, Some(true));
+    assert_eq!(text(&result), "tool error: balked (code no)");
+
+    // No answer in time: failed, with the error.
+    let id = call_as_task(&session, "stalls").await;
+    let task = task_until(&session, &id, |t| t.task.status().is_terminal()).await;
+    let TaskPayload::Failed { error } = task.task.payload else {
+        panic!("expected failed, got {:?}", task.task.payload)
+    };
+    assert_eq!(error["data"], json!({"type": "timeout"}), "{error:?}");
+
+    // Working with the tool's message until tasks/cancel, which cancels the
+    // MQTT call: the tool hears it.
+    let id = call_as_task(&session, "wait").await;
+    let task = task_until(&session, &id, |t| t.task.task.status_message.as_deref() == Some("waiting")).await;
+    assert_eq!(task.task.status(), TaskStatus::Working);
+    assert!(!stopped.load(Ordering::SeqCst));
+    session
+        .peer()
+        .cancel_task(CancelTaskParams::new(&id))
+        .await
+        .expect("tasks/cancel answers");
+    task_until(&session, &id, |t| t.task.status() == TaskStatus::Cancelled).await;
+    wait_until(&stopped, "the tool to hear the cancel").await;
+
+    // An unknown task is an invalid-params error.
+    let err = session
+        .peer()
+        .get_task(GetTaskParams::new("nosuch"))
+        .await
+        .expect_err("an unknown task");
+    assert!(err.to_string().contains("unknown task"), "{err}");
+
+    session.cancel().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_that_does_not_ask_for_tasks_gets_results() {
+    let (started, stopped) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let manifest = waiting_server(started.clone(), stopped.clone())
+        .build()
+        .unwrap()
+        .acl_manifest();
+    let broker = broker_for(&manifest);
+    let server = online(&broker, "lab3", waiting_server(started, stopped)).await;
+    let (session, _heard) = bridge(&broker, BRIDGE, Era::Discover).await;
+    match session.peer().call_tool_once(call("halves", json!({}))).await.unwrap() {
+        CallToolResponse::Complete(result) => assert_eq!(result.structured_content, Some(json!({"halves": 2}))),
+        other => panic!("expected a result, got {other:?}"),
+    }
+    // tasks/* without the extension: the capability is missing.
+    let err = session.peer().get_task(GetTaskParams::new("any")).await.unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("capabilit"), "{err}");
     session.cancel().await.unwrap();
     server.shutdown().await.unwrap();
 }
