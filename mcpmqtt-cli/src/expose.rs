@@ -1,6 +1,11 @@
 //! `expose`: runs a stdio MCP server as a child and hosts its tools on MQTT,
 //! each with the callers the flags and the ACL file allow, so that the
 //! broker enforces who may call them.
+//!
+//! The child may speak either era of MCP: `expose` opens with
+//! `server/discover` (2026-07-28, or an older revision the child names in
+//! answer), and falls back to `initialize` when the child does not know
+//! discover.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -11,11 +16,11 @@ use mcpmqtt::{CallContext, Server, ToolDef, ToolError};
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam, ClientCapabilities,
     ClientConfig, ClientRequest, ContentBlock, ErrorCode, Implementation, ProgressNotificationParam, ProgressToken,
-    ServerResult,
+    ProtocolVersion, ServerResult,
 };
-use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, NotificationContext, PeerRequestOptions, RunningService};
 use rmcp::transport::TokioChildProcess;
-use rmcp::{ClientHandler, Peer, RoleClient, ServiceError, ServiceExt};
+use rmcp::{ClientHandler, Peer, RoleClient, ServiceError};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -170,8 +175,16 @@ async fn start_child(command: &[String]) -> Result<Child, Failure> {
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .map_err(|e| anyhow::anyhow!("could not start `{program}`: {e}"))?;
+    // Newest first: a child that knows discover but not 2026-07-28 names
+    // the versions it has, and the newest shared one is used.
+    let mut versions = ProtocolVersion::known_up_to(&ProtocolVersion::V_2026_07_28).to_vec();
+    versions.reverse();
+    let lifecycle = ClientLifecycleMode::Auto {
+        preferred_versions: versions,
+        legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
+    };
     ChildClient::default()
-        .serve(transport)
+        .serve_with_lifecycle(transport, lifecycle)
         .await
         .map_err(|e| Failure::Other(anyhow::anyhow!("`{program}` did not start as an MCP server: {e}")))
 }
@@ -385,8 +398,11 @@ pub async fn run(connect: &ConnectArgs, args: &ExposeArgs) -> Result<(), Failure
             return Err(e.into());
         }
     };
+    let version = child
+        .peer_info()
+        .map_or_else(|| "?".to_owned(), |info| info.protocol_version.to_string());
     eprintln!(
-        "exposing {} tool(s) as `{}` in namespace `{}`",
+        "exposing {} tool(s) as `{}` in namespace `{}` (MCP {version})",
         handle.server().tools().len(),
         handle.server().name(),
         handle.server().topics().namespace()

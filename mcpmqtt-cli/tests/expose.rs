@@ -1,7 +1,8 @@
 //! `mcpmqtt expose` hosting a stdio MCP server (`mcpmqtt-stdio-demo`) on
 //! MQTT, with the ACL it prints itself loaded into Mosquitto: the demo's tools
 //! get cards, calls and progress reach them, and the broker enforces who may
-//! call which.
+//! call which. The demo speaks both eras of MCP, or one only
+//! (`--protocol`): expose drives it in each case.
 
 mod common;
 
@@ -30,16 +31,71 @@ fn acl_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
     path
 }
 
+/// Which eras of MCP the demo speaks.
+#[derive(Debug, Clone, Copy)]
+enum Speaks {
+    Both,
+    Discover,
+    Handshake,
+}
+
+impl Speaks {
+    /// The demo's flags.
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Speaks::Both => &[],
+            Speaks::Discover => &["--protocol", "2026-07-28"],
+            Speaks::Handshake => &["--protocol", "handshake"],
+        }
+    }
+
+    /// The version expose should end up speaking with it.
+    fn negotiated(self) -> &'static str {
+        match self {
+            Speaks::Both | Speaks::Discover => "2026-07-28",
+            Speaks::Handshake => "2025-11-25",
+        }
+    }
+}
+
+/// Runs a test against the demo speaking both eras, 2026-07-28 only and
+/// the handshake only, as `test_name::{both, discover_only, handshake_only}`.
+macro_rules! with_each_demo {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            use super::Speaks;
+            #[tokio::test(flavor = "multi_thread")]
+            async fn both() {
+                super::$test(Speaks::Both).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn discover_only() {
+                super::$test(Speaks::Discover).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn handshake_only() {
+                super::$test(Speaks::Handshake).await
+            }
+        }
+    )*};
+}
+
+with_each_demo!(
+    the_demo_server_is_hosted_on_mqtt_behind_the_brokers_acl,
+    a_cancel_over_mqtt_reaches_the_child_as_notifications_cancelled,
+);
+
 /// A broker enforcing the ACL that `expose --emit-acl` prints for the demo,
 /// and `mcpmqtt expose` hosting the demo on it (stderr piped). The
 /// directory holds the ACL file, for as long as the test keeps it.
-async fn expose_demo() -> (tempfile::TempDir, mosquitto::Mosquitto, tokio::process::Child) {
+async fn expose_demo(speaks: Speaks) -> (tempfile::TempDir, mosquitto::Mosquitto, tokio::process::Child) {
     let dir = tempfile::tempdir().unwrap();
     let acl = acl_file(&dir);
     let mut emit = bare();
     emit.args(["--namespace", NS])
         .args(expose_args(&acl))
-        .args(["--emit-acl", "manifest", "--", DEMO]);
+        .args(["--emit-acl", "manifest", "--", DEMO])
+        .args(speaks.flags());
     let (code, manifest, err) = parts(&output(&mut emit).await);
     assert_eq!(code, 0, "{err}");
     let broker = broker_for(&AclManifest::from_json(&manifest).unwrap());
@@ -47,6 +103,7 @@ async fn expose_demo() -> (tempfile::TempDir, mosquitto::Mosquitto, tokio::proce
     expose
         .args(expose_args(&acl))
         .args(["--", DEMO])
+        .args(speaks.flags())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let exposed = expose.spawn().unwrap();
@@ -110,9 +167,8 @@ async fn emit_acl_lists_the_childs_tools_with_their_callers() {
     assert_eq!(out, manifest.render(AclFormat::Mosquitto));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_demo_server_is_hosted_on_mqtt_behind_the_brokers_acl() {
-    let (_dir, broker, mut exposed) = expose_demo().await;
+async fn the_demo_server_is_hosted_on_mqtt_behind_the_brokers_acl(speaks: Speaks) {
+    let (_dir, broker, mut exposed) = expose_demo(speaks).await;
 
     let tester = client(&broker, "tester").await;
     let operator = client(&broker, "operator").await;
@@ -210,7 +266,10 @@ async fn the_demo_server_is_hosted_on_mqtt_behind_the_brokers_acl() {
         .await
         .unwrap();
     assert!(
-        stderr.contains("exposing 3 tool(s) as `demo` in namespace `lab`"),
+        stderr.contains(&format!(
+            "exposing 3 tool(s) as `demo` in namespace `lab` (MCP {})",
+            speaks.negotiated()
+        )),
         "{stderr}"
     );
 }
@@ -247,10 +306,20 @@ async fn a_command_that_is_not_an_mcp_server_is_a_clear_error() {
     assert_eq!(code, 2, "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_cancel_over_mqtt_reaches_the_child_as_notifications_cancelled() {
-    let (_dir, broker, mut exposed) = expose_demo().await;
+async fn a_cancel_over_mqtt_reaches_the_child_as_notifications_cancelled(speaks: Speaks) {
+    let (_dir, broker, mut exposed) = expose_demo(speaks).await;
     let mut stderr = tokio::io::BufReader::new(exposed.stderr.take().unwrap()).lines();
+    let exposing = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            if line.contains("exposing") {
+                return line;
+            }
+        }
+        panic!("expose ended before it said what it exposes");
+    })
+    .await
+    .expect("expose starts in time");
+    assert!(exposing.ends_with(&format!("(MCP {})", speaks.negotiated())), "{exposing}");
 
     let tester = client(&broker, "tester").await;
     tester

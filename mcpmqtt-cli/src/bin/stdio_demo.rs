@@ -5,20 +5,38 @@
 //! - `fail {message}`: fails with the message (an `isError` result);
 //! - `count {n, delay_ms?}`: reports progress `i/n` with the message
 //!   `step i of n`, then returns `{"count": n}` as structured content.
+//!
+//! It speaks both eras of MCP, unless told to speak one (to try a host
+//! against servers that do not):
+//!
+//! - `--protocol 2026-07-28`: `server/discover` only; `initialize` fails;
+//! - `--protocol handshake`: `initialize` only, up to 2025-11-25;
+//!   `server/discover` is an unknown method, as to servers older than it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, DiscoverRequestMethod, DiscoverResult,
+    Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion,
+    ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{json, Value};
 
-struct Demo;
+/// Which eras of MCP the demo speaks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Speaks {
+    Both,
+    Discover,
+    Handshake,
+}
+
+struct Demo {
+    speaks: Speaks,
+}
 
 fn object(value: Value) -> Arc<JsonObject> {
     match value {
@@ -77,6 +95,24 @@ impl ServerHandler for Demo {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("mcpmqtt-stdio-demo", env!("CARGO_PKG_VERSION")))
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        match self.speaks {
+            Speaks::Both => Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2026_07_28)),
+            Speaks::Discover => Cow::Owned(vec![ProtocolVersion::V_2026_07_28]),
+            Speaks::Handshake => Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25)),
+        }
+    }
+
+    async fn discover(&self, _context: RequestContext<RoleServer>) -> Result<DiscoverResult, ErrorData> {
+        if self.speaks == Speaks::Handshake {
+            return Err(ErrorData::method_not_found::<DiscoverRequestMethod>());
+        }
+        Ok(DiscoverResult::from_server_info(
+            self.supported_protocol_versions().into_owned(),
+            self.get_info(),
+        ))
     }
 
     async fn list_tools(
@@ -142,7 +178,14 @@ impl ServerHandler for Demo {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let service = Demo.serve(rmcp::transport::stdio()).await?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let speaks = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => Speaks::Both,
+        ["--protocol", "2026-07-28"] => Speaks::Discover,
+        ["--protocol", "handshake"] => Speaks::Handshake,
+        _ => return Err("usage: mcpmqtt-stdio-demo [--protocol 2026-07-28|handshake]".into()),
+    };
+    let service = Demo { speaks }.serve(rmcp::transport::stdio()).await?;
     service.waiting().await?;
     Ok(())
 }
