@@ -31,10 +31,9 @@ use std::time::Duration;
 
 use mcpmqtt::{CallError, CallOptions, Client, Partial, ToolCard, ToolFilter};
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
-    GetTaskParams, GetTaskResult, Implementation, JsonObject, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig, SubscriptionFilter, Tool,
-    ToolAnnotations, UpdateTaskParams,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock, GetTaskParams,
+    GetTaskResult, Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ProtocolVersion, ServerCapabilities, ServerConfig, SubscriptionFilter, Tool, ToolAnnotations, UpdateTaskParams,
 };
 use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::task_manager::TaskManager;
@@ -136,7 +135,8 @@ impl Bridge {
         let mut steps = Steps::default();
         while let Some(partial) = pending.next_partial().await {
             let step = steps.next(partial);
-            let mut notification = ProgressNotificationParam::new(token.clone(), step.progress).with_message(step.message);
+            let mut notification =
+                ProgressNotificationParam::new(token.clone(), step.progress).with_message(step.message);
             if let Some(total) = step.total {
                 notification = notification.with_total(total);
             }
@@ -313,7 +313,9 @@ impl ServerHandler for Bridge {
         let modern = is_modern(&context);
         let timeout = tool_timeout(&self.client, &name).await;
         if context.client_capabilities().is_some_and(|c| c.supports_tasks()) {
-            return Ok(CallToolResponse::Task(tasks::start(self, name, arguments, timeout, modern)));
+            return Ok(CallToolResponse::Task(tasks::start(
+                self, name, arguments, timeout, modern,
+            )));
         }
         let options = CallOptions::new().timeout(timeout);
         let outcome = tokio::select! {
@@ -406,7 +408,9 @@ async fn watch_tools(client: Client, interval: Duration, changes: watch::Sender<
 /// 2026-07-28 hear of them on their `subscriptions/listen` stream only.
 async fn announce_changes(peer: Peer<RoleServer>, mut changes: watch::Receiver<u64>) {
     while changes.changed().await.is_ok() {
-        let handshake = peer.peer_info().is_some_and(|info| info.protocol_version.has_initialize());
+        let handshake = peer
+            .peer_info()
+            .is_some_and(|info| info.protocol_version.has_initialize());
         if !handshake {
             continue;
         }

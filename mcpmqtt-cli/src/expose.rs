@@ -6,23 +6,35 @@
 //! `server/discover` (2026-07-28, or an older revision the child names in
 //! answer), and falls back to `initialize` when the child does not know
 //! discover.
+//!
+//! - A child's progress becomes progress partials; a cancel over MQTT
+//!   becomes `notifications/cancelled`.
+//! - `expose` declares the tasks extension: a child that answers a call
+//!   with a task is polled (`tasks/get`, at the interval it asks for) until
+//!   the task ends; each new status message is a progress partial, and a
+//!   cancel over MQTT becomes `tasks/cancel`.
+//! - When the child says its tools changed (`notifications/tools/list_changed`,
+//!   on a `subscriptions/listen` stream on 2026-07-28), they are listed again
+//!   and, if they differ, the MQTT side is restarted with them: the cards go
+//!   offline, calls in flight finish, and the new cards come online.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mcpmqtt::{CallContext, Server, ToolDef, ToolError};
+use mcpmqtt::{CallContext, Server, ServerHandle, ToolDef, ToolError};
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam, ClientCapabilities,
-    ClientConfig, ClientRequest, ContentBlock, ErrorCode, Implementation, ProgressNotificationParam, ProgressToken,
-    ProtocolVersion, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResult, CancelTaskParams, CancelledNotificationParam,
+    ClientCapabilities, ClientConfig, ClientRequest, ContentBlock, ErrorCode, GetTaskParams, Implementation,
+    ProgressNotificationParam, ProgressToken, ProtocolVersion, ServerNotification, ServerResult, SubscriptionFilter,
+    Task, TaskPayload, Tool,
 };
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, NotificationContext, PeerRequestOptions, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceError};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::cli::{ConnectArgs, ExposeArgs};
 use crate::exit::Failure;
@@ -33,6 +45,10 @@ pub const EVERY_TOOL: &str = "*";
 const EARLY_PROGRESS_LIMIT: usize = 256;
 /// How long a call that streamed waits after its answer for late progress.
 const PROGRESS_GRACE: Duration = Duration::from_millis(20);
+/// Bounds on how often a child's task is polled, whatever it asks for.
+const TASK_POLL: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(5));
+/// How long `tasks/cancel` is waited for.
+const TASK_CANCEL_WAIT: Duration = Duration::from_secs(5);
 
 /// Who may call which tool: from `--acl FILE` and `--allow` flags.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -114,10 +130,12 @@ struct ProgressRoutes {
     early: HashMap<ProgressToken, Vec<ProgressNotificationParam>>,
 }
 
-/// The MCP client side of `expose`: receives the child's progress.
+/// The MCP client side of `expose`: receives the child's progress and
+/// hears when its tools change.
 #[derive(Clone, Default)]
 struct ChildClient {
     progress: Arc<Mutex<ProgressRoutes>>,
+    tools_changed: Arc<Notify>,
 }
 
 impl ChildClient {
@@ -153,9 +171,13 @@ impl ClientHandler for ChildClient {
             .push(params);
     }
 
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.tools_changed.notify_one();
+    }
+
     fn get_info(&self) -> ClientConfig {
         ClientConfig::new(
-            ClientCapabilities::default(),
+            ClientCapabilities::builder().enable_tasks().build(),
             Implementation::new("mcpmqtt-expose", env!("CARGO_PKG_VERSION")),
         )
     }
@@ -248,9 +270,65 @@ async fn forward(
     }
     match outcome.map_err(child_error)? {
         ServerResult::CallToolResult(result) => into_value(result),
+        ServerResult::CreateTaskResult(created) => follow_task(&child, &ctx, created.task).await,
         other => Err(ToolError::new(format!(
             "the MCP server answered with something else: {other:?}"
         ))),
+    }
+}
+
+/// Polls a child's task to its end; its status messages become progress
+/// partials, and a cancel over MQTT becomes `tasks/cancel`.
+async fn follow_task(child: &Peer<RoleClient>, ctx: &CallContext, task: Task) -> Result<Value, ToolError> {
+    let id = task.task_id;
+    let poll = Duration::from_millis(task.poll_interval_ms.unwrap_or(1_000)).clamp(TASK_POLL.0, TASK_POLL.1);
+    let mut message = task.status_message;
+    let mut steps = 0u32;
+    loop {
+        tokio::select! {
+            _ = ctx.cancelled() => {
+                let cancel = child.cancel_task(CancelTaskParams::new(&id));
+                match tokio::time::timeout(TASK_CANCEL_WAIT, cancel).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!(task = %id, error = %e, "tasks/cancel failed"),
+                    Err(_) => tracing::debug!(task = %id, "tasks/cancel was not answered in time"),
+                }
+                return Err(ToolError::new("cancelled"));
+            }
+            _ = tokio::time::sleep(poll) => {}
+        }
+        let now = child.get_task(GetTaskParams::new(&id)).await.map_err(child_error)?;
+        if now.task.task.status_message.is_some() && now.task.task.status_message != message {
+            message = now.task.task.status_message.clone();
+            steps += 1;
+            let text = message.clone().unwrap_or_default();
+            if let Err(e) = ctx.progress(f64::from(steps), None, text).await {
+                tracing::debug!(error = %e, "could not stream a partial");
+            }
+        }
+        match now.task.payload {
+            TaskPayload::Completed { result } => {
+                let result: CallToolResult = serde_json::from_value(Value::Object(result)).map_err(|e| {
+                    ToolError::new(format!("the MCP server's task ended with an unreadable result: {e}"))
+                })?;
+                return into_value(result);
+            }
+            TaskPayload::Failed { error } => {
+                let message = error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the task failed");
+                return Err(ToolError::new(message));
+            }
+            TaskPayload::Cancelled => return Err(ToolError::new("the MCP server cancelled the task")),
+            TaskPayload::InputRequired { .. } => {
+                let _ = tokio::time::timeout(TASK_CANCEL_WAIT, child.cancel_task(CancelTaskParams::new(&id))).await;
+                return Err(ToolError::new(
+                    "the MCP server asked for input during its task, which an MQTT call cannot give",
+                ));
+            }
+            _ => {}
+        }
     }
 }
 
@@ -313,13 +391,23 @@ fn read_allowed(args: &ExposeArgs) -> Result<Allowed, Failure> {
     Ok(allowed)
 }
 
-/// The server hosting the child's tools.
-async fn build_server(connect: &ConnectArgs, args: &ExposeArgs, child: &Child) -> Result<Server, Failure> {
-    let allowed = read_allowed(args)?;
-    let tools = child
+/// The child's tools.
+async fn list_tools(child: &ChildLink) -> Result<Vec<Tool>, Failure> {
+    child
+        .peer
         .list_all_tools()
         .await
-        .map_err(|e| anyhow::anyhow!("could not list the MCP server's tools: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("could not list the MCP server's tools: {e}").into())
+}
+
+/// The server hosting `tools`, the child's.
+fn build_server(
+    connect: &ConnectArgs,
+    args: &ExposeArgs,
+    allowed: &Allowed,
+    child: &ChildLink,
+    tools: &[Tool],
+) -> Result<Server, Failure> {
     let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
     for unknown in allowed.unknown_tools(&names) {
         eprintln!("warning: the ACL names `{unknown}`, which the MCP server does not have");
@@ -339,8 +427,8 @@ async fn build_server(connect: &ConnectArgs, args: &ExposeArgs, child: &Child) -
         if callers.is_empty() {
             eprintln!("warning: no caller is allowed `{name}`: give some with --allow {name}=CALLER or --acl");
         }
-        let peer = child.peer().clone();
-        let handler = child.service().clone();
+        let peer = child.peer.clone();
+        let handler = child.client.clone();
         let forwarded = name.clone();
         let mut def = ToolDef::builder(name)
             .description(tool.description.as_deref().unwrap_or_default())
@@ -376,49 +464,136 @@ async fn build_server(connect: &ConnectArgs, args: &ExposeArgs, child: &Child) -
     Ok(server.build()?)
 }
 
-/// Runs `expose` until Ctrl-C, SIGTERM, or the child's exit.
-pub async fn run(connect: &ConnectArgs, args: &ExposeArgs) -> Result<(), Failure> {
-    let child = start_child(&args.command).await?;
-    let server = match build_server(connect, args, &child).await {
-        Ok(server) => server,
-        Err(e) => {
-            let _ = child.cancel().await;
-            return Err(e);
-        }
-    };
-    if let Some(format) = args.emit_acl {
-        print!("{}", server.acl_manifest().render(format));
-        let _ = child.cancel().await;
-        return Ok(());
+/// Asks a child of 2026-07-28 to tell of tool changes, on a
+/// `subscriptions/listen` stream; a child of the handshake era sends them
+/// unasked.
+async fn listen_for_tool_changes(child: &ChildLink) {
+    let Some(info) = child.peer.peer_info() else { return };
+    let declared = info.capabilities.tools.as_ref().and_then(|t| t.list_changed) == Some(true);
+    if info.protocol_version.has_initialize() || !declared {
+        return;
     }
-    let handle = match server.start().await {
-        Ok(handle) => handle,
+    let filter = SubscriptionFilter::builder().tools_list_changed().build();
+    let mut subscription = match child.peer.listen(filter).await {
+        Ok(subscription) => subscription,
         Err(e) => {
-            let _ = child.cancel().await;
-            return Err(e.into());
+            eprintln!("warning: the MCP server's tool changes will not be followed: {e}");
+            return;
         }
     };
-    let version = child
-        .peer_info()
-        .map_or_else(|| "?".to_owned(), |info| info.protocol_version.to_string());
+    let changed = child.client.tools_changed.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(notification)) = subscription.next().await {
+            if let ServerNotification::ToolListChangedNotification(_) = notification {
+                changed.notify_one();
+            }
+        }
+    });
+}
+
+/// Says what is exposed.
+fn exposing(handle: &ServerHandle, version: &str) {
     eprintln!(
         "exposing {} tool(s) as `{}` in namespace `{}` (MCP {version})",
         handle.server().tools().len(),
         handle.server().name(),
         handle.server().topics().namespace()
     );
+}
+
+/// Runs `expose` until Ctrl-C, SIGTERM, or the child's exit.
+pub async fn run(connect: &ConnectArgs, args: &ExposeArgs) -> Result<(), Failure> {
+    let child = start_child(&args.command).await?;
+    let link = ChildLink {
+        peer: child.peer().clone(),
+        client: child.service().clone(),
+    };
     let stop = child.cancellation_token();
     let mut exited = tokio::spawn(child.waiting());
-    let child_exited = tokio::select! {
-        _ = shutdown_signal() => false,
-        _ = &mut exited => true,
-    };
-    handle.shutdown().await?;
-    if child_exited {
-        return Err(anyhow::anyhow!("the MCP server exited; its tools are offline").into());
+    let outcome = serve(connect, args, &link, &mut exited).await;
+    if !matches!(outcome, Err(Exit::ChildExited(_))) {
+        stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), exited).await;
     }
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), exited).await;
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(Exit::ChildExited(e)) | Err(Exit::Failed(e)) => Err(e),
+    }
+}
+
+/// What `serve` needs of the running child.
+struct ChildLink {
+    peer: Peer<RoleClient>,
+    client: ChildClient,
+}
+
+/// Why `serve` ended other than by a signal.
+enum Exit {
+    /// The child is gone.
+    ChildExited(Failure),
+    Failed(Failure),
+}
+
+impl<E: Into<Failure>> From<E> for Exit {
+    fn from(e: E) -> Self {
+        Exit::Failed(e.into())
+    }
+}
+
+/// Hosts the child's tools until a signal, following its tool changes.
+async fn serve(
+    connect: &ConnectArgs,
+    args: &ExposeArgs,
+    child: &ChildLink,
+    exited: &mut tokio::task::JoinHandle<Result<rmcp::service::QuitReason, tokio::task::JoinError>>,
+) -> Result<(), Exit> {
+    let allowed = read_allowed(args)?;
+    let mut tools = list_tools(child).await?;
+    let server = build_server(connect, args, &allowed, child, &tools)?;
+    if let Some(format) = args.emit_acl {
+        print!("{}", server.acl_manifest().render(format));
+        return Ok(());
+    }
+    let version = child
+        .peer
+        .peer_info()
+        .map_or_else(|| "?".to_owned(), |info| info.protocol_version.to_string());
+    let mut handle = server.start().await?;
+    exposing(&handle, &version);
+    listen_for_tool_changes(child).await;
+    let changed = child.client.tools_changed.clone();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = &mut *exited => {
+                handle.shutdown().await?;
+                return Err(Exit::ChildExited(anyhow::anyhow!("the MCP server exited; its tools are offline").into()));
+            }
+            _ = changed.notified() => {
+                let now = match list_tools(child).await {
+                    Ok(now) => now,
+                    // The child is going: the branch above says so.
+                    Err(_) if exited.is_finished() => continue,
+                    Err(e) => {
+                        handle.shutdown().await?;
+                        return Err(e.into());
+                    }
+                };
+                if now == tools {
+                    continue;
+                }
+                tools = now;
+                let server = build_server(connect, args, &allowed, child, &tools)?;
+                handle.shutdown().await?;
+                handle = server.start().await?;
+                eprint!("the MCP server's tools changed: ");
+                exposing(&handle, &version);
+            }
+        }
+    }
+    handle.shutdown().await?;
     Ok(())
 }
 

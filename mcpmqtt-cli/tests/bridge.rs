@@ -14,8 +14,8 @@ use std::time::Duration;
 use common::*;
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
-    ClientConfig, GetTaskParams, GetTaskResult, Implementation, JsonObject, ProgressNotificationParam,
-    ProtocolVersion, ServerNotification, SubscriptionFilter, TaskPayload, TaskStatus, Tool,
+    ClientConfig, GetTaskParams, GetTaskResult, Implementation, JsonObject, ProgressNotificationParam, ProtocolVersion,
+    ServerNotification, SubscriptionFilter, TaskPayload, TaskStatus, Tool,
 };
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, NotificationContext, RunningService};
 use rmcp::transport::TokioChildProcess;
@@ -121,7 +121,10 @@ async fn bridge_with(
     cmd.args(["bridge", "--watch-interval-ms", "100"]).args(flags);
     let (transport, _) = TokioChildProcess::builder(cmd).spawn().expect("the bridge starts");
     let (tx, rx) = mpsc::unbounded_channel();
-    let host = Host { heard: tx.clone(), tasks };
+    let host = Host {
+        heard: tx.clone(),
+        tasks,
+    };
     let lifecycle = match era {
         Era::Handshake => ClientLifecycleMode::Initialize,
         Era::Discover => ClientLifecycleMode::Discover {
@@ -499,7 +502,12 @@ async fn task_until(session: &Session, task_id: &str, done: impl Fn(&GetTaskResu
 
 /// Calls `tool` as a task; its id.
 async fn call_as_task(session: &Session, tool: &str) -> String {
-    match session.peer().call_tool_once(call(tool, json!({}))).await.expect("tools/call answers") {
+    match session
+        .peer()
+        .call_tool_once(call(tool, json!({})))
+        .await
+        .expect("tools/call answers")
+    {
         CallToolResponse::Task(created) => {
             assert_eq!(created.task.status, TaskStatus::Working);
             created.task.task_id
@@ -518,7 +526,10 @@ async fn calls_become_tasks_for_a_host_that_asks(era: Era) {
     let server = online(&broker, "lab3", waiting_server(started.clone(), stopped.clone())).await;
     let (session, _heard) = bridge_with(&broker, BRIDGE, era, true, &[]).await;
     let info = session.peer_info().unwrap();
-    assert!(info.capabilities.supports_tasks(), "the bridge declares the tasks extension");
+    assert!(
+        info.capabilities.supports_tasks(),
+        "the bridge declares the tasks extension"
+    );
 
     // Working, with the last progress message, then completed with the
     // result: the task outlives the request that created it.
@@ -553,7 +564,10 @@ async fn calls_become_tasks_for_a_host_that_asks(era: Era) {
     // Working with the tool's message until tasks/cancel, which cancels the
     // MQTT call: the tool hears it.
     let id = call_as_task(&session, "wait").await;
-    let task = task_until(&session, &id, |t| t.task.task.status_message.as_deref() == Some("waiting")).await;
+    let task = task_until(&session, &id, |t| {
+        t.task.task.status_message.as_deref() == Some("waiting")
+    })
+    .await;
     assert_eq!(task.task.status(), TaskStatus::Working);
     assert!(!stopped.load(Ordering::SeqCst));
     session

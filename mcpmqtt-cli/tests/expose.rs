@@ -83,6 +83,7 @@ macro_rules! with_each_demo {
 with_each_demo!(
     the_demo_server_is_hosted_on_mqtt_behind_the_brokers_acl,
     a_cancel_over_mqtt_reaches_the_child_as_notifications_cancelled,
+    the_childs_tasks_and_tool_changes_are_followed,
 );
 
 /// A broker enforcing the ACL that `expose --emit-acl` prints for the demo,
@@ -152,7 +153,7 @@ async fn emit_acl_lists_the_childs_tools_with_their_callers() {
             .iter()
             .filter(|t| t.ends_with("/call/operator"))
             .count(),
-        3,
+        6,
         "operator may call every tool: {:?}",
         operator.publish
     );
@@ -267,7 +268,7 @@ async fn the_demo_server_is_hosted_on_mqtt_behind_the_brokers_acl(speaks: Speaks
         .unwrap();
     assert!(
         stderr.contains(&format!(
-            "exposing 3 tool(s) as `demo` in namespace `lab` (MCP {})",
+            "exposing 6 tool(s) as `demo` in namespace `lab` (MCP {})",
             speaks.negotiated()
         )),
         "{stderr}"
@@ -319,7 +320,10 @@ async fn a_cancel_over_mqtt_reaches_the_child_as_notifications_cancelled(speaks:
     })
     .await
     .expect("expose starts in time");
-    assert!(exposing.ends_with(&format!("(MCP {})", speaks.negotiated())), "{exposing}");
+    assert!(
+        exposing.ends_with(&format!("(MCP {})", speaks.negotiated())),
+        "{exposing}"
+    );
 
     let tester = client(&broker, "tester").await;
     tester
@@ -345,6 +349,111 @@ async fn a_cancel_over_mqtt_reaches_the_child_as_notifications_cancelled(speaks:
     })
     .await
     .expect("the child stops early in time");
+    let _ = exposed.start_kill();
+    let _ = exposed.wait().await;
+}
+
+/// Reads `lines` until one contains `what`; that line.
+async fn line_with(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    what: &str,
+) -> String {
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(what) {
+                return line;
+            }
+        }
+        panic!("expose ended before saying {what:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("expose did not say {what:?} in time"))
+}
+
+/// Waits until the listed tools of `demo` are `expected`.
+async fn listed_until(client: &mcpmqtt::Client, expected: &[&str]) {
+    let mut last = Vec::new();
+    let waited = tokio::time::timeout(PATIENCE, async {
+        loop {
+            last = client.tool_names(&mcpmqtt::ToolFilter::new()).await;
+            if last.iter().map(|(tool, _)| tool.as_str()).eq(expected.iter().copied()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "listed {last:?}, waited for {expected:?}");
+}
+
+async fn the_childs_tasks_and_tool_changes_are_followed(speaks: Speaks) {
+    let (_dir, broker, mut exposed) = expose_demo(speaks).await;
+    let mut stderr = tokio::io::BufReader::new(exposed.stderr.take().unwrap()).lines();
+    line_with(&mut stderr, "exposing 6 tool(s)").await;
+    let operator = client(&broker, "operator").await;
+    operator
+        .wait_for_tool("tally", PATIENCE)
+        .await
+        .expect("tally comes online");
+
+    // The child answers `tally` with a task (expose declares the
+    // extension): it is polled to its end, its status messages streamed.
+    let partials = Arc::new(Mutex::new(Vec::new()));
+    let sink = partials.clone();
+    let options = CallOptions::new().on_partial(move |p| sink.lock().unwrap().push(p));
+    let result = operator
+        .call_with("tally", json!({"n": 5, "delay_ms": 60}), options)
+        .await
+        .unwrap();
+    assert_eq!(result, json!({"tally": 5}));
+    let messages: Vec<String> = partials
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| match p {
+            Partial::Progress(p) => p.message.clone(),
+            other => panic!("unexpected partial {other:?}"),
+        })
+        .collect();
+    assert!(!messages.is_empty(), "the task's status came as partials");
+    for message in &messages {
+        assert!(
+            message.starts_with("tally ") && message.ends_with(" of 5"),
+            "{messages:?}"
+        );
+    }
+
+    // A cancel over MQTT becomes tasks/cancel: the child's task stops.
+    let mut pending = operator.call_streaming("tally", json!({"n": 100, "delay_ms": 100}), CallOptions::new());
+    tokio::time::timeout(PATIENCE, pending.next_partial())
+        .await
+        .expect("a first status in time")
+        .expect("a partial");
+    pending.cancel();
+    assert!(matches!(pending.result().await, Err(CallError::Cancelled { .. })));
+    line_with(&mut stderr, "tally: stopped early").await;
+
+    // The child's tools change: expose lists them again and republishes.
+    let all = ["count", "echo", "extra", "fail", "tally", "toggle"];
+    listed_until(&operator, &all).await;
+    assert_eq!(
+        operator.call("toggle", json!({})).await.unwrap(),
+        json!("extra is gone")
+    );
+    line_with(&mut stderr, "the MCP server's tools changed: exposing 5 tool(s)").await;
+    listed_until(&operator, &["count", "echo", "fail", "tally", "toggle"]).await;
+    match operator.call("extra", json!({})).await {
+        Err(CallError::Unavailable { .. }) => {}
+        other => panic!("expected extra to be unavailable, got {other:?}"),
+    }
+    assert_eq!(
+        operator.call("toggle", json!({})).await.unwrap(),
+        json!("extra is back")
+    );
+    line_with(&mut stderr, "the MCP server's tools changed: exposing 6 tool(s)").await;
+    listed_until(&operator, &all).await;
+    assert_eq!(operator.call("extra", json!({})).await.unwrap(), json!("extra"));
+
     let _ = exposed.start_kill();
     let _ = exposed.wait().await;
 }

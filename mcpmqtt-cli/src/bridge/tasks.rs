@@ -83,9 +83,12 @@ fn outcome(result: Result<Value, CallError>, modern: bool) -> Result<CallToolRes
     match result {
         Ok(value) => Ok(success(value, modern)),
         Err(CallError::Cancelled { .. }) => Err(TaskExit::Cancelled),
-        Err(e @ (CallError::Timeout { .. } | CallError::Transport(_) | CallError::Protocol(_))) => Err(TaskExit::Error(
-            McpError::internal_error(e.to_string(), Some(json!({"type": call_error_kind(&e)}))),
-        )),
+        Err(e @ (CallError::Timeout { .. } | CallError::Transport(_) | CallError::Protocol(_))) => {
+            Err(TaskExit::Error(McpError::internal_error(
+                e.to_string(),
+                Some(json!({"type": call_error_kind(&e)})),
+            )))
+        }
         Err(e) => Ok(failure(&e)),
     }
 }
