@@ -447,6 +447,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn output_schemas_other_than_objects_only_on_2026_07_28() {
+        let card: ToolCard = serde_json::from_value(json!({
+            "version": "0.1", "tool": "n", "server": "s", "namespace": "lab", "status": "online",
+            "input_schema": {"type": "object"}, "output_schema": {"type": "integer"},
+            "allowed_callers": []
+        }))
+        .unwrap();
+        assert!(mcp_tool(&card, false).output_schema.is_none());
+        assert_eq!(
+            mcp_tool(&card, true).output_schema.as_deref(),
+            Some(json!({"type": "integer"}).as_object().unwrap())
+        );
+    }
+
+    #[test]
     fn results_and_errors() {
         let ok = success(json!({"pages": 2}), false);
         assert_eq!(ok.is_error, Some(false));

@@ -214,11 +214,16 @@ Configure it in an MCP host as a stdio server, e.g.
      \"args\": [\"bridge\", \"--broker\", \"mqtt://127.0.0.1:1883\", \"--namespace\", \"gtm\"],
      \"env\": {\"MQTT_USERNAME\": \"scout\", \"MQTT_PASSWORD\": \"...\"}}}}
 
-tools/list returns the online tools (inputSchema from their cards), --page-size a page; tools/call forwards the call \
-over MQTT under the bridge's identity, so the broker's ACL still applies. Streamed partials \
-become notifications/progress when the host sent a progress token; call errors become isError \
-results; notifications/tools/list_changed is sent when cards come and go. Logs go to stderr \
-(RUST_LOG).";
+It speaks MCP 2026-07-28 (server/discover) and the revisions that open with initialize \
+(2024-11-05 to 2025-11-25), whichever the host asks for.
+
+tools/list returns the online tools in name order (inputSchema from their cards), --page-size a \
+page; tools/call forwards the call over MQTT under the bridge's identity, so the broker's ACL \
+still applies. Streamed partials become notifications/progress when the host sent a progress \
+token; the host's notifications/cancelled cancels the call; call errors become isError results. \
+A host that declares the tasks extension (io.modelcontextprotocol/tasks) gets a task for every \
+call (tasks/get, tasks/cancel). notifications/tools/list_changed is sent when cards come and go \
+(on 2026-07-28, on the host's subscriptions/listen stream). Logs go to stderr (RUST_LOG).";
 
 /// Flags of `bridge`.
 #[derive(Debug, Args)]
@@ -244,7 +249,9 @@ broker. The broker enforces it: load the ACL printed by --emit-acl.
 Every exposed tool is declared streaming: the child's progress notifications become partials \
 (their message as text, else {\"progress\": p, \"total\": t}). A result is the child's \
 structuredContent if any, else its one text block as a string, else its content blocks as JSON. \
-The child's stderr is passed through; the tools are listed once, at start.
+The child's stderr is passed through. The child may speak MCP 2026-07-28 (server/discover) or \
+an earlier revision (initialize). A child's task is polled to its end (its status messages as \
+partials); when the child's tools change, they are listed again and republished.
 
 The server logs in as --username, or as its server name when only --password is given; with an \
 ACL-enforcing broker, that login is the identity the ACL grants the server's rights to.";

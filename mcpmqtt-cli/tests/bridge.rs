@@ -245,6 +245,12 @@ async fn an_mcp_host_lists_and_calls_the_mqtt_tools(era: Era) {
     let result = session.call_tool(call("count", json!({"n": 3}))).await.unwrap();
     assert_eq!(result.is_error, Some(false));
     assert_eq!(text(&result), "3");
+    // 2026-07-28 takes any JSON as structured content; before, only objects.
+    let structured = match era {
+        Era::Discover => Some(json!(3)),
+        Era::Handshake => None,
+    };
+    assert_eq!(result.structured_content, structured);
     // rmcp's client hands each notification to its handler in a task of its
     // own, so they may reach the handler in any order, even after the answer.
     let mut progress = Vec::new();
