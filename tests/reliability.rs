@@ -476,3 +476,38 @@ async fn a_restarted_instance_keeps_serving_when_the_broker_forces_client_ids() 
         result.unwrap_or_else(|e| panic!("a call to the restarted server failed: {e}"));
     }
 }
+
+/// The next card on `raw` with this `status`, retained or not.
+async fn next_server_card(raw: &mut Raw, status: &str) -> serde_json::Value {
+    loop {
+        let (_, card) = tokio::time::timeout(PATIENCE, raw.recv_json())
+            .await
+            .unwrap_or_else(|_| panic!("no {status} Server Card in time"));
+        if card["status"] == status {
+            return card;
+        }
+    }
+}
+
+#[tokio::test]
+async fn only_a_last_will_names_an_instance_to_adopt() {
+    // A graceful stop drains its calls and unsubscribes: its offline card
+    // names no instance, so no sibling (nor the next instance of the same
+    // process, under a client id the broker forces) takes a session over.
+    let broker = Mosquitto::start();
+    let mut watcher = Raw::connect(&broker, "card-watcher").await;
+    watcher.subscribe("gtm/mcp/servers/gtm-mcp-server/card").await;
+
+    let server = support::fixtures::gtm_online(&broker).await;
+    let online = next_server_card(&mut watcher, "online").await;
+    assert!(online["instance"].is_string(), "{online}");
+    server.shutdown().await.unwrap();
+    let goodbye = next_server_card(&mut watcher, "offline").await;
+    assert!(goodbye.get("instance").is_none(), "{goodbye}");
+
+    let mut crashing = gtm_process(&broker, &[]);
+    let online = next_server_card(&mut watcher, "online").await;
+    crashing.kill();
+    let will = next_server_card(&mut watcher, "offline").await;
+    assert_eq!(will["instance"], online["instance"], "the Will names the dead instance");
+}

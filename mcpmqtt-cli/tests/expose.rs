@@ -105,6 +105,7 @@ async fn expose_demo(speaks: Speaks) -> (tempfile::TempDir, mosquitto::Mosquitto
         .args(expose_args(&acl))
         .args(["--", DEMO])
         .args(speaks.flags())
+        .env("RUST_LOG", "mcpmqtt=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let exposed = expose.spawn().unwrap();
@@ -360,6 +361,8 @@ async fn line_with(
 ) -> String {
     tokio::time::timeout(PATIENCE, async {
         while let Some(line) = lines.next_line().await.unwrap() {
+            // Shown when the test fails.
+            eprintln!("expose: {line}");
             if line.contains(what) {
                 return line;
             }

@@ -33,8 +33,9 @@ use crate::protocol::card::{ServerCard, Status};
 const QUIET: Duration = Duration::from_millis(1000);
 
 /// Watches the server's own card. An offline card while this instance runs
-/// comes from another instance's Last Will (or a graceful stop): the card
-/// is put back online, and a crashed instance's session adopted.
+/// comes from another instance's Last Will, or a graceful stop: the card is
+/// put back online, and the session of the instance a Will names (a
+/// graceful stop names none) adopted.
 pub(crate) async fn watch_siblings(running: Arc<Running>, mut cards: mpsc::UnboundedReceiver<Incoming>) {
     let mut adopted = HashSet::new();
     while let Some(publish) = cards.recv().await {

@@ -392,8 +392,16 @@ pub(super) async fn publish_cards(server: &Server, link: &Link, status: Status, 
     }
 }
 
+/// Online, the card names this instance. The offline card of a graceful
+/// stop names none: the instance unsubscribed and drained its calls, so
+/// there is nothing queued for a sibling to adopt (only a Last Will names
+/// the instance it announces dead).
 async fn publish_server_card(server: &Server, link: &Link, status: Status, instance: &str) -> Result<(), Error> {
-    let card = serde_json::to_vec(&server.instance_card(status, instance))?;
+    let card = match status {
+        Status::Online => server.instance_card(status, instance),
+        Status::Offline => server.server_card(status),
+    };
+    let card = serde_json::to_vec(&card)?;
     publish_card(link, card_message(server.topics.server_card(&server.name), card)).await
 }
 
