@@ -87,7 +87,7 @@ fn is_modern(context: &RequestContext<RoleServer>) -> bool {
 impl Bridge {
     /// A bridge calling through `client`, listing `page_size` tools per
     /// `tools/list` page and looking for changes every `watch_interval`.
-    /// The watcher it starts runs as long as the bridge's runtime.
+    /// The watcher it starts stops once every clone of the bridge is gone.
     pub async fn start(client: Client, page_size: usize, watch_interval: Duration) -> Self {
         let (tx, changes) = watch::channel(0);
         let bridge = Bridge {
