@@ -450,6 +450,31 @@ fn waiting_server(started: Arc<AtomicBool>, stopped: Arc<AtomicBool>) -> mcpmqtt
         .tool_def(balks)
 }
 
+/// `lab3` online, on a broker enforcing its ACL; `started` and `stopped`
+/// are its `wait` tool's.
+struct Lab3 {
+    started: Arc<AtomicBool>,
+    stopped: Arc<AtomicBool>,
+    broker: mosquitto::Mosquitto,
+    server: mcpmqtt::ServerHandle,
+}
+
+async fn lab3() -> Lab3 {
+    let (started, stopped) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let manifest = waiting_server(started.clone(), stopped.clone())
+        .build()
+        .unwrap()
+        .acl_manifest();
+    let broker = broker_for(&manifest);
+    let server = online(&broker, "lab3", waiting_server(started.clone(), stopped.clone())).await;
+    Lab3 {
+        started,
+        stopped,
+        broker,
+        server,
+    }
+}
+
 async fn wait_until(flag: &AtomicBool, what: &str) {
     tokio::time::timeout(PATIENCE, async {
         while !flag.load(Ordering::SeqCst) {
@@ -461,13 +486,12 @@ async fn wait_until(flag: &AtomicBool, what: &str) {
 }
 
 async fn the_hosts_cancel_stops_the_call_on_the_server(era: Era) {
-    let (started, stopped) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    let manifest = waiting_server(started.clone(), stopped.clone())
-        .build()
-        .unwrap()
-        .acl_manifest();
-    let broker = broker_for(&manifest);
-    let server = online(&broker, "lab3", waiting_server(started.clone(), stopped.clone())).await;
+    let Lab3 {
+        started,
+        stopped,
+        broker,
+        server,
+    } = lab3().await;
     let (session, _heard) = bridge(&broker, BRIDGE, era).await;
 
     let request =
@@ -523,13 +547,12 @@ async fn call_as_task(session: &Session, tool: &str) -> String {
 }
 
 async fn calls_become_tasks_for_a_host_that_asks(era: Era) {
-    let (started, stopped) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    let manifest = waiting_server(started.clone(), stopped.clone())
-        .build()
-        .unwrap()
-        .acl_manifest();
-    let broker = broker_for(&manifest);
-    let server = online(&broker, "lab3", waiting_server(started.clone(), stopped.clone())).await;
+    let Lab3 {
+        stopped,
+        broker,
+        server,
+        ..
+    } = lab3().await;
     let (session, _heard) = bridge_with(&broker, BRIDGE, era, true, &[]).await;
     let info = session.peer_info().unwrap();
     assert!(
@@ -598,13 +621,7 @@ async fn calls_become_tasks_for_a_host_that_asks(era: Era) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_that_does_not_ask_for_tasks_gets_results() {
-    let (started, stopped) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    let manifest = waiting_server(started.clone(), stopped.clone())
-        .build()
-        .unwrap()
-        .acl_manifest();
-    let broker = broker_for(&manifest);
-    let server = online(&broker, "lab3", waiting_server(started, stopped)).await;
+    let Lab3 { broker, server, .. } = lab3().await;
     let (session, _heard) = bridge(&broker, BRIDGE, Era::Discover).await;
     match session.peer().call_tool_once(call("halves", json!({}))).await.unwrap() {
         CallToolResponse::Complete(result) => assert_eq!(result.structured_content, Some(json!({"halves": 2}))),

@@ -60,6 +60,18 @@ fn object(value: Value) -> Arc<JsonObject> {
     }
 }
 
+/// The input of `count` and `tally`.
+fn counting_schema() -> Arc<JsonObject> {
+    object(json!({
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "minimum": 0, "maximum": 1000, "description": "How far to count."},
+            "delay_ms": {"type": "integer", "minimum": 0, "description": "Pause between steps (default 10)."}
+        },
+        "required": ["n"]
+    }))
+}
+
 fn tools(extra: bool) -> Vec<Tool> {
     let mut tools = vec![
         Tool::new(
@@ -85,14 +97,7 @@ fn tools(extra: bool) -> Vec<Tool> {
         Tool::new(
             "count",
             "Counts to n, reporting progress at each step.",
-            object(json!({
-                "type": "object",
-                "properties": {
-                    "n": {"type": "integer", "minimum": 0, "maximum": 1000, "description": "How far to count."},
-                    "delay_ms": {"type": "integer", "minimum": 0, "description": "Pause between steps (default 10)."}
-                },
-                "required": ["n"]
-            })),
+            counting_schema(),
         )
         .with_raw_output_schema(object(json!({
             "type": "object",
@@ -102,14 +107,7 @@ fn tools(extra: bool) -> Vec<Tool> {
         Tool::new(
             "tally",
             "Counts to n, as a task for a client that takes tasks.",
-            object(json!({
-                "type": "object",
-                "properties": {
-                    "n": {"type": "integer", "minimum": 0, "maximum": 1000, "description": "How far to count."},
-                    "delay_ms": {"type": "integer", "minimum": 0, "description": "Pause between steps (default 10)."}
-                },
-                "required": ["n"]
-            })),
+            counting_schema(),
         ),
         Tool::new(
             "toggle",
