@@ -12,6 +12,23 @@ pub use crate::tool::{BoxFuture, ToolDef};
 #[doc(hidden)]
 pub use crate::server::CallPath;
 
+/// The client's side of the wire, as the runtime encodes and decodes it:
+/// for the micro-benchmark (`benches/hot_path.rs`). Not a stable API.
+#[doc(hidden)]
+pub mod codec {
+    use crate::protocol::envelope::{CallRequest, CallResponse};
+
+    /// Encodes a call as [`Client::call`](crate::Client::call) does.
+    pub fn encode_request(request: &CallRequest, size_hint: usize) -> Vec<u8> {
+        crate::protocol::envelope::to_json(request, size_hint).expect("a request is always serialisable")
+    }
+
+    /// Decodes a response as the client does.
+    pub fn decode_response(payload: &[u8]) -> Result<CallResponse, String> {
+        crate::protocol::envelope::decode_response(payload).map_err(|e| e.to_string())
+    }
+}
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;

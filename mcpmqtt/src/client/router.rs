@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::cards::CardCache;
 use crate::connection::{Ack, Incoming};
 use crate::error::CallError;
-use crate::protocol::envelope::{CallResponse, Partial, StreamMessage};
+use crate::protocol::envelope::{decode_response, CallResponse, Partial, StreamMessage};
 use crate::protocol::topics::Topics;
 
 /// Responses larger than this are parsed on a task of their own.
@@ -72,7 +72,7 @@ impl Router {
     }
 
     fn on_response(&self, publish: Incoming) {
-        let response: CallResponse = match serde_json::from_slice(&publish.payload) {
+        let response = match decode_response(&publish.payload) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "ignored an unreadable response");

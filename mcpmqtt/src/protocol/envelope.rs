@@ -362,6 +362,11 @@ pub(crate) fn to_json<T: Serialize>(value: &T, size_hint: usize) -> serde_json::
     Ok(buf)
 }
 
+/// Decodes a call response, as a client reads it off its response topic.
+pub(crate) fn decode_response(payload: &[u8]) -> serde_json::Result<CallResponse> {
+    serde_json::from_slice(payload)
+}
+
 /// Now, as RFC 3339 UTC with milliseconds (`2026-11-23T21:08:03.123Z`).
 /// Written by hand: it stamps every call, and `time`'s formatter costs
 /// more than the rest of encoding a call.

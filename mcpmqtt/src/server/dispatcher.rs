@@ -625,4 +625,10 @@ impl CallPath {
             .map_err(|message| ErrorBody::new(ErrorType::InvalidArguments, message))?;
         Ok((request, reply.topic))
     }
+
+    /// Encodes a response as the dispatcher does, its buffer sized for
+    /// `size_hint` bytes of result.
+    pub fn encode_response(&self, response: &CallResponse, size_hint: usize) -> Bytes {
+        encode(response, size_hint)
+    }
 }

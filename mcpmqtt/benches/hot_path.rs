@@ -1,0 +1,99 @@
+//! The CPU of one call without a broker: what the client and the server do
+//! to a call's bytes, at 100 B, 10 KiB and 1 MB of arguments, so that a
+//! change's effect shows without the noise of three processes on two cores.
+//!
+//! - `client_encode`: the call request's JSON, as `Client::call` makes it;
+//! - `server`: the server's whole path: decode the request and resolve its
+//!   reply address, check the arguments against the schema, run the `echo`
+//!   handler (it returns its arguments), encode the response;
+//! - `client_decode`: the response read back, as the client reads it.
+//!
+//! `cargo bench -p mcpmqtt --bench hot_path`
+
+use divan::{black_box, Bencher};
+use mcpmqtt::__private::codec::{decode_response, encode_request};
+use mcpmqtt::__private::CallPath;
+use mcpmqtt::{CallContext, CallRequest, CallResponse, ToolDef, ToolError};
+use serde_json::{json, Value};
+
+fn main() {
+    divan::main();
+}
+
+/// Sizes of the arguments JSON, as in `examples/bench.rs`.
+const SIZES: &[usize] = &[100, 10 * 1024, 1_000_000];
+
+/// The arguments JSON of one call, `size` bytes long: `{"text":"xxx..."}`.
+fn arguments(size: usize) -> Value {
+    json!({ "text": "x".repeat(size.saturating_sub(11)) })
+}
+
+fn echo() -> ToolDef {
+    ToolDef::builder("echo")
+        .description("Returns its arguments.")
+        .input_schema(json!({
+            "type": "object",
+            "properties": {"text": {"type": "string", "description": "Anything."}},
+            "required": ["text"]
+        }))
+        .handler(|_ctx, args| async move { Ok::<_, ToolError>(args) })
+        .build()
+        .expect("a valid tool")
+}
+
+fn request(size: usize) -> CallRequest {
+    CallRequest {
+        call_id: "7b0c6f5e-4a43-4bb8-9d8c-2f1d1a6b9e01".into(),
+        arguments: arguments(size),
+        client: "scout".into(),
+        timestamp: Some("2026-12-01T08:00:00.000Z".into()),
+        response_topic: Some("bench/mcp/clients/scout/responses".into()),
+        private_stream: true,
+    }
+}
+
+#[divan::bench(args = SIZES)]
+fn client_encode(bencher: Bencher, size: usize) {
+    let request = request(size);
+    bencher
+        .counter(divan::counter::BytesCount::new(size))
+        .bench(|| encode_request(black_box(&request), size));
+}
+
+#[divan::bench(args = SIZES)]
+fn server(bencher: Bencher, size: usize) {
+    let path = CallPath::new(echo(), 2 * 1024 * 1024).expect("the path");
+    let topic = path.call_topic(Some("scout"));
+    let payload = encode_request(&request(size), size);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let handler = path.handler().clone();
+    let (ctx, _partials) = CallContext::for_test("echo", "scout");
+    bencher
+        .counter(divan::counter::BytesCount::new(size))
+        .bench_local(|| {
+            let (request, _reply) = path
+                .decode(
+                    &topic,
+                    black_box(&payload),
+                    Some("bench/mcp/clients/scout/responses"),
+                    Some(b"c0ffee"),
+                )
+                .expect("a valid call");
+            let result = runtime
+                .block_on(handler(ctx.clone(), request.arguments))
+                .expect("echo succeeds");
+            path.encode_response(&CallResponse::ok(request.call_id, result, 0), payload.len())
+        });
+}
+
+#[divan::bench(args = SIZES)]
+fn client_decode(bencher: Bencher, size: usize) {
+    let path = CallPath::new(echo(), 2 * 1024 * 1024).expect("the path");
+    let response = CallResponse::ok(request(size).call_id, arguments(size), 1);
+    let payload = path.encode_response(&response, size);
+    bencher
+        .counter(divan::counter::BytesCount::new(size))
+        .bench(|| decode_response(black_box(&payload)).expect("a valid response"));
+}
