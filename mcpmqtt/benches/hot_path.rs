@@ -6,7 +6,9 @@
 //! - `server`: the server's whole path: decode the request and resolve its
 //!   reply address, check the arguments against the schema, run the `echo`
 //!   handler (it returns its arguments), encode the response;
-//! - `client_decode`: the response read back, as the client reads it.
+//! - `client_decode`: the response read back, as the client reads it;
+//! - `serde_json_encode`: the same request through `serde_json::to_vec`, the
+//!   reference the runtime's own encoder is measured against.
 //!
 //! `cargo bench -p mcpmqtt --bench hot_path`
 
@@ -70,22 +72,20 @@ fn server(bencher: Bencher, size: usize) {
         .expect("a runtime");
     let handler = path.handler().clone();
     let (ctx, _partials) = CallContext::for_test("echo", "scout");
-    bencher
-        .counter(divan::counter::BytesCount::new(size))
-        .bench_local(|| {
-            let (request, _reply) = path
-                .decode(
-                    &topic,
-                    black_box(&payload),
-                    Some("bench/mcp/clients/scout/responses"),
-                    Some(b"c0ffee"),
-                )
-                .expect("a valid call");
-            let result = runtime
-                .block_on(handler(ctx.clone(), request.arguments))
-                .expect("echo succeeds");
-            path.encode_response(&CallResponse::ok(request.call_id, result, 0), payload.len())
-        });
+    bencher.counter(divan::counter::BytesCount::new(size)).bench_local(|| {
+        let (request, _reply) = path
+            .decode(
+                &topic,
+                black_box(&payload),
+                Some("bench/mcp/clients/scout/responses"),
+                Some(b"c0ffee"),
+            )
+            .expect("a valid call");
+        let result = runtime
+            .block_on(handler(ctx.clone(), request.arguments))
+            .expect("echo succeeds");
+        path.encode_response(&CallResponse::ok(request.call_id, result, 0), payload.len())
+    });
 }
 
 #[divan::bench(args = SIZES)]
@@ -96,4 +96,12 @@ fn client_decode(bencher: Bencher, size: usize) {
     bencher
         .counter(divan::counter::BytesCount::new(size))
         .bench(|| decode_response(black_box(&payload)).expect("a valid response"));
+}
+
+#[divan::bench(args = SIZES)]
+fn serde_json_encode(bencher: Bencher, size: usize) {
+    let request = request(size);
+    bencher
+        .counter(divan::counter::BytesCount::new(size))
+        .bench(|| serde_json::to_vec(black_box(&request)).expect("serialisable"));
 }

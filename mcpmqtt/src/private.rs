@@ -20,7 +20,7 @@ pub mod codec {
 
     /// Encodes a call as [`Client::call`](crate::Client::call) does.
     pub fn encode_request(request: &CallRequest, size_hint: usize) -> Vec<u8> {
-        crate::protocol::envelope::to_json(request, size_hint).expect("a request is always serialisable")
+        request.encode(size_hint)
     }
 
     /// Decodes a response as the client does.

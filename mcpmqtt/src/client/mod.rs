@@ -32,9 +32,7 @@ use tracing::Instrument;
 use crate::connection::{Link, Message, Protocol};
 use crate::error::{CallError, Error};
 use crate::protocol::card::{ServerCard, Status, ToolCard, EXT_CALLER_TOPIC};
-use crate::protocol::envelope::{
-    now_rfc3339, to_json, CallRequest, CallResponse, CancelRequest, Partial, ResponseStatus,
-};
+use crate::protocol::envelope::{now_rfc3339, CallRequest, CallResponse, CancelRequest, Partial, ResponseStatus};
 use crate::protocol::names;
 use crate::protocol::topics::Topics;
 use discovery::Discovery;
@@ -325,9 +323,7 @@ impl Client {
             private_stream: !v01,
         };
         let guess = inner.last_call_bytes.load(Ordering::Relaxed);
-        let payload = to_json(&request, guess).map_err(|e| CallError::InvalidArguments {
-            message: format!("could not encode the call: {e}"),
-        })?;
+        let payload = request.encode(guess);
         // The arguments are in the payload now: do not hold them twice while
         // the call waits (a queue of large calls would).
         drop(request);

@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::json;
+
 /// A call request, published on a tool's call topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallRequest {
@@ -347,19 +349,73 @@ impl Partial {
     }
 }
 
-/// The most [`to_json`] allocates ahead on a hint.
+/// The most an encoder allocates ahead on a hint.
 const MAX_SIZE_HINT: usize = 16 * 1024 * 1024;
 
-/// Encodes a call or response into a buffer that starts at `size_hint`
-/// (the expected size) rather than growing from nothing, and is shrunk when
-/// left much larger than what it holds (a response may be kept for a while).
-pub(crate) fn to_json<T: Serialize>(value: &T, size_hint: usize) -> serde_json::Result<Vec<u8>> {
+/// Encodes with `write` into a buffer that starts at `size_hint` (the
+/// expected size) rather than growing from nothing, and is shrunk when left
+/// much larger than what it holds (a response may be kept for a while).
+fn encode_with(size_hint: usize, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut buf = Vec::with_capacity(size_hint.clamp(256, MAX_SIZE_HINT));
-    serde_json::to_writer(&mut buf, value)?;
+    write(&mut buf);
     if buf.capacity() > 2 * buf.len() + 4096 {
         buf.shrink_to_fit();
     }
-    Ok(buf)
+    buf
+}
+
+impl CallRequest {
+    /// Its JSON, byte for byte as `serde_json` writes it (with the fast
+    /// string escape of [`json`]), in a buffer sized for `size_hint` bytes.
+    pub(crate) fn encode(&self, size_hint: usize) -> Vec<u8> {
+        encode_with(size_hint, |buf| {
+            let mut object = json::Object::new(buf);
+            object
+                .str("call_id", &self.call_id)
+                .value("arguments", &self.arguments)
+                .str("client", &self.client);
+            if let Some(timestamp) = &self.timestamp {
+                object.str("timestamp", timestamp);
+            }
+            if let Some(topic) = &self.response_topic {
+                object.str("response_topic", topic);
+            }
+            if self.private_stream {
+                object.bool("private_stream", true);
+            }
+            object.end();
+        })
+    }
+}
+
+impl CallResponse {
+    /// Its JSON, as [`CallRequest::encode`] writes a request.
+    pub(crate) fn encode(&self, size_hint: usize) -> Vec<u8> {
+        encode_with(size_hint, |buf| {
+            let mut object = json::Object::new(buf);
+            object.str("call_id", &self.call_id).str(
+                "status",
+                match self.status {
+                    ResponseStatus::Ok => "ok",
+                    ResponseStatus::Error => "error",
+                },
+            );
+            if let Some(result) = &self.result {
+                object.value("result", result);
+            }
+            if let Some(error) = &self.error {
+                object.object("error", |body| {
+                    body.str("type", error.error_type.as_str())
+                        .str("message", &error.message);
+                    if let Some(code) = &error.code {
+                        body.value("code", code);
+                    }
+                });
+            }
+            object.u64("elapsed_ms", self.elapsed_ms);
+            object.end();
+        })
+    }
 }
 
 /// Decodes a call response, as a client reads it off its response topic.
@@ -430,15 +486,49 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn json_buffers_start_at_the_hint_and_do_not_keep_much_more() {
-        let value = serde_json::json!({"text": "x".repeat(1000)});
-        let small = to_json(&value, 0).unwrap();
-        assert_eq!(small, serde_json::to_vec(&value).unwrap());
-        let hinted = to_json(&value, 1100).unwrap();
+    fn buffers_start_at_the_hint_and_do_not_keep_much_more() {
+        let response = CallResponse::ok("c1".into(), json!({"text": "x".repeat(1000)}), 3);
+        let small = response.encode(0);
+        assert_eq!(small, serde_json::to_vec(&response).unwrap());
+        let hinted = response.encode(1100);
         assert!(hinted.capacity() >= 1100, "started at the hint");
-        let oversized = to_json(&value, 1 << 20).unwrap();
+        let oversized = response.encode(1 << 20);
         assert_eq!(oversized, small);
         assert!(oversized.capacity() < 2 * oversized.len() + 4096, "shrunk");
+    }
+
+    #[test]
+    fn requests_and_responses_encode_as_serde_json_does() {
+        let full = CallRequest {
+            call_id: "c\"1".into(),
+            arguments: json!({"text": "a\nb", "n": [1, 2.5, null, true], "o": {"z": 1, "a": "é"}}),
+            client: "scout".into(),
+            timestamp: Some("2026-12-01T08:00:00.000Z".into()),
+            response_topic: Some("ns/mcp/clients/scout/responses".into()),
+            private_stream: true,
+        };
+        let bare = CallRequest {
+            call_id: "c2".into(),
+            arguments: json!({}),
+            client: String::new(),
+            timestamp: None,
+            response_topic: None,
+            private_stream: false,
+        };
+        for request in [full, bare] {
+            assert_eq!(request.encode(0), serde_json::to_vec(&request).unwrap());
+        }
+        let mut coded = ErrorBody::new(ErrorType::Other("rate_limited".into()), "slow \"down\"");
+        coded.code = Some(json!(429));
+        let responses = [
+            CallResponse::ok("c1".into(), json!("text\u{1}"), 12),
+            CallResponse::ok("c1".into(), json!(null), 0),
+            CallResponse::error("c1".into(), ErrorBody::new(ErrorType::ToolError, "boom"), 1),
+            CallResponse::error("c1".into(), coded, u64::MAX),
+        ];
+        for response in responses {
+            assert_eq!(response.encode(0), serde_json::to_vec(&response).unwrap());
+        }
     }
 
     #[test]

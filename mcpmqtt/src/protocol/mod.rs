@@ -5,5 +5,6 @@
 pub(crate) mod card;
 pub(crate) mod envelope;
 pub(crate) mod inbound;
+pub(crate) mod json;
 pub(crate) mod names;
 pub(crate) mod topics;

@@ -22,9 +22,7 @@ use super::dedupe::{CallKey, Seen};
 use super::shared::{HostedTool, Phase, Shared};
 use crate::connection::{Incoming, Link, Message};
 use crate::error::{Error, ToolError};
-use crate::protocol::envelope::{
-    to_json, CallRequest, CallResponse, CancelRequest, ErrorBody, ErrorType, ResponseStatus,
-};
+use crate::protocol::envelope::{CallRequest, CallResponse, CancelRequest, ErrorBody, ErrorType, ResponseStatus};
 use crate::protocol::inbound::{decode_call, Envelope, Inbound, Reply};
 use crate::protocol::topics::Topics;
 use crate::tool::context::{CallContext, Caller, StreamSink};
@@ -549,8 +547,7 @@ async fn shutting_down(phase: &watch::Sender<Phase>, key: &CallKey) -> String {
 /// Encodes a response, its buffer sized for `size_hint` bytes of result.
 /// Cannot fail: every value in it is already JSON.
 fn encode(response: &CallResponse, size_hint: usize) -> Bytes {
-    let json = to_json(response, 256 + size_hint).expect("a response is always serialisable");
-    Bytes::from(json)
+    Bytes::from(response.encode(256 + size_hint))
 }
 
 fn elapsed_ms(started: Instant) -> u64 {
