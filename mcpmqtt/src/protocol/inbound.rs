@@ -82,16 +82,19 @@ pub(crate) fn decode_call(
         .filter(|s| s.len() <= MAX_HINT_LEN)
         .unwrap_or_default();
     // A caller the broker attests is answered on its own response topic,
-    // whatever reply address the call names.
-    let own_reply = envelope.verified_caller.map(|caller| Reply {
-        topic: topics.responses(caller),
-        correlation: correlation.clone(),
-    });
-    let mqtt_reply = own_reply.clone().or_else(|| {
-        envelope
+    // whatever reply address the call names; else the MQTT 5 Response Topic
+    // decides, when there is one. Known before the payload is read, so that
+    // a payload that cannot be read is still answered.
+    let mqtt_reply = match envelope.verified_caller {
+        Some(caller) => Some(Reply {
+            topic: topics.responses(caller),
+            correlation: correlation.clone(),
+        }),
+        None => envelope
             .response_topic
-            .and_then(|t| allowed_reply(topics, t, &correlation))
-    });
+            .and_then(|t| allowed_reply(topics, t, &correlation)),
+    };
+    let resolved = envelope.verified_caller.is_some() || envelope.response_topic.is_some();
     let reject = |call_id: &str, error_type, message: String, reply: Option<Reply>| {
         Box::new(Rejection {
             call_id: call_id.to_owned(),
@@ -127,25 +130,30 @@ pub(crate) fn decode_call(
     // v0.1 reply rules: the MQTT 5 Response Topic, else the payload's
     // `response_topic`, else the caller's own response topic. Resolved
     // before the call id is read, so a call without one is still answered.
-    let client = match &wire.client {
+    let client = match wire.client {
         None => String::new(),
-        Some(Value::String(c)) => c.clone(),
+        Some(Value::String(c)) => c,
         Some(_) => return Err(invalid(hint, "`client` must be a string".into(), mqtt_reply)),
     };
-    let payload_topic = match &wire.response_topic {
+    let payload_topic = match wire.response_topic {
         None => None,
-        Some(Value::String(t)) => Some(t.as_str()),
+        Some(Value::String(t)) => Some(t),
         Some(_) => return Err(invalid(hint, "`response_topic` must be a string".into(), mqtt_reply)),
     };
-    let wanted = envelope
-        .response_topic
-        .map(str::to_owned)
-        .or_else(|| payload_topic.map(str::to_owned))
-        .or_else(|| name_problem(&client).is_none().then(|| topics.responses(&client)));
-    let reply = if own_reply.is_some() || envelope.response_topic.is_some() {
-        mqtt_reply // already resolved (and any refusal logged) above
+    // The address asked for: named only when it is refused.
+    let (reply, wanted) = if resolved {
+        // Already resolved (and any refusal logged) above.
+        let wanted = mqtt_reply
+            .is_none()
+            .then(|| envelope.response_topic.map(str::to_owned))
+            .flatten();
+        (mqtt_reply, wanted)
     } else {
-        wanted.as_deref().and_then(|w| allowed_reply(topics, w, &correlation))
+        let wanted = payload_topic
+            .clone()
+            .or_else(|| name_problem(&client).is_none().then(|| topics.responses(&client)));
+        let reply = wanted.as_deref().and_then(|w| allowed_reply(topics, w, &correlation));
+        (reply, wanted)
     };
 
     let call_id = match wire.call_id {
@@ -198,7 +206,7 @@ pub(crate) fn decode_call(
         arguments,
         client,
         timestamp,
-        response_topic: payload_topic.map(str::to_owned),
+        response_topic: payload_topic,
         private_stream,
     };
     Ok(Inbound { request, reply })

@@ -78,18 +78,30 @@ impl CallKey {
         // Keyed per process (SipHash with a random key), so that callers
         // cannot choose call ids that collide.
         static KEYS: OnceLock<RandomState> = OnceLock::new();
-        // Neither names nor topics hold a NUL, so the parts cannot run together.
-        let mut joined = String::with_capacity(tool.len() + reply_topic.len() + call_id.len() + 2);
-        for (i, part) in [tool, reply_topic, call_id].into_iter().enumerate() {
-            if i > 0 {
-                joined.push('\0');
+        // Neither names nor topics hold a NUL, so the parts cannot run
+        // together. Joined on the stack when short, so that the key costs
+        // one allocation, not two.
+        const INLINE: usize = 256;
+        let parts = [tool, reply_topic, call_id];
+        let len = tool.len() + reply_topic.len() + call_id.len() + 2;
+        let joined: Arc<str> = if len <= INLINE {
+            let mut buf = [0u8; INLINE];
+            let mut at = 0;
+            for (i, part) in parts.into_iter().enumerate() {
+                if i > 0 {
+                    at += 1; // the NUL the buffer starts with
+                }
+                buf[at..at + part.len()].copy_from_slice(part.as_bytes());
+                at += part.len();
             }
-            joined.push_str(part);
-        }
+            Arc::from(std::str::from_utf8(&buf[..len]).expect("joined from whole strs"))
+        } else {
+            parts.join("\0").into()
+        };
         CallKey {
             call_id_at: joined.len() - call_id.len(),
-            hash: KEYS.get_or_init(RandomState::new).hash_one(&joined),
-            joined: joined.into(),
+            hash: KEYS.get_or_init(RandomState::new).hash_one(&*joined),
+            joined,
         }
     }
 
@@ -267,6 +279,19 @@ mod tests {
             Seen::Finished(Some(Bytes::from_static(b"abc")))
         );
         assert_eq!(w.check(&key("b"), now), Seen::Finished(None), "over the byte budget");
+    }
+
+    #[test]
+    fn keys_short_and_long_keep_their_parts_apart() {
+        let long_topic = format!("lab/mcp/clients/{}/responses", "c".repeat(300));
+        for topic in ["lab/mcp/clients/scout/responses", long_topic.as_str()] {
+            let key = CallKey::new("echo", "id-1", topic);
+            assert_eq!(key.call_id(), "id-1");
+            assert_eq!(key, CallKey::new("echo", "id-1", topic));
+            assert_ne!(key, CallKey::new("echo", "id-2", topic));
+            // The parts cannot run together into another key's.
+            assert_ne!(key, CallKey::new("echoi", "d-1", topic));
+        }
     }
 
     #[test]

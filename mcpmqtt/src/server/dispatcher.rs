@@ -322,8 +322,16 @@ impl Dispatcher {
             };
             StreamSink::mqtt(self.reply_link.clone(), topic)
         });
-        let ctx = CallContext::new(call_id.clone(), tool.def.name.clone(), caller, stream)
-            .with_states(self.shared.config.states.clone());
+        // The handler hears the cancel on the very token the caller's cancel
+        // (or the timeout below) cancels.
+        let ctx = CallContext::new(
+            call_id.clone(),
+            tool.def.name.clone(),
+            caller,
+            stream,
+            cancel.clone(),
+            self.shared.config.states.clone(),
+        );
         let handler = tool.def.handler.clone();
         let call_ctx = ctx.clone();
         let run = async move {
@@ -332,10 +340,12 @@ impl Dispatcher {
             AssertUnwindSafe(future).catch_unwind().await
         };
         let mut run = Box::pin(run);
+        // The cancel first: the handler hears it too, and may answer at once,
+        // but the caller asked for a cancel, and is answered `cancelled`.
         let by_caller = tokio::select! {
             biased;
-            outcome = &mut run => Some(outcome),
             _ = cancel.cancelled() => None,
+            outcome = &mut run => Some(outcome),
             _ = tokio::time::sleep(tool.timeout) => None,
         };
         let outcome = match by_caller {
@@ -529,9 +539,10 @@ fn reply_message(reply: &Reply, payload: Bytes) -> Message {
         payload,
         qos: QoS::AtLeastOnce,
         retain: false,
+        // No Content Type: v0.1 asks for none on responses, and each
+        // property is bytes for the broker and an allocation here.
         properties: Some(PublishProperties {
             correlation_data: reply.correlation.clone(),
-            content_type: Some("application/json".into()),
             ..Default::default()
         }),
     }

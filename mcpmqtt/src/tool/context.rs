@@ -72,16 +72,25 @@ impl std::fmt::Debug for CallContext {
 }
 
 impl CallContext {
-    pub(crate) fn new(call_id: String, tool: String, caller: Caller, stream: Option<StreamSink>) -> Self {
+    /// A call's context. `cancel` is the token the dispatcher cancels the
+    /// call with; `states` the server's registered state.
+    pub(crate) fn new(
+        call_id: String,
+        tool: String,
+        caller: Caller,
+        stream: Option<StreamSink>,
+        cancel: CancellationToken,
+        states: States,
+    ) -> Self {
         CallContext {
             inner: Arc::new(Inner {
                 call_id,
                 tool,
                 caller,
                 stream,
-                cancel: CancellationToken::new(),
+                cancel,
             }),
-            states: States::default(),
+            states,
         }
     }
 
@@ -121,6 +130,7 @@ impl CallContext {
     }
 
     /// The context with the server's registered state.
+    #[cfg(test)]
     pub(crate) fn with_states(mut self, states: States) -> Self {
         self.states = states;
         self
@@ -171,6 +181,8 @@ impl CallContext {
             tool.to_owned(),
             Caller::new(caller, true),
             Some(StreamSink::Test(tx)),
+            CancellationToken::new(),
+            States::default(),
         );
         (ctx, rx)
     }
