@@ -386,6 +386,37 @@ struct Unacked {
     _slot: Option<OwnedSemaphorePermit>,
 }
 
+/// The packets awaiting the ack of one kind and packet id, in the order
+/// sent. Almost always one (every publish), kept without an allocation;
+/// only SUBSCRIBEs sharing an id queue behind it.
+#[derive(Default)]
+struct Unackeds {
+    first: Option<Unacked>,
+    rest: VecDeque<Unacked>,
+}
+
+impl Unackeds {
+    fn push_back(&mut self, unacked: Unacked) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(unacked);
+        } else {
+            self.rest.push_back(unacked);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Unacked> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Unacked> + '_ {
+        self.first.take().into_iter().chain(self.rest.drain(..))
+    }
+}
+
 /// How many QoS 1 publishes may be between their request and their PUBACK
 /// at once: the broker's Receive Maximum (rumqttc's window).
 ///
@@ -455,7 +486,7 @@ struct Book {
     /// publish has one id to itself; SUBSCRIBEs (and UNSUBSCRIBEs) may share
     /// one, since rumqttc cycles through the ids without checking which of
     /// them still await their ack, and are answered in the order sent.
-    inflight: HashMap<(Kind, u16), VecDeque<Unacked>>,
+    inflight: HashMap<(Kind, u16), Unackeds>,
     /// Requests that sat unsent in rumqttc's pending list at the last error:
     /// the front of `queue`. A new session drops them.
     unsent_at_error: usize,
@@ -1142,7 +1173,7 @@ fn on_reconnect(book: &Mutex<Book>, session_present: bool) -> Vec<(String, QoS)>
         book.inflight.retain(|(kind, _), unacked| {
             let lost = !session_present || *kind != Kind::Publish;
             if lost {
-                dropped.extend(unacked.drain(..).map(|u| u.waiter));
+                dropped.extend(unacked.drain().map(|u| u.waiter));
             }
             !lost
         });
@@ -1166,7 +1197,7 @@ fn fail_all(book: &Mutex<Book>) {
         let inflight = book
             .inflight
             .drain()
-            .flat_map(|(_, unacked)| unacked.into_iter().map(|u| u.waiter))
+            .flat_map(|(_, mut unacked)| unacked.drain().map(|u| u.waiter).collect::<Vec<_>>())
             .collect::<Vec<_>>();
         inflight
             .into_iter()
