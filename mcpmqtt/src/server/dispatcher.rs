@@ -2,9 +2,11 @@
 //! call may stop it: whatever arrives (not JSON, no `call_id`, bad arguments,
 //! a tool that panics or hangs), the caller gets a typed error if reachable.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -43,7 +45,60 @@ pub(crate) struct Dispatcher {
     waiting: AtomicUsize,
     /// Every call's task, so that [`Dispatcher::finished`] can wait for them.
     tasks: TaskTracker,
+    /// Whether a call that arrives while no other runs takes its first
+    /// step on the connection task itself (see [`Intake::offer`]).
+    inline: InlineBudget,
 }
+
+/// Whether calls still take their first step on the connection task: until
+/// first steps there keep taking longer than [`INLINE_BUDGET`], since a
+/// handler that computes before it awaits would hold up the connection.
+#[derive(Debug)]
+struct InlineBudget {
+    on: AtomicBool,
+    /// Up by one for each first step over the budget, down by one for each
+    /// within it: a cold start or a preemption now and then is forgiven, a
+    /// handler that is always slow is not.
+    slow_steps: AtomicU32,
+}
+
+impl InlineBudget {
+    fn new() -> Self {
+        InlineBudget {
+            on: AtomicBool::new(true),
+            slow_steps: AtomicU32::new(0),
+        }
+    }
+
+    fn is_on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    /// Counts a first step that took `took`; turns inline steps off for
+    /// good when slow ones keep coming.
+    fn took(&self, took: Duration) {
+        if took <= INLINE_BUDGET {
+            if self.slow_steps.load(Ordering::Relaxed) > 0 {
+                self.slow_steps.fetch_sub(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        if self.slow_steps.fetch_add(1, Ordering::Relaxed) + 1 >= SLOW_STEPS_LIMIT
+            && self.on.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!(
+                budget_us = INLINE_BUDGET.as_micros() as u64,
+                "calls keep computing before they await: from now on each starts in a task of its own"
+            );
+        }
+    }
+}
+
+/// The longest a call's first step may take on the connection task.
+const INLINE_BUDGET: Duration = Duration::from_micros(200);
+/// How far [`Dispatcher::slow_steps`] may climb before calls are no longer
+/// started on the connection task.
+const SLOW_STEPS_LIMIT: u32 = 8;
 
 impl Dispatcher {
     pub(crate) fn new(link: Link, shared: Arc<Shared>) -> Self {
@@ -54,6 +109,7 @@ impl Dispatcher {
             own_card: None,
             waiting: AtomicUsize::new(0),
             tasks: TaskTracker::new(),
+            inline: InlineBudget::new(),
         }
     }
 
@@ -510,14 +566,32 @@ impl Intake {
         }
         let arrived = Instant::now();
         if d.waiting.load(Ordering::Acquire) == 0 {
+            let idle = d.shared.is_idle();
             if let Some(slot) = d.shared.free_slot() {
                 // The call starts now, so it is acknowledged now: from here,
                 // without waking the connection task from another thread.
                 let acked = d.link.try_ack(&publish);
                 // Boxed: tokio copies a task's future in and out of its cell, and
                 // this one is a few KiB.
-                d.tasks
-                    .spawn(Box::pin(d.clone().serve(publish, arrived, Some(slot), acked)));
+                let mut call = Box::pin(
+                    d.tasks
+                        .track_future(d.clone().serve(publish, arrived, Some(slot), acked)),
+                );
+                // Alone, a call takes its first step here: a quick handler
+                // (most are, until they await) is answered without a task, and
+                // without waking another thread. Among others, it goes to a task
+                // at once, so that the calls run side by side.
+                if idle && d.inline.is_on() {
+                    // No waker is needed: if the call waits, its task polls it
+                    // again as soon as it is spawned, and registers its own.
+                    let mut cx = Context::from_waker(Waker::noop());
+                    let done = call.as_mut().poll(&mut cx).is_ready();
+                    d.inline.took(arrived.elapsed());
+                    if done {
+                        return;
+                    }
+                }
+                tokio::spawn(call);
                 return;
             }
         }
@@ -638,5 +712,35 @@ impl CallPath {
     /// `size_hint` bytes of result.
     pub fn encode_response(&self, response: &CallResponse, size_hint: usize) -> Bytes {
         encode(response, size_hint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{InlineBudget, INLINE_BUDGET, SLOW_STEPS_LIMIT};
+    use std::time::Duration;
+
+    #[test]
+    fn slow_first_steps_now_and_then_are_forgiven_but_not_always() {
+        let fast = Duration::from_micros(10);
+        let slow = INLINE_BUDGET + Duration::from_micros(1);
+        let budget = InlineBudget::new();
+        // A slow step now and then, among fast ones: still on.
+        for _ in 0..100 {
+            budget.took(slow);
+            budget.took(fast);
+            budget.took(fast);
+        }
+        assert!(budget.is_on());
+        // Slow ones in a row: off at the limit, and for good.
+        for i in 1..=SLOW_STEPS_LIMIT {
+            assert!(budget.is_on(), "still on before slow step {i}");
+            budget.took(slow);
+        }
+        assert!(!budget.is_on());
+        for _ in 0..100 {
+            budget.took(fast);
+        }
+        assert!(!budget.is_on());
     }
 }

@@ -310,6 +310,11 @@ impl Shared {
         })
     }
 
+    /// Whether no call runs now (every slot free).
+    pub(super) fn is_idle(&self) -> bool {
+        self.permits.available_permits() == self.config.max_concurrent_calls
+    }
+
     /// A free slot now, if the server is serving and one is free.
     pub(super) fn free_slot(&self) -> Option<OwnedSemaphorePermit> {
         if *self.phase.borrow() != Phase::Serving {
