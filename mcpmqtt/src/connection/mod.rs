@@ -417,6 +417,15 @@ impl Unackeds {
     }
 }
 
+impl IntoIterator for Unackeds {
+    type Item = Unacked;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Unacked>, std::collections::vec_deque::IntoIter<Unacked>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.rest)
+    }
+}
+
 /// How many QoS 1 publishes may be between their request and their PUBACK
 /// at once: the broker's Receive Maximum (rumqttc's window).
 ///
@@ -1197,7 +1206,7 @@ fn fail_all(book: &Mutex<Book>) {
         let inflight = book
             .inflight
             .drain()
-            .flat_map(|(_, mut unacked)| unacked.drain().map(|u| u.waiter).collect::<Vec<_>>())
+            .flat_map(|(_, unacked)| unacked.into_iter().map(|u| u.waiter))
             .collect::<Vec<_>>();
         inflight
             .into_iter()

@@ -143,10 +143,10 @@ pub(crate) fn decode_call(
     // The address asked for: named only when it is refused.
     let (reply, wanted) = if resolved {
         // Already resolved (and any refusal logged) above.
-        let wanted = mqtt_reply
-            .is_none()
-            .then(|| envelope.response_topic.map(str::to_owned))
-            .flatten();
+        let wanted = envelope
+            .response_topic
+            .filter(|_| mqtt_reply.is_none())
+            .map(str::to_owned);
         (mqtt_reply, wanted)
     } else {
         let wanted = payload_topic

@@ -96,7 +96,7 @@ impl InlineBudget {
 
 /// The longest a call's first step may take on the connection task.
 const INLINE_BUDGET: Duration = Duration::from_micros(200);
-/// How far [`Dispatcher::slow_steps`] may climb before calls are no longer
+/// How far [`InlineBudget::slow_steps`] may climb before calls are no longer
 /// started on the connection task.
 const SLOW_STEPS_LIMIT: u32 = 8;
 
@@ -378,14 +378,15 @@ impl Dispatcher {
             };
             StreamSink::mqtt(self.reply_link.clone(), topic)
         });
-        // The handler hears the cancel on the very token the caller's cancel
-        // (or the timeout below) cancels.
+        // The handler hears the caller's cancel at once, through a child of
+        // its token; a handler that cancels its own context does not make
+        // its call look cancelled by the caller.
         let ctx = CallContext::new(
             call_id.clone(),
             tool.def.name.clone(),
             caller,
             stream,
-            cancel.clone(),
+            cancel.child_token(),
             self.shared.config.states.clone(),
         );
         let handler = tool.def.handler.clone();

@@ -72,8 +72,9 @@ impl std::fmt::Debug for CallContext {
 }
 
 impl CallContext {
-    /// A call's context. `cancel` is the token the dispatcher cancels the
-    /// call with; `states` the server's registered state.
+    /// A call's context. `cancel` is what [`CallContext::cancelled`] waits
+    /// on (the dispatcher gives a child of the call's own token); `states`
+    /// the server's registered state.
     pub(crate) fn new(
         call_id: String,
         tool: String,
