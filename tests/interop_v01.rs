@@ -7,7 +7,8 @@ use bytes::Bytes;
 use mcpmqtt::{CallError, Client, Partial};
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use serde_json::{json, Value};
-use support::fixtures::{call_gathering, call_props, gtm_online, Raw, PATIENCE};
+use support::fixtures::{call_props, gtm_online, Raw, PATIENCE};
+use support::gathering::call_gathering;
 use support::mosquitto::Mosquitto;
 
 #[tokio::test]

@@ -10,7 +10,8 @@ use mcpmqtt::{
     BrokerOptions, CallError, Client, Error, Partial, Protocol, Server, ServerBuilder, ServerHandle, ToolDef, ToolError,
 };
 use serde_json::{json, Value};
-use support::fixtures::{call_gathering, call_props, Raw, PATIENCE};
+use support::fixtures::{call_props, Raw, PATIENCE};
+use support::gathering::call_gathering;
 use support::login::online;
 use support::mosquitto::Mosquitto;
 

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use mcpmqtt::{BrokerOptions, CallError, CallOptions, Client, Partial, Protocol, ServerHandle};
 use serde_json::{json, Value};
-use support::fixtures::{call_gathering, Raw, PATIENCE};
+use support::fixtures::{Raw, PATIENCE};
+use support::gathering::call_gathering;
 use support::mosquitto::Mosquitto;
 use support::tools::{lab_server, NAMESPACE};
 use tokio::sync::{mpsc, oneshot};

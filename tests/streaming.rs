@@ -4,7 +4,8 @@ mod support;
 
 use mcpmqtt::{CallOptions, Partial};
 use serde_json::json;
-use support::fixtures::{call_gathering, gtm_client, gtm_online, Raw, PATIENCE};
+use support::fixtures::{gtm_client, gtm_online, Raw, PATIENCE};
+use support::gathering::call_gathering;
 use support::mosquitto::Mosquitto;
 use support::tools::{lab_client, lab_online};
 

@@ -8,8 +8,6 @@ mod common;
 
 use std::process::Stdio;
 
-use std::sync::{Arc, Mutex};
-
 use common::*;
 use mcpmqtt::acl::{AclFormat, AclManifest, Role};
 use mcpmqtt::{CallError, CallOptions, Partial};
@@ -205,17 +203,9 @@ async fn the_demo_server_is_hosted_on_mqtt_behind_the_brokers_acl(speaks: Speaks
 
     // Progress becomes progress partials, figures and message; structured
     // content is the result.
-    let partials = Arc::new(Mutex::new(Vec::new()));
-    let sink = partials.clone();
-    let options = CallOptions::new().on_partial(move |p| sink.lock().unwrap().push(p));
-    let result = tester
-        .call_with("count", json!({"n": 3, "delay_ms": 30}), options)
-        .await
-        .unwrap();
-    assert_eq!(result, json!({"count": 3}));
+    let (result, partials) = call_gathering(&tester, "count", json!({"n": 3, "delay_ms": 30})).await;
+    assert_eq!(result.unwrap(), json!({"count": 3}));
     let mut steps: Vec<(String, Option<f64>, String)> = partials
-        .lock()
-        .unwrap()
         .iter()
         .map(|p| match p {
             Partial::Progress(p) => (p.progress.to_string(), p.total, p.message.clone()),
@@ -311,16 +301,7 @@ async fn a_command_that_is_not_an_mcp_server_is_a_clear_error() {
 async fn a_cancel_over_mqtt_reaches_the_child_as_notifications_cancelled(speaks: Speaks) {
     let (_dir, broker, mut exposed) = expose_demo(speaks).await;
     let mut stderr = tokio::io::BufReader::new(exposed.stderr.take().unwrap()).lines();
-    let exposing = tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = stderr.next_line().await.unwrap() {
-            if line.contains("exposing") {
-                return line;
-            }
-        }
-        panic!("expose ended before it said what it exposes");
-    })
-    .await
-    .expect("expose starts in time");
+    let exposing = line_with(&mut stderr, "exposing").await;
     assert!(
         exposing.ends_with(&format!("(MCP {})", speaks.negotiated())),
         "{exposing}"
@@ -340,16 +321,7 @@ async fn a_cancel_over_mqtt_reaches_the_child_as_notifications_cancelled(speaks:
     pending.cancel();
     assert!(matches!(pending.result().await, Err(CallError::Cancelled { .. })));
     // The child hears notifications/cancelled and stops counting.
-    tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = stderr.next_line().await.unwrap() {
-            if line.contains("count: stopped early") {
-                return;
-            }
-        }
-        panic!("expose ended without the child stopping early");
-    })
-    .await
-    .expect("the child stops early in time");
+    line_with(&mut stderr, "count: stopped early").await;
     let _ = exposed.start_kill();
     let _ = exposed.wait().await;
 }
@@ -401,17 +373,9 @@ async fn the_childs_tasks_and_tool_changes_are_followed(speaks: Speaks) {
 
     // The child answers `tally` with a task (expose declares the
     // extension): it is polled to its end, its status messages streamed.
-    let partials = Arc::new(Mutex::new(Vec::new()));
-    let sink = partials.clone();
-    let options = CallOptions::new().on_partial(move |p| sink.lock().unwrap().push(p));
-    let result = operator
-        .call_with("tally", json!({"n": 5, "delay_ms": 60}), options)
-        .await
-        .unwrap();
-    assert_eq!(result, json!({"tally": 5}));
+    let (result, partials) = call_gathering(&operator, "tally", json!({"n": 5, "delay_ms": 60})).await;
+    assert_eq!(result.unwrap(), json!({"tally": 5}));
     let messages: Vec<String> = partials
-        .lock()
-        .unwrap()
         .iter()
         .map(|p| match p {
             Partial::Progress(p) => p.message.clone(),

@@ -1,14 +1,12 @@
 //! Servers, clients and raw MQTT peers for the integration tests.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mcpmqtt::{CallError, CallOptions, Client, Partial, ServerHandle};
+use mcpmqtt::{Client, ServerHandle};
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::login::{client, online};
@@ -16,17 +14,6 @@ use super::mosquitto::Mosquitto;
 
 /// Re-exported: most tests import it from here.
 pub use super::login::PATIENCE;
-
-/// Calls `tool` and gathers the partials it streams, in the order the
-/// client handed them over.
-pub async fn call_gathering(client: &Client, tool: &str, arguments: Value) -> (Result<Value, CallError>, Vec<Partial>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    let options = CallOptions::new().on_partial(move |p| sink.lock().unwrap().push(p));
-    let result = client.call_with(tool, arguments, options).await;
-    let partials = std::mem::take(&mut *seen.lock().unwrap());
-    (result, partials)
-}
 
 /// The gtm server, online on `broker`.
 pub async fn gtm_online(broker: &Mosquitto) -> ServerHandle {

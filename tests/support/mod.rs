@@ -4,6 +4,7 @@ pub mod mosquitto;
 pub mod proxy;
 // Also present in this directory when this file was written (by others):
 pub mod fixtures;
+pub mod gathering;
 pub mod login;
 pub mod tools;
 

@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 /// The root package's servers and clients on a test broker.
+#[path = "../../../tests/support/gathering.rs"]
+pub mod gathering;
 #[path = "../../../tests/support/login.rs"]
 pub mod login;
 #[path = "../../../tests/support/mosquitto.rs"]
@@ -18,6 +20,9 @@ use mcpmqtt::{Client, Server, ServerBuilder, ServerHandle, ToolAnnotations, Tool
 use mosquitto::Mosquitto;
 use serde_json::{json, Value};
 
+// Not every test file gathers partials.
+#[allow(unused_imports)]
+pub use gathering::call_gathering;
 pub use login::PATIENCE;
 
 /// The namespace of the test tools.
