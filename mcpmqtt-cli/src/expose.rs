@@ -47,6 +47,10 @@ const EARLY_PROGRESS_LIMIT: usize = 256;
 const PROGRESS_GRACE: Duration = Duration::from_millis(20);
 /// Bounds on how often a child's task is polled, whatever it asks for.
 const TASK_POLL: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(5));
+/// How long the child is given to list its tools, or to acknowledge a
+/// subscription: `expose` waits for neither while it should be serving, or
+/// stopping.
+const CHILD_ANSWER_WAIT: Duration = Duration::from_secs(30);
 /// How long `tasks/cancel` is waited for.
 const TASK_CANCEL_WAIT: Duration = Duration::from_secs(5);
 
@@ -393,11 +397,14 @@ fn read_allowed(args: &ExposeArgs) -> Result<Allowed, Failure> {
 
 /// The child's tools.
 async fn list_tools(child: &ChildLink) -> Result<Vec<Tool>, Failure> {
-    child
-        .peer
-        .list_all_tools()
-        .await
-        .map_err(|e| anyhow::anyhow!("could not list the MCP server's tools: {e}").into())
+    match tokio::time::timeout(CHILD_ANSWER_WAIT, child.peer.list_all_tools()).await {
+        Ok(listed) => listed.map_err(|e| anyhow::anyhow!("could not list the MCP server's tools: {e}").into()),
+        Err(_) => Err(anyhow::anyhow!(
+            "the MCP server did not list its tools within {} s",
+            CHILD_ANSWER_WAIT.as_secs()
+        )
+        .into()),
+    }
 }
 
 /// The server hosting `tools`, the child's.
@@ -474,10 +481,18 @@ async fn listen_for_tool_changes(child: &ChildLink) {
         return;
     }
     let filter = SubscriptionFilter::builder().tools_list_changed().build();
-    let mut subscription = match child.peer.listen(filter).await {
-        Ok(subscription) => subscription,
-        Err(e) => {
+    let mut subscription = match tokio::time::timeout(CHILD_ANSWER_WAIT, child.peer.listen(filter)).await {
+        Ok(Ok(subscription)) => subscription,
+        Ok(Err(e)) => {
             eprintln!("warning: the MCP server's tool changes will not be followed: {e}");
+            return;
+        }
+        Err(_) => {
+            eprintln!(
+                "warning: the MCP server's tool changes will not be followed: it did not acknowledge \
+                 subscriptions/listen within {} s",
+                CHILD_ANSWER_WAIT.as_secs()
+            );
             return;
         }
     };
