@@ -101,6 +101,12 @@ struct Args {
     /// Counts syscalls and context switches of each side over the measured window (`perf stat`).
     #[arg(long)]
     syscalls: bool,
+    /// Runs the servers (mcpmqtt's and the floor's responder) under `valgrind --tool=callgrind`,
+    /// counting over the measured window only, and prints their instructions per call: a figure
+    /// that whatever else runs on the machine does not move (user space only; files in this
+    /// directory). Calls are then some 50 times slower: use small `--calls`.
+    #[arg(long)]
+    callgrind: Option<PathBuf>,
 
     // The roles the binary re-executes itself in.
     #[arg(long, hide = true)]
@@ -639,17 +645,40 @@ struct Proc {
 
 impl Proc {
     fn spawn(label: &str, role_args: &[String], perf: Option<&PathBuf>) -> Proc {
+        Proc::spawn_in(label, role_args, perf, None)
+    }
+
+    /// [`Proc::spawn`], under callgrind (not counting until [`callgrind_start`]) when
+    /// `callgrind` names a directory.
+    fn spawn_in(label: &str, role_args: &[String], perf: Option<&PathBuf>, callgrind: Option<&PathBuf>) -> Proc {
         let exe = std::env::current_exe().expect("the bench's own path");
-        let mut cmd = match perf {
-            Some(dir) => {
+        let mut cmd = match (perf, callgrind) {
+            (_, Some(dir)) => {
+                let mut c = Command::new("valgrind");
+                c.args(["-q", "--tool=callgrind", "--instr-atstart=no"])
+                    .arg(format!(
+                        "--callgrind-out-file={}",
+                        dir.join(format!("{label}.out")).display()
+                    ))
+                    .arg(&exe);
+                c
+            }
+            (Some(dir), None) => {
                 let mut c = Command::new("perf");
-                c.args(["record", "-q", "-F", "999", "--call-graph", "dwarf,16384", "-o"])
+                c.arg("record");
+                // `MCPMQTT_BENCH_PERF_EVENT=probe_libc:malloc` (after `perf probe -x <libc> malloc`)
+                // records every allocation instead of sampling the clock.
+                match std::env::var("MCPMQTT_BENCH_PERF_EVENT") {
+                    Ok(event) => c.args(["-e", &event]),
+                    Err(_) => c.args(["-F", "999"]),
+                };
+                c.args(["-q", "--call-graph", "dwarf,16384", "-o"])
                     .arg(dir.join(format!("{label}.data")))
                     .arg("--")
                     .arg(&exe);
                 c
             }
-            None => Command::new(&exe),
+            (None, None) => Command::new(&exe),
         };
         let mut child = cmd
             .args(role_args)
@@ -827,8 +856,8 @@ impl Ctx<'_> {
             if shared {
                 role.push("--shared".into());
             }
-            let mut p = Proc::spawn(&label, &role, a.perf.as_ref());
-            p.expect("ready", Duration::from_secs(60));
+            let mut p = Proc::spawn_in(&label, &role, a.perf.as_ref(), a.callgrind.as_ref());
+            p.expect("ready", Duration::from_secs(600));
             servers.push(p);
         }
         let label = self.label(&format!("{}-client-{inflight}x{size}", mode.name()));
@@ -861,9 +890,25 @@ impl Ctx<'_> {
             [vec![client.pid], server_pids, vec![self.broker_pid]].map(|pids| PerfStat::start(&pids, &tmp))
         });
         let (s0, b0) = (server_cpu(&servers), cpu_secs(self.broker_pid));
+        if a.callgrind.is_some() {
+            callgrind_start(&servers);
+        }
         client.send("go");
         let r = client.expect("result", Duration::from_secs_f64(a.secs + 120.0));
         let (s1, b1) = (server_cpu(&servers), cpu_secs(self.broker_pid));
+        if let Some(dir) = &a.callgrind {
+            let calls = r.get("calls").and_then(Value::as_u64).unwrap_or(0);
+            for s in &servers {
+                callgrind_control(&["--dump", &s.pid.to_string()]);
+                let file = dir.join(format!("{}.out", s.label));
+                let ir = callgrind_total(&file);
+                eprintln!(
+                    "  callgrind {}: {ir} instructions, {:.0} per call",
+                    s.label,
+                    ir as f64 / calls.max(1) as f64
+                );
+            }
+        }
         let counts = stats.map(|s| s.map(PerfStat::stop));
         let server_hwm_kib = servers.iter().map(|p| vm_kib(p.pid, "VmHWM")).max().unwrap_or(0);
         client.stop();
@@ -907,6 +952,38 @@ impl Ctx<'_> {
         );
         cell
     }
+}
+
+/// Starts callgrind's counting in each process, from zero.
+fn callgrind_start(procs: &[Proc]) {
+    for p in procs {
+        callgrind_control(&["-i", "on", &p.pid.to_string()]);
+        callgrind_control(&["-z", &p.pid.to_string()]);
+    }
+}
+
+fn callgrind_control(args: &[&str]) {
+    let out = Command::new("callgrind_control").args(args).output();
+    if !out.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("callgrind_control {args:?} failed: {out:?}");
+    }
+}
+
+/// The instructions counted in a callgrind output (the dumps since the last, summed).
+fn callgrind_total(file: &std::path::Path) -> u64 {
+    // `callgrind_control -d` writes `<file>.1`, `<file>.2`, ...
+    let mut total = 0;
+    for n in 1.. {
+        let Ok(text) = std::fs::read_to_string(format!("{}.{n}", file.display())) else {
+            break;
+        };
+        total += text
+            .lines()
+            .find_map(|l| l.strip_prefix("summary: ").or_else(|| l.strip_prefix("totals: ")))
+            .and_then(|v| v.trim().split(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
 }
 
 /// `perf stat` counting syscalls and context switches of some processes.

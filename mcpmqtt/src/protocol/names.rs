@@ -11,17 +11,40 @@ pub const MAX_NAME_LEN: usize = 128;
 /// match or reach other topics, so the broker's ACL could no longer tell tools
 /// or callers apart.
 pub fn name_problem(name: &str) -> Option<&'static str> {
+    // One pass over the bytes (every call's caller and call id come
+    // through here), then the first problem in the order the messages are
+    // listed in.
+    const SLASH: u8 = 1;
+    const WILDCARD: u8 = 2;
+    const NUL: u8 = 4;
+    const SPACE: u8 = 8;
     if name.is_empty() {
-        Some("it is empty")
-    } else if name.len() > MAX_NAME_LEN {
-        Some("it is longer than 128 bytes")
-    } else if name.contains('/') {
+        return Some("it is empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Some("it is longer than 128 bytes");
+    }
+    let (mut found, mut non_ascii) = (0u8, false);
+    for &b in name.as_bytes() {
+        found |= match b {
+            b'/' => SLASH,
+            b'+' | b'#' => WILDCARD,
+            0 => NUL,
+            b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ' => SPACE,
+            _ => 0,
+        };
+        non_ascii |= !b.is_ascii();
+    }
+    if non_ascii && name.chars().any(|c| !c.is_ascii() && c.is_whitespace()) {
+        found |= SPACE;
+    }
+    if found & SLASH != 0 {
         Some("it contains `/`, which separates topic levels")
-    } else if name.contains('+') || name.contains('#') {
+    } else if found & WILDCARD != 0 {
         Some("it contains an MQTT wildcard (`+` or `#`)")
-    } else if name.contains('\0') {
+    } else if found & NUL != 0 {
         Some("it contains a NUL character")
-    } else if name.chars().any(char::is_whitespace) {
+    } else if found & SPACE != 0 {
         Some("it contains whitespace")
     } else if name.starts_with('$') {
         Some("it starts with `$`, which brokers reserve")
@@ -94,6 +117,54 @@ mod tests {
             assert!(name_problem(bad).is_some(), "{bad:?}");
         }
         assert!(name_problem(&"a".repeat(129)).is_some());
+    }
+
+    /// The rules as first written, one check per pass: the one-pass
+    /// version must give the same answer, message included.
+    fn name_problem_as_specified(name: &str) -> Option<&'static str> {
+        if name.is_empty() {
+            Some("it is empty")
+        } else if name.len() > MAX_NAME_LEN {
+            Some("it is longer than 128 bytes")
+        } else if name.contains('/') {
+            Some("it contains `/`, which separates topic levels")
+        } else if name.contains('+') || name.contains('#') {
+            Some("it contains an MQTT wildcard (`+` or `#`)")
+        } else if name.contains('\0') {
+            Some("it contains a NUL character")
+        } else if name.chars().any(char::is_whitespace) {
+            Some("it contains whitespace")
+        } else if name.starts_with('$') {
+            Some("it starts with `$`, which brokers reserve")
+        } else {
+            None
+        }
+    }
+
+    #[test]
+    fn one_pass_gives_the_answers_of_the_rules() {
+        let pieces = [
+            "a", "Z", "9", "-", "_", ".", "/", "+", "#", "\0", " ", "\t", "\n", "\x0b", "\x0c", "\r", "$", "é",
+            "\u{85}", "\u{a0}", "\u{2028}", "\u{3000}", "\u{200b}", "日",
+        ];
+        // Every string of up to three pieces, and longer ones near the limit.
+        let mut names = vec![String::new()];
+        for a in pieces {
+            names.push(a.to_owned());
+            for b in pieces {
+                names.push(format!("{a}{b}"));
+                for c in pieces {
+                    names.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        for p in pieces {
+            names.push(format!("{}{p}", "x".repeat(127)));
+            names.push(format!("{p}{}", "x".repeat(126)));
+        }
+        for name in &names {
+            assert_eq!(name_problem(name), name_problem_as_specified(name), "{name:?}");
+        }
     }
 
     #[test]

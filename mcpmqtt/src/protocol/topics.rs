@@ -51,14 +51,14 @@ impl Topics {
 
     /// The v0.1 call topic of a tool.
     pub fn call(&self, tool: &str) -> String {
-        format!("{}/mcp/tools/{tool}/call", self.ns)
+        concat(&[&self.ns, "/mcp/tools/", tool, "/call"])
     }
 
     /// **Extension:** the call topic of one caller. The broker's ACL lets
     /// each caller publish only under its own name, so the server can trust
     /// the name it reads from the topic.
     pub fn call_as(&self, tool: &str, caller: &str) -> String {
-        format!("{}/mcp/tools/{tool}/call/{caller}", self.ns)
+        concat(&[&self.ns, "/mcp/tools/", tool, "/call/", caller])
     }
 
     /// Every call topic of a tool: the v0.1 one and every caller's
@@ -77,7 +77,7 @@ impl Topics {
     /// with [`Topics::call_as`], the broker's ACL lets each caller publish
     /// only under its own name.
     pub fn cancel_as(&self, tool: &str, caller: &str) -> String {
-        format!("{}/mcp/tools/{tool}/cancel/{caller}", self.ns)
+        concat(&[&self.ns, "/mcp/tools/", tool, "/cancel/", caller])
     }
 
     /// Every caller's cancels of a tool. Not shared between instances: a
@@ -88,15 +88,15 @@ impl Topics {
 
     /// The tool and the caller a cancel topic names.
     pub fn parse_cancel<'t>(&self, topic: &'t str) -> Option<(&'t str, &'t str)> {
-        let rest = self.strip(topic, "/mcp/tools/")?;
-        let (tool, caller) = rest.split_once("/cancel/")?;
+        let (tool, after) = self.strip(topic, "/mcp/tools/")?.split_once('/')?;
+        let caller = after.strip_prefix("cancel/")?;
         (super::names::name_problem(tool).is_none() && super::names::name_problem(caller).is_none())
             .then_some((tool, caller))
     }
 
     /// A client's response topic.
     pub fn responses(&self, client: &str) -> String {
-        format!("{}/mcp/clients/{client}/responses", self.ns)
+        concat(&[&self.ns, "/mcp/clients/", client, "/responses"])
     }
 
     /// Every client's response topic (what a server may publish on).
@@ -107,7 +107,7 @@ impl Topics {
     /// **Extension:** a caller's private stream of one call, which only that
     /// caller may read.
     pub fn private_stream(&self, caller: &str, call_id: &str) -> String {
-        format!("{}/mcp/clients/{caller}/streams/{call_id}", self.ns)
+        concat(&[&self.ns, "/mcp/clients/", caller, "/streams/", call_id])
     }
 
     /// Every private stream of one caller.
@@ -122,7 +122,7 @@ impl Topics {
 
     /// Where the partials of one call of a streaming tool are published (v0.1).
     pub fn stream(&self, tool: &str, call_id: &str) -> String {
-        format!("{}/mcp/tools/{tool}/stream/{call_id}", self.ns)
+        concat(&[&self.ns, "/mcp/tools/", tool, "/stream/", call_id])
     }
 
     /// Every stream of a tool.
@@ -133,20 +133,18 @@ impl Topics {
     /// The tool a call topic addresses, and the caller if the topic names
     /// one: `{ns}/mcp/tools/{tool}/call` or `{ns}/mcp/tools/{tool}/call/{caller}`.
     pub fn parse_call<'t>(&self, topic: &'t str) -> Option<(&'t str, Option<&'t str>)> {
-        let rest = self.strip(topic, "/mcp/tools/")?;
-        let (tool, after) = rest.split_once("/call")?;
-        if tool.is_empty() || tool.contains('/') {
+        // Level by level: every call comes through here.
+        let (tool, after) = self.strip(topic, "/mcp/tools/")?.split_once('/')?;
+        if tool.is_empty() {
             return None;
         }
-        match after {
-            "" => Some((tool, None)),
-            _ => {
-                let caller = after.strip_prefix('/')?;
-                super::names::name_problem(caller)
-                    .is_none()
-                    .then_some((tool, Some(caller)))
-            }
+        if after == "call" {
+            return Some((tool, None));
         }
+        let caller = after.strip_prefix("call/")?;
+        super::names::name_problem(caller)
+            .is_none()
+            .then_some((tool, Some(caller)))
     }
 
     /// The client a response topic belongs to, if `topic` is exactly
@@ -168,6 +166,16 @@ impl Topics {
     fn strip<'t>(&self, topic: &'t str, middle: &str) -> Option<&'t str> {
         topic.strip_prefix(self.ns.as_str())?.strip_prefix(middle)
     }
+}
+
+/// The parts one after another, in one allocation: the topics built for
+/// every call skip the formatting machinery.
+fn concat(parts: &[&str]) -> String {
+    let mut topic = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        topic.push_str(part);
+    }
+    topic
 }
 
 #[cfg(test)]
@@ -199,6 +207,26 @@ mod tests {
         assert_eq!(t.parse_call("gtm/mcp/tools/x/call/a/b"), None);
         assert_eq!(t.parse_call("gtm/mcp/tools/x/caller"), None);
         assert_eq!(t.parse_call("other/mcp/tools/x/call"), None);
+        for bad in [
+            "gtm/mcp/tools//call",
+            "gtm/mcp/tools/x/callx",
+            "gtm/mcp/tools/x/call/",
+            "gtm/mcp/tools/x/y/call",
+            "gtm/mcp/tools/x/call/a+",
+            "gtm/mcp/tools/x",
+        ] {
+            assert_eq!(t.parse_call(bad), None, "{bad}");
+        }
+        assert_eq!(t.parse_cancel("gtm/mcp/tools/x/cancel/scout"), Some(("x", "scout")));
+        for bad in [
+            "gtm/mcp/tools/x/cancel/",
+            "gtm/mcp/tools/x/cancel/a/b",
+            "gtm/mcp/tools/x/y/cancel/scout",
+            "gtm/mcp/tools//cancel/scout",
+            "gtm/mcp/tools/x/call/scout",
+        ] {
+            assert_eq!(t.parse_cancel(bad), None, "{bad}");
+        }
         assert_eq!(t.client_of_responses("gtm/mcp/clients/c/responses"), Some("c"));
         for bad in [
             "gtm/mcp/clients/a/b/responses",

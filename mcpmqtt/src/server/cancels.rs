@@ -4,12 +4,11 @@
 //! time). One lock guards both, so a call's start and a cancel cannot pass
 //! each other.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::dedupe::CallKey;
+use super::dedupe::{CallKey, CallMap};
 
 /// How long a cancel of a call that is not running is remembered.
 const EARLY_KEPT: Duration = Duration::from_secs(60);
@@ -22,10 +21,10 @@ const EARLY_MAX: usize = 10_000;
 pub(crate) struct Cancels {
     /// The calls running, with the caller that made each: only it may
     /// cancel it.
-    running: HashMap<CallKey, (String, CancellationToken)>,
+    running: CallMap<(String, CancellationToken)>,
     /// Cancels of calls not running (yet): a call still in line is answered
     /// `cancelled` when its turn comes.
-    early: HashMap<CallKey, Instant>,
+    early: CallMap<Instant>,
 }
 
 /// What became of a cancel.

@@ -115,9 +115,12 @@ enum State {
     Finished(Option<Bytes>),
 }
 
+/// A map keyed by calls, that hashes each key once, when it is made.
+pub(crate) type CallMap<V> = HashMap<CallKey, V, BuildHasherDefault<Prehashed>>;
+
 /// Hands on the hash a [`CallKey`] carries.
 #[derive(Default)]
-struct Prehashed(u64);
+pub(crate) struct Prehashed(u64);
 
 impl Hasher for Prehashed {
     fn finish(&self) -> u64 {
@@ -135,7 +138,7 @@ impl Hasher for Prehashed {
 pub(crate) struct Window {
     limits: DedupeWindow,
     /// Each call's state, and the number of its entry in `order`.
-    calls: HashMap<CallKey, (u64, State), BuildHasherDefault<Prehashed>>,
+    calls: CallMap<(u64, State)>,
     /// Calls in the order they were first seen, to expire the oldest.
     order: VecDeque<(u64, Instant, CallKey)>,
     next_entry: u64,
@@ -146,7 +149,7 @@ impl Window {
     pub(crate) fn new(limits: DedupeWindow) -> Self {
         Window {
             limits,
-            calls: HashMap::default(),
+            calls: CallMap::default(),
             order: VecDeque::new(),
             next_entry: 0,
             cached_bytes: 0,

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -389,21 +389,27 @@ impl Dispatcher {
             cancel.child_token(),
             self.shared.config.states.clone(),
         );
-        let handler = tool.def.handler.clone();
-        let call_ctx = ctx.clone();
-        let run = async move {
-            // A handler may panic while building its future, or while running it.
-            let future = std::panic::catch_unwind(AssertUnwindSafe(|| handler(call_ctx, arguments)))?;
-            AssertUnwindSafe(future).catch_unwind().await
+        // A handler may panic while building its future, or while running
+        // it. Its future is boxed already, so this one moves freely (into the
+        // grace task below) without another allocation.
+        let mut run = match std::panic::catch_unwind(AssertUnwindSafe(|| (tool.def.handler)(ctx.clone(), arguments))) {
+            Ok(future) => futures_util::future::Either::Left(AssertUnwindSafe(future).catch_unwind()),
+            Err(panic) => futures_util::future::Either::Right(std::future::ready(Err(panic))),
         };
-        let mut run = Box::pin(run);
         // The cancel first: the handler hears it too, and may answer at once,
         // but the caller asked for a cancel, and is answered `cancelled`.
-        let by_caller = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => None,
-            outcome = &mut run => Some(outcome),
-            _ = tokio::time::sleep(tool.timeout) => None,
+        let by_caller = if cancel.is_cancelled() {
+            None
+        } else if let Poll::Ready(outcome) = futures_util::poll!(&mut run) {
+            // Answered at its first step: no timer was needed.
+            Some(outcome)
+        } else {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => None,
+                outcome = &mut run => Some(outcome),
+                _ = tokio::time::sleep(tool.timeout) => None,
+            }
         };
         let outcome = match by_caller {
             Some(outcome) => Ok(outcome),

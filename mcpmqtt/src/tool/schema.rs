@@ -267,8 +267,11 @@ pub(crate) fn drop_optional_nulls(schema: &Value, value: &mut Value) {
             .and_then(Value::as_array)
             .is_some_and(|r| r.iter().any(|v| v == k))
     };
-    fields.retain(|k, v| !v.is_null() || required(k));
-    for (k, v) in fields.iter_mut() {
+    // Looked at for every call: nothing is rebuilt unless there is a null.
+    if fields.values().any(Value::is_null) {
+        fields.retain(|k, v| !v.is_null() || required(k));
+    }
+    for (k, v) in fields.iter_mut().filter(|(_, v)| v.is_object()) {
         if let Some(sub) = props.get(k) {
             drop_optional_nulls(sub, v);
         }
