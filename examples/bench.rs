@@ -101,10 +101,11 @@ struct Args {
     /// Counts syscalls and context switches of each side over the measured window (`perf stat`).
     #[arg(long)]
     syscalls: bool,
-    /// Runs the servers (mcpmqtt's and the floor's responder) under `valgrind --tool=callgrind`,
-    /// counting over the measured window only, and prints their instructions per call: a figure
-    /// that whatever else runs on the machine does not move (user space only; files in this
-    /// directory). Calls are then some 50 times slower: use small `--calls`.
+    /// Runs the servers (mcpmqtt's and the floor's responder) and the client under
+    /// `valgrind --tool=callgrind`, counting from the client's start (its warm-up included, and
+    /// counted in the calls), and prints each one's instructions per call: a figure that whatever
+    /// else runs on the machine does not move (user space only; files in this directory). Calls
+    /// are then some 50 times slower: use small `--calls`.
     #[arg(long)]
     callgrind: Option<PathBuf>,
 
@@ -881,7 +882,7 @@ impl Ctx<'_> {
         ]
         .map(String::from)
         .to_vec();
-        let mut client = Proc::spawn(&label, &role, a.perf.as_ref());
+        let mut client = Proc::spawn_in(&label, &role, a.perf.as_ref(), a.callgrind.as_ref());
         let ready = client.expect("ready", Duration::from_secs(120));
         let server_cpu = |ps: &[Proc]| ps.iter().map(|p| cpu_secs(p.pid)).sum::<f64>();
         let stats = a.syscalls.then(|| {
@@ -892,13 +893,15 @@ impl Ctx<'_> {
         let (s0, b0) = (server_cpu(&servers), cpu_secs(self.broker_pid));
         if a.callgrind.is_some() {
             callgrind_start(&servers);
+            callgrind_start(std::slice::from_ref(&client));
         }
         client.send("go");
         let r = client.expect("result", Duration::from_secs_f64(a.secs + 120.0));
         let (s1, b1) = (server_cpu(&servers), cpu_secs(self.broker_pid));
         if let Some(dir) = &a.callgrind {
-            let calls = r.get("calls").and_then(Value::as_u64).unwrap_or(0);
-            for s in &servers {
+            // Counted from "go": the warm-up's calls too.
+            let calls = r.get("calls").and_then(Value::as_u64).unwrap_or(0) + warmup;
+            for s in servers.iter().chain([&client]) {
                 callgrind_control(&["--dump", &s.pid.to_string()]);
                 let file = dir.join(format!("{}.out", s.label));
                 let ir = callgrind_total(&file);

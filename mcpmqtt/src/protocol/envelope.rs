@@ -420,7 +420,51 @@ impl CallResponse {
 
 /// Decodes a call response, as a client reads it off its response topic.
 pub(crate) fn decode_response(payload: &[u8]) -> serde_json::Result<CallResponse> {
-    serde_json::from_slice(payload)
+    match read_response_fast(payload) {
+        Some(response) => Ok(response),
+        None => serde_json::from_slice(payload),
+    }
+}
+
+/// A response read by the runtime's reader, each field as serde reads it
+/// from a `Value`. `None` where `serde_json` must decide (then its reading,
+/// or its error, stands): any error, and a field named twice.
+fn read_response_fast(payload: &[u8]) -> Option<CallResponse> {
+    use serde::de::IntoDeserializer;
+    fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Option<T> {
+        T::deserialize(value.into_deserializer()).ok()
+    }
+    let (mut call_id, mut status, mut result, mut error, mut elapsed_ms) = (None, None, None, None, None);
+    let mut seen = [false; 5];
+    json::read::object(payload, |key, reader| {
+        let slot = match &*key {
+            "call_id" => 0,
+            "status" => 1,
+            "result" => 2,
+            "error" => 3,
+            "elapsed_ms" => 4,
+            _ => return reader.value().map(drop),
+        };
+        if std::mem::replace(&mut seen[slot], true) {
+            return None;
+        }
+        let value = reader.value()?;
+        match slot {
+            0 => call_id = Some(typed::<String>(value)?),
+            1 => status = Some(typed::<ResponseStatus>(value)?),
+            2 => result = typed::<Option<Value>>(value)?,
+            3 => error = typed::<Option<ErrorBody>>(value)?,
+            _ => elapsed_ms = Some(typed::<u64>(value)?),
+        }
+        Some(())
+    })?;
+    Some(CallResponse {
+        call_id: call_id?,
+        status: status?,
+        result,
+        error,
+        elapsed_ms: elapsed_ms.unwrap_or_default(),
+    })
 }
 
 /// Now, as RFC 3339 UTC with milliseconds (`2026-11-23T21:08:03.123Z`).
@@ -447,6 +491,26 @@ pub(crate) fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_response_reads_as_serde_json_reads_it() {
+        let docs: &[&str] = &[
+            r#"{"call_id":"c1","status":"ok","result":{"content":[{"type":"text","text":"hi \u00e9"}]},"elapsed_ms":3}"#,
+            r#"{"call_id":"c1","status":"error","error":{"type":"timeout","message":"slow"},"result":null}"#,
+            r#"{"call_id":"c1","status":"ok","call_id":"c2"}"#,
+            r#"{"call_id":"c1","status":"maybe"}"#,
+            r#"{"call_id":"c1","status":"ok","elapsed_ms":-1}"#,
+            r#"{"call_id":"c1","status":"ok"} trailing"#,
+            r#"{"call_id":"c1","status":"ok","elapsed_ms":3.0}"#,
+            r#"{"x":{"y":[1]},"call_id":"c1","status":"error","error":null,"progress":0.5}"#,
+            r#"{"status":"ok"}"#,
+        ];
+        for doc in docs {
+            let ours = decode_response(doc.as_bytes()).map_err(|e| e.to_string());
+            let serde = serde_json::from_slice::<CallResponse>(doc.as_bytes()).map_err(|e| e.to_string());
+            assert_eq!(ours, serde, "{doc}");
+        }
+    }
 
     #[test]
     fn progress_travels_as_extension_fields_with_its_message_as_content() {

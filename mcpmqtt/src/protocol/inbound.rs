@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::envelope::{CallRequest, ErrorBody, ErrorType};
+use super::json;
 use super::names::name_problem;
 use super::topics::Topics;
 
@@ -66,6 +67,50 @@ struct Wire {
     private_stream: Option<Value>,
 }
 
+impl Wire {
+    /// Reads the payload with the runtime's reader, and with `serde_json`
+    /// when that one gives up: then `serde_json`'s error is the one reported.
+    fn read(payload: &[u8]) -> serde_json::Result<Wire> {
+        match Wire::read_fast(payload) {
+            Some(wire) => Ok(wire),
+            None => serde_json::from_slice(payload),
+        }
+    }
+
+    /// `None` where `serde_json` must decide: any error, and a field named
+    /// twice (an error to `serde_json` too).
+    fn read_fast(payload: &[u8]) -> Option<Wire> {
+        let mut wire = Wire {
+            call_id: None,
+            arguments: None,
+            client: None,
+            timestamp: None,
+            response_topic: None,
+            private_stream: None,
+        };
+        let mut seen = [false; 6];
+        json::read::object(payload, |key, reader| {
+            let (slot, field) = match &*key {
+                "call_id" => (0, &mut wire.call_id),
+                "arguments" => (1, &mut wire.arguments),
+                "client" => (2, &mut wire.client),
+                "timestamp" => (3, &mut wire.timestamp),
+                "response_topic" => (4, &mut wire.response_topic),
+                "private_stream" => (5, &mut wire.private_stream),
+                // Read, to be sure it is JSON, and dropped.
+                _ => return reader.value().map(drop),
+            };
+            if std::mem::replace(&mut seen[slot], true) {
+                return None;
+            }
+            // As with serde's `Option`: `null` is no value.
+            *field = Some(reader.value()?).filter(|v| !v.is_null());
+            Some(())
+        })?;
+        Some(wire)
+    }
+}
+
 /// Decodes a call. Never panics, whatever the bytes: a call that cannot run
 /// comes back as a [`Rejection`], answered only if its reply address is known
 /// and allowed (see [`allowed_reply`]).
@@ -121,7 +166,7 @@ pub(crate) fn decode_call(
         };
         return Err(invalid(hint, message, mqtt_reply));
     }
-    let wire: Wire = match serde_json::from_slice(payload) {
+    let wire = match Wire::read(payload) {
         Ok(w) => w,
         Err(e) if e.is_data() => return Err(invalid(hint, format!("malformed call: {e}"), mqtt_reply)),
         Err(e) => return Err(invalid(hint, format!("the call is not valid JSON: {e}"), mqtt_reply)),
@@ -237,6 +282,45 @@ mod tests {
 
     fn decode(payload: &[u8], envelope: Envelope<'_>) -> Result<Inbound, Box<Rejection>> {
         decode_call(&topics(), 64 * 1024, payload, envelope)
+    }
+
+    /// The runtime's reader reads the fields `serde_json` reads, and leaves
+    /// to it every payload it would refuse.
+    #[test]
+    fn the_fast_read_agrees_with_serde() {
+        fn fields(w: Wire) -> [Option<Value>; 6] {
+            [
+                w.call_id,
+                w.arguments,
+                w.client,
+                w.timestamp,
+                w.response_topic,
+                w.private_stream,
+            ]
+        }
+        let taken: &[&str] = &[
+            r#"{"call_id":"c1","arguments":{"a":[1,2.5,"x"]},"client":"scout","timestamp":"t","private_stream":true}"#,
+            r#"{"call_id":null,"client":null,"other":{"x":[null]},"response_topic":"lab/mcp/clients/x/responses"}"#,
+            r#" {"call_id":7,"arguments":"no","ca\u006c\u006c_id2":1} "#,
+            r#"{}"#,
+        ];
+        for doc in taken {
+            let fast = Wire::read_fast(doc.as_bytes()).unwrap_or_else(|| panic!("gave up on {doc}"));
+            let serde: Wire = serde_json::from_slice(doc.as_bytes()).unwrap();
+            assert_eq!(fields(fast), fields(serde), "{doc}");
+        }
+        let left: &[&str] = &[
+            r#"{"call_id":"a","call_id":"b"}"#,
+            r#"{"call_id":"a","c\u0061ll_id":"b"}"#,
+            r#"{"call_id":"a",}"#,
+            r#"{"call_id":"a"} x"#,
+        ];
+        for doc in left {
+            assert!(Wire::read_fast(doc.as_bytes()).is_none(), "read {doc}");
+            assert!(serde_json::from_slice::<Wire>(doc.as_bytes()).is_err(), "{doc}");
+        }
+        // Serde would read an array by position; `decode_call` refuses one first.
+        assert!(Wire::read_fast(b"[\"c1\"]").is_none());
     }
 
     #[test]

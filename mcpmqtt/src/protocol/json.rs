@@ -6,6 +6,8 @@
 
 use serde_json::Value;
 
+pub(crate) mod read;
+
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
