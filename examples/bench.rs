@@ -901,7 +901,7 @@ impl Ctx<'_> {
         if let Some(dir) = &a.callgrind {
             // Counted from "go": the warm-up's calls too.
             let calls = r.get("calls").and_then(Value::as_u64).unwrap_or(0) + warmup;
-            for s in servers.iter().chain([&client]) {
+            for s in &servers {
                 callgrind_control(&["--dump", &s.pid.to_string()]);
                 let file = dir.join(format!("{}.out", s.label));
                 let ir = callgrind_total(&file);
@@ -914,7 +914,17 @@ impl Ctx<'_> {
         }
         let counts = stats.map(|s| s.map(PerfStat::stop));
         let server_hwm_kib = servers.iter().map(|p| vm_kib(p.pid, "VmHWM")).max().unwrap_or(0);
+        let client_label = client.label.clone();
         client.stop();
+        if let Some(dir) = &a.callgrind {
+            // The client's counts are written as it exits.
+            let calls = r.get("calls").and_then(Value::as_u64).unwrap_or(0) + warmup;
+            let ir = callgrind_total(&dir.join(format!("{client_label}.out")));
+            eprintln!(
+                "  callgrind {client_label}: {ir} instructions, {:.0} per call",
+                ir as f64 / calls.max(1) as f64
+            );
+        }
         for s in servers {
             s.stop();
         }
@@ -974,10 +984,14 @@ fn callgrind_control(args: &[&str]) {
 
 /// The instructions counted in a callgrind output (the dumps since the last, summed).
 fn callgrind_total(file: &std::path::Path) -> u64 {
-    // `callgrind_control -d` writes `<file>.1`, `<file>.2`, ...
+    // `callgrind_control -d` writes `<file>.1`, `<file>.2`, ...; the process's exit, `<file>`.
     let mut total = 0;
-    for n in 1.. {
-        let Ok(text) = std::fs::read_to_string(format!("{}.{n}", file.display())) else {
+    let dumps = (1..).map(|n| format!("{}.{n}", file.display()));
+    for path in std::iter::once(file.display().to_string()).chain(dumps) {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            if path == file.display().to_string() {
+                continue;
+            }
             break;
         };
         total += text

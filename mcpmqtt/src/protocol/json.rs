@@ -50,40 +50,95 @@ fn escape(byte: u8) -> Option<&'static [u8]> {
     })
 }
 
-/// Appends `s` as a JSON string.
+/// Appends `s` as a JSON string: the runs that need no escape copied
+/// whole, found by [`find_special`].
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    // Bytes before `start` are written; those from it on are pending.
     let mut start = 0;
-    let escape_from = |out: &mut Vec<u8>, from: usize, to: usize, start: &mut usize| {
-        for (i, &byte) in bytes[from..to].iter().enumerate() {
-            if let Some(escaped) = escape(byte) {
-                out.extend_from_slice(&bytes[*start..from + i]);
-                out.extend_from_slice(escaped);
-                *start = from + i + 1;
-            }
-        }
-    };
-    // 32 bytes at a time, one branch for the four words; then 8 at a time.
-    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
-    let mut at = 0;
-    while at + 32 <= bytes.len() {
-        if escapes(word(at)) | escapes(word(at + 8)) | escapes(word(at + 16)) | escapes(word(at + 24)) != 0 {
-            escape_from(out, at, at + 32, &mut start);
-        }
-        at += 32;
+    loop {
+        let special = find_special(bytes, start);
+        out.extend_from_slice(&bytes[start..special]);
+        let Some(&byte) = bytes.get(special) else { break };
+        out.extend_from_slice(escape(byte).expect("a byte that needs an escape"));
+        start = special + 1;
     }
+    out.push(b'"');
+}
+
+/// The index of the first byte at or after `from` that a JSON string
+/// cannot hold as it is (a control character, `"` or `\`), or the length
+/// of `bytes` if there is none. Sixteen bytes per compare on x86_64 (SSE2,
+/// which every x86_64 has), eight elsewhere: arguments and results are often
+/// one large string, and `serde_json` looks at one or eight bytes at a time.
+pub(crate) fn find_special(bytes: &[u8], from: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE2 is part of every x86_64 CPU (the target's baseline).
+    let from = match unsafe { sse2::find(bytes, from) } {
+        Ok(found) => return found,
+        Err(left) => left,
+    };
+    let mut at = from;
     while at + 8 <= bytes.len() {
-        if escapes(word(at)) != 0 {
-            escape_from(out, at, at + 8, &mut start);
+        let flags = escapes(u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes")));
+        if flags != 0 {
+            // The lowest flagged byte of a word is exact (a false flag can
+            // only sit above a true one).
+            return at + (flags.trailing_zeros() / 8) as usize;
         }
         at += 8;
     }
-    escape_from(out, at, bytes.len(), &mut start);
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    bytes[at..]
+        .iter()
+        .position(|&b| escape(b).is_some())
+        .map_or(bytes.len(), |i| at + i)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+
+    /// Bit `i` is set if byte `at + i` needs an escape.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn flags(bytes: &[u8], at: usize) -> u64 {
+        let block: &[u8; 16] = bytes[at..at + 16].try_into().expect("sixteen bytes");
+        // SAFETY: `block` is 16 readable bytes, and an unaligned load
+        // requires no alignment.
+        let x = unsafe { _mm_loadu_si128(block.as_ptr().cast::<__m128i>()) };
+        let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
+        // Below 0x20, unsigned: min(x, 0x1f) == x.
+        let control = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(0x1f)), x);
+        u64::from(_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u16)
+    }
+
+    /// `Ok` with the index of the first byte that needs an escape, or
+    /// `Err` with where fewer than 16 bytes are left to look at.
+    #[target_feature(enable = "sse2")]
+    pub(super) fn find(bytes: &[u8], mut at: usize) -> Result<usize, usize> {
+        while at + 64 <= bytes.len() {
+            let all = flags(bytes, at)
+                | flags(bytes, at + 16) << 16
+                | flags(bytes, at + 32) << 32
+                | flags(bytes, at + 48) << 48;
+            if all != 0 {
+                return Ok(at + all.trailing_zeros() as usize);
+            }
+            at += 64;
+        }
+        while at + 16 <= bytes.len() {
+            let found = flags(bytes, at);
+            if found != 0 {
+                return Ok(at + found.trailing_zeros() as usize);
+            }
+            at += 16;
+        }
+        Err(at)
+    }
 }
 
 /// Appends `value` as compact JSON, keys in the map's order.
@@ -212,12 +267,13 @@ mod tests {
     #[test]
     fn every_escape_at_every_offset_of_a_word() {
         // Each byte that needs an escape, and a few that do not, at each
-        // position of an 8-byte word, in strings of every length around it.
+        // position of a word and of a 16- and 64-byte block, in strings of
+        // lengths around them.
         let specials = [
             '"', '\\', '\n', '\r', '\t', '\u{8}', '\u{c}', '\u{0}', '\u{1f}', ' ', '\u{7f}', 'é',
         ];
         for special in specials {
-            for len in 0..20 {
+            for len in (0..20).chain([31, 32, 33, 47, 63, 64, 65, 80, 127, 128, 129, 150]) {
                 for at in 0..len {
                     let s: String = (0..len).map(|i| if i == at { special } else { 'x' }).collect();
                     let value = Value::String(s);
