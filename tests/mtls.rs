@@ -6,148 +6,17 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use gtm_tools::PostLog;
-use mcpmqtt::acl::{AclFormat, AclManifest};
+use mcpmqtt::acl::AclManifest;
 use mcpmqtt::{BrokerOptions, CallError, Client, Error, Server};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair, PKCS_RSA_SHA256,
-};
 use serde_json::json;
 use support::login::PATIENCE;
 use support::mosquitto::Mosquitto;
-
-/// A throwaway 2048-bit RSA key (PKCS#8), for the RSA client certificate:
-/// ring, under rcgen, signs with RSA keys but cannot make them.
-const RSA_KEY: &str = include_str!("support/rsa-test-key.pem");
-
-/// A CA, the broker's certificate for 127.0.0.1 signed by it, and client
-/// certificates on demand. Its files live in a directory the `mosquitto`
-/// user can read.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A client certificate and its private key, as PEM.
-#[derive(Clone)]
-struct Identity {
-    cert: String,
-    key: String,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let ca = ca("mcpmqtt test CA");
-        let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-        let broker = params.signed_by(&key, &ca).unwrap();
-        let pki = Pki { dir, ca };
-        pki.write("ca.pem", &pki.ca.pem());
-        pki.write("broker.pem", &broker.pem());
-        pki.write("broker.key", &key.serialize_pem());
-        pki
-    }
-
-    fn write(&self, name: &str, contents: &str) {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, contents).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    /// A certificate with subject CN `cn`, valid now, with an EC key (P-256, PKCS#8).
-    fn client(&self, cn: &str) -> Identity {
-        issue(&self.ca, client_params(cn), KeyPair::generate().unwrap())
-    }
-
-    /// The same with an RSA key (PKCS#8).
-    fn rsa_client(&self, cn: &str) -> Identity {
-        let key = KeyPair::from_pem_and_sign_algo(RSA_KEY, &PKCS_RSA_SHA256).unwrap();
-        issue(&self.ca, client_params(cn), key)
-    }
-
-    /// A certificate with subject CN `cn` that expired yesterday.
-    fn expired_client(&self, cn: &str) -> Identity {
-        let mut params = client_params(cn);
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::days(30);
-        params.not_after = now - time::Duration::days(1);
-        issue(&self.ca, params, KeyPair::generate().unwrap())
-    }
-
-    /// Mosquitto on a TLS listener configured as `mosquitto_conf_certificates`
-    /// says, enforcing `manifest`'s ACL.
-    fn broker(&self, manifest: &AclManifest) -> Mosquitto {
-        let conf = mcpmqtt::acl::mosquitto_conf_certificates(
-            "(the harness's own acl_file)",
-            &self.path("ca.pem"),
-            &self.path("broker.pem"),
-            &self.path("broker.key"),
-        );
-        let mut builder = Mosquitto::builder()
-            .acl_file(&manifest.render(AclFormat::Mosquitto))
-            .allow_anonymous(false);
-        let mut settings = 0;
-        for line in conf.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            // The harness has its own listener (a free port), acl_file and
-            // per-listener mode; every other setting is taken as written,
-            // after the harness's listener line, so it applies to it.
-            let key = line.split_whitespace().next().unwrap();
-            if !["listener", "acl_file", "per_listener_settings"].contains(&key) {
-                builder = builder.extra_config(line);
-                settings += 1;
-            }
-        }
-        assert!(settings >= 7, "the certificate settings were found in\n{conf}");
-        builder.start()
-    }
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-fn client_params(cn: &str) -> CertificateParams {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "mcpmqtt tests");
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params
-}
-
-fn issue(ca: &CertifiedIssuer<'static, KeyPair>, params: CertificateParams, key: KeyPair) -> Identity {
-    let cert = params.signed_by(&key, ca).unwrap();
-    Identity {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    }
-}
-
-/// TLS to `broker`, trusting the PKI's CA, presenting `identity` if any.
-fn options(pki: &Pki, broker: &Mosquitto, identity: Option<&Identity>) -> BrokerOptions {
-    let options = BrokerOptions::parse(&format!("mqtts://127.0.0.1:{}", broker.port()))
-        .unwrap()
-        .with_ca_pem(pki.ca.pem());
-    match identity {
-        Some(id) => options.with_client_cert(id.cert.clone(), id.key.clone()),
-        None => options,
-    }
-}
+use support::pki::{Identity, Pki};
 
 fn manifest() -> AclManifest {
     gtm_tools::gtm_server()
@@ -159,7 +28,7 @@ fn manifest() -> AclManifest {
 
 async fn client(pki: &Pki, broker: &Mosquitto, identity: &str, cert: &Identity) -> Client {
     Client::builder(identity)
-        .broker_options(options(pki, broker, Some(cert)))
+        .broker_options(pki.options(broker, Some(cert)))
         .namespace(gtm_tools::NAMESPACE)
         .default_timeout(PATIENCE)
         .connect()
@@ -177,7 +46,7 @@ async fn a_certificate_is_the_identity_the_acl_grants_rights_to() {
         // The broker forces the client id to the identity: no sibling's
         // session can be taken over.
         .adopt_orphaned_sessions(false)
-        .broker_options(options(&pki, &broker, Some(&pki.client(gtm_tools::SERVER_NAME))))
+        .broker_options(pki.options(&broker, Some(&pki.client(gtm_tools::SERVER_NAME))))
         .build()
         .unwrap()
         .start()
@@ -268,16 +137,15 @@ async fn certificates_the_broker_must_not_take_are_refused_at_connect_saying_why
     let broker = pki.broker(&manifest());
 
     // Signed by another CA.
-    let stranger = issue(&ca("another CA"), client_params("scout"), KeyPair::generate().unwrap());
-    let why = refused("scout", options(&pki, &broker, Some(&stranger))).await;
+    let why = refused("scout", pki.options(&broker, Some(&pki.stranger("scout")))).await;
     assert!(why.contains("not signed by a CA the broker trusts"), "{why}");
 
     // Expired.
-    let why = refused("scout", options(&pki, &broker, Some(&pki.expired_client("scout")))).await;
+    let why = refused("scout", pki.options(&broker, Some(&pki.expired_client("scout")))).await;
     assert!(why.contains("expired"), "{why}");
 
     // No certificate at all.
-    let why = refused("scout", options(&pki, &broker, None)).await;
+    let why = refused("scout", pki.options(&broker, None)).await;
     assert!(why.contains("requires a client certificate"), "{why}");
 
     // A certificate without its key: the key PEM holds none, or another key.
@@ -286,13 +154,13 @@ async fn certificates_the_broker_must_not_take_are_refused_at_connect_saying_why
         key: scout.cert.clone(),
         ..scout.clone()
     };
-    let why = refused("scout", options(&pki, &broker, Some(&keyless))).await;
+    let why = refused("scout", pki.options(&broker, Some(&keyless))).await;
     assert!(why.contains("no private key"), "{why}");
     let wrong_key = Identity {
         key: pki.client("scout").key,
         ..scout.clone()
     };
-    let why = refused("scout", options(&pki, &broker, Some(&wrong_key))).await;
+    let why = refused("scout", pki.options(&broker, Some(&wrong_key))).await;
     assert!(why.contains("not the certificate's"), "{why}");
 
     // And the right one is taken.
@@ -306,7 +174,7 @@ async fn an_identity_that_is_not_the_certificates_cn_fails_at_start_naming_both(
     // Nothing listens here: the mismatch is found before connecting.
     let nowhere = BrokerOptions::parse("mqtts://127.0.0.1:9")
         .unwrap()
-        .with_ca_pem(pki.ca.pem());
+        .with_ca_pem(pki.ca_pem());
     let scout = pki.client("scout");
 
     let err = Client::builder("operator")
@@ -356,4 +224,60 @@ async fn an_identity_that_is_not_the_certificates_cn_fails_at_start_naming_both(
         .await
         .unwrap_err();
     assert!(err.to_string().contains("mqtts://"), "{err}");
+}
+
+/// The examples, as the README runs them: the server and scout with
+/// `--ca`, `--cert` and `--key` (scout's from `MQTT_CA`, `MQTT_CERT` and
+/// `MQTT_KEY`), and no password.
+#[tokio::test]
+async fn the_examples_run_with_certificates() {
+    let pki = Pki::new();
+    let broker = pki.broker(&gtm_tools::gtm_server().build().unwrap().acl_manifest());
+    let (server_cert, server_key) = pki.write_identity("server", &pki.client(gtm_tools::SERVER_NAME));
+    let _server = support::Spawned::spawn(
+        Command::new(support::example_path("gtm_server"))
+            .args(["--broker", &pki.url(&broker), "--namespace", gtm_tools::NAMESPACE])
+            .args(["--ca", &pki.path("ca.pem")])
+            .arg("--cert")
+            .arg(&server_cert)
+            .arg("--key")
+            .arg(&server_key)
+            .env_remove("MQTT_USERNAME")
+            .env_remove("MQTT_PASSWORD")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let operator = client(&pki, &broker, "operator", &pki.client("operator")).await;
+    operator
+        .wait_for_tool("crawl_site", PATIENCE)
+        .await
+        .expect("the example server is online with its certificate");
+
+    let (scout_cert, scout_key) = pki.write_identity("scout", &pki.client("scout"));
+    let mut scout = Command::new(support::example_path("scout"));
+    scout
+        .args(["--broker", &pki.url(&broker), "--namespace", gtm_tools::NAMESPACE])
+        .env("MQTT_CA", pki.path("ca.pem"))
+        .env("MQTT_CERT", &scout_cert)
+        .env("MQTT_KEY", &scout_key)
+        .env_remove("MQTT_USERNAME")
+        .env_remove("MQTT_PASSWORD");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || scout.output()),
+    )
+    .await
+    .expect("scout finished in time")
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "scout: {stderr}\n{stdout}");
+    assert!(stdout.contains("query_watch_configs -> "), "{stdout}");
+    assert!(stdout.contains("crawl_site -> "), "{stdout}");
+    assert!(
+        stdout.contains("create_social_post refused: unauthorized"),
+        "scout, identified by its certificate, is refused operator's tool:\n{stdout}"
+    );
+    operator.disconnect().await;
 }

@@ -11,6 +11,8 @@ pub mod gathering;
 pub mod login;
 #[path = "../../../tests/support/mosquitto.rs"]
 pub mod mosquitto;
+#[path = "../../../tests/support/pki.rs"]
+pub mod pki;
 
 use std::process::{Output, Stdio};
 use std::time::Duration;
