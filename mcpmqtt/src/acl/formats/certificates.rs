@@ -36,11 +36,10 @@ pub fn mosquitto_conf_certificates(acl_file: &str, cafile: &str, certfile: &str,
          per_listener_settings false\n\
          allow_anonymous false\n\
          acl_file {acl_file}\n\
-         # The client id is forced to the identity (see `mosquitto_conf` for the caveat about\n\
-         # several instances of one server: give each its own certificate and CN).\n\
-         use_username_as_clientid true\n\
          set_tcp_nodelay true\n\
          \n\
+         # Listener settings come after their `listener` line: before any, Mosquitto would\n\
+         # open a default listener on port 1883 for them.\n\
          listener 8883\n\
          # The CA that signs the clients' certificates.\n\
          cafile {cafile}\n\
@@ -49,7 +48,10 @@ pub fn mosquitto_conf_certificates(acl_file: &str, cafile: &str, certfile: &str,
          # A client without a certificate signed by cafile is refused during the TLS handshake.\n\
          require_certificate true\n\
          # The certificate's subject CN is the username: the identity the acl_file names.\n\
-         use_identity_as_username true\n"
+         use_identity_as_username true\n\
+         # The client id is forced to the identity (see `mosquitto_conf` for the caveat about\n\
+         # several instances of one server: give each its own certificate and CN).\n\
+         use_username_as_clientid true\n"
     )
 }
 
@@ -159,6 +161,19 @@ mod tests {
             assert!(mosquitto.lines().any(|l| l == line), "{line} in\n{mosquitto}");
         }
         assert!(!mosquitto.contains("password_file"), "no password is needed");
+        // Every listener setting after the listener line: before it, Mosquitto
+        // would open a default listener on 1883 for it.
+        let at = |setting: &str| mosquitto.lines().position(|l| l.starts_with(setting)).unwrap();
+        for setting in [
+            "cafile",
+            "certfile",
+            "keyfile",
+            "require_certificate",
+            "use_identity_as_username",
+            "use_username_as_clientid",
+        ] {
+            assert!(at(setting) > at("listener "), "{setting} after the listener line");
+        }
         let emqx = AclFormat::EmqxDb.certificate_settings().unwrap();
         assert!(emqx.contains("peer_cert_as_username = cn") && emqx.contains("verify = verify_peer"));
         assert!(AclFormat::Hivemq.certificate_settings().unwrap().contains("REQUIRED"));
