@@ -370,6 +370,13 @@ async fn acl_renders_and_merges_manifests() {
         let (code, out, err) = parts(&output(bare().args(["acl", "--format", format.name()]).arg(&lab_file)).await);
         assert_eq!(code, 0, "{format}: {err}");
         assert_eq!(out, lab.render(*format), "{format}");
+        // Beside the ACL, the broker settings that make a client certificate
+        // the identity: in the file's comments, else on stderr.
+        assert_eq!(
+            err,
+            format.certificate_settings_aside().unwrap_or_default(),
+            "{format}: stderr"
+        );
     }
     let (code, out, _) = parts(
         &output(
