@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! cargo run --example gtm_server -- --broker mqtt://127.0.0.1:1883 --namespace gtm
+//! cargo run --example gtm_server -- --broker mqtts://broker:8883 \
+//!     --ca ca.pem --cert gtm-mcp-server.pem --key gtm-mcp-server.key
 //! ```
 
 use clap::Parser;
@@ -33,12 +35,16 @@ async fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .broker_options(args.connect.broker_options()?)
         .namespace(&args.connect.namespace)
         .build()?;
-    eprintln!(
-        "{} serving {} tools on {}",
-        server.name(),
-        server.tools().len(),
-        args.connect.broker
-    );
+    // With --emit-acl, `run` prints the ACL (or says the format is wrong)
+    // and serves nothing.
+    if args.connect.emit_acl.is_none() {
+        eprintln!(
+            "{} serving {} tools on {}",
+            server.name(),
+            server.tools().len(),
+            args.connect.broker
+        );
+    }
     server.run().await?;
     Ok(())
 }

@@ -17,8 +17,19 @@ use mcpmqtt::{CallOptions, Client, Partial};
 use serde_json::json;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
     init_logging();
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, in the error's own words (its Display form).
+            eprintln!("quickstart: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // One password per identity of the ACL manifest (made up for the demo).
     let manifest = gtm_server().build()?.acl_manifest();
     let passwords: BTreeMap<String, String> = manifest

@@ -24,10 +24,21 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
     init_logging();
     let args = Args::parse();
-    let client = Client::builder(args.connect.username.clone().unwrap_or_else(|| "scout".into()))
+    match run(&args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, in the error's own words (its Display form).
+            eprintln!("scout: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let client = Client::builder(args.connect.identity("scout")?)
         .broker_options(args.connect.broker_options()?)
         .namespace(&args.connect.namespace)
         .connect()

@@ -225,8 +225,19 @@ pub struct ConnectArgs {
     #[arg(long, env = "MQTT_USERNAME")]
     pub username: Option<String>,
     /// MQTT password.
-    #[arg(long, env = "MQTT_PASSWORD")]
+    #[arg(long, env = "MQTT_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// PEM file of the CA certificates trusted for mqtts:// (default: the
+    /// system's roots).
+    #[arg(long, env = "MQTT_CA", value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate for mutual TLS (mqtts://): its
+    /// subject CN is the identity, and no password is needed. Needs --key.
+    #[arg(long, env = "MQTT_CERT", value_name = "FILE", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM file of the private key of --cert (PKCS#8, RSA or EC).
+    #[arg(long, env = "MQTT_KEY", value_name = "FILE", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
     /// Print the ACL in this format (mosquitto, dynsec, emqx, emqx-db,
     /// hivemq, policy, manifest) and exit without connecting. Handled by
     /// `Server::run`, which every server gets; declared here so that clap
@@ -242,8 +253,32 @@ impl ConnectArgs {
         if let Some(user) = &self.username {
             options = options.with_credentials(user.clone(), self.password.clone().unwrap_or_default());
         }
+        if let Some(ca) = &self.ca {
+            options = options.with_ca_pem(read("--ca", ca)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            options = options.with_client_cert(read("--cert", cert)?, read("--key", key)?);
+        }
         Ok(options)
     }
+
+    /// The identity a client made from these flags calls under: the
+    /// username, else the client certificate's subject CN, else `default`.
+    pub fn identity(&self, default: &str) -> Result<String, mcpmqtt::Error> {
+        if let Some(user) = &self.username {
+            return Ok(user.clone());
+        }
+        Ok(self
+            .broker_options()?
+            .certificate_identity()?
+            .unwrap_or_else(|| default.to_owned()))
+    }
+}
+
+/// The contents of the file a flag names.
+fn read(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, mcpmqtt::Error> {
+    std::fs::read(path)
+        .map_err(|e| mcpmqtt::Error::InvalidArgument(format!("could not read {flag} {}: {e}", path.display())))
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: warnings only).

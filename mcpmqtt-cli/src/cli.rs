@@ -25,9 +25,10 @@ pub struct Cli {
 
 /// The connection flags. Every one can also come from the environment.
 ///
-/// The identity calls are made under is the username, else the client id,
-/// else a generated `mcpmqtt-XXXXXXXX`; with an ACL-enforcing broker it must
-/// be the username the ACL names.
+/// The identity calls are made under is the username, else the client
+/// certificate's subject CN (`--cert`), else the client id, else a generated
+/// `mcpmqtt-XXXXXXXX`; with an ACL-enforcing broker it must be the username
+/// the ACL names (with certificates, the CN the broker takes as the username).
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
     /// The broker's URL: mqtt://HOST:PORT or mqtts://HOST:PORT (TLS).
@@ -46,6 +47,23 @@ pub struct ConnectArgs {
     /// with a random suffix).
     #[arg(long, env = "MQTT_CLIENT_ID", global = true)]
     pub client_id: Option<String>,
+    /// PEM file of the CA certificates trusted for mqtts:// (default: the
+    /// system's roots).
+    #[arg(long, env = "MQTT_CA", value_name = "FILE", global = true)]
+    pub ca: Option<PathBuf>,
+    /// PEM file of the client certificate for mutual TLS (mqtts://): its
+    /// subject CN is the identity, and no password is needed. Needs --key.
+    #[arg(long, env = "MQTT_CERT", value_name = "FILE", global = true)]
+    pub cert: Option<PathBuf>,
+    /// PEM file of the private key of --cert (PKCS#8, RSA or EC).
+    #[arg(long, env = "MQTT_KEY", value_name = "FILE", global = true)]
+    pub key: Option<PathBuf>,
+}
+
+/// The contents of the file a flag names.
+fn read_flag_file(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, mcpmqtt::Error> {
+    std::fs::read(path)
+        .map_err(|e| mcpmqtt::Error::InvalidArgument(format!("could not read {flag} {}: {e}", path.display())))
 }
 
 impl ConnectArgs {
@@ -66,6 +84,31 @@ impl ConnectArgs {
         if let Some(id) = &self.client_id {
             options = options.with_client_id(id.clone());
         }
+        self.with_tls_files(options)
+    }
+
+    /// `options` with the CA and the client certificate of `--ca`, `--cert`
+    /// and `--key`.
+    fn with_tls_files(&self, mut options: BrokerOptions) -> Result<BrokerOptions, mcpmqtt::Error> {
+        if let Some(ca) = &self.ca {
+            options = options.with_ca_pem(read_flag_file("--ca", ca)?);
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                options = options.with_client_cert(read_flag_file("--cert", cert)?, read_flag_file("--key", key)?);
+            }
+            (Some(_), None) => {
+                return Err(mcpmqtt::Error::InvalidArgument(
+                    "--cert needs --key, the certificate's private key (or MQTT_KEY)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(mcpmqtt::Error::InvalidArgument(
+                    "--key needs --cert, the client certificate (or MQTT_CERT)".into(),
+                ))
+            }
+            (None, None) => {}
+        }
         Ok(options)
     }
 
@@ -81,7 +124,8 @@ impl ConnectArgs {
     }
 
     /// The identity a client made from these flags calls under: the username
-    /// (flag or URL), else the client id, else a generated name.
+    /// (flag or URL), else the client certificate's subject CN, else the
+    /// client id, else a generated name.
     pub fn identity(&self) -> String {
         if let Some(user) = &self.username {
             return user.clone();
@@ -91,6 +135,14 @@ impl ConnectArgs {
             .and_then(|o| o.username().map(str::to_owned))
         {
             return user;
+        }
+        // A certificate that cannot be read is reported when connecting.
+        if let Some(cn) = self
+            .with_tls_files(BrokerOptions::default())
+            .ok()
+            .and_then(|o| o.certificate_identity().ok().flatten())
+        {
+            return cn;
         }
         if let Some(id) = &self.client_id {
             return id.clone();
@@ -254,7 +306,9 @@ an earlier revision (initialize). A child's task is polled to its end (its statu
 partials); when the child's tools change, they are listed again and republished.
 
 The server logs in as --username, or as its server name when only --password is given; with an \
-ACL-enforcing broker, that login is the identity the ACL grants the server's rights to.";
+ACL-enforcing broker, that login is the identity the ACL grants the server's rights to. With a \
+client certificate (--cert, --key) the broker takes its subject CN as that identity: it must be \
+the server name (or --username).";
 
 /// Flags of `expose`.
 #[derive(Debug, Args)]

@@ -69,6 +69,7 @@ impl Failure {
             Failure::Setup(e) => match e {
                 mcpmqtt::Error::InvalidName { .. } | mcpmqtt::Error::InvalidUrl { .. } => USAGE,
                 mcpmqtt::Error::InvalidArgument(_) | mcpmqtt::Error::InvalidSchema { .. } => USAGE,
+                mcpmqtt::Error::IdentityMismatch { .. } => USAGE,
                 mcpmqtt::Error::Connect(_)
                 | mcpmqtt::Error::Tls(_)
                 | mcpmqtt::Error::Closed

@@ -567,6 +567,9 @@ async fn serve(
     let server = build_server(connect, args, &allowed, child, &tools)?;
     if let Some(format) = args.emit_acl {
         print!("{}", server.acl_manifest().render(format));
+        if let Some(aside) = format.certificate_settings_aside() {
+            eprint!("{aside}");
+        }
         return Ok(());
     }
     let version = child

@@ -83,7 +83,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             client.disconnect().await;
             outcome?;
         }
-        Command::Acl(args) => print!("{}", acl::render(args.format, &args.manifests)?),
+        Command::Acl(args) => {
+            print!("{}", acl::render(args.format, &args.manifests)?);
+            // The broker settings a JSON format cannot carry as comments.
+            if let Some(aside) = args.format.certificate_settings_aside() {
+                eprint!("{aside}");
+            }
+        }
         Command::Bridge(args) => {
             let client = connect.client(call::DEFAULT_TIMEOUT).await?;
             bridge::run(client, &args).await?;

@@ -301,6 +301,62 @@ async fn the_connection_comes_from_the_environment_too() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_client_certificate_is_the_identity_without_a_password() {
+    let pki = pki::Pki::new();
+    let broker = pki.broker(&manifest());
+    let lab = lab()
+        .adopt_orphaned_sessions(false)
+        .broker_options(pki.options(&broker, Some(&pki.client("lab"))))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .expect("lab starts with its certificate");
+    let (cert, key) = pki.write_identity("tester", &pki.client("tester"));
+    let url = pki.url(&broker);
+    let ca = pki.path("ca.pem");
+    let with_cert = |args: &[&str]| {
+        let mut cmd = bare();
+        cmd.args(["--broker", &url, "--namespace", NS, "--ca", &ca])
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .args(args);
+        cmd
+    };
+    // The certificate's CN, tester, is the identity: no username, no password.
+    let (code, out, err) = parts(&output(&mut with_cert(&["call", "echo", "--arg", "text=cert"])).await);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"echo": "cert"}));
+    let (code, _, err) = parts(&output(&mut with_cert(&["call", "secret"])).await);
+    assert_eq!(code, 11, "tester's certificate is refused operator's tool: {err}");
+    // A username that is not the certificate's CN: both named, before connecting.
+    let (code, _, err) = parts(&output(&mut with_cert(&["--username", "operator", "call", "secret"])).await);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("\"operator\"") && err.contains("\"tester\""), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    // The same from the environment.
+    let mut cmd = bare();
+    cmd.args(["call", "echo", "--arg", "text=env"])
+        .env("MQTT_URL", &url)
+        .env("MCPMQTT_NAMESPACE", NS)
+        .env("MQTT_CA", &ca)
+        .env("MQTT_CERT", &cert)
+        .env("MQTT_KEY", &key);
+    let (code, out, err) = parts(&output(&mut cmd).await);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"echo": "env"}));
+    // --cert without --key.
+    let mut cmd = bare();
+    cmd.args(["--broker", &url, "--cert"]).arg(&cert).args(["call", "echo"]);
+    let (code, _, err) = parts(&output(&mut cmd).await);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--cert needs --key"), "{err}");
+    lab.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn acl_renders_and_merges_manifests() {
     let dir = tempfile::tempdir().unwrap();
     let m = |b: mcpmqtt::ServerBuilder| b.build().unwrap().acl_manifest();
@@ -314,6 +370,13 @@ async fn acl_renders_and_merges_manifests() {
         let (code, out, err) = parts(&output(bare().args(["acl", "--format", format.name()]).arg(&lab_file)).await);
         assert_eq!(code, 0, "{format}: {err}");
         assert_eq!(out, lab.render(*format), "{format}");
+        // Beside the ACL, the broker settings that make a client certificate
+        // the identity: in the file's comments, else on stderr.
+        assert_eq!(
+            err,
+            format.certificate_settings_aside().unwrap_or_default(),
+            "{format}: stderr"
+        );
     }
     let (code, out, _) = parts(
         &output(

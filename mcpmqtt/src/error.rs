@@ -55,6 +55,22 @@ pub enum Error {
     /// The broker could not be reached or refused the connection.
     #[error("could not connect to the broker: {0}")]
     Connect(String),
+    /// A server's or client's identity is not the subject CN of its client
+    /// certificate, which a broker set to take the certificate as the
+    /// identity grants the ACL's rights to instead: found before connecting.
+    #[error(
+        "the {role}'s identity {configured:?} differs from its client certificate's CN {certificate:?}: the broker \
+         takes the CN as the identity, so use the certificate made for {configured:?}, or name the {role} {certificate:?}"
+    )]
+    IdentityMismatch {
+        /// `server` or `client`.
+        role: &'static str,
+        /// The identity the server or client was given: a server's name
+        /// (or its username, when one is set), a client's identity.
+        configured: String,
+        /// The subject CN of the client certificate.
+        certificate: String,
+    },
     /// The broker refused a subscription.
     #[error("the broker refused the subscription to {filter:?} ({reason})")]
     SubscribeRefused {

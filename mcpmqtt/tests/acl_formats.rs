@@ -290,6 +290,36 @@ fn format_names_parse_and_display() {
     );
 }
 
+#[test]
+fn the_broker_formats_say_how_a_client_certificate_becomes_the_identity() {
+    let m = manifest(false);
+    let carried = [
+        (AclFormat::Mosquitto, "# use_identity_as_username true"),
+        (AclFormat::Emqx, "%% mqtt.peer_cert_as_username = cn"),
+        (
+            AclFormat::Hivemq,
+            "<client-authentication-mode>REQUIRED</client-authentication-mode>",
+        ),
+    ];
+    for (format, line) in carried {
+        assert!(format.carries_certificate_settings(), "{format}");
+        let text = m.render(format);
+        assert!(text.contains(line), "{format} carries `{line}`:\n{text}");
+        assert!(format.certificate_settings_aside().is_none(), "{format}");
+    }
+    assert!(m.render(AclFormat::Mosquitto).contains("# require_certificate true"));
+    assert!(m.render(AclFormat::Emqx).contains("%%     verify = verify_peer"));
+    // The JSON formats cannot carry comments: `--emit-acl` prints the
+    // settings beside them, on stderr.
+    let dynsec = AclFormat::Dynsec.certificate_settings_aside().unwrap();
+    assert!(dynsec.contains("use_identity_as_username true"), "{dynsec}");
+    let emqx_db = AclFormat::EmqxDb.certificate_settings_aside().unwrap();
+    assert!(emqx_db.contains("peer_cert_as_username = cn"), "{emqx_db}");
+    for format in [AclFormat::Policy, AclFormat::Manifest] {
+        assert!(format.certificate_settings().is_none(), "{format} is for no one broker");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Every format says exactly what the manifest says
 

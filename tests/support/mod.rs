@@ -6,6 +6,7 @@ pub mod proxy;
 pub mod fixtures;
 pub mod gathering;
 pub mod login;
+pub mod pki;
 pub mod tools;
 
 /// The path of an example binary built by `cargo test` (which builds the

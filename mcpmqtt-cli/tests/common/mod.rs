@@ -11,6 +11,8 @@ pub mod gathering;
 pub mod login;
 #[path = "../../../tests/support/mosquitto.rs"]
 pub mod mosquitto;
+#[path = "../../../tests/support/pki.rs"]
+pub mod pki;
 
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -201,12 +203,15 @@ pub fn mcpmqtt(broker: &Mosquitto, identity: &str) -> tokio::process::Command {
 }
 
 /// The environment variables the command reads its connection from.
-pub const CONNECTION_VARS: [&str; 5] = [
+pub const CONNECTION_VARS: [&str; 8] = [
     "MQTT_URL",
     "MCPMQTT_NAMESPACE",
     "MQTT_USERNAME",
     "MQTT_PASSWORD",
     "MQTT_CLIENT_ID",
+    "MQTT_CA",
+    "MQTT_CERT",
+    "MQTT_KEY",
 ];
 
 /// The `mcpmqtt` command with no flags and no connection variables.

@@ -20,6 +20,7 @@
 //! The output is deterministic (the manifest's order), ends with a newline,
 //! and starts with a generated-by comment where the format has comments.
 
+mod certificates;
 mod emqx;
 mod hivemq;
 mod mosquitto;
@@ -31,6 +32,7 @@ use std::str::FromStr;
 
 use super::{AclManifest, IdentityRights, Role};
 
+pub use certificates::mosquitto_conf_certificates;
 pub use mosquitto::{dynsec_with_passwords, mosquitto_conf};
 
 /// The formats the manifest can be rendered in, by the name the `--emit-acl`
@@ -179,6 +181,17 @@ pub(super) fn render(manifest: &AclManifest, format: AclFormat) -> String {
         AclFormat::Policy => policy::policy(manifest),
         AclFormat::Manifest => json(manifest),
     }
+}
+
+/// The header lines that say how to take client certificates as the
+/// identities instead of passwords, as comments starting with `prefix`.
+fn certificate_comment(format: AclFormat, prefix: &str) -> String {
+    let Some(settings) = format.certificate_settings() else {
+        return String::new();
+    };
+    let intro = "With client certificates (mutual TLS) instead of passwords, the certificate's subject CN is\n\
+                 the identity (the username below) and no password is needed. Set on the broker:\n\n";
+    certificates::commented(&format!("{intro}{settings}"), prefix)
 }
 
 /// Pretty JSON with a trailing newline.

@@ -66,6 +66,10 @@ impl ClientBuilder {
     pub async fn connect(self) -> Result<Client, Error> {
         names::validate("caller", &self.identity)?;
         let (topics, mut broker) = self.settings.finish()?;
+        // Before connecting: a broker that takes the certificate's CN as
+        // the identity would grant this client another identity's rights,
+        // and its topics (named after its identity) would all be refused.
+        broker.check_identity("client", &self.identity)?;
         if broker.password.is_some() {
             broker.username.get_or_insert_with(|| self.identity.clone());
         }

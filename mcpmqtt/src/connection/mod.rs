@@ -31,10 +31,12 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 
 mod batch;
+mod cert;
 mod settings;
 mod size;
 mod transport;
 
+use cert::ClientCertPem;
 pub(crate) use settings::{connection_setters, Settings};
 use size::PacketLimit;
 pub(crate) use transport::ConnectOptions;
@@ -98,6 +100,8 @@ pub struct BrokerOptions {
     /// that a flood waits in the broker, not in the server's memory.
     pub(crate) receive_maximum: Option<u16>,
     pub(crate) ca_pem: Option<Vec<u8>>,
+    /// The client certificate and key presented over TLS (mutual TLS).
+    pub(crate) client_cert: Option<ClientCertPem>,
     pub(crate) connect_timeout: Duration,
     pub(crate) protocol: Protocol,
 }
@@ -109,6 +113,10 @@ impl std::fmt::Debug for BrokerOptions {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("client_id", &self.client_id)
+            .field(
+                "client_cert",
+                &self.client_cert.as_ref().map(|_| "(certificate and key)"),
+            )
             .field("protocol", &self.protocol)
             .finish_non_exhaustive()
     }
@@ -161,6 +169,7 @@ impl BrokerOptions {
             give_up_after: None,
             receive_maximum: None,
             ca_pem: None,
+            client_cert: None,
             connect_timeout: Duration::from_secs(10),
             protocol: Protocol::V5,
         })
@@ -184,6 +193,53 @@ impl BrokerOptions {
     pub fn with_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.ca_pem = Some(pem.into());
         self
+    }
+
+    /// Presents this client certificate over TLS (mutual TLS), with its
+    /// private key: the key PEM may hold a PKCS#8 (`BEGIN PRIVATE KEY`),
+    /// RSA (`BEGIN RSA PRIVATE KEY`) or EC (`BEGIN EC PRIVATE KEY`) key,
+    /// and the certificate PEM the client's certificate first, then any
+    /// intermediate CA certificates. Needs an `mqtts://` URL.
+    ///
+    /// A broker set to take the certificate as the identity (Mosquitto:
+    /// `require_certificate true` and `use_identity_as_username true`; EMQX:
+    /// `peer_cert_as_username = cn`) grants the ACL's rights to the
+    /// certificate's subject CN, and needs no password. A server or client
+    /// whose identity differs from that CN fails to start with
+    /// [`Error::IdentityMismatch`], naming both; see
+    /// [`certificate_identity`](Self::certificate_identity).
+    ///
+    /// The PEMs are read when the connection is set up: a certificate or key
+    /// that cannot be used then fails it with [`Error::Connect`], saying why,
+    /// as does a broker that refuses the certificate (another CA, expired).
+    pub fn with_client_cert(mut self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        self.client_cert = Some(ClientCertPem {
+            cert: cert_pem.into(),
+            key: key_pem.into(),
+        });
+        self
+    }
+
+    /// The identity the broker maps the client certificate to: its subject
+    /// CN (the first, as Mosquitto and EMQX read it). `Ok(None)` without a
+    /// client certificate; [`Error::Connect`] when the certificate or its
+    /// key cannot be read, or it has no CN.
+    pub fn certificate_identity(&self) -> Result<Option<String>, Error> {
+        self.client_cert.as_ref().map(ClientCertPem::common_name).transpose()
+    }
+
+    /// Fails with [`Error::IdentityMismatch`] when a client certificate is
+    /// set and its CN is not `identity`, the identity this `role` (a server
+    /// or a client) has everywhere else: its topics, its ACL rights.
+    pub(crate) fn check_identity(&self, role: &'static str, identity: &str) -> Result<(), Error> {
+        match self.certificate_identity()? {
+            Some(cn) if cn != identity => Err(Error::IdentityMismatch {
+                role,
+                configured: identity.to_owned(),
+                certificate: cn,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The largest MQTT packet sent or accepted (default 16 MiB). A broker
@@ -247,6 +303,7 @@ impl BrokerOptions {
         parsed.password = parsed.password.or_else(|| self.password.clone());
         parsed.client_id = self.client_id.clone();
         parsed.ca_pem = self.ca_pem.clone();
+        parsed.client_cert = self.client_cert.clone();
         parsed.max_packet_size = self.max_packet_size;
         parsed.session_expiry = self.session_expiry;
         parsed.give_up_after = self.give_up_after;
@@ -271,14 +328,31 @@ impl BrokerOptions {
             }
         }
         if roots.is_empty() {
-            return Err(Error::Tls("no CA certificates: give one with `tls_ca_pem`".into()));
+            return Err(Error::Tls(
+                "no CA certificates: give one with `BrokerOptions::with_ca_pem` (or a builder's `ca_pem`)".into(),
+            ));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let config = match &self.client_cert {
+            None => builder.with_no_client_auth(),
+            Some(pem) => {
+                let cert = pem.load()?;
+                builder.with_client_auth_cert(cert.chain, cert.key).map_err(|e| {
+                    Error::Connect(match e {
+                        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                            "the client certificate cannot be used: the private key is not the certificate's \
+                             (the key PEM holds another key)"
+                                .to_owned()
+                        }
+                        other => format!("the client certificate cannot be used: its private key is refused ({other})"),
+                    })
+                })?
+            }
+        };
         Ok(rumqttc::TlsConfiguration::Rustls(Arc::new(config)))
     }
 
@@ -297,6 +371,11 @@ impl BrokerOptions {
         net.set_tcp_nodelay(true);
         let transport = if self.tls {
             Some(Transport::tls_with_config(self.tls_config()?))
+        } else if self.client_cert.is_some() {
+            return Err(Error::Tls(format!(
+                "a client certificate is only presented over TLS, and {} is plain MQTT: use an mqtts:// URL",
+                self.url
+            )));
         } else {
             None
         };

@@ -58,6 +58,16 @@ impl Settings {
         self
     }
 
+    pub(crate) fn ca_pem(mut self, pem: Vec<u8>) -> Self {
+        self.broker = self.broker.with_ca_pem(pem);
+        self
+    }
+
+    pub(crate) fn client_cert(mut self, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
+        self.broker = self.broker.with_client_cert(cert_pem, key_pem);
+        self
+    }
+
     pub(crate) fn protocol(mut self, protocol: Protocol) -> Self {
         self.broker = self.broker.with_protocol(protocol);
         self
@@ -80,7 +90,7 @@ impl Settings {
 }
 
 /// The public setters of [`Settings`], for a builder's `impl` block: `broker`,
-/// `broker_options`, `namespace` and `protocol`. `finish` names the method
+/// `broker_options`, `namespace`, `ca_pem`, `client_cert` and `protocol`. `finish` names the method
 /// that reports a bad URL (`build()`, `connect()`); `protocol_note` says
 /// what MQTT 3.1.1 changes for this side.
 macro_rules! connection_setters {
@@ -92,7 +102,8 @@ macro_rules! connection_setters {
             self
         }
 
-        /// All connection options at once (TLS roots, packet size, session expiry...).
+        /// All connection options at once (TLS roots, client certificate,
+        /// packet size, session expiry...), replacing those set before.
         pub fn broker_options(mut self, options: $crate::BrokerOptions) -> Self {
             self.settings = self.settings.broker_options(options);
             self
@@ -101,6 +112,25 @@ macro_rules! connection_setters {
         /// The topic namespace (default `a2a/v1`).
         pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
             self.settings = self.settings.namespace(namespace.into());
+            self
+        }
+
+        /// Trusts this PEM CA bundle for `mqtts://` instead of the system
+        /// roots: see [`BrokerOptions::with_ca_pem`]($crate::BrokerOptions::with_ca_pem).
+        pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+            self.settings = self.settings.ca_pem(pem.into());
+            self
+        }
+
+        /// Presents this client certificate, with its private key (PEM;
+        /// PKCS#8, RSA or EC), over `mqtts://`: mutual TLS, where the broker
+        /// takes the certificate's subject CN as the identity and no
+        /// password is needed. The identity must be that CN, or starting
+        /// (a server's `start()`, a client's `connect()`) fails with
+        /// [`Error::IdentityMismatch`]($crate::Error::IdentityMismatch), naming both.
+        /// See [`BrokerOptions::with_client_cert`]($crate::BrokerOptions::with_client_cert).
+        pub fn client_cert(mut self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+            self.settings = self.settings.client_cert(cert_pem.into(), key_pem.into());
             self
         }
 

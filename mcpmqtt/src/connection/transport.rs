@@ -394,13 +394,85 @@ fn poll_error_v5(err: &rumqttc::v5::ConnectionError) -> PollError {
                 Code::BadUserNamePassword | Code::NotAuthorized | Code::Banned | Code::ClientIdentifierNotValid
             ),
         ),
-        other => (other.to_string(), false),
+        // rumqttc's MQTT 5 state error holds the I/O error of a read
+        // without naming it as its source.
+        E::MqttState(rumqttc::v5::StateError::Deserialization(rumqttc::v5::mqttbytes::Error::Io(io))) => {
+            match tls_refusal(rustls_error(io)) {
+                Some(refusal) => refusal,
+                None => (err.to_string(), false),
+            }
+        }
+        other => match tls_refusal(rustls_error(other)) {
+            Some(refusal) => refusal,
+            None => (other.to_string(), false),
+        },
     };
     PollError {
         description,
         permanent,
         requests_done: matches!(err, E::RequestsDone),
     }
+}
+
+/// The rustls error somewhere in `err`'s chain of sources (an I/O error
+/// wraps it without naming it as its source).
+fn rustls_error<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        if let Some(found) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// A TLS failure said in words, and whether retrying can change it: the
+/// broker refused the client certificate (with mutual TLS it sends an alert
+/// saying why), or its own certificate was not trusted.
+fn tls_refusal(cause: Option<&rustls::Error>) -> Option<(String, bool)> {
+    use rustls::AlertDescription as A;
+    let (why, permanent) = match cause? {
+        rustls::Error::AlertReceived(alert) => {
+            let why = match alert {
+                A::CertificateExpired => {
+                    "the broker refused the client certificate: it has expired (or is not valid yet)"
+                }
+                A::UnknownCA => {
+                    "the broker refused the client certificate: it is not signed by a CA the broker trusts (its cafile)"
+                }
+                A::CertificateRequired => {
+                    "the broker requires a client certificate (mutual TLS): give one, with its key \
+                     (BrokerOptions::with_client_cert; --cert and --key)"
+                }
+                A::CertificateRevoked => "the broker refused the client certificate: it is revoked",
+                A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateUnknown
+                | A::AccessDenied
+                | A::DecryptError => "the broker refused the client certificate",
+                A::HandshakeFailure => "the broker ended the TLS handshake (it may require a client certificate)",
+                _ => return None,
+            };
+            (format!("{why} (TLS alert {alert:?})"), *alert != A::HandshakeFailure)
+        }
+        rustls::Error::InvalidCertificate(e) => (
+            format!(
+                "the broker's certificate is not trusted ({e}): trust the CA that signed it \
+                 (BrokerOptions::with_ca_pem; --ca)"
+            ),
+            false,
+        ),
+        _ => return None,
+    };
+    Some((why.to_owned(), permanent))
 }
 
 fn poll_error_v311(err: &rumqttc::ConnectionError) -> PollError {
@@ -414,7 +486,10 @@ fn poll_error_v311(err: &rumqttc::ConnectionError) -> PollError {
                 Code::BadUserNamePassword | Code::NotAuthorized | Code::BadClientId | Code::RefusedProtocolVersion
             ),
         ),
-        other => (other.to_string(), false),
+        other => match tls_refusal(rustls_error(other)) {
+            Some(refusal) => refusal,
+            None => (other.to_string(), false),
+        },
     };
     PollError {
         description,
@@ -506,6 +581,32 @@ mod tests {
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
             assert_eq!(qos_from_v311(qos_v311(qos)), qos);
         }
+    }
+
+    #[test]
+    fn a_refused_client_certificate_says_why() {
+        let alert = |a| std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::AlertReceived(a));
+        let v5 = poll_error_v5(&rumqttc::v5::ConnectionError::MqttState(rumqttc::v5::StateError::Io(
+            alert(rustls::AlertDescription::CertificateExpired),
+        )));
+        assert!(v5.description.contains("has expired"), "{v5:?}");
+        assert!(v5.permanent);
+        // As rumqttc reports a read that failed.
+        let read = poll_error_v5(&rumqttc::v5::ConnectionError::MqttState(
+            rumqttc::v5::StateError::Deserialization(rumqttc::v5::mqttbytes::Error::Io(alert(
+                rustls::AlertDescription::CertificateRequired,
+            ))),
+        ));
+        assert!(read.description.contains("requires a client certificate"), "{read:?}");
+        let v311 = poll_error_v311(&rumqttc::ConnectionError::Io(alert(
+            rustls::AlertDescription::UnknownCA,
+        )));
+        assert!(
+            v311.description.contains("not signed by a CA the broker trusts"),
+            "{v311:?}"
+        );
+        let other = poll_error_v5(&rumqttc::v5::ConnectionError::Io(std::io::Error::other("reset")));
+        assert_eq!(other.description, "I/O: reset");
     }
 
     #[test]

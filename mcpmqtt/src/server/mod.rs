@@ -89,6 +89,10 @@ impl Server {
     /// it announced a smaller one): the broker would drop it.
     pub async fn start(self) -> Result<ServerHandle, Error> {
         let server = Arc::new(self);
+        // Before connecting: a broker that takes the certificate's CN as
+        // the identity would grant this server another identity's rights.
+        let identity = server.broker.username.as_deref().unwrap_or(&server.name);
+        server.broker.check_identity("server", identity)?;
         if server.broker.protocol == Protocol::V311 && server.config.shared_subscription {
             tracing::warn!(
                 server = %server.name,
@@ -167,11 +171,18 @@ impl Server {
     /// With `--emit-acl FORMAT` among the process's arguments it prints the
     /// ACL manifest in that format instead and returns without connecting
     /// (formats: `mosquitto`, `dynsec`, `emqx`, `emqx-db`, `hivemq`,
-    /// `policy`, `manifest`).
+    /// `policy`, `manifest`). Beside the ACL go the broker settings that
+    /// make a client certificate the identity
+    /// ([`AclFormat::certificate_settings`](crate::acl::AclFormat::certificate_settings)):
+    /// as comments in the formats that have them, on stderr for the JSON
+    /// ones.
     pub async fn run(self) -> Result<(), Error> {
         if let Some(format) = crate::acl::emit_acl_request(std::env::args().skip(1)) {
             let format = format.map_err(Error::InvalidArgument)?;
             print!("{}", self.acl_manifest().render(format));
+            if let Some(aside) = format.certificate_settings_aside() {
+                eprint!("{aside}");
+            }
             return Ok(());
         }
         let handle = tokio::select! {

@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{json, role_name, AclManifest};
+use super::{certificate_comment, json, role_name, AclFormat, AclManifest};
 
 /// An Erlang string literal (UTF-8; the file declares `coding: utf-8`).
 fn erlang_string(s: &str) -> String {
@@ -66,8 +66,10 @@ pub(super) fn acl_conf(manifest: &AclManifest) -> String {
          %% Also set `authorization.no_match = deny`.\n\
          %% EMQX authorizes a shared subscription ($share/GROUP/FILTER) as the plain FILTER,\n\
          %% so only plain filters are listed. A topic containing \"${\" is written\n\
-         %% {eq, \"...\"}: matched exactly, never read as a placeholder.\n",
+         %% {eq, \"...\"}: matched exactly, never read as a placeholder.\n\
+         %%\n",
     );
+    out.push_str(&certificate_comment(AclFormat::Emqx, "%% "));
     for identity in &manifest.identities {
         let _ = write!(out, "\n%% {} {}\n", role_name(identity.role), identity.identity);
         let who = format!("{{username, {}}}", erlang_string(&identity.identity));

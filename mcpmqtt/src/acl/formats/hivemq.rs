@@ -26,7 +26,7 @@
 
 use std::fmt::Write as _;
 
-use super::{role_name, shared_group_of, AclManifest};
+use super::{certificate_comment, role_name, shared_group_of, AclFormat, AclManifest};
 
 /// Text content or attribute value: escaped, and without the characters XML
 /// 1.0 cannot carry at all (replaced with U+FFFD, which fails closed: the
@@ -106,9 +106,11 @@ pub(super) fn credentials_xml(manifest: &AclManifest) -> String {
          Each identity (MQTT username) has one role with exactly its rights; whatever no\n  \
          permission allows is denied. HiveMQ checks a shared subscription ($share/GROUP/FILTER)\n  \
          as FILTER plus GROUP, hence <shared-subscription> and <shared-group>.\n\
-         -->\n\
-         <file-rbac>\n    <users>\n",
+         \n",
     );
+    // Static text, without `--` (which a comment may not hold).
+    out.push_str(&certificate_comment(AclFormat::Hivemq, "  "));
+    out.push_str("-->\n<file-rbac>\n    <users>\n");
     for identity in &identities {
         let name = xml(&identity.identity);
         let _ = write!(

@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{json, role_name, subscribe_with_shared_forms, AclManifest};
+use super::{certificate_comment, json, role_name, subscribe_with_shared_forms, AclFormat, AclManifest};
 
 /// The role name of an identity in the dynamic-security file.
 fn rolename(identity: &str) -> String {
@@ -47,8 +47,10 @@ pub(super) fn acl_file(manifest: &AclManifest) -> String {
          # when it delivers it, so a shared subscription ($share/GROUP/FILTER) is covered by\n\
          # the plain FILTER.\n\
          # Load it with `allow_anonymous false`, a `password_file` holding every identity, and\n\
-         # `use_username_as_clientid true` (see `mcpmqtt::acl::mosquitto_conf`).\n",
+         # `use_username_as_clientid true` (see `mcpmqtt::acl::mosquitto_conf`).\n\
+         #\n",
     );
+    out.push_str(&certificate_comment(AclFormat::Mosquitto, "# "));
     for identity in &manifest.identities {
         let _ = write!(
             out,
