@@ -102,8 +102,8 @@ struct Args {
     #[arg(long)]
     syscalls: bool,
     /// Runs the servers (mcpmqtt's and the floor's responder) and the client under
-    /// `valgrind --tool=callgrind`, counting from the client's start (its warm-up included, and
-    /// counted in the calls), and prints each one's instructions per call: a figure that whatever
+    /// `valgrind --tool=callgrind`, counting from the end of the client's warm-up, and prints
+    /// each one's instructions per call: a figure that whatever
     /// else runs on the machine does not move (user space only; files in this directory). Calls
     /// are then some 50 times slower: use small `--calls`.
     #[arg(long)]
@@ -322,6 +322,9 @@ struct FloorRequester {
     next: AtomicU64,
     response_topic: String,
     payload: Bytes,
+    /// `MCPMQTT_BENCH_FLOOR_EXPIRY=<secs>`: the requests carry a Message Expiry, as mcpmqtt's calls
+    /// do, so that what it costs the broker shows in the floor alone.
+    expiry: Option<u32>,
 }
 
 impl FloorRequester {
@@ -332,6 +335,7 @@ impl FloorRequester {
         let props = PublishProperties {
             response_topic: Some(self.response_topic.clone()),
             correlation_data: Some(Bytes::copy_from_slice(&id.to_be_bytes())),
+            message_expiry_interval: self.expiry,
             ..Default::default()
         };
         self.client
@@ -591,6 +595,9 @@ async fn client_role(a: &Args) -> BoxResult<()> {
             next: AtomicU64::new(0),
             response_topic,
             payload,
+            expiry: std::env::var("MCPMQTT_BENCH_FLOOR_EXPIRY")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         })
     } else {
         let client = Client::builder(format!("bench-client-{pid}"))
@@ -899,8 +906,8 @@ impl Ctx<'_> {
         let r = client.expect("result", Duration::from_secs_f64(a.secs + 120.0));
         let (s1, b1) = (server_cpu(&servers), cpu_secs(self.broker_pid));
         if let Some(dir) = &a.callgrind {
-            // Counted from "go": the warm-up's calls too.
-            let calls = r.get("calls").and_then(Value::as_u64).unwrap_or(0) + warmup;
+            // Counted from "go", after the warm-up.
+            let calls = r.get("calls").and_then(Value::as_u64).unwrap_or(0);
             for s in &servers {
                 callgrind_control(&["--dump", &s.pid.to_string()]);
                 let file = dir.join(format!("{}.out", s.label));
@@ -918,7 +925,7 @@ impl Ctx<'_> {
         client.stop();
         if let Some(dir) = &a.callgrind {
             // The client's counts are written as it exits.
-            let calls = r.get("calls").and_then(Value::as_u64).unwrap_or(0) + warmup;
+            let calls = r.get("calls").and_then(Value::as_u64).unwrap_or(0);
             let ir = callgrind_total(&dir.join(format!("{client_label}.out")));
             eprintln!(
                 "  callgrind {client_label}: {ir} instructions, {:.0} per call",

@@ -6,6 +6,8 @@
 //! - `server`: the server's whole path: decode the request and resolve its
 //!   reply address, check the arguments against the schema, run the `echo`
 //!   handler (it returns its arguments), encode the response;
+//! - `server_validate`: the part of `server` that checks the arguments
+//!   against the tool's input schema;
 //! - `client_decode`: the response read back, as the client reads it;
 //! - `serde_json_encode`: the same request through `serde_json::to_vec`, the
 //!   reference the runtime's own encoder is measured against.
@@ -86,6 +88,17 @@ fn server(bencher: Bencher, size: usize) {
             .expect("echo succeeds");
         path.encode_response(&CallResponse::ok(request.call_id, result, 0), payload.len())
     });
+}
+
+/// The schema check alone, a part of `server`: what a server that trusted
+/// its callers' arguments would save.
+#[divan::bench(args = SIZES)]
+fn server_validate(bencher: Bencher, size: usize) {
+    let path = CallPath::new(echo(), 2 * 1024 * 1024).expect("the path");
+    let mut args = arguments(size);
+    bencher
+        .counter(divan::counter::BytesCount::new(size))
+        .bench_local(|| path.check(black_box(&mut args)).expect("valid arguments"));
 }
 
 #[divan::bench(args = SIZES)]

@@ -715,6 +715,13 @@ impl CallPath {
         Ok((request, reply.topic))
     }
 
+    /// Checks arguments against the tool's input schema as the dispatcher
+    /// does (after dropping `null`s of optional fields): what validation
+    /// costs, measured on its own.
+    pub fn check(&self, arguments: &mut Value) -> Result<(), String> {
+        self.tool.check(arguments)
+    }
+
     /// Encodes a response as the dispatcher does, its buffer sized for
     /// `size_hint` bytes of result.
     pub fn encode_response(&self, response: &CallResponse, size_hint: usize) -> Bytes {
