@@ -229,7 +229,7 @@ pub struct ConnectArgs {
     #[arg(long, env = "MQTT_PASSWORD")]
     pub password: Option<String>,
     /// Print the ACL in this format (mosquitto, dynsec, emqx, emqx-db,
-    /// hivemq, policy, manifest) and exit without connecting. Handled by
+    /// hivemq, rmqtt, policy, manifest) and exit without connecting. Handled by
     /// `Server::run`, which every server gets; declared here so that clap
     /// lets it through.
     #[arg(long, value_name = "FORMAT")]

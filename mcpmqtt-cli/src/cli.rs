@@ -203,7 +203,7 @@ pub struct CallArgs {
 /// Flags of `acl`.
 #[derive(Debug, Args)]
 pub struct AclArgs {
-    /// The broker format: mosquitto, dynsec, emqx, emqx-db, hivemq, policy or manifest.
+    /// The broker format: mosquitto, dynsec, emqx, emqx-db, hivemq, rmqtt, policy or manifest.
     #[arg(long)]
     pub format: mcpmqtt::acl::AclFormat,
     /// Manifest files (JSON); several are merged into one ACL. '-' reads stdin.
@@ -275,7 +275,7 @@ pub struct ExposeArgs {
     #[arg(long, default_value_t = 30_000, value_name = "MS")]
     pub tool_timeout_ms: u64,
     /// Print the ACL of the exposed server in this format (mosquitto, dynsec,
-    /// emqx, emqx-db, hivemq, policy, manifest) and exit, without connecting
+    /// emqx, emqx-db, hivemq, rmqtt, policy, manifest) and exit, without connecting
     /// to the broker.
     #[arg(long, value_name = "FORMAT")]
     pub emit_acl: Option<mcpmqtt::acl::AclFormat>,

@@ -167,7 +167,7 @@ impl Server {
     /// With `--emit-acl FORMAT` among the process's arguments it prints the
     /// ACL manifest in that format instead and returns without connecting
     /// (formats: `mosquitto`, `dynsec`, `emqx`, `emqx-db`, `hivemq`,
-    /// `policy`, `manifest`).
+    /// `rmqtt`, `policy`, `manifest`).
     pub async fn run(self) -> Result<(), Error> {
         if let Some(format) = crate::acl::emit_acl_request(std::env::args().skip(1)) {
             let format = format.map_err(Error::InvalidArgument)?;
