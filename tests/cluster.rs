@@ -269,6 +269,34 @@ async fn the_generated_rmqtt_acl_refuses_at_the_wire_on_every_node() {
         .await;
     assert_eq!(reason, PubAckReason::Success);
 
+    // A caller cannot make the server publish outside its own response
+    // topic: the reply goes to scout's own response topic whatever the call
+    // names; nor pass as another caller through the `client` field.
+    scout_raw.subscribe("gtm/mcp/clients/scout/responses").await;
+    for (call_id, hostile) in [
+        ("redirect-card", "gtm/mcp/tools/query_watch_configs/card"),
+        ("redirect-operator", "gtm/mcp/clients/operator/responses"),
+    ] {
+        let call = json!({"call_id": call_id, "arguments": {}, "client": "operator", "response_topic": hostile});
+        let reason = scout_raw
+            .publish(
+                "gtm/mcp/tools/query_watch_configs/call/scout",
+                call.to_string(),
+                support::fixtures::call_props(hostile, call_id),
+            )
+            .await;
+        assert_eq!(reason, PubAckReason::Success);
+        // (The answer to the call above may come first.)
+        let (topic, response) = loop {
+            let (topic, response) = scout_raw.recv_json().await;
+            if response["call_id"] != "still-here" {
+                break (topic, response);
+            }
+        };
+        assert_eq!(topic, "gtm/mcp/clients/scout/responses");
+        assert_eq!(response["call_id"], call_id);
+    }
+
     // An identity that the file names nowhere cannot connect at all.
     let mallory = Client::builder("mallory")
         .broker(&cluster.url(2))

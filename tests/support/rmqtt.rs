@@ -60,8 +60,9 @@ impl RmqttBuilder {
     }
 
     /// Starts the cluster and returns once every node sees every node
-    /// running and a message published on any node reaches a subscriber on
-    /// any other.
+    /// running and (without an ACL) a message published on any node reaches
+    /// a subscriber on any other. Blocks while the nodes start: call it from
+    /// a multi-thread runtime (`#[tokio::test(flavor = "multi_thread")]`).
     pub async fn start(self) -> RmqttCluster {
         let with_acl = self.acl.is_some();
         let cluster = tokio::task::block_in_place(|| RmqttCluster::launch(self.nodes.unwrap_or(3), self.acl));
