@@ -42,7 +42,7 @@ async fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             "{} serving {} tools on {}",
             server.name(),
             server.tools().len(),
-            args.connect.broker
+            args.connect.broker.join(",")
         );
     }
     server.run().await?;

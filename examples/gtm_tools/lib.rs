@@ -215,9 +215,10 @@ pub fn gtm_server_with(posts: Arc<PostLog>) -> ServerBuilder {
 /// The connection flags every example takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectArgs {
-    /// The broker's URL.
+    /// The broker's URL. Repeat it, or separate URLs with commas, to fail
+    /// over between brokers (the nodes of a cluster).
     #[arg(long, env = "MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
-    pub broker: String,
+    pub broker: Vec<String>,
     /// The topic namespace.
     #[arg(long, default_value = NAMESPACE)]
     pub namespace: String,
@@ -239,7 +240,7 @@ pub struct ConnectArgs {
     #[arg(long, env = "MQTT_KEY", value_name = "FILE", requires = "cert")]
     pub key: Option<std::path::PathBuf>,
     /// Print the ACL in this format (mosquitto, dynsec, emqx, emqx-db,
-    /// hivemq, policy, manifest) and exit without connecting. Handled by
+    /// hivemq, rmqtt, policy, manifest) and exit without connecting. Handled by
     /// `Server::run`, which every server gets; declared here so that clap
     /// lets it through.
     #[arg(long, value_name = "FORMAT")]
@@ -249,7 +250,7 @@ pub struct ConnectArgs {
 impl ConnectArgs {
     /// The broker options these flags describe.
     pub fn broker_options(&self) -> Result<BrokerOptions, mcpmqtt::Error> {
-        let mut options = BrokerOptions::parse(&self.broker)?;
+        let mut options = BrokerOptions::parse_all(&self.broker)?;
         if let Some(user) = &self.username {
             options = options.with_credentials(user.clone(), self.password.clone().unwrap_or_default());
         }

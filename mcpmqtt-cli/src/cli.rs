@@ -32,8 +32,11 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
     /// The broker's URL: mqtt://HOST:PORT or mqtts://HOST:PORT (TLS).
+    /// Repeat it, or separate URLs with commas, to fail over between
+    /// brokers (the nodes of a cluster): the first is tried first, and a
+    /// lost connection is made again to the next.
     #[arg(long, env = "MQTT_URL", default_value = "mqtt://127.0.0.1:1883", global = true)]
-    pub broker: String,
+    pub broker: Vec<String>,
     /// The topic namespace.
     #[arg(long, env = "MCPMQTT_NAMESPACE", default_value = DEFAULT_NAMESPACE, global = true)]
     pub namespace: String,
@@ -70,7 +73,7 @@ impl ConnectArgs {
     /// The broker options these flags describe, logging in as `default_user`
     /// when a password is given without a username.
     pub fn broker_options(&self, default_user: &str) -> Result<BrokerOptions, mcpmqtt::Error> {
-        let mut options = BrokerOptions::parse(&self.broker)?;
+        let mut options = BrokerOptions::parse_all(&self.broker)?;
         match (&self.username, &self.password) {
             (Some(user), password) => {
                 options = options.with_credentials(user.clone(), password.clone().unwrap_or_default());
@@ -130,7 +133,7 @@ impl ConnectArgs {
         if let Some(user) = &self.username {
             return user.clone();
         }
-        if let Some(user) = BrokerOptions::parse(&self.broker)
+        if let Some(user) = BrokerOptions::parse_all(&self.broker)
             .ok()
             .and_then(|o| o.username().map(str::to_owned))
         {
@@ -252,7 +255,7 @@ pub struct CallArgs {
 /// Flags of `acl`.
 #[derive(Debug, Args)]
 pub struct AclArgs {
-    /// The broker format: mosquitto, dynsec, emqx, emqx-db, hivemq, policy or manifest.
+    /// The broker format: mosquitto, dynsec, emqx, emqx-db, hivemq, rmqtt, policy or manifest.
     #[arg(long)]
     pub format: mcpmqtt::acl::AclFormat,
     /// Manifest files (JSON); several are merged into one ACL. '-' reads stdin.
@@ -326,11 +329,42 @@ pub struct ExposeArgs {
     #[arg(long, default_value_t = 30_000, value_name = "MS")]
     pub tool_timeout_ms: u64,
     /// Print the ACL of the exposed server in this format (mosquitto, dynsec,
-    /// emqx, emqx-db, hivemq, policy, manifest) and exit, without connecting
+    /// emqx, emqx-db, hivemq, rmqtt, policy, manifest) and exit, without connecting
     /// to the broker.
     #[arg(long, value_name = "FORMAT")]
     pub emit_acl: Option<mcpmqtt::acl::AclFormat>,
     /// The stdio MCP server to run, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn the_broker_flag_is_repeatable_and_takes_comma_separated_lists() {
+        let cli = Cli::try_parse_from([
+            "mcpmqtt",
+            "--broker",
+            "mqtt://u:pw@127.0.0.1:1,mqtt://127.0.0.1:2",
+            "--broker",
+            "mqtt://127.0.0.1:3",
+            "tools",
+        ])
+        .unwrap();
+        let options = cli.connect.broker_options("nobody").unwrap();
+        assert_eq!(
+            options.urls(),
+            ["mqtt://u:pw@127.0.0.1:1", "mqtt://127.0.0.1:2", "mqtt://127.0.0.1:3"]
+        );
+        assert_eq!(cli.connect.identity(), "u", "the first URL's username is the identity");
+        let one = Cli::try_parse_from(["mcpmqtt", "tools"]).unwrap();
+        assert_eq!(
+            one.connect.broker_options("nobody").unwrap().urls(),
+            ["mqtt://127.0.0.1:1883"]
+        );
+    }
 }

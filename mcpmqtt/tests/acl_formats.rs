@@ -265,14 +265,23 @@ fn format_names_parse_and_display() {
     let names: Vec<_> = AclFormat::ALL.iter().map(|f| f.name()).collect();
     assert_eq!(
         names,
-        ["mosquitto", "dynsec", "emqx", "emqx-db", "hivemq", "policy", "manifest"]
+        [
+            "mosquitto",
+            "dynsec",
+            "emqx",
+            "emqx-db",
+            "hivemq",
+            "rmqtt",
+            "policy",
+            "manifest"
+        ]
     );
     for format in AclFormat::ALL {
         assert_eq!(format.to_string().parse::<AclFormat>().unwrap(), *format);
     }
     let err = "mosquito".parse::<AclFormat>().unwrap_err().to_string();
     assert!(
-        err.contains("mosquitto, dynsec, emqx, emqx-db, hivemq, policy, manifest"),
+        err.contains("mosquitto, dynsec, emqx, emqx-db, hivemq, rmqtt, policy, manifest"),
         "{err}"
     );
     let files: Vec<_> = AclFormat::ALL.iter().map(|f| f.file_name()).collect();
@@ -284,6 +293,7 @@ fn format_names_parse_and_display() {
             "acl.conf",
             "emqx-authz.json",
             "credentials.xml",
+            "rmqtt-acl.toml",
             "policy.json",
             "manifest.json"
         ]
@@ -542,6 +552,119 @@ fn policy_json_parses_and_grants_exactly_the_manifest() {
         .find(|r| r["topic"] == "gtm/mcp/tools/query_watch_configs/call")
         .unwrap();
     assert_eq!(call["agents"], serde_json::json!(["analyst", "scout"]));
+}
+
+/// The rules of an RMQTT ACL plugin file: `(access, who, action, topics)`,
+/// `who` being the user name (`None` for "all") and the password if any.
+type RmqttRule = (String, Option<(String, Option<String>)>, Option<String>, Vec<String>);
+
+fn rmqtt_rules(file: &str) -> Vec<RmqttRule> {
+    let v: toml::Table = file.parse().expect("rmqtt-acl.toml is TOML");
+    assert_eq!(v["disconnect_if_pub_rejected"].as_bool(), Some(false));
+    let rules = v["rules"].as_array().expect("a list of rules");
+    rules
+        .iter()
+        .map(|rule| {
+            let rule = rule.as_array().expect("a rule is a list");
+            let access = rule[0].as_str().unwrap().to_owned();
+            let who = match &rule[1] {
+                toml::Value::String(all) => {
+                    assert_eq!(all, "all");
+                    None
+                }
+                toml::Value::Table(t) => {
+                    assert!(t.keys().all(|k| k == "user" || k == "password"), "{t:?}");
+                    Some((
+                        t["user"].as_str().unwrap().to_owned(),
+                        t.get("password").map(|p| p.as_str().unwrap().to_owned()),
+                    ))
+                }
+                other => panic!("who: {other:?}"),
+            };
+            let action = rule.get(2).map(|a| a.as_str().unwrap().to_owned());
+            let topics = rule
+                .get(3)
+                .map(|t| {
+                    t.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| t.as_str().expect("filters, not eq tables").to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (access, who, action, topics)
+        })
+        .collect()
+}
+
+#[test]
+fn rmqtt_toml_parses_and_grants_exactly_the_manifest() {
+    for (variant, m) in all_manifests() {
+        let rules = rmqtt_rules(&m.render(AclFormat::Rmqtt));
+        let (last, allows) = rules.split_last().unwrap();
+        assert_eq!(
+            *last,
+            ("deny".to_owned(), None, None, vec![]),
+            "{variant}: deny the rest"
+        );
+        let mut got = BTreeSet::new();
+        for (access, who, action, topics) in allows {
+            assert_eq!(access, "allow", "{variant}");
+            let (user, password) = who.clone().expect("a rule per user");
+            assert_eq!(password, None, "{variant}: no password, no connect rule");
+            let action = match action.as_deref() {
+                Some("publish") => "pub",
+                Some("subscribe") => "sub",
+                other => panic!("{variant}: action {other:?}"),
+            };
+            for topic in topics {
+                assert!(got.insert((user.clone(), action, topic.clone())), "{variant}: {topic}");
+            }
+        }
+        assert_eq!(got, grants(&m, false), "{variant}");
+
+        // With passwords, a connect rule per identity comes first.
+        let passwords: BTreeMap<String, String> = m
+            .identities
+            .iter()
+            .map(|i| (i.identity.clone(), format!("pw \"of\" {}", i.identity)))
+            .chain([("stranger".to_owned(), "x".to_owned())])
+            .collect();
+        let with = rmqtt_rules(&mcpmqtt::acl::rmqtt_with_passwords(&m, &passwords));
+        let (connects, rest) = with.split_at(m.identities.len());
+        assert_eq!(rest, rules, "{variant}: the same rights after the connect rules");
+        let mut named = BTreeSet::new();
+        for (access, who, action, topics) in connects {
+            let (user, password) = who.clone().unwrap();
+            assert_eq!((access.as_str(), action.as_deref()), ("allow", Some("connect")));
+            assert!(topics.is_empty());
+            assert_eq!(password.as_ref(), Some(&passwords[&user]), "{variant}");
+            named.insert(user);
+        }
+        let identities: BTreeSet<_> = m.identities.iter().map(|i| i.identity.clone()).collect();
+        assert_eq!(named, identities, "{variant}: strangers get no connect rule");
+    }
+}
+
+#[test]
+fn rmqtt_leaves_out_a_topic_it_would_read_as_a_placeholder() {
+    let m = AclManifest {
+        version: mcpmqtt::acl::MANIFEST_VERSION,
+        namespace: "ns".into(),
+        require_verified_caller: false,
+        shared_subscription_groups: BTreeMap::new(),
+        identities: vec![IdentityRights {
+            identity: "a%u".into(),
+            role: Role::Client,
+            publish: vec!["ns/mcp/tools/t/call/a%u".into()],
+            subscribe: vec!["ns/mcp/clients/a%u/responses".into(), "ns/mcp/tools/+/card".into()],
+        }],
+    };
+    let out = m.render(AclFormat::Rmqtt);
+    let rules = rmqtt_rules(&out);
+    let topics: Vec<_> = rules.iter().flat_map(|r| r.3.clone()).collect();
+    assert_eq!(topics, ["ns/mcp/tools/+/card"], "{out}");
+    assert!(out.contains("# left out (publish): ns/mcp/tools/t/call/a%u"), "{out}");
 }
 
 #[test]

@@ -40,7 +40,13 @@ impl Raw {
 
     /// Connects as `client_id`, with a username and password if given.
     pub async fn connect_with(broker: &Mosquitto, client_id: &str, login: Option<(&str, &str)>) -> Raw {
-        let mut opts = MqttOptions::new(client_id, broker.host(), broker.port());
+        Raw::connect_at(broker.host(), broker.port(), client_id, login).await
+    }
+
+    /// Connects as `client_id` to the broker at `host:port` (any broker, a
+    /// node of a cluster say), with a username and password if given.
+    pub async fn connect_at(host: &str, port: u16, client_id: &str, login: Option<(&str, &str)>) -> Raw {
+        let mut opts = MqttOptions::new(client_id, host, port);
         opts.set_max_packet_size(Some(16 * 1024 * 1024));
         if let Some((u, p)) = login {
             opts.set_credentials(u, p);

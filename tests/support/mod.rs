@@ -2,6 +2,7 @@
 
 pub mod mosquitto;
 pub mod proxy;
+pub mod rmqtt;
 // Also present in this directory when this file was written (by others):
 pub mod fixtures;
 pub mod gathering;

@@ -15,6 +15,7 @@
 //! | `dynsec` | the full `$share/{group}/{filter}` | tested on Mosquitto 2.0.11 |
 //! | `emqx`, `emqx-db` | the plain filter | EMQX 5 `emqx_channel` (`get_shared_real_topic`) |
 //! | `hivemq` | the plain filter, plus the group in `<shared-group>` | HiveMQ `DefaultPermissionsEvaluator` |
+//! | `rmqtt` | the plain filter | tested on RMQTT 0.24 (`rmqtt` `parse_topic_filter`) |
 //! | `policy` | unknown: both forms, as the v0.1 specification lists them | v0.1 `SPEC.md` |
 //!
 //! The output is deterministic (the manifest's order), ends with a newline,
@@ -25,6 +26,7 @@ mod emqx;
 mod hivemq;
 mod mosquitto;
 mod policy;
+mod rmqtt;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,6 +36,15 @@ use super::{AclManifest, IdentityRights, Role};
 
 pub use certificates::mosquitto_conf_certificates;
 pub use mosquitto::{dynsec_with_passwords, mosquitto_conf};
+
+/// The [`AclFormat::Rmqtt`] file with a connect rule for each identity of
+/// `passwords` (name to password), so that they can log in. RMQTT compares
+/// passwords in clear: the file then holds them so, and must be readable by
+/// the broker only. Names that are not identities of the manifest are left
+/// out.
+pub fn rmqtt_with_passwords(manifest: &AclManifest, passwords: &BTreeMap<String, String>) -> String {
+    rmqtt::render(manifest, passwords)
+}
 
 /// The formats the manifest can be rendered in, by the name the `--emit-acl`
 /// flag takes ([`AclFormat::name`]).
@@ -68,6 +79,15 @@ pub enum AclFormat {
     /// that must be filled in (the extension refuses a file with an empty
     /// password).
     Hivemq,
+    /// `rmqtt`: the configuration of RMQTT's ACL plugin
+    /// (`plugins/rmqtt-acl.toml`), the same file on every node of a
+    /// cluster: per identity, `allow` rules for its publish and subscribe
+    /// filters, then a rule denying everything else. It sets
+    /// `disconnect_if_pub_rejected = false`, so that a refused publish is
+    /// answered PUBACK 0x87. The plugin also authenticates, and this file
+    /// lets no one connect until a connect rule with a password is added per
+    /// identity: render it with [`rmqtt_with_passwords`] for that.
+    Rmqtt,
     /// `policy`: the JSON policy of the v0.1 package (`"version": "2"`,
     /// default deny), with explicit topics per identity.
     Policy,
@@ -84,12 +104,13 @@ impl AclFormat {
         AclFormat::Emqx,
         AclFormat::EmqxDb,
         AclFormat::Hivemq,
+        AclFormat::Rmqtt,
         AclFormat::Policy,
         AclFormat::Manifest,
     ];
 
     /// The format's name on the command line: `mosquitto`, `dynsec`, `emqx`,
-    /// `emqx-db`, `hivemq`, `policy` or `manifest`.
+    /// `emqx-db`, `hivemq`, `rmqtt`, `policy` or `manifest`.
     pub fn name(&self) -> &'static str {
         match self {
             AclFormat::Mosquitto => "mosquitto",
@@ -97,6 +118,7 @@ impl AclFormat {
             AclFormat::Emqx => "emqx",
             AclFormat::EmqxDb => "emqx-db",
             AclFormat::Hivemq => "hivemq",
+            AclFormat::Rmqtt => "rmqtt",
             AclFormat::Policy => "policy",
             AclFormat::Manifest => "manifest",
         }
@@ -111,6 +133,7 @@ impl AclFormat {
             AclFormat::Emqx => "acl.conf",
             AclFormat::EmqxDb => "emqx-authz.json",
             AclFormat::Hivemq => "credentials.xml",
+            AclFormat::Rmqtt => "rmqtt-acl.toml",
             AclFormat::Policy => "policy.json",
             AclFormat::Manifest => "manifest.json",
         }
@@ -124,6 +147,7 @@ impl AclFormat {
             AclFormat::Emqx => "EMQX 5 file authorization (acl.conf)",
             AclFormat::EmqxDb => "EMQX 5 built-in database authorization rules (REST API body)",
             AclFormat::Hivemq => "HiveMQ File RBAC extension credentials.xml",
+            AclFormat::Rmqtt => "RMQTT ACL plugin configuration (rmqtt-acl.toml)",
             AclFormat::Policy => "v0.1 JSON ACL policy",
             AclFormat::Manifest => "mcpmqtt ACL manifest (JSON)",
         }
@@ -178,6 +202,7 @@ pub(super) fn render(manifest: &AclManifest, format: AclFormat) -> String {
         AclFormat::Emqx => emqx::acl_conf(manifest),
         AclFormat::EmqxDb => emqx::built_in_database(manifest),
         AclFormat::Hivemq => hivemq::credentials_xml(manifest),
+        AclFormat::Rmqtt => rmqtt::rmqtt_acl(manifest),
         AclFormat::Policy => policy::policy(manifest),
         AclFormat::Manifest => json(manifest),
     }
@@ -249,7 +274,7 @@ mod tests {
         let err = "nginx".parse::<AclFormat>().unwrap_err().to_string();
         assert!(err.contains("\"nginx\""), "{err}");
         assert!(
-            err.contains("mosquitto, dynsec, emqx, emqx-db, hivemq, policy, manifest"),
+            err.contains("mosquitto, dynsec, emqx, emqx-db, hivemq, rmqtt, policy, manifest"),
             "{err}"
         );
         let files: std::collections::BTreeSet<_> = AclFormat::ALL.iter().map(|f| f.file_name()).collect();

@@ -15,7 +15,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use files::{check_acl_files, emit_acl_request, write_acl_files, StaleAclFiles, OVERWRITE_ENV};
-pub use formats::{dynsec_with_passwords, mosquitto_conf, mosquitto_conf_certificates, AclFormat, ParseAclFormatError};
+pub use formats::{
+    dynsec_with_passwords, mosquitto_conf, mosquitto_conf_certificates, rmqtt_with_passwords, AclFormat,
+    ParseAclFormatError,
+};
 
 use crate::protocol::topics::Topics;
 use crate::tool::ToolDef;

@@ -474,7 +474,7 @@ impl Client {
                     }
                     _ = tokio::time::sleep_until(call.deadline) => {
                         let message = if inner.router.accepted(call.call_id) {
-                            no_response(call.tool, timeout, inner.protocol)
+                            no_response(call.tool, timeout, inner.protocol, inner.router.cards.tool_online(call.tool))
                         } else {
                             format!("the broker did not acknowledge the call within {} ms", timeout.as_millis())
                         };
@@ -693,12 +693,17 @@ async fn recv_partial(rx: &mut Option<mpsc::UnboundedReceiver<(u64, Partial)>>) 
 
 /// Why a call got no response. On MQTT 3.1.1 the PUBACK has no reason
 /// code, so a call the broker refused cannot be told apart from a slow one.
-fn no_response(tool: &str, timeout: Duration, protocol: Protocol) -> String {
+fn no_response(tool: &str, timeout: Duration, protocol: Protocol, known_online: bool) -> String {
     let mut message = format!("no response from `{tool}` within {} ms", timeout.as_millis());
     if protocol == Protocol::V311 {
         message.push_str(
             "; on MQTT 3.1.1 the broker does not report a refused call (not authorized, or no server \
              subscribed to the tool), so such a call can only time out",
+        );
+    } else if !known_online {
+        message.push_str(
+            "; no online card names it, so perhaps no server hosts it: the broker accepted the call \
+             (PUBACK 0x00), and some brokers (RMQTT) never answer 0x10 for a publish no one is subscribed to",
         );
     }
     message
@@ -753,14 +758,27 @@ mod tests {
 
     #[test]
     fn a_timeout_on_311_says_a_refusal_cannot_be_seen() {
-        let on_311 = no_response("echo", Duration::from_millis(500), Protocol::V311);
+        let on_311 = no_response("echo", Duration::from_millis(500), Protocol::V311, true);
         assert!(on_311.starts_with("no response from `echo` within 500 ms"), "{on_311}");
         assert!(
             on_311.contains("MQTT 3.1.1") && on_311.contains("can only time out"),
             "{on_311}"
         );
-        let on_5 = no_response("echo", Duration::from_millis(500), Protocol::V5);
-        assert!(!on_5.contains("3.1.1"), "{on_5}");
+        let on_5 = no_response("echo", Duration::from_millis(500), Protocol::V5, true);
+        assert_eq!(on_5, "no response from `echo` within 500 ms");
+    }
+
+    #[test]
+    fn a_timeout_of_a_tool_with_no_online_card_says_the_broker_may_not_report_it() {
+        let unknown = no_response("ghost", Duration::from_millis(500), Protocol::V5, false);
+        assert!(
+            unknown.starts_with("no response from `ghost` within 500 ms"),
+            "{unknown}"
+        );
+        assert!(
+            unknown.contains("no online card") && unknown.contains("never answer 0x10"),
+            "{unknown}"
+        );
     }
 
     #[test]

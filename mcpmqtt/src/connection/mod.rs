@@ -40,7 +40,7 @@ use cert::ClientCertPem;
 pub(crate) use settings::{connection_setters, Settings};
 use size::PacketLimit;
 pub(crate) use transport::ConnectOptions;
-use transport::{Driver, Polled, Sender};
+use transport::{BrokerConnect, Driver, Polled, Sender};
 
 /// The default largest MQTT packet, in either direction: 16 MiB. rumqttc's own
 /// default (10 KiB) would refuse ordinary tool results.
@@ -82,6 +82,13 @@ pub enum Protocol {
 }
 
 /// Where and how to reach the broker. Shared by servers and clients.
+///
+/// Several brokers may be given, for fail-over (the nodes of a cluster, say):
+/// the connection is made to the first that answers, and when it is lost
+/// it is made again to the next of the list, with the same backoff as a
+/// reconnect to a single broker. The subscriptions are made again and a
+/// server's cards published again on the new broker; a call in flight is
+/// published again or fails by its deadline. See [`BrokerOptions::parse`].
 #[derive(Clone)]
 pub struct BrokerOptions {
     pub(crate) url: String,
@@ -104,12 +111,31 @@ pub struct BrokerOptions {
     pub(crate) client_cert: Option<ClientCertPem>,
     pub(crate) connect_timeout: Duration,
     pub(crate) protocol: Protocol,
+    /// The brokers after the first, tried in order when the connection to
+    /// the one before is lost.
+    pub(crate) others: Vec<Endpoint>,
 }
+
+/// A broker of the list after the first: where it is, and the credentials
+/// its own URL gives, if any (else those of the first apply).
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    url: String,
+    host: String,
+    port: u16,
+    tls: bool,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+/// The separator of a list of broker URLs (`mqtt://a:1883,mqtt://b:1883`).
+const BROKER_LIST_SEPARATOR: char = ',';
 
 impl std::fmt::Debug for BrokerOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrokerOptions")
             .field("url", &self.url)
+            .field("others", &self.others.iter().map(|o| o.address()).collect::<Vec<_>>())
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("client_id", &self.client_id)
@@ -132,7 +158,57 @@ impl BrokerOptions {
     /// Reads `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]`
     /// (TLS, default port 8883). User and password in the URL become the
     /// credentials.
+    ///
+    /// Several URLs separated by commas (`mqtt://n1:1883,mqtt://n2:1883`)
+    /// make a list of brokers to fail over between (see [`BrokerOptions`]),
+    /// the first tried first. The credentials of the first URL apply to
+    /// every broker whose own URL gives none.
     pub fn parse(url: &str) -> Result<Self, Error> {
+        BrokerOptions::parse_all([url])
+    }
+
+    /// Reads a list of broker URLs, each as [`BrokerOptions::parse`] reads
+    /// them (so each may itself be a comma-separated list): what a
+    /// repeatable `--broker` flag gives. Fails on an empty list.
+    pub fn parse_all<I, S>(urls: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut parsed = Vec::new();
+        for list in urls {
+            let list = list.as_ref();
+            for url in list.split(BROKER_LIST_SEPARATOR) {
+                let url = url.trim();
+                if url.is_empty() {
+                    return Err(Error::InvalidUrl {
+                        url: list.to_owned(),
+                        reason: "an empty URL in the list of brokers".to_owned(),
+                    });
+                }
+                parsed.push(BrokerOptions::parse_one(url)?);
+            }
+        }
+        let mut brokers = parsed.into_iter();
+        let mut first = brokers.next().ok_or_else(|| Error::InvalidUrl {
+            url: String::new(),
+            reason: "no broker URL was given".to_owned(),
+        })?;
+        first.others = brokers
+            .map(|b| Endpoint {
+                url: b.url,
+                host: b.host,
+                port: b.port,
+                tls: b.tls,
+                username: b.username,
+                password: b.password,
+            })
+            .collect();
+        Ok(first)
+    }
+
+    /// Reads one URL.
+    fn parse_one(url: &str) -> Result<Self, Error> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: url.to_owned(),
             reason: reason.to_owned(),
@@ -172,6 +248,7 @@ impl BrokerOptions {
             client_cert: None,
             connect_timeout: Duration::from_secs(10),
             protocol: Protocol::V5,
+            others: Vec::new(),
         })
     }
 
@@ -286,9 +363,36 @@ impl BrokerOptions {
         self.protocol
     }
 
-    /// The URL this was made from.
+    /// The URL of the (first) broker.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URLs of every broker of the list, in the order they are tried.
+    pub fn urls(&self) -> Vec<&str> {
+        std::iter::once(self.url.as_str())
+            .chain(self.others.iter().map(|o| o.url.as_str()))
+            .collect()
+    }
+
+    /// The (first) broker as `host:port`, for the logs: no credentials.
+    fn address(&self) -> String {
+        Endpoint::address_of(&self.host, self.port)
+    }
+
+    /// These options, for the broker `other` of the list.
+    fn at(&self, other: &Endpoint) -> BrokerOptions {
+        let mut at = self.clone();
+        at.url = other.url.clone();
+        at.host = other.host.clone();
+        at.port = other.port;
+        at.tls = other.tls;
+        if other.username.is_some() {
+            at.username = other.username.clone();
+            at.password = other.password.clone();
+        }
+        at.others = Vec::new();
+        at
     }
 
     /// The MQTT username, if any.
@@ -357,14 +461,33 @@ impl BrokerOptions {
     }
 
     /// The options of a connection as `client_id`, for the protocol
-    /// version chosen. On MQTT 3.1.1 the Last Will loses its MQTT 5
-    /// properties, and a session expiry above 0 becomes a persistent session.
+    /// version chosen, to each broker of the list. On MQTT 3.1.1 the Last
+    /// Will loses its MQTT 5 properties, and a session expiry above 0
+    /// becomes a persistent session.
     pub(crate) fn mqtt_options(
         &self,
         client_id: &str,
         will: Option<LastWill>,
         manual_acks: bool,
     ) -> Result<ConnectOptions, Error> {
+        let mut brokers = vec![(
+            self.address(),
+            self.broker_connect(client_id, will.clone(), manual_acks)?,
+        )];
+        for other in &self.others {
+            let at = self.at(other);
+            brokers.push((at.address(), at.broker_connect(client_id, will.clone(), manual_acks)?));
+        }
+        Ok(ConnectOptions { brokers })
+    }
+
+    /// The options of a connection to the (first) broker.
+    fn broker_connect(
+        &self,
+        client_id: &str,
+        will: Option<LastWill>,
+        manual_acks: bool,
+    ) -> Result<BrokerConnect, Error> {
         // Nagle's algorithm would hold every small packet until the broker's
         // delayed ACK: tens of milliseconds per call.
         let mut net = rumqttc::NetworkOptions::new();
@@ -407,7 +530,7 @@ impl BrokerOptions {
             if let Some(transport) = transport {
                 opts.set_transport(transport);
             }
-            return Ok(ConnectOptions::V311(opts, net));
+            return Ok(BrokerConnect::V311(opts, net));
         }
         let mut opts = rumqttc::v5::MqttOptions::new(client_id, self.host.clone(), self.port);
         opts.set_keep_alive(self.keep_alive);
@@ -430,7 +553,22 @@ impl BrokerOptions {
         if let Some(transport) = transport {
             opts.set_transport(transport);
         }
-        Ok(ConnectOptions::V5(opts))
+        Ok(BrokerConnect::V5(opts))
+    }
+}
+
+impl Endpoint {
+    fn address(&self) -> String {
+        Endpoint::address_of(&self.host, self.port)
+    }
+
+    /// `host:port`, with an IPv6 host in brackets.
+    fn address_of(host: &str, port: u16) -> String {
+        if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
     }
 }
 
@@ -666,8 +804,10 @@ impl Opening {
             watchers,
             broker.give_up_after,
         ));
+        // Each broker of the list is tried once, in turn.
+        let tries = u32::try_from(1 + broker.others.len()).unwrap_or(u32::MAX);
         let first = tokio::time::timeout(
-            broker.connect_timeout + Duration::from_secs(1),
+            broker.connect_timeout.saturating_mul(tries) + Duration::from_secs(1),
             state.wait_for(|s| !matches!(s, LinkState::Connecting)),
         )
         .await;
@@ -1088,6 +1228,8 @@ async fn drive(
     let mut backoff = Duration::from_millis(50);
     // When the connection was last lost, while it stays lost.
     let mut down_since: Option<std::time::Instant> = None;
+    // Why each broker of the list refused the first connection.
+    let mut first_failures = Vec::new();
     // Made once: a fresh one per poll would register with the token, and
     // leave it again, for every packet.
     let abandoned = link.abandon.clone().cancelled_owned();
@@ -1151,7 +1293,17 @@ async fn drive(
                 }
                 let why = err.description;
                 if !connected_once {
-                    break Some(why);
+                    if eventloop.brokers() == 1 {
+                        break Some(why);
+                    }
+                    // The first connection tries each broker of the list once.
+                    first_failures.push(format!("{}: {why}", eventloop.broker()));
+                    if err.permanent || first_failures.len() >= eventloop.brokers() {
+                        break Some(first_failures.join("; "));
+                    }
+                    let next = eventloop.fail_over();
+                    tracing::warn!(error = %why, next, "could not connect to the broker; trying the next of the list");
+                    continue;
                 }
                 let down_for = down_since.get_or_insert_with(std::time::Instant::now).elapsed();
                 if err.permanent {
@@ -1161,7 +1313,13 @@ async fn drive(
                     break Some(format!("gave up reconnecting after {} ms: {why}", limit.as_millis()));
                 }
                 book.lock().expect("book lock").unsent_at_error = eventloop.unsent();
-                tracing::warn!(error = %why, retry_in = ?backoff, "MQTT connection lost; reconnecting");
+                if eventloop.brokers() == 1 {
+                    tracing::warn!(error = %why, retry_in = ?backoff, "MQTT connection lost; reconnecting");
+                } else {
+                    let from = eventloop.broker().to_owned();
+                    let to = eventloop.fail_over();
+                    tracing::warn!(error = %why, from, to, retry_in = ?backoff, "MQTT connection lost; failing over to the next broker");
+                }
                 let _ = state.send(LinkState::Reconnecting(why));
                 tokio::select! {
                     biased;
@@ -1320,6 +1478,66 @@ mod tests {
     }
 
     #[test]
+    fn parses_a_list_of_brokers() {
+        let o = BrokerOptions::parse("mqtt://u:pw@127.0.0.1:1884, mqtts://[::1]:8884,mqtt://v:pv@h3").unwrap();
+        assert_eq!(o.url(), "mqtt://u:pw@127.0.0.1:1884");
+        assert_eq!(
+            o.urls(),
+            vec!["mqtt://u:pw@127.0.0.1:1884", "mqtts://[::1]:8884", "mqtt://v:pv@h3"]
+        );
+        assert_eq!(
+            (o.host.as_str(), o.port, o.username.as_deref()),
+            ("127.0.0.1", 1884, Some("u"))
+        );
+        let second = o.at(&o.others[0]);
+        assert_eq!((second.address(), second.tls), ("[::1]:8884".to_string(), true));
+        assert_eq!(
+            (second.username.as_deref(), second.password.as_deref()),
+            (Some("u"), Some("pw")),
+            "the first URL's credentials apply to a broker whose URL gives none"
+        );
+        let third = o.at(&o.others[1]);
+        assert_eq!(
+            (third.address(), third.username.as_deref()),
+            ("h3:1883".to_string(), Some("v"))
+        );
+        assert!(third.others.is_empty());
+
+        let repeated = BrokerOptions::parse_all(["mqtt://a:1", "mqtt://b:2,mqtt://c:3"]).unwrap();
+        assert_eq!(repeated.urls(), vec!["mqtt://a:1", "mqtt://b:2", "mqtt://c:3"]);
+
+        for bad in ["mqtt://a:1,,mqtt://b:2", "mqtt://a:1,", "mqtt://a:1,http://b"] {
+            let e = BrokerOptions::parse(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidUrl { .. }), "{bad}: {e}");
+        }
+        let none: [&str; 0] = [];
+        assert!(BrokerOptions::parse_all(none)
+            .unwrap_err()
+            .to_string()
+            .contains("no broker URL"));
+    }
+
+    #[test]
+    fn a_list_keeps_its_settings_through_a_new_url_and_gives_one_connection_per_broker() {
+        let o = BrokerOptions::default()
+            .with_credentials("scout", "pw")
+            .with_session_expiry(7)
+            .reparse("mqtt://127.0.0.1:1,mqtt://127.0.0.1:2")
+            .unwrap();
+        let options = o.mqtt_options("scout", None, false).unwrap();
+        let addresses: Vec<_> = options.brokers.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(addresses, ["127.0.0.1:1", "127.0.0.1:2"]);
+        for (_, broker) in &options.brokers {
+            let BrokerConnect::V5(opts) = broker else {
+                panic!("MQTT 5 was asked for")
+            };
+            assert_eq!(opts.credentials().map(|l| l.username), Some("scout".to_string()));
+            assert_eq!(opts.session_expiry_interval(), Some(7));
+        }
+        assert!(format!("{o:?}").contains("127.0.0.1:2"));
+    }
+
+    #[test]
     fn the_protocol_survives_a_new_url() {
         let o = BrokerOptions::default().with_protocol(Protocol::V311);
         assert_eq!(o.reparse("mqtt://10.0.0.1:1999").unwrap().protocol(), Protocol::V311);
@@ -1331,7 +1549,7 @@ mod tests {
         let v311 = BrokerOptions::default().with_protocol(Protocol::V311);
         let will = LastWill::new("ns/mcp/servers/s/card", "offline", QoS::AtLeastOnce, true, None);
         let mut kept = v311.mqtt_options("s-1", Some(will), true).unwrap();
-        let ConnectOptions::V311(opts, _) = &kept else {
+        let BrokerConnect::V311(opts, _) = kept.first() else {
             panic!("an MQTT 3.1.1 connection was asked for")
         };
         assert!(opts
@@ -1352,7 +1570,7 @@ mod tests {
         assert!(clean.keeps_session(), "3.1.1 resumes with clean_session = false");
 
         let mut v5 = BrokerOptions::default().mqtt_options("s-1", None, true).unwrap();
-        assert!(matches!(v5, ConnectOptions::V5(_)));
+        assert!(matches!(v5.first(), BrokerConnect::V5(_)));
         assert!(v5.keeps_session());
         v5.resume_once();
         assert!(
@@ -1366,7 +1584,8 @@ mod tests {
         let o = BrokerOptions::default()
             .with_protocol(Protocol::V311)
             .with_keep_alive(Duration::from_millis(300));
-        let ConnectOptions::V311(opts, _) = o.mqtt_options("c", None, false).unwrap() else {
+        let options = o.mqtt_options("c", None, false).unwrap();
+        let BrokerConnect::V311(opts, _) = options.first() else {
             panic!("an MQTT 3.1.1 connection was asked for")
         };
         assert_eq!(opts.keep_alive(), Duration::from_secs(1));

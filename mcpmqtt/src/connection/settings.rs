@@ -97,6 +97,9 @@ macro_rules! connection_setters {
     (finish: $finish:literal, protocol_note: $protocol_note:literal) => {
         /// The broker to connect to: `mqtt://host:port` or `mqtts://host:port`
         #[doc = concat!(" (default `mqtt://127.0.0.1:1883`). A bad URL is reported by `", $finish, "`.")]
+        ///
+        /// Several URLs separated by commas are brokers to fail over
+        /// between, the first tried first (see [`BrokerOptions`](crate::BrokerOptions)).
         pub fn broker(mut self, url: &str) -> Self {
             self.settings = self.settings.broker(url);
             self

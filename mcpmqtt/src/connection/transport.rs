@@ -16,14 +16,13 @@ use rumqttc::Outgoing;
 
 use super::{Incoming, Kind, Message};
 
-/// The options of one connection, for the version it speaks.
-// One per connection, made once: the size of the variants does not matter.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum ConnectOptions {
-    V5(rumqttc::v5::MqttOptions),
-    /// rumqttc's 3.1.1 client takes its socket options (TCP_NODELAY, connect
-    /// timeout) on the event loop rather than in its `MqttOptions`.
-    V311(rumqttc::MqttOptions, rumqttc::NetworkOptions),
+/// The options of one connection: one set per broker of the list, the
+/// first tried first. A lost connection is made again with the next set
+/// ([`Driver::fail_over`]).
+pub(crate) struct ConnectOptions {
+    /// Each broker's `host:port` (for the logs, without credentials) and
+    /// the options to connect to it with.
+    pub(crate) brokers: Vec<(String, BrokerConnect)>,
 }
 
 impl ConnectOptions {
@@ -32,45 +31,86 @@ impl ConnectOptions {
     /// session expiry: the session outlives the connection, and ends only
     /// when a connection with [`ConnectOptions::clean`] takes the client id.
     pub(crate) fn resume_once(&mut self) {
-        match self {
-            ConnectOptions::V5(o) => {
-                o.set_clean_start(false);
-                o.set_session_expiry_interval(None);
-            }
-            ConnectOptions::V311(o, _) => {
-                o.set_clean_session(false);
-            }
+        for (_, broker) in &mut self.brokers {
+            broker.resume_once();
         }
     }
 
     /// Starts clean, discarding whatever session this client id left, and
     /// ends the session with the connection.
     pub(crate) fn clean(&mut self) {
-        match self {
-            ConnectOptions::V5(o) => {
-                o.set_clean_start(true);
-                o.set_session_expiry_interval(None);
-            }
-            ConnectOptions::V311(o, _) => {
-                o.set_clean_session(true);
-            }
+        for (_, broker) in &mut self.brokers {
+            broker.clean();
         }
     }
 
-    /// The largest packet this end sends or accepts, as configured.
+    /// The largest packet this end sends or accepts, as configured (the
+    /// same for every broker of the list).
     pub(crate) fn max_packet_size(&self) -> u32 {
-        match self {
-            ConnectOptions::V5(o) => o.max_packet_size().unwrap_or(u32::MAX),
-            ConnectOptions::V311(o, _) => u32::try_from(o.max_packet_size()).unwrap_or(u32::MAX),
-        }
+        self.brokers.first().map_or(u32::MAX, |(_, b)| b.max_packet_size())
     }
 
     /// Whether the broker is asked to keep the session after a disconnect.
     #[cfg(test)]
     pub(crate) fn keeps_session(&self) -> bool {
+        self.brokers.iter().all(|(_, b)| b.keeps_session())
+    }
+
+    /// The options for the first broker of the list.
+    #[cfg(test)]
+    pub(crate) fn first(&self) -> &BrokerConnect {
+        &self.brokers[0].1
+    }
+}
+
+/// The options of a connection to one broker, for the version it speaks.
+// One per broker of a connection, made once: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub(crate) enum BrokerConnect {
+    V5(rumqttc::v5::MqttOptions),
+    /// rumqttc's 3.1.1 client takes its socket options (TCP_NODELAY, connect
+    /// timeout) on the event loop rather than in its `MqttOptions`.
+    V311(rumqttc::MqttOptions, rumqttc::NetworkOptions),
+}
+
+impl BrokerConnect {
+    fn resume_once(&mut self) {
         match self {
-            ConnectOptions::V5(o) => !o.clean_start() && o.session_expiry_interval().unwrap_or(0) > 0,
-            ConnectOptions::V311(o, _) => !o.clean_session(),
+            BrokerConnect::V5(o) => {
+                o.set_clean_start(false);
+                o.set_session_expiry_interval(None);
+            }
+            BrokerConnect::V311(o, _) => {
+                o.set_clean_session(false);
+            }
+        }
+    }
+
+    fn clean(&mut self) {
+        match self {
+            BrokerConnect::V5(o) => {
+                o.set_clean_start(true);
+                o.set_session_expiry_interval(None);
+            }
+            BrokerConnect::V311(o, _) => {
+                o.set_clean_session(true);
+            }
+        }
+    }
+
+    fn max_packet_size(&self) -> u32 {
+        match self {
+            BrokerConnect::V5(o) => o.max_packet_size().unwrap_or(u32::MAX),
+            BrokerConnect::V311(o, _) => u32::try_from(o.max_packet_size()).unwrap_or(u32::MAX),
+        }
+    }
+
+    #[cfg(test)]
+    fn keeps_session(&self) -> bool {
+        match self {
+            BrokerConnect::V5(o) => !o.clean_start() && o.session_expiry_interval().unwrap_or(0) > 0,
+            BrokerConnect::V311(o, _) => !o.clean_session(),
         }
     }
 }
@@ -170,27 +210,51 @@ pub(crate) enum Sender {
 #[derive(Debug)]
 pub(crate) struct ChannelClosed;
 
-/// The event side of a connection, polled by the connection task.
+/// The event side of a connection, polled by the connection task, with the
+/// brokers it may fail over to.
+pub(crate) struct Driver {
+    eventloop: EventLoop,
+    /// Every broker of the list, in order, with its options.
+    brokers: Vec<(String, BrokerConnect)>,
+    /// The broker the event loop connects to now: an index into `brokers`.
+    current: usize,
+}
+
 // One per connection, owned by its task: the size of the variants does not matter.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Driver {
+enum EventLoop {
     V5(rumqttc::v5::EventLoop),
     V311(rumqttc::EventLoop),
 }
 
-/// Opens a connection's two halves; nothing is sent until the driver is polled.
+/// Opens a connection's two halves; nothing is sent until the driver is
+/// polled. The connection is made to the first broker of the list. (The
+/// list is never empty; an empty one would make a connection to nowhere,
+/// which fails on its first poll.)
 pub(crate) fn open(options: ConnectOptions, capacity: usize) -> (Sender, Driver) {
-    match options {
-        ConnectOptions::V5(options) => {
+    let mut brokers = options.brokers;
+    if brokers.is_empty() {
+        // Port 0 cannot be connected to: the first poll fails, clearly.
+        let none = rumqttc::v5::MqttOptions::new("", "127.0.0.1", 0);
+        brokers.push(("no broker".to_owned(), BrokerConnect::V5(none)));
+    }
+    let (sender, eventloop) = match brokers[0].1.clone() {
+        BrokerConnect::V5(options) => {
             let (client, eventloop) = rumqttc::v5::AsyncClient::new(options, capacity);
-            (Sender::V5(client), Driver::V5(eventloop))
+            (Sender::V5(client), EventLoop::V5(eventloop))
         }
-        ConnectOptions::V311(options, network) => {
+        BrokerConnect::V311(options, network) => {
             let (client, mut eventloop) = rumqttc::AsyncClient::new(options, capacity);
             eventloop.set_network_options(network);
-            (Sender::V311(client), Driver::V311(eventloop))
+            (Sender::V311(client), EventLoop::V311(eventloop))
         }
-    }
+    };
+    let driver = Driver {
+        eventloop,
+        brokers,
+        current: 0,
+    };
+    (sender, driver)
 }
 
 impl Sender {
@@ -304,9 +368,41 @@ pub(crate) struct PollError {
 }
 
 impl Driver {
+    /// How many brokers the connection may be made to.
+    pub(crate) fn brokers(&self) -> usize {
+        self.brokers.len()
+    }
+
+    /// The broker the connection is made to now, as `host:port`.
+    pub(crate) fn broker(&self) -> &str {
+        &self.brokers[self.current].0
+    }
+
+    /// Makes the next connection to the next broker of the list (after the
+    /// last, the first again), and returns it as `host:port`. Changes
+    /// nothing with a single broker. The requests waiting in the event loop
+    /// stay; the new broker's CONNACK says whether the session came along.
+    pub(crate) fn fail_over(&mut self) -> &str {
+        if self.brokers.len() > 1 {
+            self.current = (self.current + 1) % self.brokers.len();
+            match (&mut self.eventloop, &self.brokers[self.current].1) {
+                (EventLoop::V5(eventloop), BrokerConnect::V5(options)) => {
+                    eventloop.options = options.clone();
+                }
+                (EventLoop::V311(eventloop), BrokerConnect::V311(options, network)) => {
+                    eventloop.mqtt_options = options.clone();
+                    eventloop.set_network_options(network.clone());
+                }
+                // Every broker of a list speaks the version of the first.
+                _ => tracing::error!("a broker of the list speaks another MQTT version: not failing over"),
+            }
+        }
+        self.broker()
+    }
+
     pub(crate) async fn poll(&mut self) -> Result<Polled, PollError> {
-        match self {
-            Driver::V5(eventloop) => match eventloop.poll().await {
+        match &mut self.eventloop {
+            EventLoop::V5(eventloop) => match eventloop.poll().await {
                 Ok(rumqttc::v5::Event::Incoming(packet)) => Ok(match packet {
                     p5::Packet::Publish(publish) => Polled::Publish(incoming_v5(publish)),
                     p5::Packet::PubAck(ack) => Polled::PubAck(ack.pkid, ack.reason),
@@ -326,7 +422,7 @@ impl Driver {
                 Ok(rumqttc::v5::Event::Outgoing(out)) => Ok(sent(out)),
                 Err(err) => Err(poll_error_v5(&err)),
             },
-            Driver::V311(eventloop) => match eventloop.poll().await {
+            EventLoop::V311(eventloop) => match eventloop.poll().await {
                 Ok(rumqttc::Event::Incoming(packet)) => Ok(match packet {
                     rumqttc::Packet::Publish(publish) => Polled::Publish(incoming_v311(publish)),
                     rumqttc::Packet::PubAck(ack) => Polled::PubAck(ack.pkid, p5::PubAckReason::Success),
@@ -348,30 +444,62 @@ impl Driver {
         }
     }
 
-    /// How many requests sit in rumqttc's pending list without ever having
-    /// been sent: publishes not yet given a packet id, and subscriptions.
+    /// How many requests the connection task has not seen leave yet, at an
+    /// error: those in rumqttc's pending list without ever having been sent
+    /// (publishes not yet given a packet id, and subscriptions), and, ahead
+    /// of them, those whose packet was written but whose outgoing event is
+    /// still buffered, because the write's flush failed. rumqttc reports
+    /// those events after the reconnect, before its CONNACK, and each takes
+    /// one off this count as it is seen.
     pub(crate) fn unsent(&self) -> usize {
-        match self {
-            Driver::V5(eventloop) => eventloop
-                .pending
-                .iter()
-                .filter(|r| match r {
-                    rumqttc::v5::Request::Publish(p) => p.pkid == 0,
-                    rumqttc::v5::Request::Subscribe(_) => true,
-                    _ => false,
-                })
-                .count(),
-            Driver::V311(eventloop) => eventloop
-                .pending
-                .iter()
-                .filter(|r| match r {
-                    rumqttc::Request::Publish(p) => p.pkid == 0,
-                    rumqttc::Request::Subscribe(_) => true,
-                    _ => false,
-                })
-                .count(),
+        match &self.eventloop {
+            EventLoop::V5(eventloop) => {
+                let pending = eventloop
+                    .pending
+                    .iter()
+                    .filter(|r| match r {
+                        rumqttc::v5::Request::Publish(p) => p.pkid == 0,
+                        rumqttc::v5::Request::Subscribe(_) => true,
+                        _ => false,
+                    })
+                    .count();
+                let unreported = eventloop
+                    .state
+                    .events
+                    .iter()
+                    .filter(|e| matches!(e, rumqttc::v5::Event::Outgoing(out) if is_request(out)))
+                    .count();
+                pending + unreported
+            }
+            EventLoop::V311(eventloop) => {
+                let pending = eventloop
+                    .pending
+                    .iter()
+                    .filter(|r| match r {
+                        rumqttc::Request::Publish(p) => p.pkid == 0,
+                        rumqttc::Request::Subscribe(_) => true,
+                        _ => false,
+                    })
+                    .count();
+                let unreported = eventloop
+                    .state
+                    .events
+                    .iter()
+                    .filter(|e| matches!(e, rumqttc::Event::Outgoing(out) if is_request(out)))
+                    .count();
+                pending + unreported
+            }
         }
     }
+}
+
+/// Whether an outgoing packet is one a request of the book's accounts for
+/// (what [`sent`] turns into [`Polled::Sent`]).
+fn is_request(out: &Outgoing) -> bool {
+    matches!(
+        out,
+        Outgoing::Publish(_) | Outgoing::Subscribe(_) | Outgoing::Unsubscribe(_)
+    )
 }
 
 fn sent(out: Outgoing) -> Polled {

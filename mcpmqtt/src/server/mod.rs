@@ -171,7 +171,7 @@ impl Server {
     /// With `--emit-acl FORMAT` among the process's arguments it prints the
     /// ACL manifest in that format instead and returns without connecting
     /// (formats: `mosquitto`, `dynsec`, `emqx`, `emqx-db`, `hivemq`,
-    /// `policy`, `manifest`). Beside the ACL go the broker settings that
+    /// `rmqtt`, `policy`, `manifest`). Beside the ACL go the broker settings that
     /// make a client certificate the identity
     /// ([`AclFormat::certificate_settings`](crate::acl::AclFormat::certificate_settings)):
     /// as comments in the formats that have them, on stderr for the JSON

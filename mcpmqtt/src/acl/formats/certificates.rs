@@ -13,6 +13,9 @@
 //!   and a truststore holding the CA; the File RBAC extension logs in by
 //!   password only, so taking the CN as the identity is the X.509
 //!   authentication of HiveMQ's Enterprise Security Extension.
+//! - RMQTT 0.24: on a TLS listener, `client_ca_certs`, `cross_certificate =
+//!   true` and `cert_cn_as_username = true` (from `rmqtt-conf`'s options;
+//!   not tested here).
 
 use super::AclFormat;
 
@@ -86,12 +89,29 @@ fn hivemq() -> String {
         .to_owned()
 }
 
+/// The RMQTT settings (`rmqtt.toml`), untested: read from the options of
+/// `rmqtt-conf` 0.5 (`cross_certificate`, `client_ca_certs`,
+/// `cert_cn_as_username`).
+fn rmqtt() -> String {
+    "# RMQTT (rmqtt.toml): a TLS listener that requires a client certificate signed by\n\
+     # client_ca_certs and takes its subject CN as the username the ACL plugin's rules name.\n\
+     listener.tls.external.addr = \"0.0.0.0:8883\"\n\
+     listener.tls.external.cert = \"/etc/rmqtt/certs/broker.pem\"\n\
+     listener.tls.external.key = \"/etc/rmqtt/certs/broker.key\"\n\
+     listener.tls.external.client_ca_certs = \"/etc/rmqtt/certs/ca.pem\"\n\
+     listener.tls.external.cross_certificate = true\n\
+     listener.tls.external.cert_cn_as_username = true\n"
+        .to_owned()
+}
+
 impl AclFormat {
     /// The broker settings that make a client certificate's subject CN the
     /// identity this format's ACL grants rights to (mutual TLS, no
     /// password), as that broker's configuration text: `mosquitto.conf`
     /// lines for `mosquitto` and `dynsec`, `emqx.conf` for `emqx` and
-    /// `emqx-db`, a note for `hivemq`. `None` for `policy` and `manifest`,
+    /// `emqx-db`, a note for `hivemq`, `rmqtt.toml` for `rmqtt` (from
+    /// RMQTT's documented options, not tested against it). `None` for
+    /// `policy` and `manifest`,
     /// which are for no one broker.
     ///
     /// The formats with comments carry these settings in their header
@@ -107,6 +127,7 @@ impl AclFormat {
             )),
             AclFormat::Emqx | AclFormat::EmqxDb => Some(emqx()),
             AclFormat::Hivemq => Some(hivemq()),
+            AclFormat::Rmqtt => Some(rmqtt()),
             AclFormat::Policy | AclFormat::Manifest => None,
         }
     }
