@@ -42,23 +42,7 @@ pub(crate) fn object<'a>(
 ) -> Option<()> {
     let mut reader = Reader::new(bytes)?;
     reader.ws();
-    reader.eat(b'{')?;
-    reader.ws();
-    if !reader.eat_if(b'}') {
-        loop {
-            reader.ws();
-            let key = reader.string()?;
-            reader.ws();
-            reader.eat(b':')?;
-            reader.ws();
-            each(key, &mut reader)?;
-            reader.ws();
-            if reader.eat_if(b'}') {
-                break;
-            }
-            reader.eat(b',')?;
-        }
-    }
+    reader.fields(&mut each)?;
     reader.end()
 }
 
@@ -121,24 +105,11 @@ impl<'a> Reader<'a> {
             b'"' => Value::String(self.string()?.into_owned()),
             b'{' => {
                 self.nest()?;
-                self.at += 1;
                 let mut map = Map::new();
-                self.ws();
-                if !self.eat_if(b'}') {
-                    loop {
-                        self.ws();
-                        let key = self.string()?.into_owned();
-                        self.ws();
-                        self.eat(b':')?;
-                        let item = self.value()?;
-                        map.insert(key, item);
-                        self.ws();
-                        if self.eat_if(b'}') {
-                            break;
-                        }
-                        self.eat(b',')?;
-                    }
-                }
+                self.fields(|key, reader| {
+                    map.insert(key.into_owned(), reader.value()?);
+                    Some(())
+                })?;
                 self.depth -= 1;
                 Value::Object(map)
             }
@@ -166,6 +137,29 @@ impl<'a> Reader<'a> {
             b'-' | b'0'..=b'9' => Value::Number(self.number()?),
             _ => return None,
         })
+    }
+
+    /// Walks the object here (the reader is at its `{`): `each` gets each
+    /// key, and reads (or skips) its value.
+    fn fields(&mut self, mut each: impl FnMut(Cow<'a, str>, &mut Self) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        self.ws();
+        if self.eat_if(b'}') {
+            return Some(());
+        }
+        loop {
+            self.ws();
+            let key = self.string()?;
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            each(key, self)?;
+            self.ws();
+            if self.eat_if(b'}') {
+                return Some(());
+            }
+            self.eat(b',')?;
+        }
     }
 
     fn nest(&mut self) -> Option<()> {
