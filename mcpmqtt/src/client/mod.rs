@@ -13,6 +13,7 @@
 mod builder;
 mod cards;
 mod discovery;
+mod partials;
 mod router;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +37,7 @@ use crate::protocol::envelope::{now_rfc3339, CallRequest, CallResponse, CancelRe
 use crate::protocol::names;
 use crate::protocol::topics::Topics;
 use discovery::Discovery;
+use partials::{InOrder, StreamEvent, PARTIALS_GRACE};
 use router::{Answer, CallGuard, Router};
 
 pub use builder::ClientBuilder;
@@ -299,6 +301,7 @@ impl Client {
                 .is_some_and(|card| !card.supports(EXT_CALLER_TOPIC)),
         };
         let mut partial_rx = None;
+        let mut order = InOrder::new(!v01);
         let mut v01_stream = None;
         if options.on_partial.is_some() {
             partial_rx = Some(inner.router.partials(&call_id));
@@ -349,25 +352,36 @@ impl Client {
             call_id: &call_id,
             armed: !v01,
         };
-        let outcome = self.deliver(&call, timeout, &options, &mut partial_rx).await;
+        let answer = self
+            .deliver(&call, timeout, &options, &mut partial_rx, &mut order)
+            .await;
         if !matches!(
-            outcome,
+            answer,
             Err(CallError::Timeout { .. } | CallError::Cancelled { .. } | CallError::Transport(_))
         ) {
             // Answered, or never delivered: nothing runs to cancel.
             cancel_on_drop.armed = false;
         }
-        // Deliver partials that arrived just before the response.
         if let (Some(rx), Some(f)) = (&mut partial_rx, &options.on_partial) {
-            while let Ok((_, p)) = rx.try_recv() {
-                f(p);
-            }
+            // Partials that arrived just before the response; and, when the
+            // server answered, those still on their way (a cluster's nodes do
+            // not keep the order between a stream and its response).
+            let wait = match &answer {
+                Ok(response) => {
+                    if let Some(partials) = response.partials {
+                        order.ends_at(partials);
+                    }
+                    PARTIALS_GRACE.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                }
+                Err(_) => Duration::ZERO,
+            };
+            finish_stream(rx, &mut order, wait, f.as_ref()).await;
         }
         if let Some(topic) = v01_stream {
             let link = inner.link.clone();
             tokio::spawn(async move { link.unsubscribe(&topic).await });
         }
-        outcome
+        into_result(answer?)
     }
 
     /// Publishes a call and waits for its response until its deadline.
@@ -383,8 +397,9 @@ impl Client {
         call: &Outgoing<'_>,
         timeout: Duration,
         options: &CallOptions,
-        partial_rx: &mut Option<mpsc::UnboundedReceiver<(u64, Partial)>>,
-    ) -> Result<Value, CallError> {
+        partial_rx: &mut Option<mpsc::UnboundedReceiver<StreamEvent>>,
+        order: &mut InOrder,
+    ) -> Result<CallResponse, CallError> {
         let inner = &self.inner;
         let mut sessions_lost = inner.link.sessions_lost();
         let mut backoff = RETRY_FIRST;
@@ -415,7 +430,7 @@ impl Client {
                 tokio::select! {
                     biased;
                     answer = &mut response_rx => match answer {
-                        Ok(Answer::Response(response)) => return into_result(response),
+                        Ok(Answer::Response(response)) => return Ok(response),
                         Ok(Answer::Failed(e)) => return Err(e),
                         Ok(Answer::NoSubscribers) => {
                             refusals += 1;
@@ -458,9 +473,9 @@ impl Client {
                         }
                         Err(_) => return Err(CallError::Transport("the client was dropped".into())),
                     },
-                    Some((_seq, partial)) = recv_partial(partial_rx) => {
+                    Some(event) = recv_partial(partial_rx) => {
                         if let Some(f) = &options.on_partial {
-                            f(partial);
+                            order.take(event, f.as_ref());
                         }
                     }
                     // The broker lost the session: the call, or its response,
@@ -684,7 +699,35 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
-async fn recv_partial(rx: &mut Option<mpsc::UnboundedReceiver<(u64, Partial)>>) -> Option<(u64, Partial)> {
+/// Hands over a call's partials once its response is in: those already
+/// here, then, for up to `wait`, those known to be missing; then what is
+/// held, in order, whatever is still missing.
+async fn finish_stream(
+    rx: &mut mpsc::UnboundedReceiver<StreamEvent>,
+    order: &mut InOrder,
+    wait: Duration,
+    hand: &(dyn Fn(Partial) + Send + Sync),
+) {
+    while let Ok(event) = rx.try_recv() {
+        order.take(event, hand);
+    }
+    let until = tokio::time::Instant::now() + wait;
+    while order.missing() {
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Some(event)) => order.take(event, hand),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    if let Some(missing) = order.give_up(hand).filter(|&n| n > 0) {
+        tracing::warn!(
+            missing,
+            waited_ms = wait.as_millis() as u64,
+            "partials of the call never came"
+        );
+    }
+}
+
+async fn recv_partial(rx: &mut Option<mpsc::UnboundedReceiver<StreamEvent>>) -> Option<StreamEvent> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -10,9 +10,10 @@ use rumqttc::v5::mqttbytes::v5::PubAckReason;
 use tokio::sync::{mpsc, oneshot};
 
 use super::cards::CardCache;
+use super::partials::StreamEvent;
 use crate::connection::{Ack, Incoming};
 use crate::error::CallError;
-use crate::protocol::envelope::{decode_response, CallResponse, Partial, StreamMessage};
+use crate::protocol::envelope::{decode_response, CallResponse, StreamMessage, StreamType};
 use crate::protocol::topics::Topics;
 
 /// Responses larger than this are parsed on a task of their own.
@@ -50,7 +51,7 @@ pub(super) enum Answer {
 #[derive(Default)]
 pub(super) struct Router {
     calls: Mutex<HashMap<String, Waiting>>,
-    streams: Mutex<HashMap<String, mpsc::UnboundedSender<(u64, Partial)>>>,
+    streams: Mutex<HashMap<String, mpsc::UnboundedSender<StreamEvent>>>,
     pub(super) cards: CardCache,
 }
 
@@ -151,7 +152,7 @@ impl Router {
 
     /// Hands the partials of `call_id` to the returned receiver, until the
     /// call's [`CallGuard`] drops.
-    pub(super) fn partials(&self, call_id: &str) -> mpsc::UnboundedReceiver<(u64, Partial)> {
+    pub(super) fn partials(&self, call_id: &str) -> mpsc::UnboundedReceiver<StreamEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.streams
             .lock()
@@ -165,13 +166,14 @@ impl Router {
             tracing::warn!("ignored an unreadable stream message");
             return;
         };
-        let (call_id, seq) = (msg.call_id.clone(), msg.seq);
-        let Some(partial) = msg.into_partial() else {
+        let Some(tx) = self.streams.lock().expect("streams lock").get(&msg.call_id).cloned() else {
             return;
         };
-        if let Some(tx) = self.streams.lock().expect("streams lock").get(&call_id) {
-            let _ = tx.send((seq, partial));
-        }
+        let event = match msg.kind {
+            StreamType::Done => StreamEvent::Done(msg.seq),
+            StreamType::Partial => StreamEvent::Partial(msg.seq, msg.into_partial()),
+        };
+        let _ = tx.send(event);
     }
 }
 

@@ -61,6 +61,11 @@ pub struct CallResponse {
     /// How long the server took, in milliseconds.
     #[serde(default)]
     pub elapsed_ms: u64,
+    /// How many partials the call's stream sent, an extension: a caller
+    /// whose broker does not keep the order between a stream and its
+    /// response (a cluster) knows how many are still on their way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partials: Option<u64>,
 }
 
 impl CallResponse {
@@ -72,6 +77,7 @@ impl CallResponse {
             result: Some(result),
             error: None,
             elapsed_ms,
+            partials: None,
         }
     }
 
@@ -83,6 +89,7 @@ impl CallResponse {
             result: None,
             error: Some(error),
             elapsed_ms,
+            partials: None,
         }
     }
 }
@@ -413,6 +420,9 @@ impl CallResponse {
                 });
             }
             object.u64("elapsed_ms", self.elapsed_ms);
+            if let Some(partials) = self.partials {
+                object.u64("partials", partials);
+            }
             object.end();
         })
     }
@@ -434,8 +444,9 @@ fn read_response_fast(payload: &[u8]) -> Option<CallResponse> {
     fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Option<T> {
         T::deserialize(value.into_deserializer()).ok()
     }
-    let (mut call_id, mut status, mut result, mut error, mut elapsed_ms) = (None, None, None, None, None);
-    let mut seen = [false; 5];
+    let (mut call_id, mut status, mut result, mut error, mut elapsed_ms, mut partials) =
+        (None, None, None, None, None, None);
+    let mut seen = [false; 6];
     json::read::object(payload, |key, reader| {
         let slot = match &*key {
             "call_id" => 0,
@@ -443,6 +454,7 @@ fn read_response_fast(payload: &[u8]) -> Option<CallResponse> {
             "result" => 2,
             "error" => 3,
             "elapsed_ms" => 4,
+            "partials" => 5,
             _ => return reader.value().map(drop),
         };
         if std::mem::replace(&mut seen[slot], true) {
@@ -454,7 +466,8 @@ fn read_response_fast(payload: &[u8]) -> Option<CallResponse> {
             1 => status = Some(typed::<ResponseStatus>(value)?),
             2 => result = typed::<Option<Value>>(value)?,
             3 => error = typed::<Option<ErrorBody>>(value)?,
-            _ => elapsed_ms = Some(typed::<u64>(value)?),
+            4 => elapsed_ms = Some(typed::<u64>(value)?),
+            _ => partials = typed::<Option<u64>>(value)?,
         }
         Some(())
     })?;
@@ -464,6 +477,7 @@ fn read_response_fast(payload: &[u8]) -> Option<CallResponse> {
         result,
         error,
         elapsed_ms: elapsed_ms.unwrap_or_default(),
+        partials,
     })
 }
 
@@ -502,6 +516,9 @@ mod tests {
             r#"{"call_id":"c1","status":"ok","elapsed_ms":-1}"#,
             r#"{"call_id":"c1","status":"ok"} trailing"#,
             r#"{"call_id":"c1","status":"ok","elapsed_ms":3.0}"#,
+            r#"{"call_id":"c1","status":"ok","result":1,"elapsed_ms":3,"partials":6}"#,
+            r#"{"call_id":"c1","status":"ok","partials":null}"#,
+            r#"{"call_id":"c1","status":"ok","partials":-2}"#,
             r#"{"x":{"y":[1]},"call_id":"c1","status":"error","error":null,"progress":0.5}"#,
             r#"{"status":"ok"}"#,
         ];

@@ -4,6 +4,7 @@
 //! time). One lock guards both, so a call's start and a cancel cannot pass
 //! each other.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -21,7 +22,7 @@ const EARLY_MAX: usize = 10_000;
 pub(crate) struct Cancels {
     /// The calls running, with the caller that made each: only it may
     /// cancel it.
-    running: CallMap<(String, CancellationToken)>,
+    running: CallMap<(Arc<str>, CancellationToken)>,
     /// Cancels of calls not running (yet): a call still in line is answered
     /// `cancelled` when its turn comes.
     early: CallMap<Instant>,
@@ -41,12 +42,12 @@ pub(crate) enum Cancelled {
 impl Cancels {
     /// A call starts: its token, or `None` if it was cancelled before it
     /// started.
-    pub(crate) fn start(&mut self, key: &CallKey, caller: &str) -> Option<CancellationToken> {
+    pub(crate) fn start(&mut self, key: &CallKey, caller: &Arc<str>) -> Option<CancellationToken> {
         if self.early.remove(key).is_some() {
             return None;
         }
         let token = CancellationToken::new();
-        self.running.insert(key.clone(), (caller.to_owned(), token.clone()));
+        self.running.insert(key.clone(), (caller.clone(), token.clone()));
         Some(token)
     }
 
@@ -58,7 +59,7 @@ impl Cancels {
     /// `caller` cancels the call `key`.
     pub(crate) fn cancel(&mut self, key: CallKey, caller: &str, now: Instant) -> Cancelled {
         if let Some((owner, token)) = self.running.get(&key) {
-            if owner != caller {
+            if **owner != *caller {
                 return Cancelled::NotTheCaller;
             }
             token.cancel();
@@ -83,7 +84,7 @@ mod tests {
     #[test]
     fn only_the_caller_cancels_a_running_call() {
         let mut cancels = Cancels::default();
-        let token = cancels.start(&key("c1"), "scout").unwrap();
+        let token = cancels.start(&key("c1"), &"scout".into()).unwrap();
         let now = Instant::now();
         assert_eq!(cancels.cancel(key("c1"), "mallory", now), Cancelled::NotTheCaller);
         assert!(!token.is_cancelled());
@@ -99,9 +100,9 @@ mod tests {
         let mut cancels = Cancels::default();
         let now = Instant::now();
         assert_eq!(cancels.cancel(key("c2"), "scout", now), Cancelled::Early);
-        assert!(cancels.start(&key("c2"), "scout").is_none());
+        assert!(cancels.start(&key("c2"), &"scout".into()).is_none());
         assert!(
-            cancels.start(&key("c2"), "scout").is_some(),
+            cancels.start(&key("c2"), &"scout".into()).is_some(),
             "the early cancel is used up"
         );
     }

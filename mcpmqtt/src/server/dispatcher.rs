@@ -228,7 +228,7 @@ impl Dispatcher {
                     Some(reply) => {
                         tracing::warn!(%topic, call_id = %rejection.call_id, error = %rejection.error.message, "rejected a call");
                         let response = CallResponse::error(rejection.call_id, rejection.error, elapsed_ms(started));
-                        self.respond(&reply, &response).await;
+                        self.respond(reply, &response).await;
                     }
                     None => {
                         tracing::warn!(%topic, error = %rejection.error.message, "dropped a call with no valid reply address")
@@ -243,25 +243,24 @@ impl Dispatcher {
             CallResponse::error(request.call_id.clone(), error, elapsed_ms(started))
         };
         let caller = match verified {
-            Some(id) => Caller::new(id.to_owned(), true),
-            None => Caller::new(request.client.clone(), false),
+            Some(id) => Caller::new(id, true),
+            None => Caller::new(std::mem::take(&mut request.client), false),
         };
         if !caller.is_verified() && shared.config.require_verified_caller {
             let message = format!(
                 "this server serves only calls whose caller the broker attests: publish to `{}`",
                 shared.topics.call_as(tool_name, "{caller}")
             );
-            self.respond(&reply, &refuse(ErrorType::Unauthorized, message)).await;
+            self.respond(reply, &refuse(ErrorType::Unauthorized, message)).await;
             return;
         }
         let Some(tool) = shared.tools.get(tool_name) else {
             let message = format!("no tool is hosted at `{topic}` by this server");
-            self.respond(&reply, &refuse(ErrorType::Unavailable, message)).await;
+            self.respond(reply, &refuse(ErrorType::Unavailable, message)).await;
             return;
         };
         if let Err(message) = tool.check(&mut request.arguments) {
-            self.respond(&reply, &refuse(ErrorType::InvalidArguments, message))
-                .await;
+            self.respond(reply, &refuse(ErrorType::InvalidArguments, message)).await;
             return;
         }
         let key = CallKey::new(&tool.def.name, &request.call_id, &reply.topic);
@@ -275,14 +274,14 @@ impl Dispatcher {
             Seen::Finished(cached) => {
                 tracing::info!(call_id = %request.call_id, "a duplicate of a finished call: not run again");
                 match cached {
-                    Some(payload) => self.send(&reply, payload, &request.call_id).await,
+                    Some(payload) => self.send(reply, payload, &request.call_id).await,
                     None => {
                         let message = "this call already ran; its result is no longer cached".to_owned();
                         let mut response = refuse(ErrorType::ToolError, message);
                         if let Some(error) = &mut response.error {
                             error.code = Some(Value::from("duplicate"));
                         }
-                        self.respond(&reply, &response).await;
+                        self.respond(reply, &response).await;
                     }
                 }
                 return;
@@ -305,7 +304,7 @@ impl Dispatcher {
                 .cancels
                 .lock()
                 .expect("cancels lock")
-                .start(&key, caller.id())
+                .start(&key, caller.shared_id())
                 .ok_or_else(|| {
                     refuse(
                         ErrorType::Cancelled,
@@ -317,7 +316,7 @@ impl Dispatcher {
             Ok(cancel) => cancel,
             Err(response) => {
                 shared.window.lock().expect("window lock").forget(&key);
-                self.respond(&reply, &response).await;
+                self.respond(reply, &response).await;
                 return;
             }
         };
@@ -340,7 +339,7 @@ impl Dispatcher {
             // Results are often about as large as the arguments (echoes,
             // transforms): start the buffer at that size. Fitted before the
             // window caches it, so a duplicate gets the same answer.
-            let message = self.fit(&reply, &response, call_bytes, || match response.status {
+            let message = self.fit(reply, &response, call_bytes, || match response.status {
                 ResponseStatus::Ok => format!("the result of `{}`", tool.def.name),
                 ResponseStatus::Error => format!("the error returned by `{}`", tool.def.name),
             });
@@ -383,7 +382,7 @@ impl Dispatcher {
         // its call look cancelled by the caller.
         let ctx = CallContext::new(
             call_id.clone(),
-            tool.def.name.clone(),
+            tool.name.clone(),
             caller,
             stream,
             cancel.child_token(),
@@ -449,17 +448,20 @@ impl Dispatcher {
             }
             Ok(Ok(result)) => result,
         };
-        if let Err(e) = ctx.finish_stream().await {
+        let partials = ctx.finish_stream().await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "could not end the stream");
-        }
+            None
+        });
         let elapsed = elapsed_ms(started);
-        match result {
+        let mut response = match result {
             Ok(value) => CallResponse::ok(call_id, value, elapsed),
             Err(e) => {
                 tracing::info!(error_type = %e.error_type(), message = e.message(), "call failed");
                 CallResponse::error(call_id, e.into_body(), elapsed)
             }
-        }
+        };
+        response.partials = partials;
+        response
     }
 
     /// Takes a cancel from `caller` (attested by the topic it came on): the
@@ -490,7 +492,7 @@ impl Dispatcher {
         }
     }
 
-    async fn respond(&self, reply: &Reply, response: &CallResponse) {
+    async fn respond(&self, reply: Reply, response: &CallResponse) {
         let message = self.fit(reply, response, 0, || {
             format!("the response to call `{}`", response.call_id)
         });
@@ -502,7 +504,7 @@ impl Dispatcher {
     /// is replaced by a `tool_error` with code `result_too_large` naming both
     /// sizes: sent as it is, the broker would drop it, and its caller would
     /// wait out its whole timeout for nothing.
-    fn fit(&self, reply: &Reply, response: &CallResponse, size_hint: usize, what: impl FnOnce() -> String) -> Message {
+    fn fit(&self, reply: Reply, response: &CallResponse, size_hint: usize, what: impl FnOnce() -> String) -> Message {
         let mut message = reply_message(reply, encode(response, size_hint));
         if let Err(too_large) = self.reply_link.fits(&message, what) {
             tracing::warn!(call_id = %response.call_id, error = %too_large, "a response too large to send: answered `result_too_large` instead");
@@ -515,7 +517,7 @@ impl Dispatcher {
     }
 
     /// Sends an encoded response (a cached one, for a duplicate).
-    async fn send(&self, reply: &Reply, payload: Bytes, call_id: &str) {
+    async fn send(&self, reply: Reply, payload: Bytes, call_id: &str) {
         self.publish(reply_message(reply, payload), call_id).await;
     }
 
@@ -614,16 +616,16 @@ impl Intake {
 const RESULT_TOO_LARGE: &str = "result_too_large";
 
 /// The message carrying a response to its reply address.
-fn reply_message(reply: &Reply, payload: Bytes) -> Message {
+fn reply_message(reply: Reply, payload: Bytes) -> Message {
     Message {
-        topic: reply.topic.clone(),
+        topic: reply.topic,
         payload,
         qos: QoS::AtLeastOnce,
         retain: false,
         // No Content Type: v0.1 asks for none on responses, and each
         // property is bytes for the broker and an allocation here.
         properties: Some(PublishProperties {
-            correlation_data: reply.correlation.clone(),
+            correlation_data: reply.correlation,
             ..Default::default()
         }),
     }

@@ -222,6 +222,8 @@ impl Server {
 /// validator (compiled once, not per call) and its deadline.
 pub(crate) struct HostedTool {
     pub(super) def: ToolDef,
+    /// The tool's name, shared with each call's context.
+    pub(super) name: Arc<str>,
     validator: jsonschema::Validator,
     pub(super) timeout: Duration,
 }
@@ -236,6 +238,7 @@ impl HostedTool {
     pub(super) fn with_timeout(def: ToolDef, timeout: Duration) -> Result<Self, Error> {
         let validator = Self::compile_schema(&def)?;
         Ok(HostedTool {
+            name: def.name.as_str().into(),
             def,
             validator,
             timeout,

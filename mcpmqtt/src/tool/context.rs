@@ -19,16 +19,22 @@ use crate::tool::state::{State, States};
 /// Who made a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    id: String,
+    /// Shared: the running calls' table keeps it too.
+    id: Arc<str>,
     verified: bool,
 }
 
 impl Caller {
-    pub(crate) fn new(id: impl Into<String>, verified: bool) -> Self {
+    pub(crate) fn new(id: impl Into<Arc<str>>, verified: bool) -> Self {
         Caller {
             id: id.into(),
             verified,
         }
+    }
+
+    /// The identity, to keep without a copy.
+    pub(crate) fn shared_id(&self) -> &Arc<str> {
+        &self.id
     }
 
     /// The caller's identity.
@@ -55,7 +61,7 @@ pub struct CallContext {
 
 struct Inner {
     call_id: String,
-    tool: String,
+    tool: Arc<str>,
     caller: Caller,
     stream: Option<StreamSink>,
     cancel: CancellationToken,
@@ -77,7 +83,7 @@ impl CallContext {
     /// the server's registered state.
     pub(crate) fn new(
         call_id: String,
-        tool: String,
+        tool: Arc<str>,
         caller: Caller,
         stream: Option<StreamSink>,
         cancel: CancellationToken,
@@ -179,7 +185,7 @@ impl CallContext {
         let (tx, rx) = mpsc::unbounded_channel();
         let ctx = CallContext::new(
             format!("test-{}", uuid::Uuid::new_v4()),
-            tool.to_owned(),
+            tool.into(),
             Caller::new(caller, true),
             Some(StreamSink::Test(tx)),
             CancellationToken::new(),
@@ -241,16 +247,24 @@ impl CallContext {
     /// what to do (split it, or fail the call with that error).
     pub async fn emit(&self, partial: Partial) -> Result<(), Error> {
         match &self.inner.stream {
-            None => Err(Error::NotStreaming(self.inner.tool.clone())),
-            Some(sink) => sink.send(&self.inner.call_id, StreamType::Partial, Some(partial)).await,
+            None => Err(Error::NotStreaming(self.inner.tool.to_string())),
+            Some(sink) => sink
+                .send(&self.inner.call_id, StreamType::Partial, Some(partial))
+                .await
+                .map(drop),
         }
     }
 
-    /// Ends the stream with `done`; the dispatcher calls this before it answers.
-    pub(crate) async fn finish_stream(&self) -> Result<(), Error> {
+    /// Ends the stream with `done`; the dispatcher calls this before it
+    /// answers. Returns how many partials the stream sent (the `done`'s
+    /// `seq`), for the response to tell the caller; `None` when the call
+    /// has no stream on the wire.
+    pub(crate) async fn finish_stream(&self) -> Result<Option<u64>, Error> {
         match &self.inner.stream {
-            Some(sink @ StreamSink::Mqtt { .. }) => sink.send(&self.inner.call_id, StreamType::Done, None).await,
-            _ => Ok(()),
+            Some(sink @ StreamSink::Mqtt { .. }) => {
+                sink.send(&self.inner.call_id, StreamType::Done, None).await.map(Some)
+            }
+            _ => Ok(None),
         }
     }
 }
@@ -272,13 +286,14 @@ impl StreamSink {
         }
     }
 
-    async fn send(&self, call_id: &str, kind: StreamType, partial: Option<Partial>) -> Result<(), Error> {
+    /// Sends one stream message; returns the `seq` it took.
+    async fn send(&self, call_id: &str, kind: StreamType, partial: Option<Partial>) -> Result<u64, Error> {
         match self {
             StreamSink::Test(tx) => {
                 if let Some(p) = partial {
                     let _ = tx.send(p);
                 }
-                Ok(())
+                Ok(0)
             }
             StreamSink::Mqtt { link, topic, seq } => {
                 let mut msg = StreamMessage::new(call_id, seq.load(Ordering::SeqCst), kind, partial);
@@ -296,7 +311,7 @@ impl StreamSink {
                     // number, so the stream the caller sees has no gap.
                     link.fits(&message, || "the partial".to_owned())?;
                     match seq.compare_exchange(msg.seq, msg.seq + 1, Ordering::SeqCst, Ordering::SeqCst) {
-                        Ok(_) => return link.publish(message).await,
+                        Ok(_) => return link.publish(message).await.map(|()| msg.seq),
                         // Another emit of the same call took this number.
                         Err(now) => msg.seq = now,
                     }
