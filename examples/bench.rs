@@ -21,8 +21,10 @@
 //! `/proc/<pid>/stat` over the measured window, and peak RSS from
 //! `/proc/<pid>/status` (VmHWM). See BENCHMARKS.md for results.
 
-#[path = "../tests/support/mosquitto.rs"]
-mod mosquitto;
+// The test harness's brokers: one Mosquitto, and the 3-node RMQTT cluster.
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::{mosquitto, rmqtt};
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -64,7 +66,7 @@ struct Args {
     /// Which sides to measure: floor, mcpmqtt.
     #[arg(long, value_delimiter = ',', default_values = ["floor", "mcpmqtt"])]
     modes: Vec<String>,
-    /// Sections to run: matrix, scale, tools.
+    /// Sections to run: matrix, scale, tools; and cluster (not by default: it needs `rmqttd`).
     #[arg(long, value_delimiter = ',', default_values = ["matrix", "scale", "tools"])]
     sections: Vec<String>,
     /// Runs of each cell, floor and mcpmqtt alternating (floor first, then mcpmqtt first, ...): the
@@ -86,6 +88,10 @@ struct Args {
     /// Calls in flight in the scale-out section.
     #[arg(long, default_value_t = 64)]
     scale_inflight: usize,
+    /// Server instances of the cluster section: instance i on node i+1 of a 3-node RMQTT
+    /// cluster (round robin), the client on node 2.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 3])]
+    cluster_scale: Vec<usize>,
     /// Tools hosted by one server in the many-tools section, one run each.
     #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 10_000])]
     tools: Vec<usize>,
@@ -813,8 +819,12 @@ impl Cell {
 
 struct Ctx<'a> {
     args: &'a Args,
+    /// The broker the client connects to.
     url: String,
-    broker_pid: u32,
+    /// The broker of each server instance, round robin (one URL but on a cluster).
+    server_urls: Vec<String>,
+    /// The broker's processes (one but on a cluster): their CPU is the broker's.
+    broker_pids: Vec<u32>,
     /// Distinguishes the perf files of cells.
     seq: usize,
 }
@@ -860,7 +870,8 @@ impl Ctx<'_> {
                 Mode::Floor => "responder",
                 Mode::Mcp => "server",
             };
-            let mut role: Vec<String> = ["--role", role_name, "--url", &self.url].map(String::from).to_vec();
+            let url = &self.server_urls[i % self.server_urls.len()];
+            let mut role: Vec<String> = ["--role", role_name, "--url", url].map(String::from).to_vec();
             if shared {
                 role.push("--shared".into());
             }
@@ -895,16 +906,17 @@ impl Ctx<'_> {
         let stats = a.syscalls.then(|| {
             let tmp = std::env::temp_dir();
             let server_pids: Vec<u32> = servers.iter().map(|p| p.pid).collect();
-            [vec![client.pid], server_pids, vec![self.broker_pid]].map(|pids| PerfStat::start(&pids, &tmp))
+            [vec![client.pid], server_pids, self.broker_pids.clone()].map(|pids| PerfStat::start(&pids, &tmp))
         });
-        let (s0, b0) = (server_cpu(&servers), cpu_secs(self.broker_pid));
+        let broker_cpu = |pids: &[u32]| pids.iter().map(|&p| cpu_secs(p)).sum::<f64>();
+        let (s0, b0) = (server_cpu(&servers), broker_cpu(&self.broker_pids));
         if a.callgrind.is_some() {
             callgrind_start(&servers);
             callgrind_start(std::slice::from_ref(&client));
         }
         client.send("go");
         let r = client.expect("result", Duration::from_secs_f64(a.secs + 120.0));
-        let (s1, b1) = (server_cpu(&servers), cpu_secs(self.broker_pid));
+        let (s1, b1) = (server_cpu(&servers), broker_cpu(&self.broker_pids));
         if let Some(dir) = &a.callgrind {
             // Counted from "go", after the warm-up.
             let calls = r.get("calls").and_then(Value::as_u64).unwrap_or(0);
@@ -1154,7 +1166,8 @@ fn orchestrate(a: &Args) -> BoxResult<()> {
     let mut ctx = Ctx {
         args: a,
         url: broker.url(),
-        broker_pid: broker.pid(),
+        server_urls: vec![broker.url()],
+        broker_pids: vec![broker.pid()],
         seq: 0,
     };
     println!("## Machine\n\n{}", machine());
@@ -1193,13 +1206,48 @@ fn orchestrate(a: &Args) -> BoxResult<()> {
         many_tools(&mut ctx);
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let broker_hwm = vm_kib(broker.pid(), "VmHWM") / 1024;
+    drop(broker);
+    if has("cluster") {
+        cluster_scale(&mut ctx, &modes)?;
+    }
     println!(
-        "Total {:.0} s. Broker peak RSS {} MiB. Load average at the end: {}",
+        "Total {:.0} s. Mosquitto's peak RSS {broker_hwm} MiB. Load average at the end: {}",
         t0.elapsed().as_secs_f64(),
-        vm_kib(ctx.broker_pid, "VmHWM") / 1024,
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
-    drop(broker);
+    Ok(())
+}
+
+/// The scale-out section on a 3-node RMQTT cluster: the client on node 2, server instance i on
+/// node i+1 (so calls cross between nodes), 100 B at `--scale-inflight`. The broker's CPU is
+/// the three nodes'.
+fn cluster_scale(ctx: &mut Ctx, modes: &[Mode]) -> BoxResult<()> {
+    let a = ctx.args;
+    eprintln!("cluster: {:?} instances on a 3-node RMQTT cluster", a.cluster_scale);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let cluster = runtime.block_on(rmqtt::RmqttCluster::start());
+    let saved = (ctx.url.clone(), ctx.server_urls.clone(), ctx.broker_pids.clone());
+    ctx.url = cluster.url(2);
+    ctx.server_urls = (1..=3).map(|n| cluster.url(n)).collect();
+    ctx.broker_pids = (1..=3).map(|n| cluster.pid(n)).collect();
+    let mut cells = Vec::new();
+    for &n in &a.cluster_scale {
+        cells.extend(ctx.cells(modes, a.scale_inflight, 100, n, true));
+    }
+    (ctx.url, ctx.server_urls, ctx.broker_pids) = saved;
+    println!(
+        "## Cluster: server instances across a 3-node RMQTT cluster, {} in flight, 100 B\n",
+        a.scale_inflight
+    );
+    println!(
+        "The client on node 2; instance i on node i+1, all on one shared subscription. Three \
+         broker processes and every side share the 2 cores: this measures what the cluster \
+         costs a call, not how it scales.\n"
+    );
+    print_instances(&cells, &a.cluster_scale);
+    drop(cluster);
+    drop(runtime);
     Ok(())
 }
 
@@ -1358,9 +1406,14 @@ fn print_scale(cells: &[Cell], a: &Args) {
         "## Scale-out: server instances on one shared subscription, {} in flight, 100 B\n",
         a.scale_inflight
     );
+    print_instances(cells, &a.scale);
+}
+
+/// The table of a scale-out: one row per number of server instances, then resources.
+fn print_instances(cells: &[Cell], scale: &[usize]) {
     println!("| instances | floor calls/s | floor p50 ms | floor p99 ms | mcpmqtt calls/s | mcpmqtt p50 ms | mcpmqtt p99 ms | calls/s ratio | p99 ratio |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for &n in &a.scale {
+    for &n in scale {
         let f = cells.iter().find(|c| c.mode == Mode::Floor && c.instances == n);
         let m = cells.iter().find(|c| c.mode == Mode::Mcp && c.instances == n);
         let col = |c: Option<&Cell>| match c {
@@ -1428,8 +1481,8 @@ fn many_tools(ctx: &mut Ctx) {
         ));
         live.stop();
         for &clients in &a.crowd {
-            let broker_before = vm_kib(ctx.broker_pid, "VmRSS");
-            let broker_cpu = cpu_secs(ctx.broker_pid);
+            let broker_before = vm_kib(ctx.broker_pids[0], "VmRSS");
+            let broker_cpu = cpu_secs(ctx.broker_pids[0]);
             let mut crowd = Proc::spawn(
                 &ctx.label("crowd"),
                 &common("crowd", &clients.to_string()),
@@ -1438,8 +1491,8 @@ fn many_tools(ctx: &mut Ctx) {
             crowd.expect("ready", Duration::from_secs(30));
             crowd.send("go");
             let r = crowd.expect("result", Duration::from_secs(600));
-            let broker_after = vm_kib(ctx.broker_pid, "VmRSS");
-            let broker_cpu = cpu_secs(ctx.broker_pid) - broker_cpu;
+            let broker_after = vm_kib(ctx.broker_pids[0], "VmRSS");
+            let broker_cpu = cpu_secs(ctx.broker_pids[0]) - broker_cpu;
             let crowd_cpu = cpu_secs(crowd.pid);
             crowds.push(format!(
                 "| {tools} | {clients} | {} of {clients}{} | {:.0} / {:.0} ms | {:.0} / {:.0} / {:.0} ms | {crowd_cpu:.2} s | {broker_cpu:.2} s | {:.1} MiB ({:.2} MiB a client) | {:.1} → {:.1} MiB |",

@@ -13,15 +13,12 @@ use mcpmqtt::acl::{AclFormat, AclManifest};
 use mcpmqtt::{CallError, CallOptions, Client, ServerHandle};
 use rumqttc::v5::mqttbytes::v5::PubAckReason;
 use serde_json::{json, Value};
-use support::fixtures::{call_props, Raw, PATIENCE};
+use support::acl_proof::{self, password};
+use support::fixtures::{Raw, PATIENCE};
 use support::login::{client_builder, logged_in_client, logged_in_server};
 use support::mosquitto::{dynsec_password_fields, Mosquitto};
 
 const SERVER: &str = gtm_tools::SERVER_NAME;
-
-fn password(identity: &str) -> String {
-    format!("{identity}-secret")
-}
 
 fn manifest(require_verified_caller: bool) -> AclManifest {
     gtm_tools::gtm_server()
@@ -70,15 +67,6 @@ async fn client(broker: &Mosquitto, identity: &'static str) -> Client {
 async fn raw(broker: &Mosquitto, identity: &str) -> Raw {
     Raw::connect_with(broker, identity, Some((identity, &password(identity)))).await
 }
-
-/// What scout tries to read of operator's traffic.
-const SPY_FILTERS: [&str; 5] = [
-    "gtm/mcp/clients/operator/responses",
-    "gtm/mcp/clients/operator/streams/+",
-    "gtm/mcp/clients/+/responses",
-    "gtm/mcp/clients/+/streams/+",
-    "gtm/mcp/clients/#",
-];
 
 /// Every point of the proof, against one broker. Identity = username =
 /// client id, so each identity holds one connection at a time.
@@ -135,125 +123,16 @@ async fn prove(broker: Mosquitto) {
         .iter()
         .any(|(r, t)| *t == text && r.posted_by == "operator"));
 
-    // From here on scout speaks raw MQTT.
-    scout.disconnect().await;
-    let mut scout_raw = raw(&broker, "scout").await;
-
-    // scout cannot read operator's responses or partials. (Mosquitto's
+    // From here on scout and operator speak raw MQTT too. (Mosquitto's
     // acl_file grants every SUBSCRIBE and filters at delivery; dynsec refuses
     // the SUBSCRIBE. Either way nothing may arrive.)
-    for filter in SPY_FILTERS {
-        scout_raw.subscribe_result(filter).await;
-    }
-    let partials = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = partials.clone();
-    operator
-        .call_with(
-            "crawl_site",
-            json!({"url": "https://example.com", "pages": 2}),
-            CallOptions::new().on_partial(move |_| {
-                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        partials.load(std::sync::atomic::Ordering::SeqCst),
-        2,
-        "operator got its partials"
-    );
-    operator
-        .call("create_social_post", json!({"platform": "x", "text": "again"}))
-        .await
-        .unwrap();
-    if let Some(p) = scout_raw.recv_within(Duration::from_millis(300)).await {
-        panic!("scout read {} of operator's traffic", String::from_utf8_lossy(&p.topic));
-    }
-    for filter in SPY_FILTERS {
-        // Overlapping subscriptions would deliver scout's own responses twice.
-        scout_raw.client.unsubscribe(filter).await.unwrap();
-    }
-
-    // A client cannot publish a Tool Card or a Server Card.
-    let fake = json!({"version": "1", "tool": "query_watch_configs", "server": "evil", "status": "online"});
-    for topic in [
-        "gtm/mcp/tools/query_watch_configs/card",
-        "gtm/mcp/servers/gtm-mcp-server/card",
-        "gtm/mcp/tools/evil/card",
-    ] {
-        let reason = scout_raw.publish_retained(topic, fake.to_string()).await;
-        assert_eq!(reason, PubAckReason::NotAuthorized, "scout published {topic}");
-    }
-    let card = retained_card(&mut scout_raw).await;
-    assert_eq!(card["server"], SERVER, "the card was not poisoned");
-
-    // A caller cannot make the server publish outside {ns}/mcp/clients/+/responses:
-    // on its own topic, the reply goes to scout's own response topic whatever
-    // the call names...
-    scout_raw.subscribe("gtm/mcp/clients/scout/responses").await;
-    for hostile in [
-        "gtm/mcp/tools/query_watch_configs/card",
-        "gtm/mcp/clients/operator/responses",
-    ] {
-        let call = json!({"call_id": "redirect", "arguments": {}, "client": "scout", "response_topic": hostile});
-        let reason = scout_raw
-            .publish(
-                "gtm/mcp/tools/query_watch_configs/call/scout",
-                call.to_string(),
-                call_props(hostile, "redirect"),
-            )
-            .await;
-        assert_eq!(reason, PubAckReason::Success);
-        let (topic, response) = scout_raw.recv_json().await;
-        assert_eq!(topic, "gtm/mcp/clients/scout/responses");
-        assert_eq!(response["call_id"], "redirect");
-    }
-    // ...and through the v0.1 topic, the server refuses the address outright.
-    let call = json!({"call_id": "v01-redirect", "arguments": {}, "client": "scout",
-                      "response_topic": "gtm/mcp/tools/query_watch_configs/card"});
-    scout_raw
-        .publish(
-            "gtm/mcp/tools/query_watch_configs/call",
-            call.to_string(),
-            Default::default(),
-        )
-        .await;
-    assert!(
-        scout_raw.recv_within(Duration::from_millis(300)).await.is_none(),
-        "nothing came back"
-    );
-    assert_eq!(
-        retained_card(&mut scout_raw).await["server"],
-        SERVER,
-        "the card was not overwritten"
-    );
-
-    // A caller cannot pass as another caller: not through the topic suffix...
-    for topic in [
-        "gtm/mcp/tools/create_social_post/call/operator",
-        "gtm/mcp/tools/query_watch_configs/call/analyst",
-    ] {
-        let call = json!({"call_id": "pose", "arguments": {"platform": "x", "text": "hi"}, "client": "operator"});
-        let props = call_props("gtm/mcp/clients/scout/responses", "pose");
-        let reason = scout_raw.publish(topic, call.to_string(), props).await;
-        assert_eq!(reason, PubAckReason::NotAuthorized, "scout published on {topic}");
-    }
-    // ...nor through the `client` field: the server answers scout, as scout.
+    scout.disconnect().await;
+    let mut scout_raw = raw(&broker, "scout").await;
+    acl_proof::spy_reads_nothing(&mut scout_raw, &operator).await;
+    acl_proof::cards_cannot_be_forged(&mut scout_raw, SERVER).await;
     operator.disconnect().await;
     let mut operator_raw = raw(&broker, "operator").await;
-    operator_raw.subscribe("gtm/mcp/clients/operator/responses").await;
-    let call = json!({"call_id": "claim", "arguments": {}, "client": "operator"});
-    scout_raw
-        .publish(
-            "gtm/mcp/tools/query_watch_configs/call/scout",
-            call.to_string(),
-            Default::default(),
-        )
-        .await;
-    let (topic, response) = scout_raw.recv_json().await;
-    assert_eq!(topic, "gtm/mcp/clients/scout/responses");
-    assert_eq!(response["call_id"], "claim");
-    assert!(operator_raw.recv_within(Duration::from_millis(300)).await.is_none());
+    acl_proof::replies_reach_only_the_caller(&mut scout_raw, &mut operator_raw, SERVER).await;
 
     // An identity absent from the manifest can do nothing: dynsec does not
     // let it in at all; with the acl_file it connects (its password is
@@ -281,18 +160,6 @@ async fn prove(broker: Mosquitto) {
     }
 
     server.shutdown().await.unwrap();
-}
-
-/// The retained card of `query_watch_configs`, as scout reads it.
-async fn retained_card(scout_raw: &mut Raw) -> Value {
-    scout_raw.subscribe("gtm/mcp/tools/query_watch_configs/card").await;
-    let (_, card) = scout_raw.recv_json().await;
-    scout_raw
-        .client
-        .unsubscribe("gtm/mcp/tools/query_watch_configs/card")
-        .await
-        .unwrap();
-    card
 }
 
 #[tokio::test]

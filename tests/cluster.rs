@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use mcpmqtt::{tool, CallContext, CallOptions, Client, ServerHandle, ToolError};
 use serde_json::json;
+use support::acl_proof::{self, password};
 use support::fixtures::PATIENCE;
 use support::rmqtt::RmqttCluster;
 use support::{example_path, Spawned};
@@ -170,10 +171,6 @@ async fn the_last_will_of_a_killed_server_takes_its_tools_off_the_list_on_anothe
 // ---------------------------------------------------------------------------
 // The generated RMQTT ACL, loaded unchanged by every node
 
-fn password(identity: &str) -> String {
-    format!("{identity}-secret")
-}
-
 /// A cluster enforcing the `rmqtt` rendering of the gtm server's manifest,
 /// with a connect rule (password) for every identity of it.
 async fn acl_cluster(require_verified_caller: bool) -> RmqttCluster {
@@ -209,7 +206,7 @@ async fn raw(cluster: &RmqttCluster, node: usize, identity: &str) -> support::fi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_generated_rmqtt_acl_refuses_at_the_wire_on_every_node() {
-    use rumqttc::v5::mqttbytes::v5::{PubAckReason, SubscribeReasonCode};
+    use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode;
 
     let cluster = acl_cluster(false).await;
     let posts = Arc::new(gtm_tools::PostLog::default());
@@ -224,6 +221,9 @@ async fn the_generated_rmqtt_acl_refuses_at_the_wire_on_every_node() {
     let scout = gtm_client(&cluster, 2, "scout").await;
     let operator = gtm_client(&cluster, 3, "operator").await;
     scout.wait_for_tool("create_social_post", PATIENCE).await.unwrap();
+    // The grants let a caller fetch each Tool Card by its exact topic.
+    let listed = scout.tools().await.expect("every listed card fetched under the ACL");
+    assert_eq!(listed.len(), server.server().tools().len());
 
     // Allowed: scout's tool, and operator's post, as operator.
     let configs = scout
@@ -247,70 +247,25 @@ async fn the_generated_rmqtt_acl_refuses_at_the_wire_on_every_node() {
     }
     assert!(!posts.posts().iter().any(|(_, t)| t == "scout was here"));
 
-    // From here on scout speaks raw MQTT, on node 2.
+    // From here on scout speaks raw MQTT, on node 2, and so does operator,
+    // on node 3. scout may not read operator's traffic: RMQTT refuses each
+    // SUBSCRIBE (0x80).
     scout.disconnect().await;
     let mut scout_raw = raw(&cluster, 2, "scout").await;
-    // It may not read operator's traffic: RMQTT refuses the SUBSCRIBE (0x80).
-    for filter in [
-        "gtm/mcp/clients/operator/responses",
-        "gtm/mcp/clients/operator/streams/+",
-        "gtm/mcp/clients/+/responses",
-        "gtm/mcp/clients/#",
-    ] {
-        let code = scout_raw.subscribe_result(filter).await;
+    let codes = acl_proof::spy_reads_nothing(&mut scout_raw, &operator).await;
+    for (filter, code) in acl_proof::SPY_FILTERS.iter().zip(codes) {
         assert!(
             !matches!(code, SubscribeReasonCode::Success(_)),
             "scout subscribed to {filter}: {code:?}"
         );
     }
-    // It may not publish a card, nor pass as another caller.
-    let fake = json!({"version": "1", "tool": "query_watch_configs", "server": "evil", "status": "online"});
-    for topic in [
-        "gtm/mcp/tools/query_watch_configs/card",
-        "gtm/mcp/servers/gtm-mcp-server/card",
-        "gtm/mcp/tools/create_social_post/call/operator",
-        "gtm/mcp/tools/query_watch_configs/call/analyst",
-    ] {
-        let reason = scout_raw.publish_retained(topic, fake.to_string()).await;
-        assert_eq!(reason, PubAckReason::NotAuthorized, "scout published on {topic}");
-    }
-    // The connection stayed (disconnect_if_pub_rejected = false).
-    let reason = scout_raw
-        .publish(
-            "gtm/mcp/tools/query_watch_configs/call/scout",
-            json!({"call_id": "still-here", "arguments": {}, "client": "scout"}).to_string(),
-            support::fixtures::call_props("gtm/mcp/clients/scout/responses", "still-here"),
-        )
-        .await;
-    assert_eq!(reason, PubAckReason::Success);
-
-    // A caller cannot make the server publish outside its own response
-    // topic: the reply goes to scout's own response topic whatever the call
-    // names; nor pass as another caller through the `client` field.
-    scout_raw.subscribe("gtm/mcp/clients/scout/responses").await;
-    for (call_id, hostile) in [
-        ("redirect-card", "gtm/mcp/tools/query_watch_configs/card"),
-        ("redirect-operator", "gtm/mcp/clients/operator/responses"),
-    ] {
-        let call = json!({"call_id": call_id, "arguments": {}, "client": "operator", "response_topic": hostile});
-        let reason = scout_raw
-            .publish(
-                "gtm/mcp/tools/query_watch_configs/call/scout",
-                call.to_string(),
-                support::fixtures::call_props(hostile, call_id),
-            )
-            .await;
-        assert_eq!(reason, PubAckReason::Success);
-        // (The answer to the call above may come first.)
-        let (topic, response) = loop {
-            let (topic, response) = scout_raw.recv_json().await;
-            if response["call_id"] != "still-here" {
-                break (topic, response);
-            }
-        };
-        assert_eq!(topic, "gtm/mcp/clients/scout/responses");
-        assert_eq!(response["call_id"], call_id);
-    }
+    // It may not publish a card; the connection stays
+    // (disconnect_if_pub_rejected = false).
+    acl_proof::cards_cannot_be_forged(&mut scout_raw, gtm_tools::SERVER_NAME).await;
+    // Replies reach only their caller, across the nodes.
+    operator.disconnect().await;
+    let mut operator_raw = raw(&cluster, 3, "operator").await;
+    acl_proof::replies_reach_only_the_caller(&mut scout_raw, &mut operator_raw, gtm_tools::SERVER_NAME).await;
 
     // An identity that the file names nowhere cannot connect at all.
     let mallory = Client::builder("mallory")

@@ -1,13 +1,13 @@
 #![allow(dead_code)]
 
-pub mod mosquitto;
-pub mod proxy;
-pub mod rmqtt;
-// Also present in this directory when this file was written (by others):
+pub mod acl_proof;
 pub mod fixtures;
 pub mod gathering;
 pub mod login;
+pub mod mosquitto;
 pub mod pki;
+pub mod proxy;
+pub mod rmqtt;
 pub mod tools;
 
 /// The path of an example binary built by `cargo test` (which builds the

@@ -339,6 +339,11 @@ impl RmqttCluster {
         ns.iter().map(|&n| self.url(n)).collect::<Vec<_>>().join(",")
     }
 
+    /// The process id of node `n` (1-based), for its CPU time; 0 once killed.
+    pub fn pid(&self, n: usize) -> u32 {
+        self.nodes[n - 1].process.as_ref().map_or(0, |p| p.0.id())
+    }
+
     /// SIGKILLs node `n` (1-based): no goodbye to its clients, no Last Will.
     pub fn kill(&mut self, n: usize) {
         if let Some(mut p) = self.nodes[n - 1].process.take() {
