@@ -167,7 +167,8 @@ impl RmqttCluster {
                  listener.tcp.external.max_mqueue_len = 10000\n\
                  listener.tcp.external.retain_available = true\n\
                  listener.tcp.external.shared_subscription = true\n\
-                 listener.tcp.external.max_handshake_limit = 0\n",
+                 listener.tcp.external.max_handshake_limit = 0\n\
+                 listener.tcp.external.nodelay = true\n",
                 id = node.id,
                 grpc = node.grpc,
                 dir = node.dir.display(),
