@@ -12,7 +12,7 @@ use gtm_tools::PostLog;
 use mcpmqtt::acl::{AclFormat, AclManifest};
 use mcpmqtt::{CallError, CallOptions, Client, ServerHandle};
 use rumqttc::v5::mqttbytes::v5::PubAckReason;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::acl_proof::{self, password};
 use support::fixtures::{Raw, PATIENCE};
 use support::login::{client_builder, logged_in_client, logged_in_server};

@@ -33,7 +33,7 @@ use tracing::Instrument;
 use crate::connection::{Link, Message, Protocol};
 use crate::error::{CallError, Error};
 use crate::protocol::card::{ServerCard, Status, ToolCard, EXT_CALLER_TOPIC};
-use crate::protocol::envelope::{now_rfc3339, CallRequest, CallResponse, CancelRequest, Partial, ResponseStatus};
+use crate::protocol::envelope::{now_rfc3339, CallResponse, CancelRequest, Partial, RequestView, ResponseStatus};
 use crate::protocol::names;
 use crate::protocol::topics::Topics;
 use discovery::Discovery;
@@ -285,7 +285,7 @@ impl Client {
 
         let _guard = CallGuard {
             router: &inner.router,
-            call_id: call_id.clone(),
+            call_id: &call_id,
         };
         // Servers whose card lists the extensions get the caller-attested
         // topic and a private stream; known v0.1 servers get plain v0.1. The
@@ -317,19 +317,20 @@ impl Client {
             }
         }
 
-        let request = CallRequest {
-            call_id: call_id.clone(),
-            arguments,
-            client: inner.identity.clone(),
-            timestamp: Some(now_rfc3339()),
-            response_topic: Some(inner.response_topic.clone()),
+        let timestamp = now_rfc3339();
+        let request = RequestView {
+            call_id: &call_id,
+            arguments: &arguments,
+            client: &inner.identity,
+            timestamp: Some(&timestamp),
+            response_topic: Some(&inner.response_topic),
             private_stream: !v01,
         };
         let guess = inner.last_call_bytes.load(Ordering::Relaxed);
         let payload = request.encode(guess);
         // The arguments are in the payload now: do not hold them twice while
         // the call waits (a queue of large calls would).
-        drop(request);
+        drop(arguments);
         inner.last_call_bytes.store(payload.len(), Ordering::Relaxed);
         let call = Outgoing {
             tool,

@@ -187,13 +187,13 @@ pub(super) struct OwnTopics {
 /// Removes a call's routing entries however the call ends.
 pub(super) struct CallGuard<'a> {
     pub(super) router: &'a Router,
-    pub(super) call_id: String,
+    pub(super) call_id: &'a str,
 }
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
-        self.router.calls.lock().expect("calls lock").remove(&self.call_id);
-        self.router.streams.lock().expect("streams lock").remove(&self.call_id);
+        self.router.calls.lock().expect("calls lock").remove(self.call_id);
+        self.router.streams.lock().expect("streams lock").remove(self.call_id);
     }
 }
 

@@ -375,16 +375,43 @@ impl CallRequest {
     /// Its JSON, byte for byte as `serde_json` writes it (with the fast
     /// string escape of [`json`]), in a buffer sized for `size_hint` bytes.
     pub(crate) fn encode(&self, size_hint: usize) -> Vec<u8> {
+        RequestView {
+            call_id: &self.call_id,
+            arguments: &self.arguments,
+            client: &self.client,
+            timestamp: self.timestamp.as_deref(),
+            response_topic: self.response_topic.as_deref(),
+            private_stream: self.private_stream,
+        }
+        .encode(size_hint)
+    }
+}
+
+/// A call request made of borrowed parts: what the client encodes, without
+/// copying its identity, its response topic and the call id into a
+/// [`CallRequest`] first.
+pub(crate) struct RequestView<'a> {
+    pub call_id: &'a str,
+    pub arguments: &'a Value,
+    pub client: &'a str,
+    pub timestamp: Option<&'a str>,
+    pub response_topic: Option<&'a str>,
+    pub private_stream: bool,
+}
+
+impl RequestView<'_> {
+    /// Its JSON, as [`CallRequest::encode`] writes it.
+    pub(crate) fn encode(&self, size_hint: usize) -> Vec<u8> {
         encode_with(size_hint, |buf| {
             let mut object = json::Object::new(buf);
             object
-                .str("call_id", &self.call_id)
-                .value("arguments", &self.arguments)
-                .str("client", &self.client);
-            if let Some(timestamp) = &self.timestamp {
+                .str("call_id", self.call_id)
+                .value("arguments", self.arguments)
+                .str("client", self.client);
+            if let Some(timestamp) = self.timestamp {
                 object.str("timestamp", timestamp);
             }
-            if let Some(topic) = &self.response_topic {
+            if let Some(topic) = self.response_topic {
                 object.str("response_topic", topic);
             }
             if self.private_stream {
@@ -441,9 +468,6 @@ pub(crate) fn decode_response(payload: &[u8]) -> serde_json::Result<CallResponse
 /// or its error, stands): any error, and a field named twice.
 fn read_response_fast(payload: &[u8]) -> Option<CallResponse> {
     use serde::de::IntoDeserializer;
-    fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Option<T> {
-        T::deserialize(value.into_deserializer()).ok()
-    }
     let (mut call_id, mut status, mut result, mut error, mut elapsed_ms, mut partials) =
         (None, None, None, None, None, None);
     let mut seen = [false; 6];
@@ -460,14 +484,28 @@ fn read_response_fast(payload: &[u8]) -> Option<CallResponse> {
         if std::mem::replace(&mut seen[slot], true) {
             return None;
         }
-        let value = reader.value()?;
+        // The strings straight from the reader; anything else as serde
+        // reads it from a `Value` (a wrong type gives up, and serde_json's
+        // error stands).
         match slot {
-            0 => call_id = Some(typed::<String>(value)?),
-            1 => status = Some(typed::<ResponseStatus>(value)?),
-            2 => result = typed::<Option<Value>>(value)?,
-            3 => error = typed::<Option<ErrorBody>>(value)?,
-            4 => elapsed_ms = Some(typed::<u64>(value)?),
-            _ => partials = typed::<Option<u64>>(value)?,
+            0 => call_id = Some(reader.at_string().then(|| reader.string())??.into_owned()),
+            1 => {
+                let text = reader.at_string().then(|| reader.string())??;
+                status = Some(match &*text {
+                    "ok" => ResponseStatus::Ok,
+                    "error" => ResponseStatus::Error,
+                    _ => return None,
+                });
+            }
+            2 => result = Some(reader.value()?).filter(|v| !v.is_null()),
+            3 => error = Option::<ErrorBody>::deserialize(reader.value()?.into_deserializer()).ok()?,
+            4 => elapsed_ms = Some(reader.value()?.as_u64()?),
+            _ => {
+                partials = match reader.value()? {
+                    Value::Null => None,
+                    n => Some(n.as_u64()?),
+                }
+            }
         }
         Some(())
     })?;
@@ -482,29 +520,49 @@ fn read_response_fast(payload: &[u8]) -> Option<CallResponse> {
 }
 
 /// Now, as RFC 3339 UTC with milliseconds (`2026-11-23T21:08:03.123Z`).
-/// Written by hand: it stamps every call, and `time`'s formatter costs
-/// more than the rest of encoding a call.
 pub(crate) fn now_rfc3339() -> String {
-    use std::fmt::Write;
-    let now = time::OffsetDateTime::now_utc();
-    let mut out = String::with_capacity(24);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.millisecond()
-    );
-    out
+    rfc3339_millis(time::OffsetDateTime::now_utc())
+}
+
+/// `at` as RFC 3339 UTC with milliseconds. Digits written by hand: it
+/// stamps every call, and the formatting machinery (`time`'s, or `write!`)
+/// costs more than the rest of encoding a call.
+fn rfc3339_millis(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut n: u32| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    // Years before 0 or after 9999 do not fit RFC 3339: clamped.
+    put(0, 4, at.year().clamp(0, 9999) as u32);
+    put(5, 2, u8::from(at.month()).into());
+    put(8, 2, at.day().into());
+    put(11, 2, at.hour().into());
+    put(14, 2, at.minute().into());
+    put(17, 2, at.second().into());
+    put(20, 3, at.millisecond().into());
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_milliseconds() {
+        use time::macros::datetime;
+        for (at, text) in [
+            (datetime!(2026-11-23 21:08:03.123 UTC), "2026-11-23T21:08:03.123Z"),
+            (datetime!(2026-01-02 03:04:05.006 UTC), "2026-01-02T03:04:05.006Z"),
+            (datetime!(1999-12-31 23:59:59.999 UTC), "1999-12-31T23:59:59.999Z"),
+            (datetime!(2026-12-07 01:00:00.000 +02:00), "2026-12-06T23:00:00.000Z"),
+        ] {
+            assert_eq!(rfc3339_millis(at), text);
+        }
+    }
 
     #[test]
     fn a_response_reads_as_serde_json_reads_it() {
@@ -613,7 +671,7 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_are_rfc3339_utc_with_milliseconds() {
+    fn now_is_stamped_now() {
         let stamp = now_rfc3339();
         let fmt =
             time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");

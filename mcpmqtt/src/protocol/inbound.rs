@@ -36,6 +36,9 @@ pub(crate) struct Envelope<'a> {
 /// A call ready to run.
 #[derive(Debug)]
 pub(crate) struct Inbound {
+    /// The call, with what the server uses of it: `client` only when the
+    /// broker does not attest the caller, no `timestamp` or
+    /// `response_topic` (both checked to be strings, if present).
     pub request: CallRequest,
     pub reply: Reply,
 }
@@ -48,11 +51,11 @@ pub(crate) struct Rejection {
     pub reply: Option<Reply>,
 }
 
-/// The payload as sent; every field is read loosely so that a wrong type is
-/// reported by name instead of failing the whole call.
+/// The payload as `serde_json` reads it: every field loosely, so that a
+/// wrong type is reported by name instead of failing the whole call.
 #[derive(Deserialize)]
 #[serde(expecting = "a JSON object with a `call_id`")]
-struct Wire {
+struct SerdeWire {
     #[serde(default)]
     call_id: Option<Value>,
     #[serde(default)]
@@ -67,19 +70,61 @@ struct Wire {
     private_stream: Option<Value>,
 }
 
-impl Wire {
+/// A field that should be a string, as read: borrowed from the payload when
+/// it is one without escapes, so that the fields a server does not keep
+/// cost no copy.
+#[derive(Debug, PartialEq)]
+enum Text<'a> {
+    Str(std::borrow::Cow<'a, str>),
+    /// Anything else: a wrong type, reported by name.
+    Other(Value),
+}
+
+impl Text<'_> {
+    fn from_value(value: Value) -> Text<'static> {
+        match value {
+            Value::String(s) => Text::Str(s.into()),
+            other => Text::Other(other),
+        }
+    }
+}
+
+/// The payload as sent, `null`s read as absent fields.
+#[derive(Debug, PartialEq)]
+struct Wire<'a> {
+    call_id: Option<Text<'a>>,
+    arguments: Option<Value>,
+    client: Option<Text<'a>>,
+    timestamp: Option<Text<'a>>,
+    response_topic: Option<Text<'a>>,
+    private_stream: Option<Value>,
+}
+
+impl<'a> Wire<'a> {
     /// Reads the payload with the runtime's reader, and with `serde_json`
     /// when that one gives up: then `serde_json`'s error is the one reported.
-    fn read(payload: &[u8]) -> serde_json::Result<Wire> {
+    fn read(payload: &'a [u8]) -> serde_json::Result<Wire<'a>> {
         match Wire::read_fast(payload) {
             Some(wire) => Ok(wire),
-            None => serde_json::from_slice(payload),
+            None => serde_json::from_slice(payload).map(Wire::from_serde),
+        }
+    }
+
+    fn from_serde(w: SerdeWire) -> Wire<'static> {
+        let text = |v: Option<Value>| v.map(Text::from_value);
+        Wire {
+            call_id: text(w.call_id),
+            arguments: w.arguments,
+            client: text(w.client),
+            timestamp: text(w.timestamp),
+            response_topic: text(w.response_topic),
+            private_stream: w.private_stream,
         }
     }
 
     /// `None` where `serde_json` must decide: any error, and a field named
     /// twice (an error to `serde_json` too).
-    fn read_fast(payload: &[u8]) -> Option<Wire> {
+    fn read_fast(payload: &'a [u8]) -> Option<Wire<'a>> {
         let mut wire = Wire {
             call_id: None,
             arguments: None,
@@ -90,21 +135,34 @@ impl Wire {
         };
         let mut seen = [false; 6];
         json::read::object(payload, |key, reader| {
-            let (slot, field) = match &*key {
+            let (slot, text) = match &*key {
                 "call_id" => (0, &mut wire.call_id),
-                "arguments" => (1, &mut wire.arguments),
                 "client" => (2, &mut wire.client),
                 "timestamp" => (3, &mut wire.timestamp),
                 "response_topic" => (4, &mut wire.response_topic),
-                "private_stream" => (5, &mut wire.private_stream),
-                // Read, to be sure it is JSON, and dropped.
-                _ => return reader.value().map(drop),
+                other => {
+                    let (slot, field) = match other {
+                        "arguments" => (1, &mut wire.arguments),
+                        "private_stream" => (5, &mut wire.private_stream),
+                        // Read, to be sure it is JSON, and dropped.
+                        _ => return reader.value().map(drop),
+                    };
+                    if std::mem::replace(&mut seen[slot], true) {
+                        return None;
+                    }
+                    // As with serde's `Option`: `null` is no value.
+                    *field = Some(reader.value()?).filter(|v| !v.is_null());
+                    return Some(());
+                }
             };
             if std::mem::replace(&mut seen[slot], true) {
                 return None;
             }
-            // As with serde's `Option`: `null` is no value.
-            *field = Some(reader.value()?).filter(|v| !v.is_null());
+            *text = if reader.at_string() {
+                Some(Text::Str(reader.string()?))
+            } else {
+                Some(reader.value()?).filter(|v| !v.is_null()).map(Text::Other)
+            };
             Some(())
         })?;
         Some(wire)
@@ -176,14 +234,14 @@ pub(crate) fn decode_call(
     // `response_topic`, else the caller's own response topic. Resolved
     // before the call id is read, so a call without one is still answered.
     let client = match wire.client {
-        None => String::new(),
-        Some(Value::String(c)) => c,
-        Some(_) => return Err(invalid(hint, "`client` must be a string".into(), mqtt_reply)),
+        None => Default::default(),
+        Some(Text::Str(c)) => c,
+        Some(Text::Other(_)) => return Err(invalid(hint, "`client` must be a string".into(), mqtt_reply)),
     };
     let payload_topic = match wire.response_topic {
         None => None,
-        Some(Value::String(t)) => Some(t),
-        Some(_) => return Err(invalid(hint, "`response_topic` must be a string".into(), mqtt_reply)),
+        Some(Text::Str(t)) => Some(t),
+        Some(Text::Other(_)) => return Err(invalid(hint, "`response_topic` must be a string".into(), mqtt_reply)),
     };
     // The address asked for: named only when it is refused.
     let (reply, wanted) = if resolved {
@@ -195,7 +253,8 @@ pub(crate) fn decode_call(
         (mqtt_reply, wanted)
     } else {
         let wanted = payload_topic
-            .clone()
+            .as_deref()
+            .map(str::to_owned)
             .or_else(|| name_problem(&client).is_none().then(|| topics.responses(&client)));
         let reply = wanted.as_deref().and_then(|w| allowed_reply(topics, w, &correlation));
         (reply, wanted)
@@ -203,22 +262,20 @@ pub(crate) fn decode_call(
 
     let call_id = match wire.call_id {
         // The call id becomes a topic level of the stream topic.
-        Some(Value::String(id)) => match name_problem(&id) {
-            None => id,
+        Some(Text::Str(id)) => match name_problem(&id) {
+            None => id.into_owned(),
             Some(_) if id.is_empty() => return Err(invalid(hint, "`call_id` is empty".into(), reply)),
             Some(reason) => {
                 let message = format!("`call_id` cannot be used: {reason}");
                 return Err(invalid(hint, message, reply));
             }
         },
-        Some(_) => return Err(invalid(hint, "`call_id` must be a string".into(), reply)),
+        Some(Text::Other(_)) => return Err(invalid(hint, "`call_id` must be a string".into(), reply)),
         None => return Err(invalid(hint, "the call has no `call_id`".into(), reply)),
     };
-    let timestamp = match wire.timestamp {
-        None => None,
-        Some(Value::String(t)) => Some(t),
-        Some(_) => return Err(invalid(&call_id, "`timestamp` must be a string".into(), reply)),
-    };
+    if let Some(Text::Other(_)) = wire.timestamp {
+        return Err(invalid(&call_id, "`timestamp` must be a string".into(), reply));
+    }
     let private_stream = match wire.private_stream {
         None => false,
         Some(Value::Bool(b)) => b,
@@ -246,12 +303,18 @@ pub(crate) fn decode_call(
             ),
         });
     };
+    // Kept only where the server uses them: the claimed `client` of a
+    // caller the broker does not attest; `timestamp` and `response_topic`
+    // not at all (the reply address is resolved).
     let request = CallRequest {
         call_id,
         arguments,
-        client,
-        timestamp,
-        response_topic: payload_topic,
+        client: match envelope.verified_caller {
+            Some(_) => String::new(),
+            None => client.into_owned(),
+        },
+        timestamp: None,
+        response_topic: None,
         private_stream,
     };
     Ok(Inbound { request, reply })
@@ -288,13 +351,20 @@ mod tests {
     /// to it every payload it would refuse.
     #[test]
     fn the_fast_read_agrees_with_serde() {
+        // Borrowed or owned, a string is the same string.
         fn fields(w: Wire) -> [Option<Value>; 6] {
+            let text = |t: Option<Text>| {
+                t.map(|t| match t {
+                    Text::Str(s) => Value::String(s.into_owned()),
+                    Text::Other(v) => v,
+                })
+            };
             [
-                w.call_id,
+                text(w.call_id),
                 w.arguments,
-                w.client,
-                w.timestamp,
-                w.response_topic,
+                text(w.client),
+                text(w.timestamp),
+                text(w.response_topic),
                 w.private_stream,
             ]
         }
@@ -306,7 +376,7 @@ mod tests {
         ];
         for doc in taken {
             let fast = Wire::read_fast(doc.as_bytes()).unwrap_or_else(|| panic!("gave up on {doc}"));
-            let serde: Wire = serde_json::from_slice(doc.as_bytes()).unwrap();
+            let serde = Wire::from_serde(serde_json::from_slice(doc.as_bytes()).unwrap());
             assert_eq!(fields(fast), fields(serde), "{doc}");
         }
         let left: &[&str] = &[
@@ -317,7 +387,7 @@ mod tests {
         ];
         for doc in left {
             assert!(Wire::read_fast(doc.as_bytes()).is_none(), "read {doc}");
-            assert!(serde_json::from_slice::<Wire>(doc.as_bytes()).is_err(), "{doc}");
+            assert!(serde_json::from_slice::<SerdeWire>(doc.as_bytes()).is_err(), "{doc}");
         }
         // Serde would read an array by position; `decode_call` refuses one first.
         assert!(Wire::read_fast(b"[\"c1\"]").is_none());

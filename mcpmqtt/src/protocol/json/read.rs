@@ -98,6 +98,12 @@ impl<'a> Reader<'a> {
         (self.at == self.text.len()).then_some(())
     }
 
+    /// Whether the value here is a string (for [`Reader::string`]).
+    pub(crate) fn at_string(&mut self) -> bool {
+        self.ws();
+        self.peek() == Some(b'"')
+    }
+
     /// Reads the value here.
     pub(crate) fn value(&mut self) -> Option<Value> {
         self.ws();
