@@ -1,9 +1,11 @@
 //! mcpmqtt against the raw MQTT 5 request/response floor, on one Mosquitto
-//! that the bench starts on loopback.
+//! that the bench starts on loopback (and, in the `cluster` section, on the
+//! test suite's 3-node RMQTT cluster).
 //!
 //! ```sh
-//! cargo run --release --example bench                              # everything (a few minutes)
+//! cargo run --release --example bench                              # everything but the cluster (a few minutes)
 //! cargo run --release --example bench -- --inflight 1,64 --payload 100 --sections matrix
+//! cargo run --release --example bench -- --sections cluster       # needs rmqttd
 //! ```
 //!
 //! Every side runs in its own process (the binary re-executes itself with a

@@ -92,7 +92,7 @@ impl std::fmt::Debug for Client {
 /// One call, encoded, as it is published (and published again).
 struct Outgoing<'a> {
     tool: &'a str,
-    call_id: &'a str,
+    call_id: Arc<str>,
     topic: String,
     response_topic: &'a str,
     payload: Bytes,
@@ -254,7 +254,10 @@ impl Client {
 
     /// Calls a tool with options (timeout, partials).
     pub async fn call_with(&self, tool: &str, arguments: Value, options: CallOptions) -> Result<Value, CallError> {
-        let call_id = uuid::Uuid::new_v4().to_string();
+        // Shared by the call's entries in the router and its PUBACK's
+        // handler; written without the formatting machinery.
+        let mut buf = uuid::Uuid::encode_buffer();
+        let call_id: Arc<str> = Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf));
         let span = tracing::debug_span!("call", %call_id, %tool);
         self.call_inner(tool, arguments, options, call_id)
             .instrument(span)
@@ -266,7 +269,7 @@ impl Client {
         tool: &str,
         arguments: Value,
         options: CallOptions,
-        call_id: String,
+        call_id: Arc<str>,
     ) -> Result<Value, CallError> {
         let inner = &self.inner;
         if let Some(reason) = names::name_problem(tool) {
@@ -281,7 +284,7 @@ impl Client {
         }
         let timeout = options.timeout.unwrap_or(inner.default_timeout);
         let deadline = tokio::time::Instant::now() + timeout;
-        let correlation = Bytes::from(call_id.clone().into_bytes());
+        let correlation = Bytes::copy_from_slice(call_id.as_bytes());
 
         let _guard = CallGuard {
             router: &inner.router,
@@ -334,7 +337,7 @@ impl Client {
         inner.last_call_bytes.store(payload.len(), Ordering::Relaxed);
         let call = Outgoing {
             tool,
-            call_id: &call_id,
+            call_id: call_id.clone(),
             topic: if v01 {
                 inner.topics.call(tool)
             } else {
@@ -408,12 +411,12 @@ impl Client {
         let mut refusals = 0u32;
         loop {
             attempt += 1;
-            let mut response_rx = inner.router.register(call.call_id, &call.correlation, attempt);
+            let mut response_rx = inner.router.register(call.call_id.clone(), &call.correlation, attempt);
             // The PUBACK is heard on the connection task: a refusal wakes the
             // call through `response_rx`, a success wakes nobody.
             let on_ack = {
                 let router = inner.router.clone();
-                let (call_id, tool) = (call.call_id.to_owned(), call.tool.to_owned());
+                let (call_id, tool) = (call.call_id.clone(), call.tool.to_owned());
                 move |ack| router.on_call_ack(&call_id, attempt, &tool, ack)
             };
             let published = inner.link.publish_then(call.message(), on_ack);
@@ -489,7 +492,7 @@ impl Client {
                         return Err(CallError::Cancelled { message: format!("the caller cancelled the call of `{}`", call.tool) });
                     }
                     _ = tokio::time::sleep_until(call.deadline) => {
-                        let message = if inner.router.accepted(call.call_id) {
+                        let message = if inner.router.accepted(&call.call_id) {
                             no_response(call.tool, timeout, inner.protocol, inner.router.cards.tool_online(call.tool))
                         } else {
                             format!("the broker did not acknowledge the call within {} ms", timeout.as_millis())

@@ -50,7 +50,7 @@ pub(super) enum Answer {
 /// into the cache.
 #[derive(Default)]
 pub(super) struct Router {
-    calls: Mutex<HashMap<String, Waiting>>,
+    calls: Mutex<HashMap<Arc<str>, Waiting>>,
     streams: Mutex<HashMap<String, mpsc::UnboundedSender<StreamEvent>>>,
     pub(super) cards: CardCache,
 }
@@ -81,7 +81,7 @@ impl Router {
             }
         };
         let mut calls = self.calls.lock().expect("calls lock");
-        let Some((call_id, waiting)) = calls.remove_entry(&response.call_id) else {
+        let Some((call_id, waiting)) = calls.remove_entry(response.call_id.as_str()) else {
             tracing::debug!(call_id = %response.call_id, "a response for no waiting call (late, or a duplicate)");
             return;
         };
@@ -96,7 +96,7 @@ impl Router {
     }
 
     /// Waits for the answer to one publish of a call.
-    pub(super) fn register(&self, call_id: &str, correlation: &Bytes, attempt: u32) -> oneshot::Receiver<Answer> {
+    pub(super) fn register(&self, call_id: Arc<str>, correlation: &Bytes, attempt: u32) -> oneshot::Receiver<Answer> {
         let (tx, rx) = oneshot::channel();
         let waiting = Waiting {
             response: tx,
@@ -104,10 +104,7 @@ impl Router {
             attempt,
             accepted: false,
         };
-        self.calls
-            .lock()
-            .expect("calls lock")
-            .insert(call_id.to_owned(), waiting);
+        self.calls.lock().expect("calls lock").insert(call_id, waiting);
         rx
     }
 
@@ -225,7 +222,7 @@ mod tests {
         let correlation = Bytes::from_static(b"x");
         let mut rx: Vec<_> = ["ok", "refused", "lost", "nobody", "stale"]
             .into_iter()
-            .map(|id| router.register(id, &correlation, 2))
+            .map(|id| router.register((*id).into(), &correlation, 2))
             .collect();
         router.on_call_ack("ok", 2, "echo", Ack::Published(PubAckReason::Success));
         router.on_call_ack("refused", 2, "echo", Ack::Published(PubAckReason::NotAuthorized));
@@ -249,7 +246,7 @@ mod tests {
     #[test]
     fn on_311_a_response_is_matched_by_call_id_alone() {
         let router = Router::default();
-        let mut rx = router.register("c1", &Bytes::from_static(b"c1"), 1);
+        let mut rx = router.register("c1".into(), &Bytes::from_static(b"c1"), 1);
         let response = Incoming {
             topic: "lab/mcp/clients/scout/responses".into(),
             payload: Bytes::from_static(br#"{"call_id":"c1","status":"ok","result":1,"elapsed_ms":0}"#),
