@@ -154,7 +154,11 @@ impl CallOptions {
         self
     }
 
-    /// Called with each streamed partial, in arrival order.
+    /// Called with each streamed partial, once each, in the order the server
+    /// sent them (SPEC §5): a partial that arrives early (a cluster does
+    /// not keep the order) waits for those before it, and once the result
+    /// is in, the call waits up to a second for partials still on their
+    /// way. A v0.1 server's partials come in arrival order.
     pub fn on_partial(mut self, f: impl Fn(Partial) + Send + Sync + 'static) -> Self {
         self.on_partial = Some(Arc::new(f));
         self
