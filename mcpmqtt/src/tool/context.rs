@@ -299,7 +299,8 @@ impl StreamSink {
                 let mut msg = StreamMessage::new(call_id, seq.load(Ordering::SeqCst), kind, partial);
                 loop {
                     // QoS 1, so partials and the response (also QoS 1) keep
-                    // their order through the broker.
+                    // their order through one broker; a cluster may not, and
+                    // the client puts them back in `seq` order.
                     let message = Message {
                         topic: topic.clone(),
                         payload: Bytes::from(serde_json::to_vec(&msg)?),
