@@ -1211,7 +1211,7 @@ fn orchestrate(a: &Args) -> BoxResult<()> {
     let broker_hwm = vm_kib(broker.pid(), "VmHWM") / 1024;
     drop(broker);
     if has("cluster") {
-        cluster_scale(&mut ctx, &modes)?;
+        cluster_scale(a, &modes, ctx.seq)?;
     }
     println!(
         "Total {:.0} s. Mosquitto's peak RSS {broker_hwm} MiB. Load average at the end: {}",
@@ -1224,20 +1224,21 @@ fn orchestrate(a: &Args) -> BoxResult<()> {
 /// The scale-out section on a 3-node RMQTT cluster: the client on node 2, server instance i on
 /// node i+1 (so calls cross between nodes), 100 B at `--scale-inflight`. The broker's CPU is
 /// the three nodes'.
-fn cluster_scale(ctx: &mut Ctx, modes: &[Mode]) -> BoxResult<()> {
-    let a = ctx.args;
+fn cluster_scale(a: &Args, modes: &[Mode], seq: usize) -> BoxResult<()> {
     eprintln!("cluster: {:?} instances on a 3-node RMQTT cluster", a.cluster_scale);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let cluster = runtime.block_on(rmqtt::RmqttCluster::start());
-    let saved = (ctx.url.clone(), ctx.server_urls.clone(), ctx.broker_pids.clone());
-    ctx.url = cluster.url(2);
-    ctx.server_urls = (1..=3).map(|n| cluster.url(n)).collect();
-    ctx.broker_pids = (1..=3).map(|n| cluster.pid(n)).collect();
+    let mut ctx = Ctx {
+        args: a,
+        url: cluster.url(2),
+        server_urls: (1..=3).map(|n| cluster.url(n)).collect(),
+        broker_pids: (1..=3).map(|n| cluster.pid(n)).collect(),
+        seq,
+    };
     let mut cells = Vec::new();
     for &n in &a.cluster_scale {
         cells.extend(ctx.cells(modes, a.scale_inflight, 100, n, true));
     }
-    (ctx.url, ctx.server_urls, ctx.broker_pids) = saved;
     println!(
         "## Cluster: server instances across a 3-node RMQTT cluster, {} in flight, 100 B\n",
         a.scale_inflight

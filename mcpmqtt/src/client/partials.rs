@@ -92,7 +92,8 @@ impl InOrder {
     /// been handed over. Never for a v0.1 server's stream, which has no end
     /// to wait for.
     pub(super) fn missing(&self) -> bool {
-        self.numbered && self.done.is_some_and(|end| self.next < end)
+        // `ends_at` records no end for an unnumbered stream.
+        self.done.is_some_and(|end| self.next < end)
     }
 
     /// Gives up on the partials still missing: hands over the ones held, in

@@ -488,9 +488,10 @@ fn read_response_fast(payload: &[u8]) -> Option<CallResponse> {
         // reads it from a `Value` (a wrong type gives up, and serde_json's
         // error stands).
         match slot {
-            0 => call_id = Some(reader.at_string().then(|| reader.string())??.into_owned()),
+            // `string` reads only a string: anything else gives up.
+            0 => call_id = Some(reader.string()?.into_owned()),
             1 => {
-                let text = reader.at_string().then(|| reader.string())??;
+                let text = reader.string()?;
                 status = Some(match &*text {
                     "ok" => ResponseStatus::Ok,
                     "error" => ResponseStatus::Error,

@@ -135,35 +135,33 @@ impl<'a> Wire<'a> {
         };
         let mut seen = [false; 6];
         json::read::object(payload, |key, reader| {
-            let (slot, text) = match &*key {
-                "call_id" => (0, &mut wire.call_id),
-                "client" => (2, &mut wire.client),
-                "timestamp" => (3, &mut wire.timestamp),
-                "response_topic" => (4, &mut wire.response_topic),
-                other => {
-                    let (slot, field) = match other {
-                        "arguments" => (1, &mut wire.arguments),
-                        "private_stream" => (5, &mut wire.private_stream),
-                        // Read, to be sure it is JSON, and dropped.
-                        _ => return reader.value().map(drop),
-                    };
-                    if std::mem::replace(&mut seen[slot], true) {
-                        return None;
-                    }
-                    // As with serde's `Option`: `null` is no value.
-                    *field = Some(reader.value()?).filter(|v| !v.is_null());
-                    return Some(());
+            // A field named twice gives up; else it is read as what it should be.
+            fn once<T>(seen: &mut bool, field: &mut Option<T>, read: impl FnOnce() -> Option<Option<T>>) -> Option<()> {
+                if std::mem::replace(seen, true) {
+                    return None;
+                }
+                *field = read()?;
+                Some(())
+            }
+            // As with serde's `Option`: `null` is no value.
+            let value = |reader: &mut json::read::Reader<'a>| Some(Some(reader.value()?).filter(|v| !v.is_null()));
+            let text = |reader: &mut json::read::Reader<'a>| {
+                if reader.at_string() {
+                    Some(Some(Text::Str(reader.string()?)))
+                } else {
+                    Some(value(reader)?.map(Text::Other))
                 }
             };
-            if std::mem::replace(&mut seen[slot], true) {
-                return None;
+            match &*key {
+                "call_id" => once(&mut seen[0], &mut wire.call_id, || text(reader)),
+                "arguments" => once(&mut seen[1], &mut wire.arguments, || value(reader)),
+                "client" => once(&mut seen[2], &mut wire.client, || text(reader)),
+                "timestamp" => once(&mut seen[3], &mut wire.timestamp, || text(reader)),
+                "response_topic" => once(&mut seen[4], &mut wire.response_topic, || text(reader)),
+                "private_stream" => once(&mut seen[5], &mut wire.private_stream, || value(reader)),
+                // Read, to be sure it is JSON, and dropped.
+                _ => reader.value().map(drop),
             }
-            *text = if reader.at_string() {
-                Some(Text::Str(reader.string()?))
-            } else {
-                Some(reader.value()?).filter(|v| !v.is_null()).map(Text::Other)
-            };
-            Some(())
         })?;
         Some(wire)
     }
