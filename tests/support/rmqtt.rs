@@ -115,7 +115,32 @@ impl RmqttCluster {
         RmqttBuilder::default()
     }
 
+    /// Starts the cluster, on fresh ports and files each time a node exits
+    /// while starting: the ports are found free, then let go for `rmqttd` to
+    /// bind, and another process (a test's outgoing connection) may take one
+    /// in between.
     fn launch(count: usize, acl: Option<String>) -> RmqttCluster {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            match RmqttCluster::try_launch(count, acl.clone()) {
+                Ok(cluster) => return cluster,
+                Err(exited) if attempt < ATTEMPTS => {
+                    eprintln!(
+                        "{exited}
+(attempt {attempt} of {ATTEMPTS}: starting the cluster again on other ports)"
+                    );
+                    attempt += 1;
+                }
+                Err(exited) => panic!("{exited}"),
+            }
+        }
+    }
+
+    /// One attempt of [`RmqttCluster::launch`]: `Err` (with the logs) when a
+    /// node exits while starting; panics when the cluster does not form in
+    /// time.
+    fn try_launch(count: usize, acl: Option<String>) -> Result<RmqttCluster, String> {
         let bin = rmqttd_bin();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let nodes: Vec<Node> = (1..=count)
@@ -206,10 +231,10 @@ impl RmqttCluster {
         // leader and form clusters of their own.
         for i in 0..cluster.nodes.len() {
             cluster.spawn(i);
-            cluster.wait_for_raft(i);
+            cluster.wait_for_raft(i)?;
         }
-        cluster.wait_until_formed(cluster.nodes.len());
-        cluster
+        cluster.wait_until_formed(cluster.nodes.len())?;
+        Ok(cluster)
     }
 
     fn spawn(&mut self, index: usize) {
@@ -230,16 +255,16 @@ impl RmqttCluster {
 
     /// Waits until node `index` (0-based) listens on its raft port: it has
     /// found the leader (node 1 is it), or become it.
-    fn wait_for_raft(&mut self, index: usize) {
+    fn wait_for_raft(&mut self, index: usize) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         let port = self.nodes[index].raft;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(Ok(Some(status))) = self.nodes[index].process.as_mut().map(|p| p.0.try_wait()) {
-                panic!(
+                return Err(format!(
                     "rmqttd node {} exited ({status}) while starting:\n{}",
                     index + 1,
                     self.logs()
-                );
+                ));
             }
             assert!(
                 Instant::now() < deadline,
@@ -249,12 +274,13 @@ impl RmqttCluster {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
     /// Waits until the HTTP API of every node started lists `want` nodes
-    /// running, and each accepts MQTT connections. Panics, with the logs,
-    /// past [`START_TIMEOUT`].
-    fn wait_until_formed(&mut self, want: usize) {
+    /// running, and each accepts MQTT connections. `Err`, with the logs,
+    /// when a node exits; panics past [`START_TIMEOUT`].
+    fn wait_until_formed(&mut self, want: usize) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let ready = self
@@ -263,14 +289,17 @@ impl RmqttCluster {
                 .filter(|n| n.process.is_some())
                 .all(|n| running_nodes(n.http) >= want && TcpStream::connect(("127.0.0.1", n.mqtt)).is_ok());
             if ready {
-                return;
+                return Ok(());
             }
             let exited = self.nodes.iter_mut().find_map(|node| {
                 let status = node.process.as_mut()?.0.try_wait().ok()??;
                 Some((node.id, status))
             });
             if let Some((id, status)) = exited {
-                panic!("rmqttd node {id} exited ({status}) while starting:\n{}", self.logs());
+                return Err(format!(
+                    "rmqttd node {id} exited ({status}) while starting:\n{}",
+                    self.logs()
+                ));
             }
             if Instant::now() > deadline {
                 panic!(
