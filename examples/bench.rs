@@ -385,10 +385,19 @@ async fn server_role(a: &Args) -> BoxResult<()> {
             builder = builder.tool_def(echo_tool(&format!("t{i:04}")));
         }
     }
-    // `MCPMQTT_BENCH_DEDUPE=0` turns the dedupe window off, to measure its cost.
+    // `MCPMQTT_BENCH_DEDUPE=0` turns the dedupe window off, to measure its cost;
+    // `MCPMQTT_BENCH_CACHED_MIB=N` caches at most N MiB of responses in it.
     if std::env::var("MCPMQTT_BENCH_DEDUPE").is_ok_and(|v| v == "0") {
         builder = builder.dedupe_window(mcpmqtt::DedupeWindow {
             capacity: 0,
+            ..Default::default()
+        });
+    } else if let Some(mib) = std::env::var("MCPMQTT_BENCH_CACHED_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        builder = builder.dedupe_window(mcpmqtt::DedupeWindow {
+            max_cached_bytes: mib << 20,
             ..Default::default()
         });
     }
