@@ -142,7 +142,19 @@ fn main() -> BoxResult<()> {
     let args = Args::parse();
     match args.role.clone() {
         Some(role) => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            // `MCPMQTT_BENCH_WORKERS=N`: N worker threads in each role's runtime (tokio's default is
+            // one per core), or only in the roles `MCPMQTT_BENCH_WORKERS_ROLES` lists (`server,client`).
+            let roles = std::env::var("MCPMQTT_BENCH_WORKERS_ROLES").unwrap_or_default();
+            let mine = roles.is_empty() || roles.split(',').any(|r| r == role);
+            if let Some(n) = std::env::var("MCPMQTT_BENCH_WORKERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|_| mine)
+            {
+                rt.worker_threads(n);
+            }
+            let rt = rt.enable_all().build()?;
             rt.block_on(async move {
                 match role.as_str() {
                     "responder" => responder_role(&args).await,
