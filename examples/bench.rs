@@ -147,11 +147,7 @@ fn main() -> BoxResult<()> {
             // one per core), or only in the roles `MCPMQTT_BENCH_WORKERS_ROLES` lists (`server,client`).
             let roles = std::env::var("MCPMQTT_BENCH_WORKERS_ROLES").unwrap_or_default();
             let mine = roles.is_empty() || roles.split(',').any(|r| r == role);
-            if let Some(n) = std::env::var("MCPMQTT_BENCH_WORKERS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|_| mine)
-            {
+            if let Some(n) = env_number("MCPMQTT_BENCH_WORKERS").filter(|_| mine) {
                 rt.worker_threads(n);
             }
             let rt = rt.enable_all().build()?;
@@ -202,6 +198,11 @@ fn epoch_us() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
+}
+
+/// The number an environment variable holds (a bench switch), if it is set to one.
+fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok()?.parse().ok()
 }
 
 /// The next line of standard input, or `None` at its end.
@@ -404,10 +405,7 @@ async fn server_role(a: &Args) -> BoxResult<()> {
             capacity: 0,
             ..Default::default()
         });
-    } else if let Some(mib) = std::env::var("MCPMQTT_BENCH_CACHED_MIB")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
+    } else if let Some(mib) = env_number::<usize>("MCPMQTT_BENCH_CACHED_MIB") {
         builder = builder.dedupe_window(mcpmqtt::DedupeWindow {
             max_cached_bytes: mib << 20,
             ..Default::default()
@@ -624,9 +622,7 @@ async fn client_role(a: &Args) -> BoxResult<()> {
             next: AtomicU64::new(0),
             response_topic,
             payload,
-            expiry: std::env::var("MCPMQTT_BENCH_FLOOR_EXPIRY")
-                .ok()
-                .and_then(|v| v.parse().ok()),
+            expiry: env_number("MCPMQTT_BENCH_FLOOR_EXPIRY"),
         })
     } else {
         let client = Client::builder(format!("bench-client-{pid}"))

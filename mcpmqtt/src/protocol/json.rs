@@ -370,7 +370,6 @@ mod tests {
     /// every offset, in strings with an escape at every place of a block.
     #[test]
     fn every_scan_finds_the_same_byte() {
-        let swar = |bytes: &[u8], from: usize| find_special_swar(bytes, from);
         #[cfg(target_arch = "x86_64")]
         let sse2 = |bytes: &[u8], from: usize| {
             // SAFETY: every x86_64 CPU has SSE2.
@@ -394,7 +393,7 @@ mod tests {
                         })
                         .collect();
                     for from in 0..=len {
-                        let want = swar(&bytes, from);
+                        let want = find_special_swar(&bytes, from);
                         assert_eq!(want, at.filter(|&a| a >= from).unwrap_or(len), "{bytes:?} from {from}");
                         assert_eq!(find_special(&bytes, from), want);
                         #[cfg(target_arch = "x86_64")]
