@@ -9,9 +9,9 @@
 //! rumqttc's `publish()` does not return the packet id, yet a caller must
 //! know its own PUBACK reason code (0x87 not authorized, 0x10 no subscribers).
 //! rumqttc reports an `Outgoing::Publish(pkid)` event for each publish in the
-//! order the requests entered its channel, so [`Link`] sends requests under a
-//! lock, queues one expectation per request in the same order, and the
-//! connection task pairs each outgoing event with the front of that queue.
+//! order the requests entered its channel, so [`Link`] sends requests under
+//! its book's lock, queues one expectation per request in the same order, and
+//! the connection task pairs each outgoing event with the front of that queue.
 //! Retransmissions reuse a packet id that is still in flight and are told
 //! apart that way.
 
@@ -40,7 +40,7 @@ use cert::ClientCertPem;
 pub(crate) use settings::{connection_setters, Settings};
 use size::PacketLimit;
 pub(crate) use transport::ConnectOptions;
-use transport::{BrokerConnect, Driver, Polled, Sender};
+use transport::{BrokerConnect, ChannelClosed, Driver, Polled, Sender};
 
 /// The default largest MQTT packet, in either direction: 16 MiB. rumqttc's own
 /// default (10 KiB) would refuse ordinary tool results.
@@ -651,34 +651,112 @@ impl IntoIterator for Unackeds {
 /// of its window and collision checks: packet ids then collide, and a
 /// publish parked on a collision is overwritten by the next, never sent.
 /// Holding the requests back here keeps rumqttc's lists within its window.
+///
+/// What is held back waits in the link's outbox ([`Book::outbox`]), not in
+/// its sender's task: the connection task hands it over as PUBACKs free the
+/// window, and no task is woken to send it. The outbox holds a few windows'
+/// worth; a publisher that finds it full waits for room, which is the
+/// backpressure a streaming handler relies on.
 struct SendWindow {
-    slots: Arc<Semaphore>,
-    size: std::sync::atomic::AtomicUsize,
+    /// A slot per publish handed to rumqttc and not yet acknowledged.
+    slots: Permits,
+    /// A place per publish waiting in the outbox.
+    room: Permits,
 }
+
+/// How many publishes may wait in the outbox, per slot of the window.
+const ROOM_PER_SLOT: usize = 4;
 
 impl SendWindow {
     fn new() -> Self {
         // Nothing is published before the first CONNACK sets the size.
         SendWindow {
-            slots: Arc::new(Semaphore::new(0)),
-            size: std::sync::atomic::AtomicUsize::new(0),
+            slots: Permits::new(),
+            room: Permits::new(),
         }
     }
 
     /// Sets the window to `n` (each CONNACK says it again).
     fn resize(&self, n: usize) {
+        self.slots.resize(n);
+        self.room.resize(n.saturating_mul(ROOM_PER_SLOT));
+    }
+
+    /// Fails whoever waits for room: the link is closed for good.
+    fn close(&self) {
+        self.slots.semaphore.close();
+        self.room.semaphore.close();
+    }
+}
+
+/// A semaphore whose size can be set again.
+struct Permits {
+    semaphore: Arc<Semaphore>,
+    size: std::sync::atomic::AtomicUsize,
+}
+
+impl Permits {
+    fn new() -> Self {
+        Permits {
+            semaphore: Arc::new(Semaphore::new(0)),
+            size: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.size.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn try_take(&self) -> Option<OwnedSemaphorePermit> {
+        self.semaphore.clone().try_acquire_owned().ok()
+    }
+
+    fn resize(&self, n: usize) {
         use std::sync::atomic::Ordering::SeqCst;
         let size = self.size.load(SeqCst);
         if n > size {
-            self.slots.add_permits(n - size);
+            self.semaphore.add_permits(n - size);
             self.size.store(n, SeqCst);
         } else if n < size {
-            // Only free slots can be taken away: the window shrinks by what
-            // is free now, and the next CONNACK takes away more.
-            let forgotten = self.slots.forget_permits(size - n);
+            // Only free permits can be taken away: the size shrinks by what
+            // is free now, and the next resize takes away more.
+            let forgotten = self.semaphore.forget_permits(size - n);
             self.size.store(size - forgotten, SeqCst);
         }
     }
+}
+
+/// A request for rumqttc: what enters its channel.
+enum Request {
+    Publish(Message),
+    Subscribe(Vec<(String, QoS)>),
+    Unsubscribe(String),
+    Disconnect,
+}
+
+impl Request {
+    /// The kind of packet rumqttc reports sending for it, if it reports one.
+    fn kind(&self) -> Option<Kind> {
+        match self {
+            Request::Publish(_) => Some(Kind::Publish),
+            Request::Subscribe(_) => Some(Kind::Subscribe),
+            Request::Unsubscribe(_) => Some(Kind::Unsubscribe),
+            Request::Disconnect => None,
+        }
+    }
+
+    /// Whether it needs a slot of the send window.
+    fn needs_slot(&self) -> bool {
+        matches!(self, Request::Publish(msg) if msg.qos != QoS::AtMostOnce)
+    }
+}
+
+/// A request waiting in the outbox for the send window.
+struct Held {
+    request: Request,
+    waiter: Option<Waiter>,
+    /// Its place in the outbox, given back as it leaves.
+    _room: Option<OwnedSemaphorePermit>,
 }
 
 /// Who hears of a packet's acknowledgement.
@@ -718,6 +796,12 @@ struct Book {
     unsent_at_error: usize,
     /// Subscriptions to restore after a reconnect, by filter.
     subscriptions: BTreeMap<String, QoS>,
+    /// Requests not handed to rumqttc yet, in order: the first is a QoS 1
+    /// publish waiting for a slot of the send window, and every request made
+    /// after it waits behind it, so that requests leave in the order made.
+    outbox: VecDeque<Held>,
+    /// The connection is closed for good: nothing more is booked.
+    closed: bool,
 }
 
 /// The state of the connection, as watched by its owner.
@@ -752,10 +836,9 @@ pub(crate) const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub(crate) struct Link {
     client: Sender,
-    book: Arc<Mutex<Book>>,
-    /// Held while a request enters rumqttc's channel, so that the order of
+    /// Locked while a request enters rumqttc's channel, so that the order of
     /// `book.queue` is the order of the channel.
-    send_order: Arc<tokio::sync::Mutex<()>>,
+    book: Arc<Mutex<Book>>,
     state: watch::Receiver<LinkState>,
     /// Counts CONNACKs: a change means the connection was made again.
     connects: watch::Receiver<u64>,
@@ -881,7 +964,6 @@ impl Link {
         let link = Link {
             client,
             book: Arc::new(Mutex::new(Book::default())),
-            send_order: Arc::new(tokio::sync::Mutex::new(())),
             state: state_rx,
             connects: connects_rx,
             sessions_lost: sessions_lost_rx,
@@ -967,19 +1049,115 @@ impl Link {
         // Never handed to rumqttc: it would fail the connection, and resend
         // the packet (failing again) on every reconnect.
         self.fits(&msg, || format!("the message to `{}`", msg.topic))?;
-        let slot = if msg.qos == QoS::AtMostOnce {
-            None
-        } else {
-            // Closed when the connection is closed for good.
-            let slots = self.window.slots.clone();
-            Some(slots.acquire_owned().await.map_err(|_| Error::Closed)?)
+        let (mut request, mut waiter, mut room) = (Request::Publish(msg), waiter, None);
+        loop {
+            match self.submit(request, waiter, room) {
+                Ok(()) => return Ok(()),
+                Err(NotSent::Closed) => return Err(Error::Closed),
+                Err(NotSent::Full(given_back)) => (request, waiter) = *given_back,
+            }
+            // The outbox is full: this publisher outruns the broker, and
+            // waits. Nothing is booked yet, so this wait may be cancelled.
+            let room_freed = self.window.room.semaphore.clone().acquire_owned().await;
+            room = Some(room_freed.map_err(|_| Error::Closed)?);
+        }
+    }
+
+    /// Hands `request` to rumqttc, or, when a QoS 1 publish finds the send
+    /// window full or requests wait already, queues it in the outbox. A
+    /// publish needs a place there (`room`, or one free now); the few others
+    /// always get one.
+    fn submit(
+        &self,
+        request: Request,
+        waiter: Option<Waiter>,
+        room: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), NotSent> {
+        let mut book = self.book.lock().expect("book lock");
+        if book.closed {
+            return Err(NotSent::Closed);
+        }
+        if book.outbox.is_empty() {
+            let slot = if request.needs_slot() {
+                self.window.slots.try_take()
+            } else {
+                None
+            };
+            if slot.is_some() || !request.needs_slot() {
+                return self
+                    .hand_over(&mut book, request, waiter, slot)
+                    .map_err(|_| NotSent::Closed);
+            }
+        }
+        let room = match request {
+            Request::Publish(_) => match room.or_else(|| self.window.room.try_take()) {
+                Some(room) => Some(room),
+                None => return Err(NotSent::Full(Box::new((request, waiter)))),
+            },
+            _ => None,
         };
-        let _order = self.send_order.lock().await;
-        self.expect_in(Kind::Publish, waiter, slot);
-        self.client.publish(msg).await.map_err(|_| {
-            self.book.lock().expect("book lock").queue.pop_back();
-            Error::Closed
-        })
+        book.outbox.push_back(Held {
+            request,
+            waiter,
+            _room: room,
+        });
+        Ok(())
+    }
+
+    /// Books `request`'s expectation and puts it in rumqttc's channel, with
+    /// the book locked: the expectations' order is the channel's. Gives the
+    /// waiter back when the channel is closed.
+    fn hand_over(
+        &self,
+        book: &mut Book,
+        request: Request,
+        waiter: Option<Waiter>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), Option<Waiter>> {
+        // Disconnect, the one request without an ack, has no waiter.
+        let booked = match request.kind() {
+            Some(kind) => {
+                book.queue.push_back(Expectation { kind, waiter, slot });
+                true
+            }
+            None => false,
+        };
+        let sent = match request {
+            Request::Publish(msg) => self.client.try_publish(msg),
+            Request::Subscribe(filters) => self.client.try_subscribe(&filters),
+            Request::Unsubscribe(filter) => self.client.try_unsubscribe(&filter),
+            Request::Disconnect => self.client.try_disconnect(),
+        };
+        match sent {
+            Ok(()) => Ok(()),
+            Err(ChannelClosed) if booked => Err(book.queue.pop_back().and_then(|e| e.waiter)),
+            Err(ChannelClosed) => Err(None),
+        }
+    }
+
+    /// Hands the outbox's requests to rumqttc, in order, while the send
+    /// window has slots for them. The connection task calls it whenever
+    /// slots may have been freed: a PUBACK, a CONNACK, a lost session.
+    fn pump(&self) {
+        let mut failed = Vec::new();
+        {
+            let mut book = self.book.lock().expect("book lock");
+            while let Some(first) = book.outbox.front() {
+                let slot = if first.request.needs_slot() {
+                    match self.window.slots.try_take() {
+                        Some(slot) => Some(slot),
+                        None => break,
+                    }
+                } else {
+                    None
+                };
+                let Some(held) = book.outbox.pop_front() else { break };
+                if let Err(waiter) = self.hand_over(&mut book, held.request, held.waiter, slot) {
+                    failed.push(waiter);
+                }
+            }
+        }
+        lost(failed);
     }
 
     /// Subscribes, waits for the SUBACKs, and remembers the subscriptions so
@@ -1007,14 +1185,8 @@ impl Link {
     /// Sends one SUBSCRIBE and waits for its SUBACK.
     async fn subscribe_packet(&self, filters: &[(String, QoS)]) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
-        {
-            let _order = self.send_order.lock().await;
-            self.expect(Kind::Subscribe, Some(Waiter::Task(tx)));
-            if self.client.subscribe(filters).await.is_err() {
-                self.book.lock().expect("book lock").queue.pop_back();
-                return Err(Error::Closed);
-            }
-        }
+        self.submit(Request::Subscribe(filters.to_vec()), Some(Waiter::Task(tx)), None)
+            .map_err(|_| Error::Closed)?;
         let codes = match self.settled(rx).await {
             Some(Ack::Subscribed(codes)) => codes,
             _ => return Err(Error::Closed),
@@ -1037,14 +1209,14 @@ impl Link {
     /// Unsubscribes, without waiting for the UNSUBACK.
     pub(crate) async fn unsubscribe(&self, filter: &str) {
         let (tx, _rx) = oneshot::channel();
-        self.send_unsubscribe(filter, tx).await;
+        self.send_unsubscribe(filter, tx);
     }
 
     /// Unsubscribes and waits for the UNSUBACK: once this returns, the broker
     /// sends nothing more for `filter`.
     pub(crate) async fn unsubscribe_acked(&self, filter: &str) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
-        self.send_unsubscribe(filter, tx).await;
+        self.send_unsubscribe(filter, tx);
         match self.settled(rx).await {
             Some(Ack::Unsubscribed) => Ok(()),
             _ => Err(Error::Closed),
@@ -1075,19 +1247,17 @@ impl Link {
             .await
     }
 
-    async fn send_unsubscribe(&self, filter: &str, waiter: oneshot::Sender<Ack>) {
+    fn send_unsubscribe(&self, filter: &str, waiter: oneshot::Sender<Ack>) {
         self.book.lock().expect("book lock").subscriptions.remove(filter);
-        let _order = self.send_order.lock().await;
-        self.expect(Kind::Unsubscribe, Some(Waiter::Task(waiter)));
-        if self.client.unsubscribe(filter).await.is_err() {
-            self.book.lock().expect("book lock").queue.pop_back();
+        let request = Request::Unsubscribe(filter.to_owned());
+        if self.submit(request, Some(Waiter::Task(waiter)), None).is_err() {
             tracing::debug!(filter, "could not unsubscribe: the connection is closed");
         }
     }
 
     /// The send window now: how many QoS 1 publishes may await their PUBACK.
     fn window_size(&self) -> usize {
-        self.window.size.load(std::sync::atomic::Ordering::SeqCst)
+        self.window.slots.size()
     }
 
     /// Acknowledges an incoming QoS 1 publish (for connections with manual acks).
@@ -1113,8 +1283,8 @@ impl Link {
     pub(crate) async fn disconnect(&self) {
         self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
         if self.is_connected() {
-            // The channel never fills (see REQUEST_QUEUE): this does not wait.
-            let _ = self.client.disconnect().await;
+            // Behind whatever waits in the outbox, which leaves first.
+            let _ = self.submit(Request::Disconnect, None, None);
             if tokio::time::timeout(DISCONNECT_GRACE, self.closed()).await.is_ok() {
                 return;
             }
@@ -1167,18 +1337,15 @@ impl Link {
             _ => None,
         }
     }
+}
 
-    fn expect(&self, kind: Kind, waiter: Option<Waiter>) {
-        self.expect_in(kind, waiter, None);
-    }
-
-    fn expect_in(&self, kind: Kind, waiter: Option<Waiter>, slot: Option<OwnedSemaphorePermit>) {
-        self.book
-            .lock()
-            .expect("book lock")
-            .queue
-            .push_back(Expectation { kind, waiter, slot });
-    }
+/// Why [`Link::submit`] did not take a request.
+enum NotSent {
+    /// The connection is closed for good.
+    Closed,
+    /// The outbox has no room for this publish, given back (boxed: rare,
+    /// and large).
+    Full(Box<(Request, Option<Waiter>)>),
 }
 
 /// Ends the session `client_id` left on the broker. Needed on MQTT 3.1.1
@@ -1245,7 +1412,10 @@ async fn drive(
                 Polled::Publish(publish) => {
                     deliver(publish);
                 }
-                Polled::PubAck(pkid, reason) => settle(book, Kind::Publish, pkid, Ack::Published(reason)),
+                Polled::PubAck(pkid, reason) => {
+                    settle(book, Kind::Publish, pkid, Ack::Published(reason));
+                    link.pump();
+                }
                 Polled::SubAck(pkid, codes) => settle(book, Kind::Subscribe, pkid, Ack::Subscribed(codes)),
                 Polled::UnsubAck(pkid) => settle(book, Kind::Unsubscribe, pkid, Ack::Unsubscribed),
                 Polled::ConnAck {
@@ -1277,6 +1447,7 @@ async fn drive(
                             }
                         });
                     }
+                    link.pump();
                     connected_once = true;
                     let _ = state.send(LinkState::Connected);
                     connects.send_modify(|n| *n += 1);
@@ -1331,7 +1502,7 @@ async fn drive(
         }
     };
     fail_all(book);
-    link.window.slots.close();
+    link.window.close();
     let _ = state.send(match failure {
         Some(why) => {
             if connected_once {
@@ -1437,18 +1608,20 @@ fn on_reconnect(book: &Mutex<Book>, session_present: bool) -> Vec<(String, QoS)>
     subscriptions
 }
 
+/// The connection is closed for good: every request not acknowledged fails,
+/// and none is taken from now on.
 fn fail_all(book: &Mutex<Book>) {
     let dropped: Vec<_> = {
         let mut book = book.lock().expect("book lock");
+        book.closed = true;
         let inflight = book
             .inflight
             .drain()
             .flat_map(|(_, unacked)| unacked.into_iter().map(|u| u.waiter))
             .collect::<Vec<_>>();
-        inflight
-            .into_iter()
-            .chain(book.queue.drain(..).map(|e| e.waiter))
-            .collect()
+        let queued = book.queue.drain(..).map(|e| e.waiter).collect::<Vec<_>>();
+        let held = book.outbox.drain(..).map(|h| h.waiter);
+        inflight.into_iter().chain(queued).chain(held).collect()
     };
     lost(dropped);
 }
@@ -1464,6 +1637,7 @@ fn lost(waiters: Vec<Option<Waiter>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
 
     #[test]
     fn parses_broker_urls() {
@@ -1718,9 +1892,13 @@ mod tests {
     #[test]
     fn the_send_window_follows_the_broker_and_a_slot_returns_with_its_ack() {
         let window = SendWindow::new();
-        assert_eq!(window.slots.available_permits(), 0, "nothing before the CONNACK");
+        assert_eq!(
+            window.slots.semaphore.available_permits(),
+            0,
+            "nothing before the CONNACK"
+        );
         window.resize(2);
-        let slot = window.slots.clone().try_acquire_owned().unwrap();
+        let slot = window.slots.try_take().unwrap();
         let mut book = Book::default();
         book.queue.push_back(Expectation {
             kind: Kind::Publish,
@@ -1729,13 +1907,142 @@ mod tests {
         });
         let book = Mutex::new(book);
         sent(&book, Kind::Publish, 3);
-        assert_eq!(window.slots.available_permits(), 1, "held until the PUBACK");
+        assert_eq!(window.slots.semaphore.available_permits(), 1, "held until the PUBACK");
         settle(&book, Kind::Publish, 3, Ack::Published(PubAckReason::Success));
-        assert_eq!(window.slots.available_permits(), 2);
+        assert_eq!(window.slots.semaphore.available_permits(), 2);
         window.resize(1);
-        assert_eq!(window.slots.available_permits(), 1, "a smaller window on a reconnect");
+        assert_eq!(
+            window.slots.semaphore.available_permits(),
+            1,
+            "a smaller window on a reconnect"
+        );
         window.resize(20);
-        assert_eq!(window.slots.available_permits(), 20);
+        assert_eq!(window.slots.semaphore.available_permits(), 20);
+    }
+
+    /// A link whose connection task is never started: what it hands to
+    /// rumqttc shows in its book, and acks are played by hand.
+    /// rumqttc's channel stays open while the `Opening` lives.
+    fn unconnected_link(window: usize) -> (Link, Opening) {
+        let broker = BrokerOptions::parse("mqtt://127.0.0.1:1").unwrap();
+        let (link, opening) = Link::open(broker.mqtt_options("outbox-test", None, false).unwrap());
+        link.window.resize(window);
+        (link, opening)
+    }
+
+    fn qos1(topic: &str) -> Message {
+        Message {
+            topic: topic.into(),
+            payload: Bytes::from_static(b"{}"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+        }
+    }
+
+    fn outbox_topics(link: &Link) -> Vec<String> {
+        let book = link.book.lock().unwrap();
+        book.outbox
+            .iter()
+            .map(|held| match &held.request {
+                Request::Publish(msg) => msg.topic.clone(),
+                _ => "(not a publish)".into(),
+            })
+            .collect()
+    }
+
+    /// A publish whose ack is recorded in `acks`, in the order they come.
+    async fn publish_recorded(link: &Link, topic: &str, acks: &Arc<Mutex<Vec<String>>>) {
+        let (acks, name) = (acks.clone(), topic.to_owned());
+        link.publish_then(qos1(topic), move |_| acks.lock().unwrap().push(name))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn publishes_beyond_the_window_wait_in_the_outbox_and_leave_in_order() {
+        let (link, _opening) = unconnected_link(2);
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        for topic in ["a", "b", "c", "d"] {
+            publish_recorded(&link, topic, &acks).await;
+        }
+        assert_eq!(link.book.lock().unwrap().queue.len(), 2, "a and b fill the window");
+        assert_eq!(outbox_topics(&link), ["c", "d"]);
+        let mut at_most_once = qos1("e");
+        at_most_once.qos = QoS::AtMostOnce;
+        link.publish(at_most_once).await.unwrap();
+        assert_eq!(
+            outbox_topics(&link),
+            ["c", "d", "e"],
+            "a QoS 0 publish needs no slot, but leaves after those made before it"
+        );
+
+        sent(&link.book, Kind::Publish, 1);
+        sent(&link.book, Kind::Publish, 2);
+        settle(&link.book, Kind::Publish, 1, Ack::Published(PubAckReason::Success));
+        link.pump();
+        assert_eq!(outbox_topics(&link), ["d", "e"], "one PUBACK lets one more leave");
+        settle(&link.book, Kind::Publish, 2, Ack::Published(PubAckReason::Success));
+        link.pump();
+        assert!(outbox_topics(&link).is_empty());
+        assert_eq!(link.book.lock().unwrap().queue.len(), 3, "c, d and e are in rumqttc's channel");
+        sent(&link.book, Kind::Publish, 3);
+        sent(&link.book, Kind::Publish, 4);
+        sent(&link.book, Kind::Publish, 0);
+        settle(&link.book, Kind::Publish, 4, Ack::Published(PubAckReason::Success));
+        settle(&link.book, Kind::Publish, 3, Ack::Published(PubAckReason::Success));
+        assert_eq!(*acks.lock().unwrap(), ["a", "b", "d", "c"], "each ack reaches its own publish");
+        assert_eq!(link.window.slots.semaphore.available_permits(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_publisher_waits_when_the_outbox_is_full_and_is_let_in_as_it_drains() {
+        let (link, _opening) = unconnected_link(1);
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let topics: Vec<String> = (0..=ROOM_PER_SLOT).map(|i| i.to_string()).collect();
+        for topic in &topics {
+            publish_recorded(&link, topic, &acks).await;
+        }
+        assert_eq!(outbox_topics(&link), topics[1..], "one in the window, the rest in the outbox");
+
+        let mut next = std::pin::pin!(link.publish(qos1("next")));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(next.as_mut().poll(&mut cx).is_pending(), "the outbox is full: this one waits");
+        assert_eq!(outbox_topics(&link).len(), ROOM_PER_SLOT, "and takes no place yet");
+
+        sent(&link.book, Kind::Publish, 1);
+        settle(&link.book, Kind::Publish, 1, Ack::Published(PubAckReason::Success));
+        link.pump();
+        assert!(matches!(next.as_mut().poll(&mut cx), std::task::Poll::Ready(Ok(()))));
+        assert_eq!(outbox_topics(&link).last().map(String::as_str), Some("next"));
+        assert_eq!(outbox_topics(&link).len(), ROOM_PER_SLOT);
+    }
+
+    #[tokio::test]
+    async fn a_closed_link_fails_what_waits_in_its_outbox_and_whoever_waits_for_room() {
+        let (link, _opening) = unconnected_link(1);
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = oneshot::channel();
+        link.send_publish(qos1("in the window"), Some(Waiter::Task(tx))).await.unwrap();
+        for i in 0..ROOM_PER_SLOT {
+            publish_recorded(&link, &i.to_string(), &acks).await;
+        }
+        let mut waiting = std::pin::pin!(link.publish(qos1("waiting for room")));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+
+        fail_all(&link.book);
+        link.window.close();
+        assert!(matches!(rx.await, Ok(Ack::Lost)));
+        assert_eq!(acks.lock().unwrap().len(), ROOM_PER_SLOT, "every held publish hears it was lost");
+        assert!(matches!(
+            waiting.as_mut().poll(&mut cx),
+            std::task::Poll::Ready(Err(Error::Closed))
+        ));
+        assert!(
+            matches!(link.submit(Request::Disconnect, None, None), Err(NotSent::Closed)),
+            "nothing is taken once closed"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! codes), and incoming publishes carry no properties.
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::Outgoing;
@@ -263,42 +264,47 @@ impl Sender {
         matches!(self, Sender::V5(_))
     }
 
-    pub(crate) async fn publish(&self, msg: Message) -> Result<(), ChannelClosed> {
-        let sent = match self {
+    // The requests below are handed over without waiting: the channel never
+    // fills (its capacity is far beyond what a link lets in), and a request
+    // that could wait might be cancelled after its expectation was booked.
+
+    pub(crate) fn try_publish(&self, msg: Message) -> Result<(), ChannelClosed> {
+        match self {
             Sender::V5(c) => {
                 let props = msg.properties.unwrap_or_default();
-                c.publish_bytes_with_properties(msg.topic, msg.qos, msg.retain, msg.payload, props)
-                    .await
-                    .map_err(drop)
+                c.try_publish_with_properties(msg.topic, msg.qos, msg.retain, msg.payload, props)
+                    .map_err(|_| ChannelClosed)
             }
+            // Its `try_publish` copies the payload into a `Vec`; this one
+            // takes the `Bytes`, and is ready on its first poll.
             Sender::V311(c) => c
                 .publish_bytes(msg.topic, qos_v311(msg.qos), msg.retain, msg.payload)
-                .await
-                .map_err(drop),
-        };
-        sent.map_err(|()| ChannelClosed)
+                .now_or_never()
+                .and_then(Result::ok)
+                .ok_or(ChannelClosed),
+        }
     }
 
-    pub(crate) async fn subscribe(&self, filters: &[(String, QoS)]) -> Result<(), ChannelClosed> {
+    pub(crate) fn try_subscribe(&self, filters: &[(String, QoS)]) -> Result<(), ChannelClosed> {
         let sent = match self {
             Sender::V5(c) => {
                 let wanted = filters.iter().map(|(f, q)| p5::Filter::new(f.clone(), *q));
-                c.subscribe_many(wanted).await.map_err(drop)
+                c.try_subscribe_many(wanted).map_err(drop)
             }
             Sender::V311(c) => {
                 let wanted = filters
                     .iter()
                     .map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), qos_v311(*q)));
-                c.subscribe_many(wanted).await.map_err(drop)
+                c.try_subscribe_many(wanted).map_err(drop)
             }
         };
         sent.map_err(|()| ChannelClosed)
     }
 
-    pub(crate) async fn unsubscribe(&self, filter: &str) -> Result<(), ChannelClosed> {
+    pub(crate) fn try_unsubscribe(&self, filter: &str) -> Result<(), ChannelClosed> {
         let sent = match self {
-            Sender::V5(c) => c.unsubscribe(filter).await.map_err(drop),
-            Sender::V311(c) => c.unsubscribe(filter).await.map_err(drop),
+            Sender::V5(c) => c.try_unsubscribe(filter).map_err(drop),
+            Sender::V311(c) => c.try_unsubscribe(filter).map_err(drop),
         };
         sent.map_err(|()| ChannelClosed)
     }
@@ -321,10 +327,10 @@ impl Sender {
         sent.map_err(|()| ChannelClosed)
     }
 
-    pub(crate) async fn disconnect(&self) -> Result<(), ChannelClosed> {
+    pub(crate) fn try_disconnect(&self) -> Result<(), ChannelClosed> {
         let sent = match self {
-            Sender::V5(c) => c.disconnect().await.map_err(drop),
-            Sender::V311(c) => c.disconnect().await.map_err(drop),
+            Sender::V5(c) => c.try_disconnect().map_err(drop),
+            Sender::V311(c) => c.try_disconnect().map_err(drop),
         };
         sent.map_err(|()| ChannelClosed)
     }
