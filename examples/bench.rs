@@ -1327,30 +1327,7 @@ fn print_matrix(cells: &[Cell], sizes: &[usize], inflights: &[usize]) {
     }
     println!();
     print_resources("## Resources per cell", cells);
-    println!("## Targets (measured, not asserted)\n");
-    let small = sizes.iter().copied().min().unwrap_or(100);
-    if let (Some(f), Some(m)) = (find(cells, Mode::Floor, 1, small), find(cells, Mode::Mcp, 1, small)) {
-        let r = paired(m, f, |r| r.1);
-        println!(
-            "- sequential p50 ({}): {r:.2}x the floor's (target <= 1.5x): {}",
-            size_label(small),
-            verdict(r <= 1.5)
-        );
-    }
-    if let (Some(f), Some(m)) = (find(cells, Mode::Floor, 64, small), find(cells, Mode::Mcp, 64, small)) {
-        let r = paired(m, f, |r| r.0);
-        println!(
-            "- 64 in flight calls/s ({}): {r:.2}x the floor's (target >= 0.9x): {}",
-            size_label(small),
-            verdict(r >= 0.9)
-        );
-        let r = paired(m, f, |r| r.2);
-        println!(
-            "- 64 in flight p99 ({}): {r:.2}x the floor's (target <= 1.5x): {}",
-            size_label(small),
-            verdict(r <= 1.5)
-        );
-    }
+    print_targets(cells, sizes);
     println!();
     if cells.iter().any(|c| c.counts.is_some()) {
         println!("## Syscalls and context switches per call (perf stat over the measured window)\n");
@@ -1373,6 +1350,68 @@ fn print_matrix(cells: &[Cell], sizes: &[usize], inflights: &[usize]) {
             );
         }
         println!();
+    }
+}
+
+/// Issue 18's targets, for the cells this run measured: calls/s and latency
+/// as paired ratios, CPU per call as the ratio of the median runs.
+fn print_targets(cells: &[Cell], sizes: &[usize]) {
+    println!("## Targets (measured, not asserted)\n");
+    let small = sizes.iter().copied().min().unwrap_or(100);
+    let pair = |n: usize, size: usize| Some((find(cells, Mode::Mcp, n, size)?, find(cells, Mode::Floor, n, size)?));
+    let line = |what: String, r: f64, target: &str, ok: bool| {
+        println!("- {what}: {r:.2}x the floor's (target {target}): {}", verdict(ok));
+    };
+    for n in [1, 64] {
+        let Some((m, f)) = pair(n, small) else { continue };
+        let label = format!("{}, {n} in flight", size_label(small));
+        for (side, cpu) in [
+            ("server", (m.server_cpu, f.server_cpu)),
+            ("client", (m.client_cpu, f.client_cpu)),
+            ("broker", (m.broker_cpu, f.broker_cpu)),
+        ] {
+            let r = m.us_per_call(cpu.0) / f.us_per_call(cpu.1);
+            let limit = if side == "broker" { 1.15 } else { 1.3 };
+            line(
+                format!("{label}: {side} CPU per call"),
+                r,
+                &format!("<= {limit}x"),
+                r <= limit,
+            );
+        }
+    }
+    if let Some((m, f)) = pair(1, small) {
+        let r = paired(m, f, |r| r.1);
+        line(
+            format!("sequential p50 ({})", size_label(small)),
+            r,
+            "<= 1.2x",
+            r <= 1.2,
+        );
+    }
+    if let Some((m, f)) = pair(64, small) {
+        let r = paired(m, f, |r| r.0);
+        line(
+            format!("64 in flight calls/s ({})", size_label(small)),
+            r,
+            ">= 0.9x",
+            r >= 0.9,
+        );
+        let r = paired(m, f, |r| r.2);
+        line(
+            format!("64 in flight p99 ({})", size_label(small)),
+            r,
+            "<= 1.5x",
+            r <= 1.5,
+        );
+    }
+    for (size, limit) in [(10 * 1024, 0.85), (1_000_000, 0.75)] {
+        for n in [1, 64] {
+            let Some((m, f)) = pair(n, size) else { continue };
+            let r = paired(m, f, |r| r.0);
+            let what = format!("{n} in flight calls/s ({})", size_label(size));
+            line(what, r, &format!(">= {limit}x"), r >= limit);
+        }
     }
 }
 

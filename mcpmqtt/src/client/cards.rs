@@ -6,7 +6,9 @@
 //! current. Tool Cards are fetched on demand and kept while their server's
 //! card keeps the same `tools_digest`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -66,9 +68,9 @@ struct Cards {
 impl Default for Cards {
     fn default() -> Self {
         Cards {
-            servers: HashMap::new(),
+            servers: HashMap::default(),
             index: BTreeMap::new(),
-            tools: HashMap::new(),
+            tools: HashMap::default(),
             last_change: Instant::now(),
             subscribed_at: Instant::now(),
         }

@@ -2,7 +2,7 @@
 //! the calls waiting for them, cards to the cache. It runs on the connection
 //! task, so it must not block or wait: a large response is parsed elsewhere.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;

@@ -16,11 +16,12 @@
 //! apart that way.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use futures_util::{StreamExt, TryStreamExt};
 use rumqttc::v5::mqttbytes::v5::{LastWill, PubAckReason, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
@@ -1985,13 +1986,21 @@ mod tests {
         settle(&link.book, Kind::Publish, 2, Ack::Published(PubAckReason::Success));
         link.pump();
         assert!(outbox_topics(&link).is_empty());
-        assert_eq!(link.book.lock().unwrap().queue.len(), 3, "c, d and e are in rumqttc's channel");
+        assert_eq!(
+            link.book.lock().unwrap().queue.len(),
+            3,
+            "c, d and e are in rumqttc's channel"
+        );
         sent(&link.book, Kind::Publish, 3);
         sent(&link.book, Kind::Publish, 4);
         sent(&link.book, Kind::Publish, 0);
         settle(&link.book, Kind::Publish, 4, Ack::Published(PubAckReason::Success));
         settle(&link.book, Kind::Publish, 3, Ack::Published(PubAckReason::Success));
-        assert_eq!(*acks.lock().unwrap(), ["a", "b", "d", "c"], "each ack reaches its own publish");
+        assert_eq!(
+            *acks.lock().unwrap(),
+            ["a", "b", "d", "c"],
+            "each ack reaches its own publish"
+        );
         assert_eq!(link.window.slots.semaphore.available_permits(), 2);
     }
 
@@ -2003,11 +2012,18 @@ mod tests {
         for topic in &topics {
             publish_recorded(&link, topic, &acks).await;
         }
-        assert_eq!(outbox_topics(&link), topics[1..], "one in the window, the rest in the outbox");
+        assert_eq!(
+            outbox_topics(&link),
+            topics[1..],
+            "one in the window, the rest in the outbox"
+        );
 
         let mut next = std::pin::pin!(link.publish(qos1("next")));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(next.as_mut().poll(&mut cx).is_pending(), "the outbox is full: this one waits");
+        assert!(
+            next.as_mut().poll(&mut cx).is_pending(),
+            "the outbox is full: this one waits"
+        );
         assert_eq!(outbox_topics(&link).len(), ROOM_PER_SLOT, "and takes no place yet");
 
         sent(&link.book, Kind::Publish, 1);
@@ -2023,7 +2039,9 @@ mod tests {
         let (link, _opening) = unconnected_link(1);
         let acks = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = oneshot::channel();
-        link.send_publish(qos1("in the window"), Some(Waiter::Task(tx))).await.unwrap();
+        link.send_publish(qos1("in the window"), Some(Waiter::Task(tx)))
+            .await
+            .unwrap();
         for i in 0..ROOM_PER_SLOT {
             publish_recorded(&link, &i.to_string(), &acks).await;
         }
@@ -2034,7 +2052,11 @@ mod tests {
         fail_all(&link.book);
         link.window.close();
         assert!(matches!(rx.await, Ok(Ack::Lost)));
-        assert_eq!(acks.lock().unwrap().len(), ROOM_PER_SLOT, "every held publish hears it was lost");
+        assert_eq!(
+            acks.lock().unwrap().len(),
+            ROOM_PER_SLOT,
+            "every held publish hears it was lost"
+        );
         assert!(matches!(
             waiting.as_mut().poll(&mut cx),
             std::task::Poll::Ready(Err(Error::Closed))

@@ -537,15 +537,19 @@ fn rfc3339_millis(at: time::OffsetDateTime) -> String {
             n /= 10;
         }
     };
+    // Each field at once: `year()`, `month()` and `day()` would each work
+    // out the calendar date again.
+    let (year, month, day) = at.to_calendar_date();
+    let (hour, minute, second, milli) = at.to_hms_milli();
     // Years before 0 or after 9999 do not fit RFC 3339: clamped.
-    put(0, 4, at.year().clamp(0, 9999) as u32);
-    put(5, 2, u8::from(at.month()).into());
-    put(8, 2, at.day().into());
-    put(11, 2, at.hour().into());
-    put(14, 2, at.minute().into());
-    put(17, 2, at.second().into());
-    put(20, 3, at.millisecond().into());
-    out.iter().map(|&b| char::from(b)).collect()
+    put(0, 4, year.clamp(0, 9999) as u32);
+    put(5, 2, u8::from(month).into());
+    put(8, 2, day.into());
+    put(11, 2, hour.into());
+    put(14, 2, minute.into());
+    put(17, 2, second.into());
+    put(20, 3, milli.into());
+    std::str::from_utf8(&out).expect("ASCII digits").to_owned()
 }
 
 #[cfg(test)]

@@ -75,6 +75,12 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
 /// every x86_64 has), eight elsewhere: arguments and results are often one
 /// large string, and `serde_json` looks at one or eight bytes at a time.
 pub(crate) fn find_special(bytes: &[u8], from: usize) -> usize {
+    // Most strings of a call are short (keys, ids, names): too short for a
+    // vector, they skip the vector loops' call and setup.
+    #[cfg(target_arch = "x86_64")]
+    if bytes.len().saturating_sub(from) < 32 {
+        return find_special_swar(bytes, from);
+    }
     #[cfg(target_arch = "x86_64")]
     let from = {
         let found = if std::arch::is_x86_feature_detected!("avx2") {
@@ -106,9 +112,23 @@ fn find_special_swar(bytes: &[u8], from: usize) -> usize {
     }
     bytes[at..]
         .iter()
-        .position(|&b| escape(b).is_some())
+        .position(|&b| NEEDS_ESCAPE[usize::from(b)])
         .map_or(bytes.len(), |i| at + i)
 }
+
+/// Whether a byte needs an escape in a JSON string, by table: one load a
+/// byte where [`escape`]'s match is a chain of compares.
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
@@ -368,6 +388,13 @@ mod tests {
 
     /// Each scan this CPU has (AVX2, SSE2, words) finds the same byte, from
     /// every offset, in strings with an escape at every place of a block.
+    #[test]
+    fn the_table_and_the_escapes_agree_on_every_byte() {
+        for byte in 0..=u8::MAX {
+            assert_eq!(NEEDS_ESCAPE[usize::from(byte)], escape(byte).is_some(), "{byte:#04x}");
+        }
+    }
+
     #[test]
     fn every_scan_finds_the_same_byte() {
         #[cfg(target_arch = "x86_64")]

@@ -18,7 +18,7 @@ mod dedupe;
 mod dispatcher;
 mod shared;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! [`Server`] and its cards, [`ServerConfig`], [`Shared`] and [`Running`].
 //! It starts no task, and of its sibling modules imports only `dedupe`.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
