@@ -427,7 +427,10 @@ impl Client {
             tokio::time::timeout_at(call.deadline, published)
                 .await
                 .map_err(|_| CallError::Timeout {
-                    message: format!("the call could not be sent within {} ms", timeout.as_millis()),
+                    message: format!(
+                        "the call could not be sent within {} ms: the connection's outbox stayed full",
+                        timeout.as_millis()
+                    ),
                 })?
                 .map_err(transport)?;
             // Set when this publish will not be answered: wait for this

@@ -758,6 +758,28 @@ struct Held {
     waiter: Option<Waiter>,
     /// Its place in the outbox, given back as it leaves.
     _room: Option<OwnedSemaphorePermit>,
+    /// When it was queued: a Message Expiry counts the time spent here.
+    since: std::time::Instant,
+}
+
+impl Held {
+    /// The request as it leaves: a publish's Message Expiry shortened by
+    /// the whole seconds it waited (to no less than one, as 0 is not a
+    /// valid interval), so that it still expires when its sender meant.
+    fn leave(self) -> (Request, Option<Waiter>) {
+        let mut request = self.request;
+        if let Request::Publish(Message {
+            properties: Some(props),
+            ..
+        }) = &mut request
+        {
+            if let Some(expiry) = props.message_expiry_interval.as_mut() {
+                let waited = u32::try_from(self.since.elapsed().as_secs()).unwrap_or(u32::MAX);
+                *expiry = expiry.saturating_sub(waited).max(1);
+            }
+        }
+        (request, self.waiter)
+    }
 }
 
 /// Who hears of a packet's acknowledgement.
@@ -797,10 +819,18 @@ struct Book {
     unsent_at_error: usize,
     /// Subscriptions to restore after a reconnect, by filter.
     subscriptions: BTreeMap<String, QoS>,
-    /// Requests not handed to rumqttc yet, in order: the first is a QoS 1
-    /// publish waiting for a slot of the send window, and every request made
-    /// after it waits behind it, so that requests leave in the order made.
+    /// Publishes (and a goodbye) not handed to rumqttc yet, in order: the
+    /// first waits for a slot of the send window, or for the end of
+    /// `restoring`, and every one made after it waits behind it, so that
+    /// they leave in the order made. SUBSCRIBEs and UNSUBSCRIBEs need no
+    /// slot and never wait here.
     outbox: VecDeque<Held>,
+    /// Set from a reconnect until its subscriptions are made again (the
+    /// number says which reconnect): the outbox holds every publish until
+    /// then, so that the answers to what is sent can reach us.
+    restoring: Option<u64>,
+    /// Counts the reconnects that restored subscriptions.
+    restores: u64,
     /// The connection is closed for good: nothing more is booked.
     closed: bool,
 }
@@ -1036,7 +1066,8 @@ impl Link {
 
     /// Publishes, and runs `on_ack` on the connection task when the broker
     /// acknowledges the packet (or with [`Ack::Lost`] when it never will).
-    /// Returns once the packet is queued.
+    /// Returns once the packet is on its way: handed to rumqttc, or queued in
+    /// the outbox, which it waits for only when the outbox is full.
     pub(crate) async fn publish_then(
         &self,
         msg: Message,
@@ -1064,10 +1095,11 @@ impl Link {
         }
     }
 
-    /// Hands `request` to rumqttc, or, when a QoS 1 publish finds the send
-    /// window full or requests wait already, queues it in the outbox. A
-    /// publish needs a place there (`room`, or one free now); the few others
-    /// always get one.
+    /// Hands `request` to rumqttc, or queues it in the outbox: a QoS 1 or 2
+    /// publish that finds the send window full, and any publish (or the
+    /// goodbye) made while others wait there or subscriptions are being made
+    /// again. A publish needs a place in the outbox (`room`, or one free
+    /// now); the goodbye always gets one.
     fn submit(
         &self,
         request: Request,
@@ -1078,7 +1110,8 @@ impl Link {
         if book.closed {
             return Err(NotSent::Closed);
         }
-        if book.outbox.is_empty() {
+        let subscription = matches!(request, Request::Subscribe(_) | Request::Unsubscribe(_));
+        if subscription || (book.outbox.is_empty() && book.restoring.is_none()) {
             let slot = if request.needs_slot() {
                 self.window.slots.try_take()
             } else {
@@ -1101,6 +1134,7 @@ impl Link {
             request,
             waiter,
             _room: room,
+            since: std::time::Instant::now(),
         });
         Ok(())
     }
@@ -1138,11 +1172,15 @@ impl Link {
 
     /// Hands the outbox's requests to rumqttc, in order, while the send
     /// window has slots for them. The connection task calls it whenever
-    /// slots may have been freed: a PUBACK, a CONNACK, a lost session.
+    /// slots may have been freed (a PUBACK, a CONNACK, a lost session), and
+    /// [`Link::restored`] once subscriptions are back after a reconnect.
     fn pump(&self) {
         let mut failed = Vec::new();
         {
             let mut book = self.book.lock().expect("book lock");
+            if book.restoring.is_some() {
+                return;
+            }
             while let Some(first) = book.outbox.front() {
                 let slot = if first.request.needs_slot() {
                     match self.window.slots.try_take() {
@@ -1153,12 +1191,37 @@ impl Link {
                     None
                 };
                 let Some(held) = book.outbox.pop_front() else { break };
-                if let Err(waiter) = self.hand_over(&mut book, held.request, held.waiter, slot) {
+                let (request, waiter) = held.leave();
+                if let Err(waiter) = self.hand_over(&mut book, request, waiter, slot) {
                     failed.push(waiter);
                 }
             }
         }
         lost(failed);
+    }
+
+    /// Holds every publish in the outbox until [`Link::restored`] is called
+    /// with the number returned: the subscriptions of a reconnect are being
+    /// made again.
+    fn restoring(&self) -> u64 {
+        let mut book = self.book.lock().expect("book lock");
+        book.restores += 1;
+        book.restoring = Some(book.restores);
+        book.restores
+    }
+
+    /// The subscriptions of reconnect `which` are back (or could not all be
+    /// made): what the outbox holds may leave. A later reconnect's hold
+    /// stands.
+    fn restored(&self, which: u64) {
+        {
+            let mut book = self.book.lock().expect("book lock");
+            if book.restoring != Some(which) {
+                return;
+            }
+            book.restoring = None;
+        }
+        self.pump();
     }
 
     /// Subscribes, waits for the SUBACKs, and remembers the subscriptions so
@@ -1392,6 +1455,9 @@ async fn drive(
     } = watchers;
     let sessions_lost = Arc::new(sessions_lost);
     let book = &link.book;
+    // Fails what is pending when the task ends, however it ends: an aborted
+    // task, too, must not leave a publisher waiting for room.
+    let closing = CloseOnDrop(&link);
     let mut connected_once = false;
     let mut backoff = Duration::from_millis(50);
     // When the connection was last lost, while it stays lost.
@@ -1425,21 +1491,32 @@ async fn drive(
                     receive_max,
                 } => {
                     link.limit.on_connack(max_packet_size);
-                    link.window.resize(usize::from(receive_max.min(MAX_IN_FLIGHT)));
                     backoff = Duration::from_millis(50);
                     down_since = None;
-                    if connected_once {
+                    // After a reconnect, `on_reconnect` first frees the slots
+                    // of what the session lost, so that a smaller window can
+                    // take them away at once.
+                    let again = if connected_once {
                         *link.reconnected_at.lock().expect("reconnect lock") = Some(std::time::Instant::now());
-                        let again = on_reconnect(book, session_present);
+                        Some(on_reconnect(book, session_present))
+                    } else {
+                        None
+                    };
+                    link.window.resize(usize::from(receive_max.min(MAX_IN_FLIGHT)));
+                    if let Some(again) = again {
+                        // Nothing new is published until the subscriptions
+                        // are back: the answers to it need them.
+                        let hold = (!again.is_empty()).then(|| link.restoring());
                         let (link, sessions_lost) = (link.clone(), sessions_lost.clone());
                         // Not awaited here: the event loop must keep running.
                         // `subscribe` sends them in packets brokers accept.
                         tokio::spawn(async move {
-                            if !again.is_empty() {
+                            if let Some(hold) = hold {
                                 match link.subscribe(&again).await {
                                     Ok(()) => tracing::debug!(count = again.len(), session_present, "subscribed again"),
                                     Err(e) => tracing::error!(error = %e, "could not restore subscriptions"),
                                 }
+                                link.restored(hold);
                             }
                             if !session_present {
                                 // Told once the subscriptions are back, so
@@ -1502,8 +1579,7 @@ async fn drive(
             }
         }
     };
-    fail_all(book);
-    link.window.close();
+    drop(closing);
     let _ = state.send(match failure {
         Some(why) => {
             if connected_once {
@@ -1513,6 +1589,16 @@ async fn drive(
         }
         None => LinkState::Closed,
     });
+}
+
+/// Closes a link for good when dropped: see [`fail_all`].
+struct CloseOnDrop<'a>(&'a Link);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        fail_all(&self.0.book);
+        self.0.window.close();
+    }
 }
 
 /// Up to a quarter more, so that many clients cut off together do not all
@@ -2065,6 +2151,96 @@ mod tests {
             matches!(link.submit(Request::Disconnect, None, None), Err(NotSent::Closed)),
             "nothing is taken once closed"
         );
+    }
+
+    fn kinds_booked(link: &Link) -> Vec<Kind> {
+        link.book.lock().unwrap().queue.iter().map(|e| e.kind).collect()
+    }
+
+    #[tokio::test]
+    async fn subscriptions_jump_the_outbox_and_the_goodbye_waits_in_it() {
+        let (link, _opening) = unconnected_link(1);
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        publish_recorded(&link, "a", &acks).await;
+        publish_recorded(&link, "b", &acks).await;
+        let (tx, _rx) = oneshot::channel();
+        let filters = vec![("x/#".to_owned(), QoS::AtLeastOnce)];
+        assert!(link
+            .submit(Request::Subscribe(filters), Some(Waiter::Task(tx)), None)
+            .is_ok());
+        assert_eq!(
+            kinds_booked(&link),
+            [Kind::Publish, Kind::Subscribe],
+            "a SUBSCRIBE needs no slot"
+        );
+        assert!(link.submit(Request::Disconnect, None, None).is_ok());
+        assert_eq!(
+            outbox_topics(&link),
+            ["b", "(not a publish)"],
+            "the goodbye leaves after b"
+        );
+
+        sent(&link.book, Kind::Publish, 1);
+        settle(&link.book, Kind::Publish, 1, Ack::Published(PubAckReason::Success));
+        link.pump();
+        assert!(outbox_topics(&link).is_empty());
+        assert_eq!(kinds_booked(&link), [Kind::Subscribe, Kind::Publish]);
+    }
+
+    #[tokio::test]
+    async fn publishes_wait_while_the_subscriptions_of_a_reconnect_are_made_again() {
+        let (link, _opening) = unconnected_link(4);
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let first = link.restoring();
+        let second = link.restoring();
+        publish_recorded(&link, "a", &acks).await;
+        link.pump();
+        assert_eq!(outbox_topics(&link), ["a"], "held, though the window has room");
+        link.restored(first);
+        assert_eq!(outbox_topics(&link), ["a"], "a later reconnect's hold stands");
+        link.restored(second);
+        assert!(outbox_topics(&link).is_empty());
+        assert_eq!(kinds_booked(&link), [Kind::Publish]);
+    }
+
+    #[tokio::test]
+    async fn a_lost_session_frees_its_slots_for_what_the_outbox_holds() {
+        let (link, _opening) = unconnected_link(1);
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        publish_recorded(&link, "a", &acks).await;
+        publish_recorded(&link, "b", &acks).await;
+        sent(&link.book, Kind::Publish, 1);
+        on_reconnect(&link.book, false);
+        assert_eq!(*acks.lock().unwrap(), ["a"], "a was lost with the session");
+        link.pump();
+        assert!(outbox_topics(&link).is_empty(), "b takes a's slot");
+        assert_eq!(kinds_booked(&link), [Kind::Publish]);
+    }
+
+    #[test]
+    fn time_in_the_outbox_counts_against_a_message_expiry() {
+        let held = |expiry: u32, waited: u64| {
+            let mut msg = qos1("t");
+            msg.properties = Some(PublishProperties {
+                message_expiry_interval: Some(expiry),
+                ..Default::default()
+            });
+            let since = std::time::Instant::now() - Duration::from_secs(waited);
+            let (request, _) = Held {
+                request: Request::Publish(msg),
+                waiter: None,
+                _room: None,
+                since,
+            }
+            .leave();
+            match request {
+                Request::Publish(msg) => msg.properties.unwrap().message_expiry_interval,
+                _ => unreachable!(),
+            }
+        };
+        assert_eq!(held(10, 3), Some(7));
+        assert_eq!(held(2, 3), Some(1), "never 0, which is not an interval");
+        assert_eq!(held(10, 0), Some(10));
     }
 
     #[test]
