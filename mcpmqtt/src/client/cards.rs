@@ -7,11 +7,10 @@
 //! card keeps the same `tools_digest`.
 
 use std::collections::BTreeMap;
-
-use foldhash::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use foldhash::HashMap;
 use tokio::sync::watch;
 
 use crate::protocol::card::{ServerCard, Status, ToolCard, EXT_CALLER_TOPIC};

@@ -2,10 +2,10 @@
 //! the calls waiting for them, cards to the cache. It runs on the connection
 //! task, so it must not block or wait: a large response is parsed elsewhere.
 
-use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use rumqttc::v5::mqttbytes::v5::PubAckReason;
 use tokio::sync::{mpsc, oneshot};
 

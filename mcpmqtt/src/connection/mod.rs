@@ -1116,12 +1116,7 @@ impl Link {
         // (a server's 10,000 UNSUBSCRIBEs at shutdown took seconds more).
         let jumps = book.restoring.is_some() && matches!(request, Request::Subscribe(_) | Request::Unsubscribe(_));
         if jumps || (book.outbox.is_empty() && book.restoring.is_none()) {
-            let slot = if request.needs_slot() {
-                self.window.slots.try_take()
-            } else {
-                None
-            };
-            if slot.is_some() || !request.needs_slot() {
+            if let Some(slot) = self.slot_for(&request) {
                 return self
                     .hand_over(&mut book, request, waiter, slot)
                     .map_err(|_| NotSent::Closed);
@@ -1141,6 +1136,17 @@ impl Link {
             since: std::time::Instant::now(),
         });
         Ok(())
+    }
+
+    /// Whether `request` may leave now: `Some` with its slot of the send
+    /// window (`None` inside for a request that needs none), or `None` while
+    /// the window is full.
+    fn slot_for(&self, request: &Request) -> Option<Option<OwnedSemaphorePermit>> {
+        if request.needs_slot() {
+            self.window.slots.try_take().map(Some)
+        } else {
+            Some(None)
+        }
     }
 
     /// Books `request`'s expectation and puts it in rumqttc's channel, with
@@ -1186,13 +1192,8 @@ impl Link {
                 return;
             }
             while let Some(first) = book.outbox.front() {
-                let slot = if first.request.needs_slot() {
-                    match self.window.slots.try_take() {
-                        Some(slot) => Some(slot),
-                        None => break,
-                    }
-                } else {
-                    None
+                let Some(slot) = self.slot_for(&first.request) else {
+                    break;
                 };
                 let Some(held) = book.outbox.pop_front() else { break };
                 let (request, waiter) = held.leave();
@@ -2161,16 +2162,22 @@ mod tests {
         link.book.lock().unwrap().queue.iter().map(|e| e.kind).collect()
     }
 
+    /// A window of one: publish `a` handed to rumqttc, `b` in the outbox.
+    async fn a_sent_and_b_held() -> (Link, Opening, Arc<Mutex<Vec<String>>>) {
+        let (link, opening) = unconnected_link(1);
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        publish_recorded(&link, "a", &acks).await;
+        publish_recorded(&link, "b", &acks).await;
+        (link, opening, acks)
+    }
+
     fn subscribe_request() -> Request {
         Request::Subscribe(vec![("x/#".to_owned(), QoS::AtLeastOnce)])
     }
 
     #[tokio::test]
     async fn every_request_keeps_its_turn_behind_held_publishes() {
-        let (link, _opening) = unconnected_link(1);
-        let acks = Arc::new(Mutex::new(Vec::new()));
-        publish_recorded(&link, "a", &acks).await;
-        publish_recorded(&link, "b", &acks).await;
+        let (link, _opening, _acks) = a_sent_and_b_held().await;
         let (tx, _rx) = oneshot::channel();
         assert!(link.submit(subscribe_request(), Some(Waiter::Task(tx)), None).is_ok());
         assert!(link.submit(Request::Disconnect, None, None).is_ok());
@@ -2192,10 +2199,7 @@ mod tests {
 
     #[tokio::test]
     async fn subscriptions_made_again_pass_what_the_outbox_holds() {
-        let (link, _opening) = unconnected_link(1);
-        let acks = Arc::new(Mutex::new(Vec::new()));
-        publish_recorded(&link, "a", &acks).await;
-        publish_recorded(&link, "b", &acks).await;
+        let (link, _opening, _acks) = a_sent_and_b_held().await;
         let hold = link.restoring();
         let (tx, _rx) = oneshot::channel();
         assert!(link.submit(subscribe_request(), Some(Waiter::Task(tx)), None).is_ok());
@@ -2232,10 +2236,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lost_session_frees_its_slots_for_what_the_outbox_holds() {
-        let (link, _opening) = unconnected_link(1);
-        let acks = Arc::new(Mutex::new(Vec::new()));
-        publish_recorded(&link, "a", &acks).await;
-        publish_recorded(&link, "b", &acks).await;
+        let (link, _opening, acks) = a_sent_and_b_held().await;
         sent(&link.book, Kind::Publish, 1);
         on_reconnect(&link.book, false);
         assert_eq!(*acks.lock().unwrap(), ["a"], "a was lost with the session");

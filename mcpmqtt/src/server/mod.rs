@@ -18,10 +18,10 @@ mod dedupe;
 mod dispatcher;
 mod shared;
 
-use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use foldhash::HashMap;
 use rumqttc::v5::mqttbytes::v5::LastWill;
 use rumqttc::v5::mqttbytes::QoS;
 use tokio::sync::mpsc;

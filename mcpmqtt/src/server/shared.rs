@@ -2,11 +2,11 @@
 //! [`Server`] and its cards, [`ServerConfig`], [`Shared`] and [`Running`].
 //! It starts no task, and of its sibling modules imports only `dedupe`.
 
-use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use futures_util::{StreamExt, TryStreamExt};
 use rumqttc::v5::mqttbytes::v5::{PubAckReason, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
