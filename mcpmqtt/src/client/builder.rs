@@ -100,6 +100,17 @@ impl ClientBuilder {
                 router.fail_all(&why.unwrap_or_else(|| "the client disconnected".into()));
             });
         }
+        {
+            // A lost session reaches the calls waiting through the router,
+            // once its subscriptions are back.
+            let router = router.clone();
+            let mut sessions_lost = link.sessions_lost();
+            tokio::spawn(async move {
+                while sessions_lost.changed().await.is_ok() {
+                    router.session_lost();
+                }
+            });
+        }
         // Server Cards only: they list the tools, whose cards are fetched
         // when needed (see `discovery`).
         link.subscribe(&[

@@ -33,7 +33,7 @@ use tracing::Instrument;
 use crate::connection::{Link, Message, Protocol};
 use crate::error::{CallError, Error};
 use crate::protocol::card::{ServerCard, Status, ToolCard, EXT_CALLER_TOPIC};
-use crate::protocol::envelope::{now_rfc3339, CallResponse, CancelRequest, Partial, RequestView, ResponseStatus};
+use crate::protocol::envelope::{now_stamp, CallResponse, CancelRequest, Partial, RequestView, ResponseStatus};
 use crate::protocol::names;
 use crate::protocol::topics::Topics;
 use discovery::Discovery;
@@ -324,12 +324,12 @@ impl Client {
             }
         }
 
-        let timestamp = now_rfc3339();
+        let timestamp = now_stamp();
         let request = RequestView {
             call_id: &call_id,
             arguments: &arguments,
             client: &inner.identity,
-            timestamp: Some(&timestamp),
+            timestamp: Some(timestamp.as_str()),
             response_topic: Some(&inner.response_topic),
             private_stream: !v01,
         };
@@ -419,9 +419,8 @@ impl Client {
             // The PUBACK is heard on the connection task: a refusal wakes the
             // call through `response_rx`, a success wakes nobody.
             let on_ack = {
-                let router = inner.router.clone();
-                let (call_id, tool) = (call.call_id.clone(), call.tool.to_owned());
-                move |ack| router.on_call_ack(&call_id, attempt, &tool, ack)
+                let (router, call_id) = (inner.router.clone(), call.call_id.clone());
+                move |ack| router.on_call_ack(&call_id, attempt, ack)
             };
             let published = inner.link.publish_then(call.message(), on_ack);
             tokio::time::timeout_at(call.deadline, published)
@@ -443,6 +442,13 @@ impl Client {
                     answer = &mut response_rx => match answer {
                         Ok(Answer::Response(response)) => return Ok(response),
                         Ok(Answer::Failed(e)) => return Err(e),
+                        Ok(Answer::Refused(reason)) => return Err(router::refusal(call.tool, reason)),
+                        // The broker lost the session: the call, or its
+                        // response, may be gone with it.
+                        Ok(Answer::SessionLost) => {
+                            tracing::debug!("the session was lost while the call waited: publishing again");
+                            after_new_session = true;
+                        }
                         Ok(Answer::NoSubscribers) => {
                             refusals += 1;
                             let passing = if inner.router.cards.tool_online(call.tool) {
@@ -488,12 +494,6 @@ impl Client {
                         if let Some(f) = &options.on_partial {
                             order.take(event, f.as_ref());
                         }
-                    }
-                    // The broker lost the session: the call, or its response,
-                    // may be gone with it.
-                    Ok(()) = sessions_lost.changed() => {
-                        tracing::debug!("the session was lost while the call waited: publishing again");
-                        after_new_session = true;
                     }
                     _ = cancelled(&options.cancel) => {
                         return Err(CallError::Cancelled { message: format!("the caller cancelled the call of `{}`", call.tool) });

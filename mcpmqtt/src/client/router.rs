@@ -44,6 +44,13 @@ pub(super) enum Answer {
     /// The connection was lost, and the session with it, before the broker
     /// acknowledged the call.
     Lost,
+    /// The broker refused the call's publish with this reason (the call's
+    /// task, which knows the tool, says so in its error).
+    Refused(PubAckReason),
+    /// The broker acknowledged the call, then lost the session: the call,
+    /// or its response, may be gone with it. Told once the new session has
+    /// its subscriptions back.
+    SessionLost,
 }
 
 /// Routes incoming messages: responses and partials to their calls, cards
@@ -111,7 +118,7 @@ impl Router {
     /// Takes the broker's verdict on a call's publish, on the connection
     /// task: an accepted call is only marked (its task sleeps on until the
     /// response), anything else wakes it.
-    pub(super) fn on_call_ack(&self, call_id: &str, attempt: u32, tool: &str, ack: Ack) {
+    pub(super) fn on_call_ack(&self, call_id: &str, attempt: u32, ack: Ack) {
         let mut calls = self.calls.lock().expect("calls lock");
         let Some(waiting) = calls.get_mut(call_id).filter(|w| w.attempt == attempt) else {
             return; // an earlier publish of a call sent again since
@@ -122,9 +129,7 @@ impl Router {
                 return;
             }
             Ack::Published(PubAckReason::NoMatchingSubscribers) => Answer::NoSubscribers,
-            Ack::Published(reason) => Answer::Failed(check_puback(tool, reason).err().unwrap_or_else(|| {
-                CallError::Transport(format!("the broker answered the call to `{tool}` with {reason:?}"))
-            })),
+            Ack::Published(reason) => Answer::Refused(reason),
             _ => Answer::Lost,
         };
         if let Some(waiting) = calls.remove(call_id) {
@@ -136,6 +141,15 @@ impl Router {
     pub(super) fn accepted(&self, call_id: &str) -> bool {
         let calls = self.calls.lock().expect("calls lock");
         calls.get(call_id).is_some_and(|w| w.accepted)
+    }
+
+    /// The broker lost the session, whose subscriptions are back now: every
+    /// call waiting is told to publish again. One signal through the
+    /// router, so that no call has to watch for it while it waits.
+    pub(super) fn session_lost(&self) {
+        for (_, waiting) in self.calls.lock().expect("calls lock").drain() {
+            let _ = waiting.response.send(Answer::SessionLost);
+        }
     }
 
     /// Fails every waiting call: the connection is gone for good.
@@ -194,19 +208,16 @@ impl Drop for CallGuard<'_> {
     }
 }
 
-/// The broker's verdict on the call's publish.
-fn check_puback(tool: &str, reason: PubAckReason) -> Result<(), CallError> {
+/// The error of a call to `tool` whose publish the broker refused.
+pub(super) fn refusal(tool: &str, reason: PubAckReason) -> CallError {
     match reason {
-        PubAckReason::Success => Ok(()),
-        PubAckReason::NotAuthorized => Err(CallError::Unauthorized {
+        PubAckReason::NotAuthorized => CallError::Unauthorized {
             message: format!("the broker refused the call to `{tool}` (PUBACK 0x87: not authorized)"),
-        }),
-        PubAckReason::NoMatchingSubscribers => Err(CallError::Unavailable {
+        },
+        PubAckReason::NoMatchingSubscribers => CallError::Unavailable {
             message: format!("no server is subscribed to `{tool}` (PUBACK 0x10: no matching subscribers)"),
-        }),
-        other => Err(CallError::Transport(format!(
-            "the broker refused the call to `{tool}`: {other:?}"
-        ))),
+        },
+        other => CallError::Transport(format!("the broker refused the call to `{tool}`: {other:?}")),
     }
 }
 
@@ -217,6 +228,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_lost_session_wakes_every_waiting_call_once() {
+        let router = Router::default();
+        let correlation = Bytes::from_static(b"x");
+        let mut rx: Vec<_> = ["accepted", "sent"]
+            .into_iter()
+            .map(|id| router.register((*id).into(), &correlation, 1))
+            .collect();
+        router.on_call_ack("accepted", 1, Ack::Published(PubAckReason::Success));
+        router.session_lost();
+        assert!(matches!(rx[0].try_recv(), Ok(Answer::SessionLost)));
+        assert!(matches!(rx[1].try_recv(), Ok(Answer::SessionLost)));
+        assert!(
+            router.calls.lock().unwrap().is_empty(),
+            "each publishes again, and waits anew"
+        );
+    }
+
+    #[test]
     fn the_brokers_verdict_marks_or_wakes_the_waiting_call() {
         let router = Router::default();
         let correlation = Bytes::from_static(b"x");
@@ -224,17 +253,17 @@ mod tests {
             .into_iter()
             .map(|id| router.register((*id).into(), &correlation, 2))
             .collect();
-        router.on_call_ack("ok", 2, "echo", Ack::Published(PubAckReason::Success));
-        router.on_call_ack("refused", 2, "echo", Ack::Published(PubAckReason::NotAuthorized));
-        router.on_call_ack("lost", 2, "echo", Ack::Lost);
-        router.on_call_ack("nobody", 2, "echo", Ack::Published(PubAckReason::NoMatchingSubscribers));
+        router.on_call_ack("ok", 2, Ack::Published(PubAckReason::Success));
+        router.on_call_ack("refused", 2, Ack::Published(PubAckReason::NotAuthorized));
+        router.on_call_ack("lost", 2, Ack::Lost);
+        router.on_call_ack("nobody", 2, Ack::Published(PubAckReason::NoMatchingSubscribers));
         // The acknowledgement of an earlier publish of the same call.
-        router.on_call_ack("stale", 1, "echo", Ack::Published(PubAckReason::NoMatchingSubscribers));
+        router.on_call_ack("stale", 1, Ack::Published(PubAckReason::NoMatchingSubscribers));
         assert!(router.accepted("ok"));
         assert!(rx[0].try_recv().is_err(), "an accepted call waits on for its response");
         assert!(matches!(
             rx[1].try_recv(),
-            Ok(Answer::Failed(CallError::Unauthorized { .. }))
+            Ok(Answer::Refused(PubAckReason::NotAuthorized))
         ));
         assert!(matches!(rx[2].try_recv(), Ok(Answer::Lost)));
         assert!(matches!(rx[3].try_recv(), Ok(Answer::NoSubscribers)));

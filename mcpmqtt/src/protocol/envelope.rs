@@ -522,13 +522,31 @@ fn read_response_fast(payload: &[u8]) -> Option<CallResponse> {
 
 /// Now, as RFC 3339 UTC with milliseconds (`2026-11-23T21:08:03.123Z`).
 pub(crate) fn now_rfc3339() -> String {
+    now_stamp().as_str().to_owned()
+}
+
+/// The time now, as [`now_rfc3339`] writes it, without an allocation: each
+/// call carries one.
+pub(crate) fn now_stamp() -> Stamp {
     rfc3339_millis(time::OffsetDateTime::now_utc())
+}
+
+/// An RFC 3339 UTC time with milliseconds, on the stack.
+pub(crate) struct Stamp([u8; 24]);
+
+impl Stamp {
+    pub(crate) fn as_str(&self) -> &str {
+        debug_assert!(self.0.is_ascii());
+        // SAFETY: only `rfc3339_millis` makes one, of ASCII digits and
+        // separators; checking them again would cost more than writing them.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
 }
 
 /// `at` as RFC 3339 UTC with milliseconds. Digits written by hand: it
 /// stamps every call, and the formatting machinery (`time`'s, or `write!`)
 /// costs more than the rest of encoding a call.
-fn rfc3339_millis(at: time::OffsetDateTime) -> String {
+fn rfc3339_millis(at: time::OffsetDateTime) -> Stamp {
     let at = at.to_offset(time::UtcOffset::UTC);
     let mut out = *b"0000-00-00T00:00:00.000Z";
     let mut put = |at: usize, width: usize, mut n: u32| {
@@ -549,7 +567,7 @@ fn rfc3339_millis(at: time::OffsetDateTime) -> String {
     put(14, 2, minute.into());
     put(17, 2, second.into());
     put(20, 3, milli.into());
-    std::str::from_utf8(&out).expect("ASCII digits").to_owned()
+    Stamp(out)
 }
 
 #[cfg(test)]
@@ -565,7 +583,7 @@ mod tests {
             (datetime!(1999-12-31 23:59:59.999 UTC), "1999-12-31T23:59:59.999Z"),
             (datetime!(2026-12-07 01:00:00.000 +02:00), "2026-12-06T23:00:00.000Z"),
         ] {
-            assert_eq!(rfc3339_millis(at), text);
+            assert_eq!(rfc3339_millis(at).as_str(), text);
         }
     }
 

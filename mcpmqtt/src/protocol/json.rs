@@ -134,37 +134,66 @@ static NEEDS_ESCAPE: [bool; 256] = {
 mod avx2 {
     use std::arch::x86_64::{
         __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_min_epu8, _mm256_movemask_epi8, _mm256_or_si256,
-        _mm256_set1_epi8,
+        _mm256_set1_epi8, _mm256_testz_si256,
     };
 
-    /// Bit `i` is set if byte `at + i` needs an escape.
+    /// 0xff in each byte of the 32 at `at` that needs an escape.
+    ///
+    /// # Safety
+    ///
+    /// `at + 32 <= bytes.len()`. Checked by the callers' loop conditions:
+    /// a bounds check here, four times a block, cost a third of the scan.
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn flags(bytes: &[u8], at: usize) -> u64 {
-        let block: &[u8; 32] = bytes[at..at + 32].try_into().expect("32 bytes");
-        // SAFETY: `block` is 32 readable bytes, and an unaligned load
-        // requires no alignment.
-        let x = unsafe { _mm256_loadu_si256(block.as_ptr().cast::<__m256i>()) };
+    unsafe fn marks(bytes: &[u8], at: usize) -> __m256i {
+        debug_assert!(at + 32 <= bytes.len());
+        // SAFETY: the 32 bytes from `at` are in `bytes` (the caller's
+        // promise), and an unaligned load requires no alignment.
+        let x = unsafe { _mm256_loadu_si256(bytes.as_ptr().add(at).cast::<__m256i>()) };
         let quote = _mm256_cmpeq_epi8(x, _mm256_set1_epi8(b'"' as i8));
         let backslash = _mm256_cmpeq_epi8(x, _mm256_set1_epi8(b'\\' as i8));
         // Below 0x20, unsigned: min(x, 0x1f) == x.
         let control = _mm256_cmpeq_epi8(_mm256_min_epu8(x, _mm256_set1_epi8(0x1f)), x);
-        u64::from(_mm256_movemask_epi8(_mm256_or_si256(_mm256_or_si256(quote, backslash), control)) as u32)
+        _mm256_or_si256(_mm256_or_si256(quote, backslash), control)
+    }
+
+    /// Bit `i` is set if byte `i` of the block `marks` came from needs an escape.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn flags(marks: __m256i) -> u64 {
+        u64::from(_mm256_movemask_epi8(marks) as u32)
     }
 
     /// `Ok` with the index of the first byte that needs an escape, or
     /// `Err` with where fewer than 32 bytes are left to look at.
     #[target_feature(enable = "avx2")]
     pub(super) fn find(bytes: &[u8], mut at: usize) -> Result<usize, usize> {
-        while at + 64 <= bytes.len() {
-            let all = flags(bytes, at) | flags(bytes, at + 32) << 32;
-            if all != 0 {
-                return Ok(at + all.trailing_zeros() as usize);
+        // Long strings are mostly plain: four blocks are tested with one
+        // branch, and only a block with a mark is looked into.
+        while at + 128 <= bytes.len() {
+            // SAFETY: the four blocks end at `at + 128`, within `bytes`.
+            let (a, b, c, d) = unsafe {
+                (
+                    marks(bytes, at),
+                    marks(bytes, at + 32),
+                    marks(bytes, at + 64),
+                    marks(bytes, at + 96),
+                )
+            };
+            let any = _mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d));
+            if _mm256_testz_si256(any, any) == 0 {
+                let low = flags(a) | flags(b) << 32;
+                if low != 0 {
+                    return Ok(at + low.trailing_zeros() as usize);
+                }
+                let high = flags(c) | flags(d) << 32;
+                return Ok(at + 64 + high.trailing_zeros() as usize);
             }
-            at += 64;
+            at += 128;
         }
         while at + 32 <= bytes.len() {
-            let found = flags(bytes, at);
+            // SAFETY: the block ends at `at + 32`, within `bytes`.
+            let found = flags(unsafe { marks(bytes, at) });
             if found != 0 {
                 return Ok(at + found.trailing_zeros() as usize);
             }
@@ -265,41 +294,49 @@ impl<'a> Object<'a> {
         Object { out, first: true }
     }
 
-    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+    /// Keys are the protocol's own field names, which need no escape: they
+    /// are copied as they are, not scanned.
+    fn key(&mut self, key: &'static str) -> &mut Vec<u8> {
+        debug_assert!(
+            !key.bytes().any(|b| NEEDS_ESCAPE[usize::from(b)]),
+            "{key:?} needs an escape"
+        );
         if !std::mem::take(&mut self.first) {
             self.out.push(b',');
         }
-        write_str(self.out, key);
-        self.out.push(b':');
+        self.out.reserve(key.len() + 3);
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
         self.out
     }
 
-    pub(crate) fn str(&mut self, key: &str, value: &str) -> &mut Self {
+    pub(crate) fn str(&mut self, key: &'static str, value: &str) -> &mut Self {
         let out = self.key(key);
         write_str(out, value);
         self
     }
 
-    pub(crate) fn value(&mut self, key: &str, value: &Value) -> &mut Self {
+    pub(crate) fn value(&mut self, key: &'static str, value: &Value) -> &mut Self {
         let out = self.key(key);
         write_value(out, value);
         self
     }
 
-    pub(crate) fn u64(&mut self, key: &str, value: u64) -> &mut Self {
+    pub(crate) fn u64(&mut self, key: &'static str, value: u64) -> &mut Self {
         let out = self.key(key);
         serde_json::to_writer(&mut *out, &value).expect("writing to a Vec cannot fail");
         self
     }
 
-    pub(crate) fn bool(&mut self, key: &str, value: bool) -> &mut Self {
+    pub(crate) fn bool(&mut self, key: &'static str, value: bool) -> &mut Self {
         let out = self.key(key);
         out.extend_from_slice(if value { b"true" } else { b"false" });
         self
     }
 
     /// Writes a nested object's fields.
-    pub(crate) fn object(&mut self, key: &str, fields: impl FnOnce(&mut Object<'_>)) -> &mut Self {
+    pub(crate) fn object(&mut self, key: &'static str, fields: impl FnOnce(&mut Object<'_>)) -> &mut Self {
         let out = self.key(key);
         let mut inner = Object::new(out);
         fields(&mut inner);

@@ -377,15 +377,15 @@ impl Dispatcher {
             };
             StreamSink::mqtt(self.reply_link.clone(), topic)
         });
-        // The handler hears the caller's cancel at once, through a child of
-        // its token; a handler that cancels its own context does not make
-        // its call look cancelled by the caller.
+        // The handler hears the caller's cancel at once, through the call's
+        // token; a handler that cancels its own context (as the timeout
+        // does) does not make its call look cancelled by the caller.
         let ctx = CallContext::new(
             call_id.clone(),
             tool.name.clone(),
             caller,
             stream,
-            cancel.child_token(),
+            cancel.clone(),
             self.shared.config.states.clone(),
         );
         // A handler may panic while building its future, or while running

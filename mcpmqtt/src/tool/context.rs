@@ -2,13 +2,13 @@
 //! hands the handler its call, never the connection: partials leave through
 //! the sink the dispatcher set up.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Link, Message};
@@ -64,7 +64,14 @@ struct Inner {
     tool: Arc<str>,
     caller: Caller,
     stream: Option<StreamSink>,
+    /// The caller's cancel, shared with the dispatcher.
     cancel: CancellationToken,
+    /// Set by [`CallContext::cancel`] (the tool's timeout, or the handler
+    /// itself): heard by the handler, not taken for the caller's cancel. A
+    /// flag here, not a child token, which would be one more allocation and
+    /// two locked links a call.
+    stopped: AtomicBool,
+    stop: Notify,
 }
 
 impl std::fmt::Debug for CallContext {
@@ -78,9 +85,9 @@ impl std::fmt::Debug for CallContext {
 }
 
 impl CallContext {
-    /// A call's context. `cancel` is what [`CallContext::cancelled`] waits
-    /// on (the dispatcher gives a child of the call's own token); `states`
-    /// the server's registered state.
+    /// A call's context. `cancel` is the caller's cancel, which
+    /// [`CallContext::cancelled`] hears besides [`CallContext::cancel`];
+    /// `states` the server's registered state.
     pub(crate) fn new(
         call_id: String,
         tool: Arc<str>,
@@ -96,6 +103,8 @@ impl CallContext {
                 caller,
                 stream,
                 cancel,
+                stopped: AtomicBool::new(false),
+                stop: Notify::new(),
             }),
             states,
         }
@@ -121,19 +130,38 @@ impl CallContext {
     /// # }
     /// ```
     pub async fn cancelled(&self) {
-        self.inner.cancel.cancelled().await
+        let inner = &*self.inner;
+        let stopped = async {
+            loop {
+                // Registered before the flag is read: a `cancel` between the
+                // two still wakes it.
+                let notified = inner.stop.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if inner.stopped.load(Ordering::Acquire) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::select! {
+            _ = inner.cancel.cancelled() => {}
+            _ = stopped => {}
+        }
     }
 
     /// Whether the call has been cancelled, for a handler that checks
     /// between steps.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.cancel.is_cancelled()
+        self.inner.stopped.load(Ordering::Acquire) || self.inner.cancel.is_cancelled()
     }
 
-    /// Cancels the call: what the dispatcher does on a cancel or a timeout,
-    /// and a unit test to see how a handler takes it.
+    /// Cancels the call for its handler: what the dispatcher does on a
+    /// timeout, and a unit test to see how a handler takes it. The caller's
+    /// own cancel reaches the handler without it.
     pub fn cancel(&self) {
-        self.inner.cancel.cancel()
+        self.inner.stopped.store(true, Ordering::Release);
+        self.inner.stop.notify_waiters();
     }
 
     /// The context with the server's registered state.
@@ -319,5 +347,64 @@ impl StreamSink {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn context(cancel: CancellationToken) -> CallContext {
+        CallContext::new(
+            "c1".into(),
+            "crawl".into(),
+            Caller::new("scout", true),
+            None,
+            cancel,
+            States::default(),
+        )
+    }
+
+    /// The timeout's cancel wakes a handler already waiting, and is not
+    /// taken for the caller's.
+    #[tokio::test]
+    async fn the_contexts_own_cancel_wakes_a_waiting_handler_and_not_the_caller() {
+        let by_caller = CancellationToken::new();
+        let ctx = context(by_caller.clone());
+        let waiting = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { ctx.cancelled().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!ctx.is_cancelled());
+        ctx.cancel();
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting handler heard the cancel")
+            .unwrap();
+        assert!(ctx.is_cancelled());
+        assert!(!by_caller.is_cancelled(), "the caller did not cancel");
+        // Cancelled already: a later wait returns at once.
+        tokio::time::timeout(Duration::from_secs(10), ctx.cancelled())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_callers_cancel_reaches_the_handler() {
+        let by_caller = CancellationToken::new();
+        let ctx = context(by_caller.clone());
+        let waiting = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { ctx.cancelled().await }
+        });
+        by_caller.cancel();
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting handler heard the cancel")
+            .unwrap();
+        assert!(ctx.is_cancelled());
     }
 }
