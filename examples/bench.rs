@@ -705,10 +705,14 @@ impl Proc {
                     Ok(event) => c.args(["-e", &event]),
                     Err(_) => c.args(["-F", "999"]),
                 };
-                c.args(["-q", "--call-graph", "dwarf,16384", "-o"])
-                    .arg(dir.join(format!("{label}.data")))
-                    .arg("--")
-                    .arg(&exe);
+                // `MCPMQTT_BENCH_PERF_GRAPH=none` samples without stacks: copying
+                // 16 KiB of stack a sample costs more than a call does.
+                match std::env::var("MCPMQTT_BENCH_PERF_GRAPH").as_deref() {
+                    Ok("none") => c.arg("-q"),
+                    Ok(graph) => c.args(["-q", "--call-graph", graph]),
+                    Err(_) => c.args(["-q", "--call-graph", "dwarf,16384"]),
+                };
+                c.arg("-o").arg(dir.join(format!("{label}.data"))).arg("--").arg(&exe);
                 c
             }
             (None, None) => Command::new(&exe),

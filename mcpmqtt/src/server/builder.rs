@@ -154,7 +154,7 @@ impl ServerBuilder {
     /// How calls already run are recognised when they come again (a QoS 1
     /// redelivery, a replay): such a call is not run twice, and gets the
     /// first run's response again. Default: the last 10,000 calls, for 10
-    /// minutes, with up to 64 MiB of cached responses.
+    /// minutes, with up to 8 MiB of cached responses (the newest).
     pub fn dedupe_window(mut self, window: DedupeWindow) -> Self {
         self.config.dedupe = window;
         self

@@ -21,9 +21,12 @@ pub struct DedupeWindow {
     pub capacity: usize,
     /// How long a call is remembered.
     pub max_age: Duration,
-    /// The most bytes of cached responses kept; beyond it a duplicate of a
-    /// finished call is still not run again, but gets an error instead of
-    /// the original result.
+    /// The most bytes of cached responses kept. The oldest are dropped
+    /// first; a duplicate of a call whose response was dropped is still not
+    /// run again, but gets an error instead of the original result. The
+    /// default, 8 MiB, holds every response of the window when they are
+    /// under 800 bytes, and keeps a server of large results small, and in
+    /// the CPU's cache.
     pub max_cached_bytes: usize,
 }
 
@@ -32,7 +35,7 @@ impl Default for DedupeWindow {
         DedupeWindow {
             capacity: 10_000,
             max_age: Duration::from_secs(600),
-            max_cached_bytes: 64 * 1024 * 1024,
+            max_cached_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -145,6 +148,9 @@ pub(crate) struct Window {
     order: VecDeque<(u64, Instant, CallKey)>,
     next_entry: u64,
     cached_bytes: usize,
+    /// Calls whose entry is below this one have had their responses
+    /// dropped for the byte budget: the sweep goes on from here.
+    swept: u64,
 }
 
 impl Window {
@@ -155,6 +161,7 @@ impl Window {
             order: VecDeque::new(),
             next_entry: 0,
             cached_bytes: 0,
+            swept: 0,
         }
     }
 
@@ -179,16 +186,46 @@ impl Window {
         Seen::New
     }
 
-    /// Records a call's response, so that a duplicate gets it again.
+    /// Records a call's response, so that a duplicate gets it again. Over
+    /// the byte budget, the oldest responses make room: a duplicate comes
+    /// soon after its call, if it comes at all.
     pub(crate) fn finish(&mut self, key: &CallKey, response: &Bytes) {
-        let fits = self.cached_bytes + response.len() <= self.limits.max_cached_bytes;
+        let Some(&(entry, _)) = self.calls.get(key) else {
+            return;
+        };
+        let max = self.limits.max_cached_bytes;
+        if self.cached_bytes + response.len() > max && response.len() <= max {
+            self.make_room(response.len(), entry);
+        }
+        let fits = self.cached_bytes + response.len() <= max;
+        if fits {
+            self.cached_bytes += response.len();
+        }
         if let Some((_, state)) = self.calls.get_mut(key) {
-            *state = if fits {
-                self.cached_bytes += response.len();
-                State::Finished(Some(response.clone()))
-            } else {
-                State::Finished(None)
-            };
+            *state = State::Finished(fits.then(|| response.clone()));
+        }
+    }
+
+    /// Drops cached responses, oldest first and older than entry `upto`,
+    /// until `needed` more bytes fit the budget. Each entry is swept once.
+    fn make_room(&mut self, needed: usize, upto: u64) {
+        let Some(&(first, _, _)) = self.order.front() else {
+            return;
+        };
+        let from = usize::try_from(self.swept.saturating_sub(first)).unwrap_or(usize::MAX);
+        for (entry, _, key) in self.order.iter().skip(from) {
+            if self.cached_bytes + needed <= self.limits.max_cached_bytes || *entry >= upto {
+                break;
+            }
+            self.swept = entry + 1;
+            if let Some((e, state)) = self.calls.get_mut(key) {
+                if *e == *entry {
+                    if let State::Finished(Some(response)) = state {
+                        self.cached_bytes -= response.len();
+                        *state = State::Finished(None);
+                    }
+                }
+            }
         }
     }
 
@@ -272,18 +309,44 @@ mod tests {
     }
 
     #[test]
-    fn cached_responses_are_bounded_in_bytes() {
+    fn cached_responses_are_bounded_in_bytes_and_the_oldest_make_room() {
+        let now = Instant::now();
+        let mut w = Window::new(limits(10, Duration::from_secs(10), 6));
+        for (id, response) in [("a", "abc"), ("b", "de"), ("c", "fgh")] {
+            w.check(&key(id), now);
+            w.finish(&key(id), &Bytes::from(response));
+        }
+        assert_eq!(w.check(&key("a"), now), Seen::Finished(None), "dropped for the newer");
+        assert_eq!(w.check(&key("b"), now), Seen::Finished(Some(Bytes::from("de"))));
+        assert_eq!(w.check(&key("c"), now), Seen::Finished(Some(Bytes::from("fgh"))));
+        assert_eq!(w.cached_bytes, 5);
+        // Larger than the whole budget: not cached, and nothing dropped for it.
+        w.check(&key("d"), now);
+        w.finish(&key("d"), &Bytes::from("0123456"));
+        assert_eq!(w.check(&key("d"), now), Seen::Finished(None));
+        assert_eq!(w.check(&key("c"), now), Seen::Finished(Some(Bytes::from("fgh"))));
+    }
+
+    /// A call that finishes after newer calls finished does not drop their
+    /// responses for its own: the sweep stops at its entry.
+    #[test]
+    fn a_late_finisher_does_not_push_out_newer_responses() {
         let now = Instant::now();
         let mut w = Window::new(limits(10, Duration::from_secs(10), 4));
-        w.check(&key("a"), now);
-        w.finish(&key("a"), &Bytes::from_static(b"abc"));
-        w.check(&key("b"), now);
-        w.finish(&key("b"), &Bytes::from_static(b"def"));
-        assert_eq!(
-            w.check(&key("a"), now),
-            Seen::Finished(Some(Bytes::from_static(b"abc")))
-        );
-        assert_eq!(w.check(&key("b"), now), Seen::Finished(None), "over the byte budget");
+        w.check(&key("slow"), now);
+        w.check(&key("quick"), now);
+        w.finish(&key("quick"), &Bytes::from("abcd"));
+        w.finish(&key("slow"), &Bytes::from("ef"));
+        assert_eq!(w.check(&key("quick"), now), Seen::Finished(Some(Bytes::from("abcd"))));
+        assert_eq!(w.check(&key("slow"), now), Seen::Finished(None));
+        // Evicted by count, a call's cached bytes are given back.
+        let mut w = Window::new(limits(2, Duration::from_secs(10), 4));
+        for id in ["x", "y", "z"] {
+            w.check(&key(id), now);
+            w.finish(&key(id), &Bytes::from("ab"));
+        }
+        assert_eq!(w.cached_bytes, 4);
+        assert_eq!(w.check(&key("z"), now), Seen::Finished(Some(Bytes::from("ab"))));
     }
 
     #[test]
