@@ -367,44 +367,43 @@ mod tests {
         )
     }
 
+    /// A handler waiting on `ctx.cancelled()`, in a task of its own.
+    fn waiting(ctx: &CallContext) -> tokio::task::JoinHandle<()> {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { ctx.cancelled().await })
+    }
+
+    async fn heard(handler: tokio::task::JoinHandle<()>) {
+        tokio::time::timeout(Duration::from_secs(10), handler)
+            .await
+            .expect("the waiting handler heard the cancel")
+            .unwrap();
+    }
+
     /// The timeout's cancel wakes a handler already waiting, and is not
     /// taken for the caller's.
     #[tokio::test]
     async fn the_contexts_own_cancel_wakes_a_waiting_handler_and_not_the_caller() {
         let by_caller = CancellationToken::new();
         let ctx = context(by_caller.clone());
-        let waiting = tokio::spawn({
-            let ctx = ctx.clone();
-            async move { ctx.cancelled().await }
-        });
+        let handler = waiting(&ctx);
         tokio::task::yield_now().await;
         assert!(!ctx.is_cancelled());
         ctx.cancel();
-        tokio::time::timeout(Duration::from_secs(10), waiting)
-            .await
-            .expect("the waiting handler heard the cancel")
-            .unwrap();
+        heard(handler).await;
         assert!(ctx.is_cancelled());
         assert!(!by_caller.is_cancelled(), "the caller did not cancel");
         // Cancelled already: a later wait returns at once.
-        tokio::time::timeout(Duration::from_secs(10), ctx.cancelled())
-            .await
-            .unwrap();
+        heard(waiting(&ctx)).await;
     }
 
     #[tokio::test]
     async fn the_callers_cancel_reaches_the_handler() {
         let by_caller = CancellationToken::new();
         let ctx = context(by_caller.clone());
-        let waiting = tokio::spawn({
-            let ctx = ctx.clone();
-            async move { ctx.cancelled().await }
-        });
+        let handler = waiting(&ctx);
         by_caller.cancel();
-        tokio::time::timeout(Duration::from_secs(10), waiting)
-            .await
-            .expect("the waiting handler heard the cancel")
-            .unwrap();
+        heard(handler).await;
         assert!(ctx.is_cancelled());
     }
 }
