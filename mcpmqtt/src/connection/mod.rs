@@ -938,11 +938,82 @@ impl Opening {
     }
 }
 
+/// A received publish's topic: the bytes rumqttc read it into, checked as
+/// UTF-8 once. Not copied into a `String`: every call and response has one.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Topic(Bytes);
+
+impl Topic {
+    /// Topics are UTF-8 by the MQTT spec; a broker that sent anything else
+    /// gets its bytes read leniently rather than the publish dropped.
+    pub(crate) fn new(bytes: Bytes) -> Self {
+        match std::str::from_utf8(&bytes) {
+            Ok(_) => Topic(bytes),
+            Err(_) => Topic(Bytes::from(String::from_utf8_lossy(&bytes).into_owned())),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // SAFETY: `new` and the `From` impls take only UTF-8.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+}
+
+impl std::ops::Deref for Topic {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<String> for Topic {
+    fn from(topic: String) -> Self {
+        Topic(Bytes::from(topic))
+    }
+}
+
+impl From<&str> for Topic {
+    fn from(topic: &str) -> Self {
+        Topic(Bytes::copy_from_slice(topic.as_bytes()))
+    }
+}
+
+impl PartialEq<str> for Topic {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Topic {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Topic {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl std::fmt::Debug for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A publish received, whichever MQTT version brought it. The MQTT 5
 /// properties are `None` on MQTT 3.1.1.
 #[derive(Debug, Clone)]
 pub(crate) struct Incoming {
-    pub topic: String,
+    pub topic: Topic,
     pub payload: Bytes,
     pub qos: QoS,
     /// The MQTT 5 Response Topic.

@@ -15,7 +15,7 @@ use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::Outgoing;
 
-use super::{Incoming, Kind, Message};
+use super::{Incoming, Kind, Message, Topic};
 
 /// The options of one connection: one set per broker of the list, the
 /// first tried first. A lost connection is made again with the next set
@@ -161,7 +161,7 @@ fn qos_from_v311(qos: rumqttc::QoS) -> QoS {
 pub(crate) fn incoming_v5(publish: p5::Publish) -> Incoming {
     let props = publish.properties.unwrap_or_default();
     Incoming {
-        topic: topic_string(publish.topic),
+        topic: Topic::new(publish.topic),
         payload: publish.payload,
         qos: publish.qos,
         response_topic: props.response_topic,
@@ -174,22 +174,13 @@ pub(crate) fn incoming_v5(publish: p5::Publish) -> Incoming {
 /// A publish received over MQTT 3.1.1: no properties.
 pub(crate) fn incoming_v311(publish: rumqttc::Publish) -> Incoming {
     Incoming {
-        topic: publish.topic,
+        topic: publish.topic.into(),
         payload: publish.payload,
         qos: qos_from_v311(publish.qos),
         response_topic: None,
         correlation: None,
         message_expiry: None,
         pkid: publish.pkid,
-    }
-}
-
-/// Topics are UTF-8 by the MQTT spec; a broker that sent anything else gets
-/// its bytes read leniently rather than the publish dropped.
-fn topic_string(topic: Bytes) -> String {
-    match String::from_utf8(topic.to_vec()) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     }
 }
 
