@@ -47,9 +47,9 @@ pub(super) enum Answer {
     /// The broker refused the call's publish with this reason (the call's
     /// task, which knows the tool, says so in its error).
     Refused(PubAckReason),
-    /// The broker acknowledged the call, then lost the session: the call,
-    /// or its response, may be gone with it. Told once the new session has
-    /// its subscriptions back.
+    /// The broker lost the session while the call waited: the call, or
+    /// its response, may be gone with it. Told once the new session has its
+    /// subscriptions back.
     SessionLost,
 }
 
