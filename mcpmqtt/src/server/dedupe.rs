@@ -21,12 +21,12 @@ pub struct DedupeWindow {
     pub capacity: usize,
     /// How long a call is remembered.
     pub max_age: Duration,
-    /// The most bytes of cached responses kept. The oldest are dropped
-    /// first; a duplicate of a call whose response was dropped is still not
-    /// run again, but gets an error instead of the original result. The
-    /// default, 8 MiB, holds every response of the window when they are
-    /// under 800 bytes, and keeps a server of large results small, and in
-    /// the CPU's cache.
+    /// The most bytes of cached responses kept: each is copied into one
+    /// buffer of this size, where the newest write over the oldest. A
+    /// duplicate of a call whose response is gone is still not run again,
+    /// but gets an error instead of the original result. The default, 8 MiB,
+    /// holds every response of the window when they are under 800 bytes,
+    /// and keeps a server of large results small, and in the CPU's cache.
     pub max_cached_bytes: usize,
 }
 
@@ -117,7 +117,78 @@ impl CallKey {
 
 enum State {
     Running,
-    Finished(Option<Bytes>),
+    /// Finished; where its response was copied into the [`Ring`], if it was.
+    Finished(Option<Cached>),
+}
+
+/// Where a cached response starts in the [`Ring`]'s stream of bytes, and
+/// its length.
+#[derive(Clone, Copy)]
+struct Cached {
+    at: u64,
+    len: usize,
+}
+
+/// The cached responses, copied one after the other into one buffer that
+/// is written over from its start once full: the oldest go first, and a
+/// response's own buffer is freed as soon as it is sent. Kept by reference
+/// instead, each response held its allocation for thousands of calls, so
+/// that every new one was written to memory long out of the CPU's cache.
+struct Ring {
+    buf: Vec<u8>,
+    cap: usize,
+    /// Where the next response goes, counted in bytes from the first.
+    head: u64,
+}
+
+impl Ring {
+    fn new(cap: usize) -> Self {
+        // Grown as responses come: a server of small results never takes
+        // the whole budget.
+        Ring {
+            buf: Vec::new(),
+            cap,
+            head: 0,
+        }
+    }
+
+    /// Copies `bytes` in; `None` if they are more than the whole ring.
+    fn put(&mut self, bytes: &[u8]) -> Option<Cached> {
+        let len = bytes.len();
+        if len > self.cap {
+            return None;
+        }
+        let mut at = self.head;
+        let off = self.offset(at);
+        if off + len > self.cap {
+            // Not split across the end: the rest of this lap stays unused.
+            at += (self.cap - off) as u64;
+        }
+        let off = self.offset(at);
+        if self.buf.len() < off + len {
+            self.buf.resize(off + len, 0);
+        }
+        self.buf[off..off + len].copy_from_slice(bytes);
+        self.head = at + len as u64;
+        Some(Cached { at, len })
+    }
+
+    /// The response at `cached`, unless written over since.
+    fn get(&self, cached: Cached) -> Option<&[u8]> {
+        // Written over once the head has gone a whole lap past its start.
+        if self.head > cached.at + self.cap as u64 {
+            return None;
+        }
+        let off = self.offset(cached.at);
+        Some(&self.buf[off..off + cached.len])
+    }
+
+    fn offset(&self, at: u64) -> usize {
+        if self.cap == 0 {
+            return 0;
+        }
+        (at % self.cap as u64) as usize
+    }
 }
 
 /// A map keyed by calls, that hashes each key once, when it is made.
@@ -147,10 +218,7 @@ pub(crate) struct Window {
     /// Calls in the order they were first seen, to expire the oldest.
     order: VecDeque<(u64, Instant, CallKey)>,
     next_entry: u64,
-    cached_bytes: usize,
-    /// Calls whose entry is below this one have had their responses
-    /// dropped for the byte budget: the sweep goes on from here.
-    swept: u64,
+    responses: Ring,
 }
 
 impl Window {
@@ -160,8 +228,7 @@ impl Window {
             calls: CallMap::default(),
             order: VecDeque::new(),
             next_entry: 0,
-            cached_bytes: 0,
-            swept: 0,
+            responses: Ring::new(limits.max_cached_bytes),
         }
     }
 
@@ -173,7 +240,10 @@ impl Window {
         self.expire(now);
         match self.calls.get(key) {
             Some((_, State::Running)) => return Seen::Running,
-            Some((_, State::Finished(response))) => return Seen::Finished(response.clone()),
+            Some((_, State::Finished(cached))) => {
+                let response = cached.and_then(|c| self.responses.get(c)).map(Bytes::copy_from_slice);
+                return Seen::Finished(response);
+            }
             None => {}
         }
         while self.order.len() >= self.limits.capacity {
@@ -186,55 +256,19 @@ impl Window {
         Seen::New
     }
 
-    /// Records a call's response, so that a duplicate gets it again. Over
-    /// the byte budget, the oldest responses make room: a duplicate comes
-    /// soon after its call, if it comes at all.
-    pub(crate) fn finish(&mut self, key: &CallKey, response: &Bytes) {
-        let Some(&(entry, _)) = self.calls.get(key) else {
-            return;
-        };
-        let max = self.limits.max_cached_bytes;
-        if self.cached_bytes + response.len() > max && response.len() <= max {
-            self.make_room(response.len(), entry);
-        }
-        let fits = self.cached_bytes + response.len() <= max;
-        if fits {
-            self.cached_bytes += response.len();
-        }
+    /// Records a call's response, so that a duplicate gets it again: a
+    /// copy, in the ring of cached responses, where the newest write over
+    /// the oldest (a duplicate comes soon after its call, if it comes at all).
+    pub(crate) fn finish(&mut self, key: &CallKey, response: &[u8]) {
         if let Some((_, state)) = self.calls.get_mut(key) {
-            *state = State::Finished(fits.then(|| response.clone()));
-        }
-    }
-
-    /// Drops cached responses, oldest first and older than entry `upto`,
-    /// until `needed` more bytes fit the budget. Each entry is swept once.
-    fn make_room(&mut self, needed: usize, upto: u64) {
-        let Some(&(first, _, _)) = self.order.front() else {
-            return;
-        };
-        let from = usize::try_from(self.swept.saturating_sub(first)).unwrap_or(usize::MAX);
-        for (entry, _, key) in self.order.iter().skip(from) {
-            if self.cached_bytes + needed <= self.limits.max_cached_bytes || *entry >= upto {
-                break;
-            }
-            self.swept = entry + 1;
-            if let Some((e, state)) = self.calls.get_mut(key) {
-                if *e == *entry {
-                    if let State::Finished(Some(response)) = state {
-                        self.cached_bytes -= response.len();
-                        *state = State::Finished(None);
-                    }
-                }
-            }
+            *state = State::Finished(self.responses.put(response));
         }
     }
 
     /// Forgets a call that did not run after all (refused before it
     /// started), so that sending it again is not taken for a duplicate.
     pub(crate) fn forget(&mut self, key: &CallKey) {
-        if let Some((_, State::Finished(Some(r)))) = self.calls.remove(key) {
-            self.cached_bytes -= r.len();
-        }
+        self.calls.remove(key);
     }
 
     /// How many calls are remembered.
@@ -314,39 +348,45 @@ mod tests {
         let mut w = Window::new(limits(10, Duration::from_secs(10), 6));
         for (id, response) in [("a", "abc"), ("b", "de"), ("c", "fgh")] {
             w.check(&key(id), now);
-            w.finish(&key(id), &Bytes::from(response));
+            w.finish(&key(id), response.as_bytes());
         }
-        assert_eq!(w.check(&key("a"), now), Seen::Finished(None), "dropped for the newer");
+        // "fgh" does not fit after "de": it starts the ring again, over "abc".
+        assert_eq!(
+            w.check(&key("a"), now),
+            Seen::Finished(None),
+            "written over by the newer"
+        );
         assert_eq!(w.check(&key("b"), now), Seen::Finished(Some(Bytes::from("de"))));
         assert_eq!(w.check(&key("c"), now), Seen::Finished(Some(Bytes::from("fgh"))));
-        assert_eq!(w.cached_bytes, 5);
-        // Larger than the whole budget: not cached, and nothing dropped for it.
+        // Larger than the whole ring: not cached, and nothing written over.
         w.check(&key("d"), now);
-        w.finish(&key("d"), &Bytes::from("0123456"));
+        w.finish(&key("d"), b"0123456");
         assert_eq!(w.check(&key("d"), now), Seen::Finished(None));
+        assert_eq!(w.check(&key("b"), now), Seen::Finished(Some(Bytes::from("de"))));
+        // The next one goes after "fgh", over "de".
+        w.check(&key("e"), now);
+        w.finish(&key("e"), b"ijk");
+        assert_eq!(w.check(&key("b"), now), Seen::Finished(None));
         assert_eq!(w.check(&key("c"), now), Seen::Finished(Some(Bytes::from("fgh"))));
+        assert_eq!(w.check(&key("e"), now), Seen::Finished(Some(Bytes::from("ijk"))));
     }
 
-    /// A call that finishes after newer calls finished does not drop their
-    /// responses for its own: the sweep stops at its entry.
+    /// A response as large as the ring fills it alone; an empty one is
+    /// cached too.
     #[test]
-    fn a_late_finisher_does_not_push_out_newer_responses() {
+    fn the_ring_takes_a_response_as_large_as_itself_and_an_empty_one() {
         let now = Instant::now();
         let mut w = Window::new(limits(10, Duration::from_secs(10), 4));
-        w.check(&key("slow"), now);
-        w.check(&key("quick"), now);
-        w.finish(&key("quick"), &Bytes::from("abcd"));
-        w.finish(&key("slow"), &Bytes::from("ef"));
-        assert_eq!(w.check(&key("quick"), now), Seen::Finished(Some(Bytes::from("abcd"))));
-        assert_eq!(w.check(&key("slow"), now), Seen::Finished(None));
-        // Evicted by count, a call's cached bytes are given back.
-        let mut w = Window::new(limits(2, Duration::from_secs(10), 4));
-        for id in ["x", "y", "z"] {
-            w.check(&key(id), now);
-            w.finish(&key(id), &Bytes::from("ab"));
-        }
-        assert_eq!(w.cached_bytes, 4);
-        assert_eq!(w.check(&key("z"), now), Seen::Finished(Some(Bytes::from("ab"))));
+        w.check(&key("x"), now);
+        w.finish(&key("x"), b"ab");
+        w.check(&key("full"), now);
+        w.finish(&key("full"), b"wxyz");
+        assert_eq!(w.check(&key("x"), now), Seen::Finished(None));
+        assert_eq!(w.check(&key("full"), now), Seen::Finished(Some(Bytes::from("wxyz"))));
+        w.check(&key("empty"), now);
+        w.finish(&key("empty"), b"");
+        assert_eq!(w.check(&key("empty"), now), Seen::Finished(Some(Bytes::new())));
+        assert_eq!(w.check(&key("full"), now), Seen::Finished(Some(Bytes::from("wxyz"))));
     }
 
     #[test]
