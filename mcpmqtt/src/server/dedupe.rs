@@ -143,8 +143,8 @@ struct Ring {
 
 impl Ring {
     fn new(cap: usize) -> Self {
-        // Grown as responses come: a server of small results never takes
-        // the whole budget.
+        // Grown as responses come: a server that has sent fewer bytes of
+        // responses than the budget holds no more than it sent.
         Ring {
             buf: Vec::new(),
             cap,
@@ -342,51 +342,53 @@ mod tests {
         assert_eq!(w.len(), 1, "everything older than max_age expired");
     }
 
+    /// Runs call `id`, answered with `response`.
+    fn ran(w: &mut Window, id: &str, response: &[u8]) {
+        w.check(&key(id), Instant::now());
+        w.finish(&key(id), response);
+    }
+
+    /// What a duplicate of finished call `id` is answered with.
+    fn cached(w: &mut Window, id: &str) -> Option<Bytes> {
+        match w.check(&key(id), Instant::now()) {
+            Seen::Finished(response) => response,
+            other => panic!("{id} is {other:?}, not finished"),
+        }
+    }
+
     #[test]
     fn cached_responses_are_bounded_in_bytes_and_the_oldest_make_room() {
-        let now = Instant::now();
         let mut w = Window::new(limits(10, Duration::from_secs(10), 6));
         for (id, response) in [("a", "abc"), ("b", "de"), ("c", "fgh")] {
-            w.check(&key(id), now);
-            w.finish(&key(id), response.as_bytes());
+            ran(&mut w, id, response.as_bytes());
         }
         // "fgh" does not fit after "de": it starts the ring again, over "abc".
-        assert_eq!(
-            w.check(&key("a"), now),
-            Seen::Finished(None),
-            "written over by the newer"
-        );
-        assert_eq!(w.check(&key("b"), now), Seen::Finished(Some(Bytes::from("de"))));
-        assert_eq!(w.check(&key("c"), now), Seen::Finished(Some(Bytes::from("fgh"))));
+        assert_eq!(cached(&mut w, "a"), None, "written over by the newer");
+        assert_eq!(cached(&mut w, "b"), Some(Bytes::from("de")));
+        assert_eq!(cached(&mut w, "c"), Some(Bytes::from("fgh")));
         // Larger than the whole ring: not cached, and nothing written over.
-        w.check(&key("d"), now);
-        w.finish(&key("d"), b"0123456");
-        assert_eq!(w.check(&key("d"), now), Seen::Finished(None));
-        assert_eq!(w.check(&key("b"), now), Seen::Finished(Some(Bytes::from("de"))));
+        ran(&mut w, "d", b"0123456");
+        assert_eq!(cached(&mut w, "d"), None);
+        assert_eq!(cached(&mut w, "b"), Some(Bytes::from("de")));
         // The next one goes after "fgh", over "de".
-        w.check(&key("e"), now);
-        w.finish(&key("e"), b"ijk");
-        assert_eq!(w.check(&key("b"), now), Seen::Finished(None));
-        assert_eq!(w.check(&key("c"), now), Seen::Finished(Some(Bytes::from("fgh"))));
-        assert_eq!(w.check(&key("e"), now), Seen::Finished(Some(Bytes::from("ijk"))));
+        ran(&mut w, "e", b"ijk");
+        assert_eq!(cached(&mut w, "b"), None);
+        assert_eq!(cached(&mut w, "c"), Some(Bytes::from("fgh")));
+        assert_eq!(cached(&mut w, "e"), Some(Bytes::from("ijk")));
     }
 
     /// A response as large as the ring fills it alone; an empty one is
     /// cached too.
     #[test]
     fn the_ring_takes_a_response_as_large_as_itself_and_an_empty_one() {
-        let now = Instant::now();
         let mut w = Window::new(limits(10, Duration::from_secs(10), 4));
-        w.check(&key("x"), now);
-        w.finish(&key("x"), b"ab");
-        w.check(&key("full"), now);
-        w.finish(&key("full"), b"wxyz");
-        assert_eq!(w.check(&key("x"), now), Seen::Finished(None));
-        assert_eq!(w.check(&key("full"), now), Seen::Finished(Some(Bytes::from("wxyz"))));
-        w.check(&key("empty"), now);
-        w.finish(&key("empty"), b"");
-        assert_eq!(w.check(&key("empty"), now), Seen::Finished(Some(Bytes::new())));
-        assert_eq!(w.check(&key("full"), now), Seen::Finished(Some(Bytes::from("wxyz"))));
+        ran(&mut w, "x", b"ab");
+        ran(&mut w, "full", b"wxyz");
+        assert_eq!(cached(&mut w, "x"), None);
+        assert_eq!(cached(&mut w, "full"), Some(Bytes::from("wxyz")));
+        ran(&mut w, "empty", b"");
+        assert_eq!(cached(&mut w, "empty"), Some(Bytes::new()));
+        assert_eq!(cached(&mut w, "full"), Some(Bytes::from("wxyz")));
     }
 
     #[test]
