@@ -1174,7 +1174,7 @@ fn orchestrate(a: &Args) -> BoxResult<()> {
             other => Err(format!("unknown mode {other}: floor or mcpmqtt")),
         })
         .collect::<Result<_, _>>()?;
-    if let Some(dir) = &a.perf {
+    for dir in [&a.perf, &a.callgrind].into_iter().flatten() {
         std::fs::create_dir_all(dir)?;
     }
     // The harness logs everything (`log_type all`): a line per packet would cost the broker CPU.

@@ -23,6 +23,11 @@ pub mod codec {
         request.encode(size_hint)
     }
 
+    /// Copies `src` into `dst` as the runtime copies long strings.
+    pub fn copy(dst: &mut [u8], src: &[u8]) {
+        crate::protocol::json::copy(dst, src)
+    }
+
     /// Decodes a response as the client does.
     pub fn decode_response(payload: &[u8]) -> Result<CallResponse, String> {
         crate::protocol::envelope::decode_response(payload).map_err(|e| e.to_string())

@@ -168,7 +168,7 @@ impl Ring {
         if self.buf.len() < off + len {
             self.buf.resize(off + len, 0);
         }
-        self.buf[off..off + len].copy_from_slice(bytes);
+        crate::protocol::json::copy(&mut self.buf[off..off + len], bytes);
         self.head = at + len as u64;
         Some(Cached { at, len })
     }

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Number, Value};
 
-use super::find_special as next_special;
+use super::{find_special as next_special, owned, push_str};
 
 /// How deep arrays and objects may nest before the reader leaves the
 /// payload to `serde_json` (whose own limit is 128).
@@ -112,7 +112,10 @@ impl<'a> Reader<'a> {
     pub(crate) fn value(&mut self) -> Option<Value> {
         self.ws();
         Some(match self.peek()? {
-            b'"' => Value::String(self.string()?.into_owned()),
+            b'"' => Value::String(match self.string()? {
+                Cow::Borrowed(s) => owned(s),
+                Cow::Owned(s) => s,
+            }),
             b'{' => {
                 self.nest()?;
                 let mut map = Map::new();
@@ -192,7 +195,7 @@ impl<'a> Reader<'a> {
             }
             b'\\' => {
                 let mut out = String::with_capacity(stop - start + 16);
-                out.push_str(&self.text[start..stop]);
+                push_str(&mut out, &self.text[start..stop]);
                 self.at = stop;
                 self.escaped_rest(&mut out)?;
                 Some(Cow::Owned(out))
@@ -232,7 +235,7 @@ impl<'a> Reader<'a> {
                 _ => {
                     let stop = next_special(bytes, self.at);
                     // Stops only at ASCII bytes, or at the end.
-                    out.push_str(self.text.get(self.at..stop)?);
+                    push_str(out, self.text.get(self.at..stop)?);
                     self.at = stop;
                 }
             }
