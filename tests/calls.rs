@@ -3,11 +3,11 @@
 mod support;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mcpmqtt::{CallError, CallOptions, Server, ToolDef, ToolError};
 use serde_json::json;
-use support::fixtures::{gtm_client, gtm_online};
+use support::fixtures::{gtm_client, gtm_online, PATIENCE};
 use support::mosquitto::Mosquitto;
 use support::tools::{lab_client, lab_online, lab_server, NAMESPACE};
 
@@ -327,4 +327,45 @@ async fn calls_run_concurrently_up_to_the_configured_bound() {
     let peak = peak.load(Ordering::SeqCst);
     assert_eq!(peak, 3, "24 slow calls should run 3 at a time, never more");
     server.shutdown().await.unwrap();
+}
+
+/// A call answered at its first step is acknowledged just behind its
+/// response: the broker, woken by the response, finds the PUBACK with it,
+/// instead of being woken for the PUBACK first and for the response again.
+#[tokio::test]
+async fn a_call_answered_at_once_is_acknowledged_behind_its_response() {
+    let broker = Mosquitto::start();
+    let server = lab_online(&broker).await;
+    let tester = lab_client(&broker, "tester").await;
+    assert_eq!(tester.call("echo", json!({"text": "hi"})).await.unwrap(), json!("hi"));
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let log = broker.log();
+        if let Some((response, ack)) = response_and_ack(&log) {
+            assert!(response < ack, "the PUBACK went before the response:\n{log}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the broker never logged both:\n{log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await.unwrap();
+}
+
+/// The lines (numbers) of the broker's log where the server's response to
+/// the call to `echo`, and its PUBACK of that call, came in.
+fn response_and_ack(log: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = log.lines().collect();
+    // `Sending PUBLISH to lab-1a2b (d0, q1, r0, m3, 'lab/mcp/tools/echo/call/tester', ...`
+    let call = lines
+        .iter()
+        .find(|l| l.contains("Sending PUBLISH to ") && l.contains("/echo/"))?;
+    let server = call.split("Sending PUBLISH to ").nth(1)?.split(' ').next()?;
+    let mid = call.split(", m").nth(1)?.split(',').next()?;
+    let from = format!("Received PUBLISH from {server} ");
+    let response = lines
+        .iter()
+        .position(|l| l.contains(&from) && l.contains("/clients/tester/responses"))?;
+    let ack = format!("Received PUBACK from {server} (Mid: {mid},");
+    let ack = lines.iter().position(|l| l.contains(&ack))?;
+    Some((response, ack))
 }

@@ -1026,6 +1026,22 @@ pub(crate) struct Incoming {
     pub(crate) pkid: u16,
 }
 
+impl Incoming {
+    /// What [`Link::ack`] needs of a publish: its packet id and QoS, without
+    /// its topic, payload and properties.
+    pub(crate) fn ack_handle(&self) -> Incoming {
+        Incoming {
+            topic: Topic::from(""),
+            payload: Bytes::new(),
+            qos: self.qos,
+            response_topic: None,
+            correlation: None,
+            message_expiry: None,
+            pkid: self.pkid,
+        }
+    }
+}
+
 /// What to publish. The MQTT 5 `properties` are dropped on MQTT 3.1.1.
 pub(crate) struct Message {
     pub topic: String,

@@ -577,25 +577,32 @@ impl Intake {
         if d.waiting.load(Ordering::Acquire) == 0 {
             let idle = d.shared.is_idle();
             if let Some(slot) = d.shared.free_slot() {
+                // Alone, a call takes its first step here: a quick handler
+                // (most are, until they await) is answered without a task, and
+                // without waking another thread. Among others, it goes to a task
+                // at once, so that the calls run side by side.
+                let inline = idle && d.inline.is_on();
                 // The call starts now, so it is acknowledged now: from here,
-                // without waking the connection task from another thread.
-                let acked = d.link.try_ack(&publish);
+                // without waking the connection task from another thread. A
+                // call that takes its first step here is acknowledged right
+                // after that step: answered at once, its response leaves
+                // first and the PUBACK just behind it, while the broker is
+                // still awake from the one to take the other.
+                let ack = publish.ack_handle();
+                let acked = inline || d.link.try_ack(&publish);
                 // Boxed: tokio copies a task's future in and out of its cell, and
                 // this one is a few KiB.
                 let mut call = Box::pin(
                     d.tasks
                         .track_future(d.clone().serve(publish, arrived, Some(slot), acked)),
                 );
-                // Alone, a call takes its first step here: a quick handler
-                // (most are, until they await) is answered without a task, and
-                // without waking another thread. Among others, it goes to a task
-                // at once, so that the calls run side by side.
-                if idle && d.inline.is_on() {
+                if inline {
                     // No waker is needed: if the call waits, its task polls it
                     // again as soon as it is spawned, and registers its own.
                     let mut cx = Context::from_waker(Waker::noop());
                     let done = call.as_mut().poll(&mut cx).is_ready();
                     d.inline.took(arrived.elapsed());
+                    d.ack_soon(&ack);
                     if done {
                         return;
                     }
