@@ -526,7 +526,8 @@ impl Requester {
         match self {
             Requester::Floor(f) => f.call().await,
             Requester::Mcp { client, args, len } => {
-                let result = client.call("echo", args.clone()).await.map_err(|e| e.to_string())?;
+                // Lent, not cloned: the floor sends its payload without a copy too.
+                let result = client.call("echo", args).await.map_err(|e| e.to_string())?;
                 match result.get("text").and_then(Value::as_str) {
                     Some(t) if t.len() == *len => Ok(()),
                     _ => Err("an unexpected result".into()),

@@ -369,3 +369,19 @@ fn response_and_ack(log: &str) -> Option<(usize, usize)> {
     let ack = lines.iter().position(|l| l.contains(&ack))?;
     Some((response, ack))
 }
+
+/// Arguments sent again and again are lent, not cloned for each call.
+#[tokio::test]
+async fn arguments_can_be_lent() {
+    let broker = Mosquitto::start();
+    let server = lab_online(&broker).await;
+    let tester = lab_client(&broker, "tester").await;
+    let args = json!({"text": "again"});
+    for _ in 0..3 {
+        assert_eq!(tester.call("echo", &args).await.unwrap(), json!("again"));
+    }
+    let options = CallOptions::new().timeout(Duration::from_secs(10));
+    assert_eq!(tester.call_with("echo", &args, options).await.unwrap(), json!("again"));
+    assert_eq!(args, json!({"text": "again"}), "still the caller's");
+    server.shutdown().await.unwrap();
+}

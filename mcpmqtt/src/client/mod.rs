@@ -16,6 +16,7 @@ mod discovery;
 mod partials;
 mod router;
 
+use std::borrow::Borrow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -242,8 +243,25 @@ impl Client {
     /// ([`Client::max_packet_size`]) is not published, and fails at once with
     /// [`CallError::InvalidArguments`].
     ///
+    /// The arguments are a JSON object, given or lent: a caller that sends
+    /// the same arguments again lends them (`&args`) rather than cloning
+    /// them for each call.
+    ///
+    /// ```no_run
+    /// # async fn run(client: mcpmqtt::Client) -> Result<(), mcpmqtt::CallError> {
+    /// use serde_json::json;
+    ///
+    /// let _hello = client.call("echo", json!({"text": "hello"})).await?;
+    /// let poll = json!({"platform": "reddit"});
+    /// for _ in 0..3 {
+    ///     let _configs = client.call("query_watch_configs", &poll).await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// [`Protocol::V311`]: crate::Protocol::V311
-    pub async fn call(&self, tool: &str, arguments: Value) -> Result<Value, CallError> {
+    pub async fn call(&self, tool: &str, arguments: impl Borrow<Value>) -> Result<Value, CallError> {
         self.call_with(tool, arguments, CallOptions::new()).await
     }
 
@@ -256,8 +274,14 @@ impl Client {
         serde_json::from_value(value).map_err(|e| CallError::Protocol(format!("unexpected result shape: {e}")))
     }
 
-    /// Calls a tool with options (timeout, partials).
-    pub async fn call_with(&self, tool: &str, arguments: Value, options: CallOptions) -> Result<Value, CallError> {
+    /// Calls a tool with options (timeout, partials). The arguments are
+    /// given or lent, as for [`Client::call`].
+    pub async fn call_with(
+        &self,
+        tool: &str,
+        arguments: impl Borrow<Value>,
+        options: CallOptions,
+    ) -> Result<Value, CallError> {
         // Shared by the call's entries in the router and its PUBACK's
         // handler; written without the formatting machinery.
         let mut buf = uuid::Uuid::encode_buffer();
@@ -271,7 +295,7 @@ impl Client {
     async fn call_inner(
         &self,
         tool: &str,
-        arguments: Value,
+        arguments: impl Borrow<Value>,
         options: CallOptions,
         call_id: Arc<str>,
     ) -> Result<Value, CallError> {
@@ -281,7 +305,7 @@ impl Client {
                 message: format!("invalid tool name {tool:?}: {reason}"),
             });
         }
-        if !arguments.is_object() {
+        if !arguments.borrow().is_object() {
             return Err(CallError::InvalidArguments {
                 message: "arguments must be a JSON object".into(),
             });
@@ -327,7 +351,7 @@ impl Client {
         let timestamp = now_stamp();
         let request = RequestView {
             call_id: &call_id,
-            arguments: &arguments,
+            arguments: arguments.borrow(),
             client: &inner.identity,
             timestamp: Some(timestamp.as_str()),
             response_topic: Some(&inner.response_topic),
