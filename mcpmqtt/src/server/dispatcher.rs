@@ -588,7 +588,7 @@ impl Intake {
                 // after that step: answered at once, its response leaves
                 // first and the PUBACK just behind it, while the broker is
                 // still awake from the one to take the other.
-                let ack = publish.ack_handle();
+                let ack_after = inline.then(|| publish.ack_handle());
                 let acked = inline || d.link.try_ack(&publish);
                 // Boxed: tokio copies a task's future in and out of its cell, and
                 // this one is a few KiB.
@@ -596,7 +596,7 @@ impl Intake {
                     d.tasks
                         .track_future(d.clone().serve(publish, arrived, Some(slot), acked)),
                 );
-                if inline {
+                if let Some(ack) = ack_after {
                     // No waker is needed: if the call waits, its task polls it
                     // again as soon as it is spawned, and registers its own.
                     let mut cx = Context::from_waker(Waker::noop());
