@@ -107,9 +107,9 @@ const LONG_COPY: usize = 1024;
 /// Copies `src` into `dst`, of the same length. Long copies are made with
 /// 32-byte vector moves where the CPU has AVX2, not with glibc's `memcpy`:
 /// its `rep movsb` is some 30 times slower on AMD Zen CPUs (3 µs instead of
-/// 0.1 for 10 KiB) when the destination lies 1 to 15 bytes past the source,
-/// modulo 4096, which a payload copied to just after a JSON prefix or an
-/// MQTT header often does (measured in `benches/hot_path.rs`).
+/// 0.1 for 10 KiB) when the destination lies a few bytes past the source,
+/// modulo 4096, as a payload copied to just after a JSON prefix or an MQTT
+/// header can (measured in `benches/hot_path.rs`).
 pub(crate) fn copy(dst: &mut [u8], src: &[u8]) {
     assert_eq!(dst.len(), src.len(), "copy between slices of the same length");
     #[cfg(target_arch = "x86_64")]
