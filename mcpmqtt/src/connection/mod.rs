@@ -1027,19 +1027,21 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
-    /// What [`Link::ack`] needs of a publish: its packet id and QoS, without
-    /// its topic, payload and properties.
-    pub(crate) fn ack_handle(&self) -> Incoming {
-        Incoming {
-            topic: Topic::from(""),
-            payload: Bytes::new(),
+    /// What acknowledges this publish ([`Link::ack`]).
+    pub(crate) fn ack_handle(&self) -> AckHandle {
+        AckHandle {
             qos: self.qos,
-            response_topic: None,
-            correlation: None,
-            message_expiry: None,
             pkid: self.pkid,
         }
     }
+}
+
+/// What a received publish is acknowledged by: its QoS and packet id, kept
+/// without its topic, payload and properties.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AckHandle {
+    pub(crate) qos: QoS,
+    pub(crate) pkid: u16,
 }
 
 /// What to publish. The MQTT 5 `properties` are dropped on MQTT 3.1.1.
@@ -1417,8 +1419,8 @@ impl Link {
     }
 
     /// Acknowledges an incoming QoS 1 publish (for connections with manual acks).
-    pub(crate) async fn ack(&self, publish: &Incoming) {
-        if publish.qos != QoS::AtMostOnce && self.client.ack(publish).await.is_err() {
+    pub(crate) async fn ack(&self, handle: AckHandle) {
+        if handle.qos != QoS::AtMostOnce && self.client.ack(handle).await.is_err() {
             tracing::debug!("could not acknowledge a publish: the connection is closed");
         }
     }
@@ -1427,8 +1429,8 @@ impl Link {
     /// task itself (which must not wait on its own request channel). Returns
     /// whether it was queued; when not (the channel is full), acknowledge
     /// with [`Link::ack`] from another task.
-    pub(crate) fn try_ack(&self, publish: &Incoming) -> bool {
-        publish.qos == QoS::AtMostOnce || self.client.try_ack(publish)
+    pub(crate) fn try_ack(&self, handle: AckHandle) -> bool {
+        handle.qos == QoS::AtMostOnce || self.client.try_ack(handle)
     }
 
     /// Says goodbye to the broker (no Last Will is published), and returns

@@ -15,7 +15,7 @@ use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::Outgoing;
 
-use super::{Incoming, Kind, Message, Topic};
+use super::{AckHandle, Incoming, Kind, Message, Topic};
 
 /// The options of one connection: one set per broker of the list, the
 /// first tried first. A lost connection is made again with the next set
@@ -128,16 +128,16 @@ pub(crate) fn will_v311(will: p5::LastWill) -> rumqttc::LastWill {
 
 /// What rumqttc acknowledges a received MQTT 5 publish by: only its packet
 /// id and QoS matter.
-fn ack_handle_v5(incoming: &Incoming) -> p5::Publish {
-    let mut publish = p5::Publish::new("", incoming.qos, Bytes::new(), None);
-    publish.pkid = incoming.pkid;
+fn ack_handle_v5(handle: AckHandle) -> p5::Publish {
+    let mut publish = p5::Publish::new("", handle.qos, Bytes::new(), None);
+    publish.pkid = handle.pkid;
     publish
 }
 
 /// The same for MQTT 3.1.1.
-fn ack_handle_v311(incoming: &Incoming) -> rumqttc::Publish {
-    let mut publish = rumqttc::Publish::new("", qos_v311(incoming.qos), Vec::new());
-    publish.pkid = incoming.pkid;
+fn ack_handle_v311(handle: AckHandle) -> rumqttc::Publish {
+    let mut publish = rumqttc::Publish::new("", qos_v311(handle.qos), Vec::new());
+    publish.pkid = handle.pkid;
     publish
 }
 
@@ -302,18 +302,18 @@ impl Sender {
 
     /// Acknowledges without waiting: fails when the request channel is full
     /// (or closed), and the caller then acknowledges with [`Sender::ack`].
-    pub(crate) fn try_ack(&self, incoming: &Incoming) -> bool {
+    pub(crate) fn try_ack(&self, handle: AckHandle) -> bool {
         match self {
-            Sender::V5(c) => c.try_ack(&ack_handle_v5(incoming)).is_ok(),
-            Sender::V311(c) => c.try_ack(&ack_handle_v311(incoming)).is_ok(),
+            Sender::V5(c) => c.try_ack(&ack_handle_v5(handle)).is_ok(),
+            Sender::V311(c) => c.try_ack(&ack_handle_v311(handle)).is_ok(),
         }
     }
 
     /// Acknowledges a received publish.
-    pub(crate) async fn ack(&self, incoming: &Incoming) -> Result<(), ChannelClosed> {
+    pub(crate) async fn ack(&self, handle: AckHandle) -> Result<(), ChannelClosed> {
         let sent = match self {
-            Sender::V5(c) => c.ack(&ack_handle_v5(incoming)).await.map_err(drop),
-            Sender::V311(c) => c.ack(&ack_handle_v311(incoming)).await.map_err(drop),
+            Sender::V5(c) => c.ack(&ack_handle_v5(handle)).await.map_err(drop),
+            Sender::V311(c) => c.ack(&ack_handle_v311(handle)).await.map_err(drop),
         };
         sent.map_err(|()| ChannelClosed)
     }

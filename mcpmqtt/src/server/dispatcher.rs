@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::cancels::Cancelled;
 use super::dedupe::{CallKey, Seen};
 use super::shared::{HostedTool, Phase, Shared};
-use crate::connection::{Incoming, Link, Message};
+use crate::connection::{AckHandle, Incoming, Link, Message};
 use crate::error::{Error, ToolError};
 use crate::protocol::envelope::{CallRequest, CallResponse, CancelRequest, ErrorBody, ErrorType, ResponseStatus};
 use crate::protocol::inbound::{decode_call, Envelope, Inbound, Reply};
@@ -166,10 +166,10 @@ impl Dispatcher {
     }
 
     /// Acknowledges without waiting, from any task.
-    fn ack_soon(&self, publish: &Incoming) {
+    fn ack_soon(&self, publish: AckHandle) {
         if !self.link.try_ack(publish) {
-            let (link, publish) = (self.link.clone(), publish.clone());
-            tokio::spawn(async move { link.ack(&publish).await });
+            let link = self.link.clone();
+            tokio::spawn(async move { link.ack(publish).await });
         }
     }
 
@@ -197,7 +197,7 @@ impl Dispatcher {
         // Every call taken is acknowledged as it is taken up, whatever becomes
         // of it: a redelivery after this is a duplicate.
         if !acked {
-            self.link.ack(&publish).await;
+            self.link.ack(publish.ack_handle()).await;
         }
         let shared = &self.shared;
         // Decoded once, then let go: a large call is not held twice while it runs.
@@ -561,7 +561,7 @@ impl Intake {
             if publish.topic == *topic {
                 // Acknowledged at once: an unacknowledged card would hold
                 // one of the broker's in-flight slots for calls for good.
-                d.ack_soon(&publish);
+                d.ack_soon(publish.ack_handle());
                 let _ = tx.send(publish);
                 return;
             }
@@ -570,7 +570,7 @@ impl Intake {
             // Taken before it is acknowledged: once the broker has the
             // PUBACK, the cancel is in effect.
             d.on_cancel(tool, caller, &publish.payload);
-            d.ack_soon(&publish);
+            d.ack_soon(publish.ack_handle());
             return;
         }
         let arrived = Instant::now();
@@ -588,21 +588,21 @@ impl Intake {
                 // after that step: answered at once, its response leaves
                 // first and the PUBACK just behind it, while the broker is
                 // still awake from the one to take the other.
-                let ack_after = inline.then(|| publish.ack_handle());
-                let acked = inline || d.link.try_ack(&publish);
+                let ack = publish.ack_handle();
+                let acked = inline || d.link.try_ack(ack);
                 // Boxed: tokio copies a task's future in and out of its cell, and
                 // this one is a few KiB.
                 let mut call = Box::pin(
                     d.tasks
                         .track_future(d.clone().serve(publish, arrived, Some(slot), acked)),
                 );
-                if let Some(ack) = ack_after {
+                if inline {
                     // No waker is needed: if the call waits, its task polls it
                     // again as soon as it is spawned, and registers its own.
                     let mut cx = Context::from_waker(Waker::noop());
                     let done = call.as_mut().poll(&mut cx).is_ready();
                     d.inline.took(arrived.elapsed());
-                    d.ack_soon(&ack);
+                    d.ack_soon(ack);
                     if done {
                         return;
                     }
