@@ -138,6 +138,23 @@ pub(crate) fn append(out: &mut Vec<u8>, src: &[u8]) {
     out.extend_from_slice(src);
 }
 
+/// Copies `src` into `dst`, of the same length, as [`copy`] does, but with
+/// stores that bypass the CPU's caches where it can (non-temporal stores,
+/// AVX2): for bytes written once and seldom read, such as the responses the
+/// dedupe window caches. A plain store to memory not in the cache first
+/// reads each line in, and evicts a line the next call may need to make
+/// room for it; the window writes 10 KiB of such lines for a 10 KiB result.
+pub(crate) fn copy_streaming(dst: &mut [u8], src: &[u8]) {
+    assert_eq!(dst.len(), src.len(), "copy between slices of the same length");
+    #[cfg(target_arch = "x86_64")]
+    if src.len() >= LONG_COPY && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, and `dst` has room for all of `src`.
+        unsafe { avx2::copy_streaming(src, dst.as_mut_ptr()) };
+        return;
+    }
+    copy(dst, src);
+}
+
 /// `s` as a `String` of its own, copied as [`copy`] copies.
 pub(crate) fn owned(s: &str) -> String {
     let mut bytes = Vec::with_capacity(s.len());
@@ -410,6 +427,51 @@ mod avx2 {
                 let last = src.len() - 32;
                 store(dst, last, load(src, last));
             }
+        }
+    }
+
+    /// [`copy`] with non-temporal stores to the 32-byte aligned blocks of
+    /// `dst`, and plain stores to its unaligned ends.
+    ///
+    /// # Safety
+    ///
+    /// As [`copy`]; `src.len() >= 64`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn copy_streaming(src: &[u8], dst: *mut u8) {
+        use std::arch::x86_64::{_mm256_stream_si256, _mm_sfence};
+        debug_assert!(src.len() >= 64);
+        // SAFETY: every load and store below ends within `src.len()` bytes
+        // (the first aligned block starts within 31 bytes of `dst`), and each
+        // streaming store is to a 32-byte aligned address.
+        unsafe {
+            // The head, up to the first aligned byte, with a plain store;
+            // the aligned blocks overlap it, with the same bytes.
+            store(dst, 0, load(src, 0));
+            let mut at = (32 - (dst as usize) % 32) % 32;
+            while at + 128 <= src.len() {
+                let blocks = (
+                    load(src, at),
+                    load(src, at + 32),
+                    load(src, at + 64),
+                    load(src, at + 96),
+                );
+                _mm256_stream_si256(dst.add(at).cast::<__m256i>(), blocks.0);
+                _mm256_stream_si256(dst.add(at + 32).cast::<__m256i>(), blocks.1);
+                _mm256_stream_si256(dst.add(at + 64).cast::<__m256i>(), blocks.2);
+                _mm256_stream_si256(dst.add(at + 96).cast::<__m256i>(), blocks.3);
+                at += 128;
+            }
+            while at + 32 <= src.len() {
+                _mm256_stream_si256(dst.add(at).cast::<__m256i>(), load(src, at));
+                at += 32;
+            }
+            if at < src.len() {
+                let last = src.len() - 32;
+                store(dst, last, load(src, last));
+            }
+            // Streaming stores are weakly ordered: done before anything that
+            // follows (unlocking the ring to a reader on another core, say).
+            _mm_sfence();
         }
     }
 }
@@ -696,6 +758,13 @@ mod tests {
                 let mut dst = vec![0xaau8; part.len()];
                 copy(&mut dst, part);
                 assert_eq!(dst, part, "copy of {len} from {offset}");
+                let mut dst = vec![0xaau8; part.len() + 32];
+                for at in [0, 1, 7, 16, 17, 31, 32] {
+                    dst.fill(0xaa);
+                    copy_streaming(&mut dst[at..at + part.len()], part);
+                    assert_eq!(&dst[at..at + part.len()], part, "streaming copy of {len} to {at}");
+                    assert!(dst[..at].iter().chain(&dst[at + part.len()..]).all(|&b| b == 0xaa));
+                }
                 let mut out = b"prefix".to_vec();
                 append(&mut out, part);
                 assert_eq!(&out[..6], b"prefix");

@@ -26,7 +26,7 @@ pub struct DedupeWindow {
     /// duplicate of a call whose response is gone is still not run again,
     /// but gets an error instead of the original result. The default, 8 MiB,
     /// holds every response of the window when they are under 800 bytes,
-    /// and keeps a server of large results small, and in the CPU's cache.
+    /// and keeps a server of large results small.
     pub max_cached_bytes: usize,
 }
 
@@ -134,6 +134,10 @@ struct Cached {
 /// response's own buffer is freed as soon as it is sent. Kept by reference
 /// instead, each response held its allocation for thousands of calls, so
 /// that every new one was written to memory long out of the CPU's cache.
+/// The copy in is made with stores that bypass the cache: the ring's next
+/// bytes are always out of it (written a lap ago), and plain stores there
+/// cost a busy server some 5 µs for each 10 KiB response (reading each line
+/// in, and evicting what the next call needed). See BENCHMARKS.md.
 struct Ring {
     buf: Vec<u8>,
     cap: usize,
@@ -168,7 +172,7 @@ impl Ring {
         if self.buf.len() < off + len {
             self.buf.resize(off + len, 0);
         }
-        crate::protocol::json::copy(&mut self.buf[off..off + len], bytes);
+        crate::protocol::json::copy_streaming(&mut self.buf[off..off + len], bytes);
         self.head = at + len as u64;
         Some(Cached { at, len })
     }
@@ -389,6 +393,23 @@ mod tests {
         ran(&mut w, "empty", b"");
         assert_eq!(cached(&mut w, "empty"), Some(Bytes::new()));
         assert_eq!(cached(&mut w, "full"), Some(Bytes::from("wxyz")));
+    }
+
+    /// Long responses go in with streaming stores, at every alignment the
+    /// ring's head comes to: each comes back byte for byte.
+    #[test]
+    fn long_responses_come_back_whole_at_any_offset() {
+        let mut w = Window::new(limits(100, Duration::from_secs(10), 64 * 1024));
+        let responses: Vec<Vec<u8>> = (0..12usize)
+            .map(|i| (0..1024 + i * 331).map(|b| (b * 31 + i) as u8).collect())
+            .collect();
+        for (i, response) in responses.iter().enumerate() {
+            ran(&mut w, &format!("long{i}"), response);
+        }
+        for (i, response) in responses.iter().enumerate() {
+            let kept = cached(&mut w, &format!("long{i}"));
+            assert_eq!(kept.as_deref(), Some(&response[..]), "response {i}");
+        }
     }
 
     #[test]
