@@ -111,14 +111,7 @@ const LONG_COPY: usize = 1024;
 /// modulo 4096, as a payload copied to just after a JSON prefix or an MQTT
 /// header can (measured in `benches/hot_path.rs`).
 pub(crate) fn copy(dst: &mut [u8], src: &[u8]) {
-    assert_eq!(dst.len(), src.len(), "copy between slices of the same length");
-    #[cfg(target_arch = "x86_64")]
-    if src.len() >= LONG_COPY && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, and `dst` has room for all of `src`.
-        unsafe { avx2::copy(src, dst.as_mut_ptr()) };
-        return;
-    }
-    dst.copy_from_slice(src);
+    copy_into(dst, src, false);
 }
 
 /// Appends `src` to `out`, as [`copy`] copies.
@@ -145,14 +138,25 @@ pub(crate) fn append(out: &mut Vec<u8>, src: &[u8]) {
 /// reads each line in, and evicts a line the next call may need to make
 /// room for it; the window writes 10 KiB of such lines for a 10 KiB result.
 pub(crate) fn copy_streaming(dst: &mut [u8], src: &[u8]) {
+    copy_into(dst, src, true);
+}
+
+/// [`copy`], or [`copy_streaming`] when `streaming`.
+fn copy_into(dst: &mut [u8], src: &[u8], streaming: bool) {
     assert_eq!(dst.len(), src.len(), "copy between slices of the same length");
     #[cfg(target_arch = "x86_64")]
     if src.len() >= LONG_COPY && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, and `dst` has room for all of `src`.
-        unsafe { avx2::copy_streaming(src, dst.as_mut_ptr()) };
+        // SAFETY: the CPU has AVX2, and `dst` has room for all of `src`
+        // (which is longer than 64 bytes).
+        unsafe {
+            match streaming {
+                true => avx2::copy_streaming(src, dst.as_mut_ptr()),
+                false => avx2::copy(src, dst.as_mut_ptr()),
+            }
+        }
         return;
     }
-    copy(dst, src);
+    dst.copy_from_slice(src);
 }
 
 /// `s` as a `String` of its own, copied as [`copy`] copies.
@@ -394,6 +398,46 @@ mod avx2 {
         Err(at)
     }
 
+    /// Copies `src[from..]` to `dst + from` in 32-byte blocks, each stored
+    /// by `put(at, block)`, four at a time while four fit; then the last 32
+    /// bytes of `src` with a plain store (overlapping the block before).
+    ///
+    /// # Safety
+    ///
+    /// `32 <= src.len()`, `from <= src.len()`, `dst` is valid for writes of
+    /// `src.len()` bytes, and `put` is safe to call for every `at + 32 <=
+    /// src.len()`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn blocks(src: &[u8], dst: *mut u8, from: usize, put: impl Fn(usize, __m256i)) {
+        let mut at = from;
+        // SAFETY: every load ends within `src` (the loops' conditions); the
+        // last store ends at `dst + src.len()`.
+        unsafe {
+            while at + 128 <= src.len() {
+                let blocks = (
+                    load(src, at),
+                    load(src, at + 32),
+                    load(src, at + 64),
+                    load(src, at + 96),
+                );
+                put(at, blocks.0);
+                put(at + 32, blocks.1);
+                put(at + 64, blocks.2);
+                put(at + 96, blocks.3);
+                at += 128;
+            }
+            while at + 32 <= src.len() {
+                put(at, load(src, at));
+                at += 32;
+            }
+            if at < src.len() {
+                let last = src.len() - 32;
+                store(dst, last, load(src, last));
+            }
+        }
+    }
+
     /// Copies `src` to `dst`, 32 bytes per move, the last move ending at
     /// the end (and overlapping the one before).
     ///
@@ -403,31 +447,8 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn copy(src: &[u8], dst: *mut u8) {
         debug_assert!(src.len() >= 32);
-        let mut at = 0;
-        // SAFETY: every load and store below ends within `src.len()` bytes.
-        unsafe {
-            while at + 128 <= src.len() {
-                let blocks = (
-                    load(src, at),
-                    load(src, at + 32),
-                    load(src, at + 64),
-                    load(src, at + 96),
-                );
-                store(dst, at, blocks.0);
-                store(dst, at + 32, blocks.1);
-                store(dst, at + 64, blocks.2);
-                store(dst, at + 96, blocks.3);
-                at += 128;
-            }
-            while at + 32 <= src.len() {
-                store(dst, at, load(src, at));
-                at += 32;
-            }
-            if at < src.len() {
-                let last = src.len() - 32;
-                store(dst, last, load(src, last));
-            }
-        }
+        // SAFETY: `blocks` stores only within `src.len()` bytes of `dst`.
+        unsafe { blocks(src, dst, 0, |at, x| store(dst, at, x)) }
     }
 
     /// [`copy`] with non-temporal stores to the 32-byte aligned blocks of
@@ -440,35 +461,17 @@ mod avx2 {
     pub(super) unsafe fn copy_streaming(src: &[u8], dst: *mut u8) {
         use std::arch::x86_64::{_mm256_stream_si256, _mm_sfence};
         debug_assert!(src.len() >= 64);
-        // SAFETY: every load and store below ends within `src.len()` bytes
-        // (the first aligned block starts within 31 bytes of `dst`), and each
+        // SAFETY: every store ends within `src.len()` bytes of `dst` (the
+        // first aligned block starts within 31 bytes of it), and each
         // streaming store is to a 32-byte aligned address.
         unsafe {
             // The head, up to the first aligned byte, with a plain store;
             // the aligned blocks overlap it, with the same bytes.
             store(dst, 0, load(src, 0));
-            let mut at = (32 - (dst as usize) % 32) % 32;
-            while at + 128 <= src.len() {
-                let blocks = (
-                    load(src, at),
-                    load(src, at + 32),
-                    load(src, at + 64),
-                    load(src, at + 96),
-                );
-                _mm256_stream_si256(dst.add(at).cast::<__m256i>(), blocks.0);
-                _mm256_stream_si256(dst.add(at + 32).cast::<__m256i>(), blocks.1);
-                _mm256_stream_si256(dst.add(at + 64).cast::<__m256i>(), blocks.2);
-                _mm256_stream_si256(dst.add(at + 96).cast::<__m256i>(), blocks.3);
-                at += 128;
-            }
-            while at + 32 <= src.len() {
-                _mm256_stream_si256(dst.add(at).cast::<__m256i>(), load(src, at));
-                at += 32;
-            }
-            if at < src.len() {
-                let last = src.len() - 32;
-                store(dst, last, load(src, last));
-            }
+            let aligned = (32 - (dst as usize) % 32) % 32;
+            blocks(src, dst, aligned, |at, x| {
+                _mm256_stream_si256(dst.add(at).cast::<__m256i>(), x)
+            });
             // Streaming stores are weakly ordered: done before anything that
             // follows (unlocking the ring to a reader on another core, say).
             _mm_sfence();
