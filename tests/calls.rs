@@ -3,11 +3,11 @@
 mod support;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mcpmqtt::{CallError, CallOptions, Server, ToolDef, ToolError};
 use serde_json::json;
-use support::fixtures::{gtm_client, gtm_online, PATIENCE};
+use support::fixtures::{gtm_client, gtm_online, wait_for_log, PATIENCE};
 use support::mosquitto::Mosquitto;
 use support::tools::{lab_client, lab_online, lab_server, NAMESPACE};
 
@@ -338,16 +338,8 @@ async fn a_call_answered_at_once_is_acknowledged_behind_its_response() {
     let server = lab_online(&broker).await;
     let tester = lab_client(&broker, "tester").await;
     assert_eq!(tester.call("echo", json!({"text": "hi"})).await.unwrap(), json!("hi"));
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let log = broker.log();
-        if let Some((response, ack)) = response_and_ack(&log) {
-            assert!(response < ack, "the PUBACK went before the response:\n{log}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the broker never logged both:\n{log}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (response, ack) = wait_for_log(&broker, PATIENCE, "the response and the PUBACK", response_and_ack).await;
+    assert!(response < ack, "the PUBACK went before the response:\n{}", broker.log());
     server.shutdown().await.unwrap();
 }
 

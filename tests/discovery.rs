@@ -5,11 +5,11 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mcpmqtt::{Error, ServerBuilder, ServerHandle, ToolDef, ToolError, ToolFilter};
 use serde_json::json;
-use support::fixtures::Raw;
+use support::fixtures::{wait_for_log, Raw};
 use support::login::{client, online};
 use support::mosquitto::Mosquitto;
 
@@ -45,14 +45,6 @@ async fn namespace(broker: &Mosquitto) -> (ServerHandle, ServerHandle) {
     (a, b)
 }
 
-fn wait_for_log(broker: &Mosquitto, line: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    while !broker.log().contains(line) {
-        assert!(Instant::now() < deadline, "the broker never logged {line:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test]
 async fn a_client_lists_every_tool_of_a_namespace_larger_than_the_brokers_queue() {
     let broker = Mosquitto::start();
@@ -61,7 +53,8 @@ async fn a_client_lists_every_tool_of_a_namespace_larger_than_the_brokers_queue(
     // subscription to the Tool Cards overflows the client's queue.
     let mut v01_reader = Raw::connect(&broker, "v01-reader").await;
     v01_reader.subscribe("scale/mcp/tools/+/card").await;
-    wait_for_log(&broker, "Outgoing messages are being dropped for client v01-reader");
+    let dropped = "Outgoing messages are being dropped for client v01-reader";
+    wait_for_log(&broker, PATIENCE, dropped, |log| log.contains(dropped).then_some(())).await;
 
     let scout = client(&broker, NS, "scout").await;
     let tools = scout.tools().await.expect("a complete listing");

@@ -15,6 +15,29 @@ use super::mosquitto::Mosquitto;
 /// Re-exported: most tests import it from here.
 pub use super::login::PATIENCE;
 
+/// Waits, up to `patience`, until `find` finds what it looks for in the
+/// broker's log, and returns it; fails the test with the log, saying `what`
+/// was missing, when it never does.
+pub async fn wait_for_log<T>(
+    broker: &Mosquitto,
+    patience: Duration,
+    what: &str,
+    find: impl Fn(&str) -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let log = broker.log();
+        if let Some(found) = find(&log) {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker never logged {what}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The gtm server, online on `broker`.
 pub async fn gtm_online(broker: &Mosquitto) -> ServerHandle {
     online(broker, gtm_tools::gtm_server()).await
