@@ -147,7 +147,7 @@ fn copy_into(dst: &mut [u8], src: &[u8], streaming: bool) {
     #[cfg(target_arch = "x86_64")]
     if src.len() >= LONG_COPY && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, and `dst` has room for all of `src`
-        // (which is longer than 64 bytes).
+        // (at least `LONG_COPY` bytes: more than either copy needs).
         unsafe {
             match streaming {
                 true => avx2::copy_streaming(src, dst.as_mut_ptr()),

@@ -166,10 +166,10 @@ impl Dispatcher {
     }
 
     /// Acknowledges without waiting, from any task.
-    fn ack_soon(&self, publish: AckHandle) {
-        if !self.link.try_ack(publish) {
+    fn ack_soon(&self, handle: AckHandle) {
+        if !self.link.try_ack(handle) {
             let link = self.link.clone();
-            tokio::spawn(async move { link.ack(publish).await });
+            tokio::spawn(async move { link.ack(handle).await });
         }
     }
 
