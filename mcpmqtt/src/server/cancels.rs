@@ -47,7 +47,7 @@ impl Cancels {
             return None;
         }
         let token = CancellationToken::new();
-        self.running.insert(key.clone(), (caller.clone(), token.clone()));
+        self.running.insert(*key, (caller.clone(), token.clone()));
         Some(token)
     }
 

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -51,24 +51,20 @@ pub(crate) enum Seen {
     Finished(Option<Bytes>),
 }
 
-/// A call's identity: tool, reply topic and call id, in one shared string
-/// (cheap to clone into the expiry queue), hashed once: the window looks
-/// each call up several times.
-#[derive(Debug, Clone)]
+/// A call's identity: tool, reply topic and call id, as a 128-bit digest
+/// keyed per process. Keys are made for every call and kept for thousands:
+/// a digest costs no allocation, copies freely into the expiry queue, and
+/// leaves nothing to free (out of the cache by then) when it expires.
+///
+/// Two calls share a key only if their parts are equal, or with a chance of
+/// 2^-128: the digest is SipHash under a random key, so that callers can
+/// neither predict it nor choose call ids that collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CallKey {
-    joined: Arc<str>,
-    call_id_at: usize,
+    /// Also the key's hash in the window's maps.
     hash: u64,
+    check: u64,
 }
-
-impl PartialEq for CallKey {
-    fn eq(&self, other: &Self) -> bool {
-        // The window's own copies share the string: no compare needed.
-        self.hash == other.hash && (Arc::ptr_eq(&self.joined, &other.joined) || self.joined == other.joined)
-    }
-}
-
-impl Eq for CallKey {}
 
 impl Hash for CallKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -78,40 +74,16 @@ impl Hash for CallKey {
 
 impl CallKey {
     pub(crate) fn new(tool: &str, call_id: &str, reply_topic: &str) -> Self {
-        // Keyed per process (SipHash with a random key), so that callers
-        // cannot choose call ids that collide.
-        static KEYS: OnceLock<RandomState> = OnceLock::new();
-        // Neither names nor topics hold a NUL, so the parts cannot run
-        // together. Joined on the stack when short, so that the key costs
-        // one allocation, not two.
-        const INLINE: usize = 256;
-        let parts = [tool, reply_topic, call_id];
-        let len = tool.len() + reply_topic.len() + call_id.len() + 2;
-        let joined: Arc<str> = if len <= INLINE {
-            let mut buf = [0u8; INLINE];
-            let mut at = 0;
-            for (i, part) in parts.into_iter().enumerate() {
-                if i > 0 {
-                    at += 1; // the NUL the buffer starts with
-                }
-                buf[at..at + part.len()].copy_from_slice(part.as_bytes());
-                at += part.len();
-            }
-            // SAFETY: whole `str`s joined by NULs (the buffer's zeros) are
-            // UTF-8; checking again costs a pass over every byte of the key.
-            Arc::from(unsafe { std::str::from_utf8_unchecked(&buf[..len]) })
-        } else {
-            parts.join("\0").into()
-        };
+        static KEY: OnceLock<RandomState> = OnceLock::new();
+        let key = KEY.get_or_init(RandomState::new);
+        // Each `str` hashes with a 0xff after it, a byte UTF-8 never holds,
+        // so the parts cannot run together. The two halves are one keyed
+        // function of different inputs (a leading 0 or 1), hence independent.
+        let parts = (tool, reply_topic, call_id);
         CallKey {
-            call_id_at: joined.len() - call_id.len(),
-            hash: KEYS.get_or_init(RandomState::new).hash_one(&*joined),
-            joined,
+            hash: key.hash_one((0u8, parts)),
+            check: key.hash_one((1u8, parts)),
         }
-    }
-
-    pub(crate) fn call_id(&self) -> &str {
-        &self.joined[self.call_id_at..]
     }
 }
 
@@ -255,8 +227,8 @@ impl Window {
         }
         let entry = self.next_entry;
         self.next_entry += 1;
-        self.calls.insert(key.clone(), (entry, State::Running));
-        self.order.push_back((entry, now, key.clone()));
+        self.calls.insert(*key, (entry, State::Running));
+        self.order.push_back((entry, now, *key));
         Seen::New
     }
 
@@ -413,15 +385,16 @@ mod tests {
     }
 
     #[test]
-    fn keys_short_and_long_keep_their_parts_apart() {
+    fn keys_keep_their_parts_apart() {
         let long_topic = format!("lab/mcp/clients/{}/responses", "c".repeat(300));
         for topic in ["lab/mcp/clients/scout/responses", long_topic.as_str()] {
             let key = CallKey::new("echo", "id-1", topic);
-            assert_eq!(key.call_id(), "id-1");
             assert_eq!(key, CallKey::new("echo", "id-1", topic));
             assert_ne!(key, CallKey::new("echo", "id-2", topic));
+            assert_ne!(key, CallKey::new("echo", "id-1", &topic[1..]));
             // The parts cannot run together into another key's.
             assert_ne!(key, CallKey::new("echoi", "d-1", topic));
+            assert_ne!(key, CallKey::new(&format!("echo{topic}"), "id-1", ""));
         }
     }
 

@@ -320,20 +320,38 @@ impl Dispatcher {
                 return;
             }
         };
-        let _running = Deregister {
-            shared,
-            key: key.clone(),
-        };
+        let _running = Deregister { shared, key };
         let span = tracing::info_span!("call", call_id = %request.call_id, tool = %tool.def.name, caller = %caller.id(), verified = caller.is_verified());
+        let CallRequest {
+            call_id,
+            arguments,
+            private_stream,
+            ..
+        } = request;
         async {
             // Biased: a call that finishes at once never registers for the
             // shutdown signal.
-            let response = tokio::select! {
+            let ran = tokio::select! {
                 biased;
-                response = self.run_call(tool, request, caller, started, cancel) => response,
-                call_id = shutting_down(&shared.phase, &key) => {
+                ran = self.run_call(tool, &call_id, arguments, private_stream, caller, cancel) => Some(ran),
+                () = shutting_down(&shared.phase) => None,
+            };
+            let elapsed = elapsed_ms(started);
+            let response = match ran {
+                Some((result, partials)) => {
+                    let mut response = match result {
+                        Ok(value) => CallResponse::ok(call_id, value, elapsed),
+                        Err(e) => {
+                            tracing::info!(error_type = %e.error_type(), message = e.message(), "call failed");
+                            CallResponse::error(call_id, e.into_body(), elapsed)
+                        }
+                    };
+                    response.partials = partials;
+                    response
+                }
+                None => {
                     let message = format!("the server shut down before `{}` finished", tool.def.name);
-                    CallResponse::error(call_id, ErrorBody::new(ErrorType::Unavailable, message), elapsed_ms(started))
+                    CallResponse::error(call_id, ErrorBody::new(ErrorType::Unavailable, message), elapsed)
                 }
             };
             // Results are often about as large as the arguments (echoes,
@@ -355,25 +373,22 @@ impl Dispatcher {
         drop(slot);
     }
 
+    /// Runs a call's handler: its result, and how many partials its stream
+    /// sent.
     async fn run_call(
         &self,
         tool: &HostedTool,
-        request: CallRequest,
+        call_id: &str,
+        arguments: Value,
+        private_stream: bool,
         caller: Caller,
-        started: Instant,
         cancel: CancellationToken,
-    ) -> CallResponse {
-        let CallRequest {
-            call_id,
-            arguments,
-            private_stream,
-            ..
-        } = request;
+    ) -> (Result<Value, ToolError>, Option<u64>) {
         let stream = tool.def.streaming.then(|| {
             let topic = if private_stream && crate::protocol::names::name_problem(caller.id()).is_none() {
-                self.shared.topics.private_stream(caller.id(), &call_id)
+                self.shared.topics.private_stream(caller.id(), call_id)
             } else {
-                self.shared.topics.stream(&tool.def.name, &call_id)
+                self.shared.topics.stream(&tool.def.name, call_id)
             };
             StreamSink::mqtt(self.reply_link.clone(), topic)
         });
@@ -381,7 +396,7 @@ impl Dispatcher {
         // token; a handler that cancels its own context (as the timeout
         // does) does not make its call look cancelled by the caller.
         let ctx = CallContext::new(
-            call_id.clone(),
+            call_id.to_owned(),
             tool.name.clone(),
             caller,
             stream,
@@ -452,16 +467,7 @@ impl Dispatcher {
             tracing::warn!(error = %e, "could not end the stream");
             None
         });
-        let elapsed = elapsed_ms(started);
-        let mut response = match result {
-            Ok(value) => CallResponse::ok(call_id, value, elapsed),
-            Err(e) => {
-                tracing::info!(error_type = %e.error_type(), message = e.message(), "call failed");
-                CallResponse::error(call_id, e.into_body(), elapsed)
-            }
-        };
-        response.partials = partials;
-        response
+        (result, partials)
     }
 
     /// Takes a cancel from `caller` (attested by the topic it came on): the
@@ -638,11 +644,10 @@ fn reply_message(reply: Reply, payload: Bytes) -> Message {
     }
 }
 
-/// Resolves, with the call id, once the server cancels the calls still
-/// running at the end of a drain.
-async fn shutting_down(phase: &watch::Sender<Phase>, key: &CallKey) -> String {
+/// Resolves once the server cancels the calls still running at the end of
+/// a drain.
+async fn shutting_down(phase: &watch::Sender<Phase>) {
     let _ = phase.subscribe().wait_for(|p| *p == Phase::Cancelled).await;
-    key.call_id().to_owned()
 }
 
 /// Encodes a response, its buffer sized for `size_hint` bytes of result.
