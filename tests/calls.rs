@@ -8,6 +8,7 @@ use std::time::Duration;
 use mcpmqtt::{CallError, CallOptions, Server, ToolDef, ToolError};
 use serde_json::json;
 use support::fixtures::{gtm_client, gtm_online, wait_for_log, PATIENCE};
+use support::login::online;
 use support::mosquitto::Mosquitto;
 use support::tools::{lab_client, lab_online, lab_server, NAMESPACE};
 
@@ -329,18 +330,73 @@ async fn calls_run_concurrently_up_to_the_configured_bound() {
     server.shutdown().await.unwrap();
 }
 
-/// A call answered at its first step is acknowledged just behind its
-/// response: the broker, woken by the response, finds the PUBACK with it,
-/// instead of being woken for the PUBACK first and for the response again.
+/// A call that starts as it is taken is acknowledged as it is read: the
+/// PUBACK leaves in the write that ends the read, not in a write of its own
+/// after the response (which woke the broker once more a call).
 #[tokio::test]
-async fn a_call_answered_at_once_is_acknowledged_behind_its_response() {
+async fn a_call_taken_at_once_is_acknowledged_as_it_is_read() {
     let broker = Mosquitto::start();
     let server = lab_online(&broker).await;
     let tester = lab_client(&broker, "tester").await;
     assert_eq!(tester.call("echo", json!({"text": "hi"})).await.unwrap(), json!("hi"));
     let (response, ack) = wait_for_log(&broker, PATIENCE, "the response and the PUBACK", response_and_ack).await;
-    assert!(response < ack, "the PUBACK went before the response:\n{}", broker.log());
+    assert!(ack < response, "the PUBACK came after the response:\n{}", broker.log());
     server.shutdown().await.unwrap();
+}
+
+/// A call that has to wait for a slot is acknowledged only when it starts,
+/// however the calls before it were: the broker's in-flight window is what
+/// holds a flood back.
+#[tokio::test]
+async fn a_call_waiting_for_a_slot_is_acknowledged_only_when_it_starts() {
+    let broker = Mosquitto::start();
+    let server = online(&broker, lab_server("lab").max_concurrent_calls(10)).await;
+    let tester = lab_client(&broker, "tester").await;
+    let calls = (0..11).map(|_| tester.call("sleepy", json!({"ms": 200})));
+    for r in futures::future::join_all(calls).await {
+        assert_eq!(r.unwrap(), json!(200));
+    }
+    let (first_response, late_acks) = wait_for_log(&broker, PATIENCE, "11 PUBACKs and the responses", |log| {
+        acks_after_first_response(log, "/sleepy/call", 11)
+    })
+    .await;
+    assert_eq!(
+        late_acks, 1,
+        "10 calls start at once; the 11th is acknowledged after a slot frees (first response at line {first_response}):\n{}",
+        broker.log()
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// The line of the server's first response to a call to a tool whose call
+/// topic holds `tool`, and how many of the PUBACKs of the `calls` such
+/// calls came in after it; `None` until all of them are in the log.
+fn acks_after_first_response(log: &str, tool: &str, calls: usize) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = log.lines().collect();
+    let delivered: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|l| l.contains("Sending PUBLISH to ") && l.contains(tool))
+        .filter_map(|l| {
+            let server = l.split("Sending PUBLISH to ").nth(1)?.split(' ').next()?;
+            let mid = l.split(", m").nth(1)?.split(',').next()?;
+            Some((server, mid))
+        })
+        .collect();
+    if delivered.len() < calls {
+        return None;
+    }
+    let server = delivered[0].0;
+    let from = format!("Received PUBLISH from {server} ");
+    let first_response = lines
+        .iter()
+        .position(|l| l.contains(&from) && l.contains("/clients/tester/responses"))?;
+    let mut late = 0;
+    for (_, mid) in &delivered {
+        let ack = format!("Received PUBACK from {server} (Mid: {mid},");
+        let at = lines.iter().position(|l| l.contains(&ack))?;
+        late += usize::from(at > first_response);
+    }
+    Some((first_response, late))
 }
 
 /// The lines (numbers) of the broker's log where the server's response to

@@ -284,6 +284,7 @@ mod tests {
             correlation: None,
             message_expiry: None,
             pkid: 1,
+            acked: true,
         };
         let mut wrong = response.clone();
         wrong.correlation = Some(Bytes::from_static(b"other"));

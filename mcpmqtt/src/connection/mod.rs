@@ -898,11 +898,11 @@ pub(crate) struct Opening {
 
 impl Opening {
     /// Starts the connection task, and returns once the broker accepted the
-    /// connection. See [`Link::connect`] for `deliver`.
+    /// connection. See [`Link::connect`] for `inbox`.
     pub(crate) async fn connect(
         self,
         broker: &BrokerOptions,
-        deliver: impl Fn(Incoming) + Send + 'static,
+        inbox: impl Inbox,
     ) -> Result<tokio::task::JoinHandle<()>, Error> {
         let mut state = self.link.state.clone();
         let watchers = Watchers {
@@ -910,13 +910,7 @@ impl Opening {
             connects: self.connects,
             sessions_lost: self.sessions_lost,
         };
-        let task = tokio::spawn(drive(
-            self.eventloop,
-            self.link,
-            deliver,
-            watchers,
-            broker.give_up_after,
-        ));
+        let task = tokio::spawn(drive(self.eventloop, self.link, inbox, watchers, broker.give_up_after));
         // Each broker of the list is tried once, in turn.
         let tries = u32::try_from(1 + broker.others.len()).unwrap_or(u32::MAX);
         let first = tokio::time::timeout(
@@ -1024,15 +1018,40 @@ pub(crate) struct Incoming {
     pub message_expiry: Option<u32>,
     /// What [`Link::ack`] acknowledges it by.
     pub(crate) pkid: u16,
+    /// Acknowledged already, as it was read ([`Inbox::acks_on_receipt`]).
+    pub(crate) acked: bool,
 }
 
 impl Incoming {
-    /// What acknowledges this publish ([`Link::ack`]).
+    /// What acknowledges this publish ([`Link::ack`]): nothing, when it was
+    /// acknowledged as it was read.
     pub(crate) fn ack_handle(&self) -> AckHandle {
         AckHandle {
-            qos: self.qos,
+            qos: if self.acked { QoS::AtMostOnce } else { self.qos },
             pkid: self.pkid,
         }
+    }
+}
+
+/// Where a connection's incoming publishes go, on its task.
+pub(crate) trait Inbox: Send + 'static {
+    /// Takes one publish. Must not block: send it on, or route it in a few
+    /// microseconds.
+    fn deliver(&self, publish: Incoming);
+
+    /// Whether the publishes read next may be acknowledged as they are read,
+    /// on a connection with manual acks: asked before each read. Their
+    /// PUBACKs then leave together, in the one write that ends the read,
+    /// instead of a write each; an inbox says yes only when it will take
+    /// every publish of a read at once.
+    fn acks_on_receipt(&self) -> bool {
+        false
+    }
+}
+
+impl<F: Fn(Incoming) + Send + 'static> Inbox for F {
+    fn deliver(&self, publish: Incoming) {
+        self(publish)
     }
 }
 
@@ -1055,15 +1074,15 @@ pub(crate) struct Message {
 
 impl Link {
     /// Connects, and returns once the broker accepted the connection.
-    /// Each incoming publish is handed to `deliver`, on the connection task:
-    /// it must not block (send it on, or route it in a few microseconds).
+    /// Each incoming publish is handed to `inbox`, on the connection task
+    /// ([`Inbox::deliver`]).
     pub(crate) async fn connect(
         options: ConnectOptions,
         broker: &BrokerOptions,
-        deliver: impl Fn(Incoming) + Send + 'static,
+        inbox: impl Inbox,
     ) -> Result<(Link, tokio::task::JoinHandle<()>), Error> {
         let (link, opening) = Link::open(options);
-        let task = opening.connect(broker, deliver).await?;
+        let task = opening.connect(broker, inbox).await?;
         Ok((link, task))
     }
 
@@ -1538,7 +1557,7 @@ struct Watchers {
 async fn drive(
     mut eventloop: Driver,
     link: Link,
-    deliver: impl Fn(Incoming),
+    inbox: impl Inbox,
     watchers: Watchers,
     give_up_after: Option<Duration>,
 ) {
@@ -1563,6 +1582,7 @@ async fn drive(
     let abandoned = link.abandon.clone().cancelled_owned();
     tokio::pin!(abandoned);
     let failure = loop {
+        eventloop.ack_on_receipt(inbox.acks_on_receipt());
         let polled = tokio::select! {
             biased;
             _ = &mut abandoned => break None,
@@ -1571,7 +1591,7 @@ async fn drive(
         match polled {
             Ok(event) => match event {
                 Polled::Publish(publish) => {
-                    deliver(publish);
+                    inbox.deliver(publish);
                 }
                 Polled::PubAck(pkid, reason) => {
                     settle(book, Kind::Publish, pkid, Ack::Published(reason));

@@ -157,8 +157,9 @@ fn qos_from_v311(qos: rumqttc::QoS) -> QoS {
     }
 }
 
-/// A publish received over MQTT 5, with its properties.
-pub(crate) fn incoming_v5(publish: p5::Publish) -> Incoming {
+/// A publish received over MQTT 5, with its properties; `acked` when it
+/// was acknowledged as it was read.
+pub(crate) fn incoming_v5(publish: p5::Publish, acked: bool) -> Incoming {
     let props = publish.properties.unwrap_or_default();
     Incoming {
         topic: Topic::new(publish.topic),
@@ -167,12 +168,14 @@ pub(crate) fn incoming_v5(publish: p5::Publish) -> Incoming {
         response_topic: props.response_topic,
         correlation: props.correlation_data,
         message_expiry: props.message_expiry_interval,
+        acked: acked && publish.qos != QoS::AtMostOnce,
         pkid: publish.pkid,
     }
 }
 
-/// A publish received over MQTT 3.1.1: no properties.
-pub(crate) fn incoming_v311(publish: rumqttc::Publish) -> Incoming {
+/// A publish received over MQTT 3.1.1: no properties; `acked` as for
+/// [`incoming_v5`].
+pub(crate) fn incoming_v311(publish: rumqttc::Publish, acked: bool) -> Incoming {
     Incoming {
         topic: publish.topic.into(),
         payload: publish.payload,
@@ -180,6 +183,7 @@ pub(crate) fn incoming_v311(publish: rumqttc::Publish) -> Incoming {
         response_topic: None,
         correlation: None,
         message_expiry: None,
+        acked: acked && publish.qos != rumqttc::QoS::AtMostOnce,
         pkid: publish.pkid,
     }
 }
@@ -210,6 +214,13 @@ pub(crate) struct Driver {
     brokers: Vec<(String, BrokerConnect)>,
     /// The broker the event loop connects to now: an index into `brokers`.
     current: usize,
+    /// Whether the connection was opened with manual acks (which
+    /// [`Driver::ack_on_receipt`] may lift for a read).
+    manual_acks: bool,
+    /// Whether the publishes of the last read were acknowledged as they
+    /// were read. rumqttc buffers a read's packets and hands them out one a
+    /// poll, reading again only once all are out.
+    read_acked: bool,
 }
 
 // One per connection, owned by its task: the size of the variants does not matter.
@@ -241,10 +252,16 @@ pub(crate) fn open(options: ConnectOptions, capacity: usize) -> (Sender, Driver)
             (Sender::V311(client), EventLoop::V311(eventloop))
         }
     };
+    let manual_acks = match &eventloop {
+        EventLoop::V5(eventloop) => eventloop.state.manual_acks,
+        EventLoop::V311(eventloop) => eventloop.state.manual_acks,
+    };
     let driver = Driver {
         eventloop,
         brokers,
         current: 0,
+        manual_acks,
+        read_acked: !manual_acks,
     };
     (sender, driver)
 }
@@ -397,11 +414,35 @@ impl Driver {
         self.broker()
     }
 
+    /// On a connection with manual acks, whether the publishes read next
+    /// are acknowledged as they are read (by rumqttc, all of a read's PUBACKs
+    /// in the one write that ends it), or each by [`Sender::ack`]. Changes
+    /// nothing on a connection that acknowledges every publish as it reads it.
+    pub(crate) fn ack_on_receipt(&mut self, on: bool) {
+        if !self.manual_acks {
+            return;
+        }
+        match &mut self.eventloop {
+            EventLoop::V5(eventloop) => eventloop.state.manual_acks = !on,
+            EventLoop::V311(eventloop) => eventloop.state.manual_acks = !on,
+        }
+    }
+
     pub(crate) async fn poll(&mut self) -> Result<Polled, PollError> {
+        // A poll reads only when no packet of the last read is left: the
+        // publishes it returns from here on were read with acks as set now.
+        let (reads, manual) = match &self.eventloop {
+            EventLoop::V5(eventloop) => (eventloop.state.events.is_empty(), eventloop.state.manual_acks),
+            EventLoop::V311(eventloop) => (eventloop.state.events.is_empty(), eventloop.state.manual_acks),
+        };
+        if reads {
+            self.read_acked = !manual;
+        }
+        let acked = self.read_acked;
         match &mut self.eventloop {
             EventLoop::V5(eventloop) => match eventloop.poll().await {
                 Ok(rumqttc::v5::Event::Incoming(packet)) => Ok(match packet {
-                    p5::Packet::Publish(publish) => Polled::Publish(incoming_v5(publish)),
+                    p5::Packet::Publish(publish) => Polled::Publish(incoming_v5(publish, acked)),
                     p5::Packet::PubAck(ack) => Polled::PubAck(ack.pkid, ack.reason),
                     p5::Packet::SubAck(ack) => Polled::SubAck(ack.pkid, ack.return_codes),
                     p5::Packet::UnsubAck(ack) => Polled::UnsubAck(ack.pkid),
@@ -421,7 +462,7 @@ impl Driver {
             },
             EventLoop::V311(eventloop) => match eventloop.poll().await {
                 Ok(rumqttc::Event::Incoming(packet)) => Ok(match packet {
-                    rumqttc::Packet::Publish(publish) => Polled::Publish(incoming_v311(publish)),
+                    rumqttc::Packet::Publish(publish) => Polled::Publish(incoming_v311(publish, acked)),
                     rumqttc::Packet::PubAck(ack) => Polled::PubAck(ack.pkid, p5::PubAckReason::Success),
                     rumqttc::Packet::SubAck(ack) => Polled::SubAck(
                         ack.pkid,
@@ -637,7 +678,7 @@ mod tests {
         };
         let mut publish = p5::Publish::new("lab/mcp/tools/echo/call", QoS::AtLeastOnce, "{}", Some(props));
         publish.pkid = 7;
-        let incoming = incoming_v5(publish);
+        let incoming = incoming_v5(publish, false);
         assert_eq!(incoming.topic, "lab/mcp/tools/echo/call");
         assert_eq!(incoming.payload, Bytes::from_static(b"{}"));
         assert_eq!(incoming.qos, QoS::AtLeastOnce);
@@ -648,13 +689,31 @@ mod tests {
         assert_eq!(incoming.correlation, Some(Bytes::from_static(b"c1")));
         assert_eq!(incoming.message_expiry, Some(30));
         assert_eq!(incoming.pkid, 7);
+        assert_eq!(incoming.ack_handle().qos, QoS::AtLeastOnce, "still to acknowledge");
+    }
+
+    /// A publish acknowledged as it was read is not acknowledged again.
+    #[test]
+    fn a_publish_acknowledged_as_it_was_read_needs_no_ack() {
+        let publish = p5::Publish::new("lab/mcp/tools/echo/call", QoS::AtLeastOnce, "{}", None);
+        let incoming = incoming_v5(publish, true);
+        assert!(incoming.acked);
+        assert_eq!(
+            incoming.ack_handle().qos,
+            QoS::AtMostOnce,
+            "a handle that sends nothing"
+        );
+        let publish = rumqttc::Publish::new("lab/mcp/tools/echo/call", rumqttc::QoS::AtLeastOnce, "{}");
+        assert_eq!(incoming_v311(publish, true).ack_handle().qos, QoS::AtMostOnce);
+        let at_most_once = p5::Publish::new("lab/mcp/tools/echo/call", QoS::AtMostOnce, "{}", None);
+        assert!(!incoming_v5(at_most_once, true).acked, "QoS 0 is never acknowledged");
     }
 
     #[test]
     fn an_mqtt311_publish_has_no_properties() {
         let mut publish = rumqttc::Publish::new("lab/mcp/tools/echo/call/scout", rumqttc::QoS::AtLeastOnce, "{}");
         publish.pkid = 9;
-        let incoming = incoming_v311(publish);
+        let incoming = incoming_v311(publish, false);
         assert_eq!(incoming.topic, "lab/mcp/tools/echo/call/scout");
         assert_eq!(incoming.payload, Bytes::from_static(b"{}"));
         assert_eq!(incoming.qos, QoS::AtLeastOnce);
@@ -671,7 +730,7 @@ mod tests {
             topic: Bytes::from_static(b"a/\xff"),
             ..Default::default()
         };
-        assert_eq!(incoming_v5(publish).topic, "a/\u{fffd}");
+        assert_eq!(incoming_v5(publish, false).topic, "a/\u{fffd}");
     }
 
     #[test]

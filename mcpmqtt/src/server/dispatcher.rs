@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::cancels::Cancelled;
 use super::dedupe::{CallKey, Seen};
 use super::shared::{HostedTool, Phase, Shared};
-use crate::connection::{AckHandle, Incoming, Link, Message};
+use crate::connection::{AckHandle, Inbox, Incoming, Link, Message};
 use crate::error::{Error, ToolError};
 use crate::protocol::envelope::{CallRequest, CallResponse, CancelRequest, ErrorBody, ErrorType, ResponseStatus};
 use crate::protocol::inbound::{decode_call, Envelope, Inbound, Reply};
@@ -588,12 +588,11 @@ impl Intake {
                 // without waking another thread. Among others, it goes to a task
                 // at once, so that the calls run side by side.
                 let inline = idle && d.inline.is_on();
-                // The call starts now, so it is acknowledged now: from here,
-                // without waking the connection task from another thread. A
-                // call that takes its first step here is acknowledged right
-                // after that step: answered at once, its response leaves
-                // first and the PUBACK just behind it, while the broker is
-                // still awake from the one to take the other.
+                // The call starts now, so it is acknowledged now, unless it
+                // was as it was read (`acks_on_receipt`; then these acks do
+                // nothing): from here, without waking the connection task
+                // from another thread. A call that takes its first step here
+                // is acknowledged right after that step, its response ahead.
                 let ack = publish.ack_handle();
                 let acked = inline || d.link.try_ack(ack);
                 // Boxed: tokio copies a task's future in and out of its cell, and
@@ -621,6 +620,28 @@ impl Intake {
         if self.line.send((arrived, publish)).is_err() {
             d.waiting.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+}
+
+/// The most packets rumqttc takes from one read of the socket
+/// (`max_readb_count`, fixed at 10 in rumqttc 0.25).
+const READ_BATCH: usize = 10;
+
+impl Inbox for Intake {
+    fn deliver(&self, publish: Incoming) {
+        self.offer(publish);
+    }
+
+    /// While nothing waits in line and a slot is free for every publish a
+    /// read can bring: each call of the read then starts as it is taken,
+    /// which is when it would be acknowledged anyway, and the read's PUBACKs
+    /// leave in the one write that ends it instead of a write each (each of
+    /// which woke the broker). Calls that would wait are acknowledged only
+    /// when they start: the broker's in-flight window then holds the rest
+    /// back.
+    fn acks_on_receipt(&self) -> bool {
+        let d = &self.dispatcher;
+        d.waiting.load(Ordering::Acquire) == 0 && d.shared.would_start(READ_BATCH)
     }
 }
 

@@ -130,7 +130,7 @@ impl Server {
             .start();
         let dispatcher = intake.dispatcher();
         // Calls are taken on the connection task itself: one hop fewer per call.
-        let conn_task = opening.connect(&server.broker, move |p| intake.offer(p)).await?;
+        let conn_task = opening.connect(&server.broker, intake).await?;
         // Checked once the broker has announced its limit, and before any
         // call is taken: a card the broker would drop is an error now, not
         // a tool that silently never shows up.

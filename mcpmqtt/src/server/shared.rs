@@ -322,6 +322,12 @@ impl Shared {
         self.permits.available_permits() == self.config.max_concurrent_calls
     }
 
+    /// Whether `n` calls arriving now would each start at once: the server
+    /// is serving, and has `n` slots free.
+    pub(super) fn would_start(&self, n: usize) -> bool {
+        *self.phase.borrow() == Phase::Serving && self.permits.available_permits() >= n
+    }
+
     /// A free slot now, if the server is serving and one is free.
     pub(super) fn free_slot(&self) -> Option<OwnedSemaphorePermit> {
         if *self.phase.borrow() != Phase::Serving {
