@@ -373,27 +373,29 @@ async fn a_call_waiting_for_a_slot_is_acknowledged_only_when_it_starts() {
 /// calls came in after it; `None` until all of them are in the log.
 fn acks_after_first_response(log: &str, tool: &str, calls: usize) -> Option<(usize, usize)> {
     let lines: Vec<&str> = log.lines().collect();
-    let delivered: Vec<(&str, &str)> = lines
+    let delivered: Vec<(usize, &str, &str)> = lines
         .iter()
-        .filter(|l| l.contains("Sending PUBLISH to ") && l.contains(tool))
-        .filter_map(|l| {
+        .enumerate()
+        .filter(|(_, l)| l.contains("Sending PUBLISH to ") && l.contains(tool))
+        .filter_map(|(at, l)| {
             let server = l.split("Sending PUBLISH to ").nth(1)?.split(' ').next()?;
             let mid = l.split(", m").nth(1)?.split(',').next()?;
-            Some((server, mid))
+            Some((at, server, mid))
         })
         .collect();
     if delivered.len() < calls {
         return None;
     }
-    let server = delivered[0].0;
+    let server = delivered[0].1;
     let from = format!("Received PUBLISH from {server} ");
     let first_response = lines
         .iter()
         .position(|l| l.contains(&from) && l.contains("/clients/tester/responses"))?;
     let mut late = 0;
-    for (_, mid) in &delivered {
+    for (sent, _, mid) in &delivered {
+        // The PUBACK after the call's delivery (a packet id is used again once free).
         let ack = format!("Received PUBACK from {server} (Mid: {mid},");
-        let at = lines.iter().position(|l| l.contains(&ack))?;
+        let at = sent + lines[*sent..].iter().position(|l| l.contains(&ack))?;
         late += usize::from(at > first_response);
     }
     Some((first_response, late))
@@ -404,17 +406,20 @@ fn acks_after_first_response(log: &str, tool: &str, calls: usize) -> Option<(usi
 fn response_and_ack(log: &str) -> Option<(usize, usize)> {
     let lines: Vec<&str> = log.lines().collect();
     // `Sending PUBLISH to lab-1a2b (d0, q1, r0, m3, 'lab/mcp/tools/echo/call/tester', ...`
-    let call = lines
+    // The call topic, not the tool's name alone: the caller may fetch the
+    // tool's card (`.../echo/card`) first.
+    let at = lines
         .iter()
-        .find(|l| l.contains("Sending PUBLISH to ") && l.contains("/echo/"))?;
+        .position(|l| l.contains("Sending PUBLISH to ") && l.contains("/echo/call/"))?;
+    let call = lines[at];
     let server = call.split("Sending PUBLISH to ").nth(1)?.split(' ').next()?;
     let mid = call.split(", m").nth(1)?.split(',').next()?;
     let from = format!("Received PUBLISH from {server} ");
-    let response = lines
-        .iter()
-        .position(|l| l.contains(&from) && l.contains("/clients/tester/responses"))?;
+    // Both come after the call's delivery (a packet id is used again once free).
+    let after = |wanted: &dyn Fn(&str) -> bool| lines[at..].iter().position(|l| wanted(l)).map(|i| at + i);
+    let response = after(&|l| l.contains(&from) && l.contains("/clients/tester/responses"))?;
     let ack = format!("Received PUBACK from {server} (Mid: {mid},");
-    let ack = lines.iter().position(|l| l.contains(&ack))?;
+    let ack = after(&|l| l.contains(&ack))?;
     Some((response, ack))
 }
 
