@@ -1040,7 +1040,8 @@ pub(crate) trait Inbox: Send + 'static {
     fn deliver(&self, publish: Incoming);
 
     /// Whether the publishes read next may be acknowledged as they are read,
-    /// on a connection with manual acks: asked before each read. Their
+    /// on a connection with manual acks: asked before each read (not before
+    /// a poll that hands out packets already read). Their
     /// PUBACKs then leave together, in the one write that ends the read,
     /// instead of a write each; an inbox says yes only when it will take
     /// every publish of a read at once.
@@ -1582,7 +1583,7 @@ async fn drive(
     let abandoned = link.abandon.clone().cancelled_owned();
     tokio::pin!(abandoned);
     let failure = loop {
-        eventloop.ack_on_receipt(inbox.acks_on_receipt());
+        eventloop.ack_on_receipt(|| inbox.acks_on_receipt());
         let polled = tokio::select! {
             biased;
             _ = &mut abandoned => break None,

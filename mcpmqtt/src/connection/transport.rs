@@ -414,17 +414,22 @@ impl Driver {
         self.broker()
     }
 
-    /// On a connection with manual acks, whether the publishes read next
-    /// are acknowledged as they are read (by rumqttc, all of a read's PUBACKs
-    /// in the one write that ends it), or each by [`Sender::ack`]. Changes
-    /// nothing on a connection that acknowledges every publish as it reads it.
-    pub(crate) fn ack_on_receipt(&mut self, on: bool) {
+    /// On a connection with manual acks, whether the publishes of the next
+    /// read are acknowledged as they are read (by rumqttc, all of a read's
+    /// PUBACKs in the one write that ends it), or each by [`Sender::ack`].
+    /// `on` is asked only when the next poll can read: not while packets of
+    /// the last read are still to be handed out. Changes nothing on a
+    /// connection that acknowledges every publish as it reads it.
+    pub(crate) fn ack_on_receipt(&mut self, on: impl FnOnce() -> bool) {
         if !self.manual_acks {
             return;
         }
-        match &mut self.eventloop {
-            EventLoop::V5(eventloop) => eventloop.state.manual_acks = !on,
-            EventLoop::V311(eventloop) => eventloop.state.manual_acks = !on,
+        let (reads, manual_acks) = match &mut self.eventloop {
+            EventLoop::V5(eventloop) => (eventloop.state.events.is_empty(), &mut eventloop.state.manual_acks),
+            EventLoop::V311(eventloop) => (eventloop.state.events.is_empty(), &mut eventloop.state.manual_acks),
+        };
+        if reads {
+            *manual_acks = !on();
         }
     }
 
