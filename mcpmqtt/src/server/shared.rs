@@ -322,15 +322,20 @@ impl Shared {
         self.permits.available_permits() == self.config.max_concurrent_calls
     }
 
+    /// Whether calls may start: not once the server is shutting down.
+    fn serving(&self) -> bool {
+        *self.phase.borrow() == Phase::Serving
+    }
+
     /// Whether `n` calls arriving now would each start at once: the server
     /// is serving, and has `n` slots free.
     pub(super) fn would_start(&self, n: usize) -> bool {
-        *self.phase.borrow() == Phase::Serving && self.permits.available_permits() >= n
+        self.serving() && self.permits.available_permits() >= n
     }
 
     /// A free slot now, if the server is serving and one is free.
     pub(super) fn free_slot(&self) -> Option<OwnedSemaphorePermit> {
-        if *self.phase.borrow() != Phase::Serving {
+        if !self.serving() {
             return None;
         }
         self.permits.clone().try_acquire_owned().ok()
