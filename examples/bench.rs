@@ -995,7 +995,8 @@ impl Ctx<'_> {
             eprintln!("  {} errors, first: {}", cell.errors, r["first_error"]);
         }
         eprintln!(
-            "  {:<8} x{:<3} {:>9} inst {}: {:>8.0} calls/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} calls in {:.2} s)",
+            "  {:<8} x{:<3} {:>9} inst {}: {:>8.0} calls/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} calls in {:.2} s; \
+             µs/call client {:.0} server {:.0} broker {:.0}; {:.2} cores busy)",
             mode.name(),
             inflight,
             size_label(size),
@@ -1004,7 +1005,11 @@ impl Ctx<'_> {
             cell.p50_ms,
             cell.p99_ms,
             cell.calls,
-            cell.wall_s
+            cell.wall_s,
+            cell.us_per_call(cell.client_cpu),
+            cell.us_per_call(cell.server_cpu),
+            cell.us_per_call(cell.broker_cpu),
+            (cell.client_cpu + cell.server_cpu + cell.broker_cpu) / cell.wall_s,
         );
         cell
     }
