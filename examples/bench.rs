@@ -182,6 +182,16 @@ fn cpu_secs(pid: u32) -> f64 {
     (tick(11) + tick(12)) as f64 / 100.0
 }
 
+/// CPU seconds the hypervisor gave to others while this machine's CPUs
+/// wanted to run (`steal` of `/proc/stat`, all CPUs): a run during which it
+/// climbs measured a slower machine, whichever side it was.
+fn host_steal_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    // `cpu  user nice system idle iowait irq softirq steal ...`
+    let steal = stat.lines().next().and_then(|l| l.split_whitespace().nth(8));
+    steal.and_then(|f| f.parse::<u64>().ok()).unwrap_or(0) as f64 / 100.0
+}
+
 /// A `Vm*` line of `/proc/<pid>/status`, in KiB.
 fn vm_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -934,6 +944,7 @@ impl Ctx<'_> {
         });
         let broker_cpu = |pids: &[u32]| pids.iter().map(|&p| cpu_secs(p)).sum::<f64>();
         let (s0, b0) = (server_cpu(&servers), broker_cpu(&self.broker_pids));
+        let (steal0, window) = (host_steal_secs(), Instant::now());
         if a.callgrind.is_some() {
             callgrind_start(&servers);
             callgrind_start(std::slice::from_ref(&client));
@@ -941,6 +952,8 @@ impl Ctx<'_> {
         client.send("go");
         let r = client.expect("result", Duration::from_secs_f64(a.secs + 120.0));
         let (s1, b1) = (server_cpu(&servers), broker_cpu(&self.broker_pids));
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        let steal = (host_steal_secs() - steal0) / (window.elapsed().as_secs_f64() * cores);
         if let Some(dir) = &a.callgrind {
             // Counted from "go", after the warm-up.
             let calls = r.get("calls").and_then(Value::as_u64).unwrap_or(0);
@@ -996,7 +1009,7 @@ impl Ctx<'_> {
         }
         eprintln!(
             "  {:<8} x{:<3} {:>9} inst {}: {:>8.0} calls/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} calls in {:.2} s; \
-             µs/call client {:.0} server {:.0} broker {:.0}; {:.2} cores busy)",
+             µs/call client {:.0} server {:.0} broker {:.0}; {:.2} cores busy, {:.1}% stolen)",
             mode.name(),
             inflight,
             size_label(size),
@@ -1010,6 +1023,7 @@ impl Ctx<'_> {
             cell.us_per_call(cell.server_cpu),
             cell.us_per_call(cell.broker_cpu),
             (cell.client_cpu + cell.server_cpu + cell.broker_cpu) / cell.wall_s,
+            steal * 100.0,
         );
         cell
     }
