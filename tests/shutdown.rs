@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mcpmqtt::{CallError, CallOptions, Error, ServerHandle, SHUTDOWN_GRACE};
 use serde_json::json;
-use support::fixtures::PATIENCE;
+use support::fixtures::{Raw, PATIENCE};
 use support::login::online;
 use support::mosquitto::Mosquitto;
 use support::tools::{lab_client, lab_server};
@@ -60,6 +60,40 @@ async fn a_server_stops_within_its_bound_when_the_broker_is_frozen() {
     broker.unfreeze();
     assert!(took < bound(), "took {took:?}");
     assert!(matches!(result, Err(Error::Goodbye(_))), "{result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_unsubacks_came_late_still_leaves_its_cards_offline() {
+    let mut broker = Mosquitto::start();
+    let server = lab_server_on(&broker).await;
+    // The broker stalls through the unsubscribing and is back for the
+    // goodbye: slow, not gone. It thaws as soon as the server says it gave
+    // up on the UNSUBACKs (its own warning), with the goodbye's 2 s ahead.
+    let gave_up = support::logs::watch(&["going offline without the broker's UNSUBACKs", server.instance()]);
+    broker.freeze();
+    let shutdown = tokio::spawn(timed_shutdown(server));
+    let gave_up = tokio::time::timeout(bound(), gave_up).await;
+    broker.unfreeze();
+    gave_up
+        .expect("the server gave up on the UNSUBACKs in time")
+        .expect("the watcher");
+    let (result, took) = shutdown.await.unwrap();
+    assert!(took < bound(), "took {took:?}");
+    assert!(
+        matches!(&result, Err(Error::Goodbye(why)) if why.contains("UNSUBACK")),
+        "{result:?}"
+    );
+    // Retained: a fresh subscriber reads what the cards say now.
+    let mut raw = Raw::connect(&broker, "watcher").await;
+    for card in [
+        "lab/mcp/servers/lab/card",
+        "lab/mcp/tools/echo/card",
+        "lab/mcp/tools/whoami/card",
+    ] {
+        raw.subscribe(card).await;
+        let (topic, card) = raw.recv_json().await;
+        assert_eq!(card["status"], "offline", "{topic}: {card}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

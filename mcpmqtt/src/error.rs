@@ -82,11 +82,14 @@ pub enum Error {
     /// The connection to the broker is closed for good.
     #[error("the connection to the broker is closed")]
     Closed,
-    /// A server stopped without saying goodbye to the broker (down, stalled
-    /// or cut off): its cards were not set offline by the server, so the
-    /// broker publishes its Last Will once it notices the connection gone,
-    /// and calls still in flight get no answer from it.
-    #[error("stopped without a goodbye to the broker ({0}); the broker will publish the Last Will")]
+    /// A server stopped without a whole goodbye to the broker (down, stalled
+    /// or cut off), and the reason says which part was missing. When its
+    /// cards could not be set offline, the broker publishes its Last Will
+    /// once it notices the connection gone, and calls still in flight get
+    /// no answer from it. When only the UNSUBACKs were late, the cards did go
+    /// offline, but the broker may still hold calls for this instance's
+    /// session.
+    #[error("stopped without a goodbye to the broker ({0})")]
     Goodbye(String),
     /// Streaming was asked of a tool that is not declared `streaming`.
     #[error("tool {0:?} is not declared `streaming`, so it cannot emit partials")]

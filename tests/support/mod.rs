@@ -4,6 +4,7 @@ pub mod acl_proof;
 pub mod fixtures;
 pub mod gathering;
 pub mod login;
+pub mod logs;
 pub mod mosquitto;
 pub mod pki;
 pub mod proxy;

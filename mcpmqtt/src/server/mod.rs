@@ -271,7 +271,8 @@ impl ServerHandle {
     /// Goes offline gracefully: stops taking calls, lets the running ones
     /// finish within the drain deadline ([`ServerBuilder::drain_timeout`];
     /// those still running then get `unavailable`), republishes every card
-    /// as offline, and disconnects (so the Last Will is not sent).
+    /// as offline (also when the UNSUBACKs came too late: the broker is slow,
+    /// not gone), and disconnects (so the Last Will is not sent).
     ///
     /// Returns within the drain timeout plus [`Server::shutdown_grace`]
     /// ([`SHUTDOWN_GRACE`] for up to 1,000 tools), whatever the broker's
@@ -294,7 +295,11 @@ impl ServerHandle {
             match tokio::time::timeout(within, link.unsubscribe_many(&filters)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "could not unsubscribe before shutting down"),
-                Err(_) => unsaid = Some(format!("no UNSUBACK within {} ms", within.as_millis())),
+                Err(_) => {
+                    let why = format!("no UNSUBACK within {} ms", within.as_millis());
+                    tracing::warn!(instance = %running.instance, reason = %why, "going offline without the broker's UNSUBACKs");
+                    unsaid = Some(why);
+                }
             }
         } else {
             unsaid = Some("the connection was down".to_owned());
@@ -307,17 +312,21 @@ impl ServerHandle {
         let goodbye = tokio::time::Instant::now() + goodbye_within;
         self.dispatcher.settle(GOODBYE_WITHIN / 2).await;
         self.line_task.abort();
-        if link.is_connected() && unsaid.is_none() {
-            match tokio::time::timeout_at(goodbye, running.publish_cards(Status::Offline)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => unsaid = Some(format!("the offline cards were not taken: {e}")),
-                Err(_) => {
-                    unsaid = Some(format!(
-                        "the broker did not take the offline cards within {} ms",
-                        goodbye_within.as_millis()
-                    ))
-                }
-            }
+        // Even when the UNSUBACKs were late: a slow broker still takes the
+        // cards, and after a clean DISCONNECT no Last Will would say offline.
+        if link.is_connected() {
+            let cards = match tokio::time::timeout_at(goodbye, running.publish_cards(Status::Offline)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("the offline cards were not taken: {e}")),
+                Err(_) => Some(format!(
+                    "the broker did not take the offline cards within {} ms",
+                    goodbye_within.as_millis()
+                )),
+            };
+            unsaid = match (unsaid, cards) {
+                (Some(before), Some(cards)) => Some(format!("{before}; {cards}")),
+                (before, cards) => before.or(cards),
+            };
         }
         link.disconnect().await;
         if tokio::time::timeout(Duration::from_millis(100), self.conn_task)
