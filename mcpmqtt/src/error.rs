@@ -83,7 +83,8 @@ pub enum Error {
     #[error("the connection to the broker is closed")]
     Closed,
     /// A server stopped without a whole goodbye to the broker (down, stalled
-    /// or cut off), and the reason says which part was missing. When its
+    /// or cut off); the reason says which part was missing, and what follows
+    /// from it. When its
     /// cards could not be set offline, the broker publishes its Last Will
     /// once it notices the connection gone, and calls still in flight get
     /// no answer from it. When only the UNSUBACKs were late, the cards did go

@@ -286,6 +286,7 @@ impl ServerHandle {
         self.siblings_task.abort();
         let link = &running.link;
         let mut unsaid = None;
+        let mut cards_offline = false;
         let per_tools = per_tools(running.server.tools.len());
         // After the UNSUBACK the broker sends no more calls here; those it
         // queues go to the other instances.
@@ -316,7 +317,10 @@ impl ServerHandle {
         // cards, and after a clean DISCONNECT no Last Will would say offline.
         if link.is_connected() {
             let cards = match tokio::time::timeout_at(goodbye, running.publish_cards(Status::Offline)).await {
-                Ok(Ok(())) => None,
+                Ok(Ok(())) => {
+                    cards_offline = true;
+                    None
+                }
                 Ok(Err(e)) => Some(format!("the offline cards were not taken: {e}")),
                 Err(_) => Some(format!(
                     "the broker did not take the offline cards within {} ms",
@@ -353,6 +357,13 @@ impl ServerHandle {
                 Ok(())
             }
             Some(why) => {
+                // What follows for the callers: the cards say offline, or
+                // the broker's Last Will is to say it.
+                let why = if cards_offline {
+                    format!("{why}; its cards are offline")
+                } else {
+                    format!("{why}; the broker will publish the Last Will")
+                };
                 tracing::warn!(server = %running.server.name, reason = %why, "server stopped without a goodbye");
                 Err(Error::Goodbye(why))
             }
