@@ -1030,6 +1030,7 @@ impl Ctx<'_> {
         if cell.errors > 0 {
             eprintln!("  {} errors, first: {}", cell.errors, r["first_error"]);
         }
+        let run = cell.summary();
         eprintln!(
             "  {:<8} x{:<3} {:>9} inst {}: {:>8.0} calls/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} calls in {:.2} s; \
              µs/call client {:.0} server {:.0} broker {:.0}; {:.2} cores busy, {:.1}% stolen)",
@@ -1042,11 +1043,11 @@ impl Ctx<'_> {
             cell.p99_ms,
             cell.calls,
             cell.wall_s,
-            cell.us_per_call(cell.client_cpu),
-            cell.us_per_call(cell.server_cpu),
-            cell.us_per_call(cell.broker_cpu),
+            run.cpu_us[0],
+            run.cpu_us[1],
+            run.cpu_us[2],
             (cell.client_cpu + cell.server_cpu + cell.broker_cpu) / cell.wall_s,
-            steal * 100.0,
+            run.stolen * 100.0,
         );
         cell
     }

@@ -376,12 +376,8 @@ fn acks_after_first_response(log: &str, tool: &str, calls: usize) -> Option<(usi
     let delivered: Vec<(usize, &str, &str)> = lines
         .iter()
         .enumerate()
-        .filter(|(_, l)| l.contains("Sending PUBLISH to ") && l.contains(tool))
-        .filter_map(|(at, l)| {
-            let server = l.split("Sending PUBLISH to ").nth(1)?.split(' ').next()?;
-            let mid = l.split(", m").nth(1)?.split(',').next()?;
-            Some((at, server, mid))
-        })
+        .filter(|(_, l)| l.contains(tool))
+        .filter_map(|(at, l)| delivery(l).map(|(server, mid)| (at, server, mid)))
         .collect();
     if delivered.len() < calls {
         return None;
@@ -401,6 +397,15 @@ fn acks_after_first_response(log: &str, tool: &str, calls: usize) -> Option<(usi
     Some((first_response, late))
 }
 
+/// The client id and packet id of a broker's log line that delivers a
+/// publish: `Sending PUBLISH to lab-1a2b (d0, q1, r0, m3, 'topic', ...`.
+fn delivery(line: &str) -> Option<(&str, &str)> {
+    let rest = line.split("Sending PUBLISH to ").nth(1)?;
+    let client = rest.split(' ').next()?;
+    let mid = rest.split(", m").nth(1)?.split(',').next()?;
+    Some((client, mid))
+}
+
 /// The lines (numbers) of the broker's log where the server's response to
 /// the call to `echo`, and its PUBACK of that call, came in.
 fn response_and_ack(log: &str) -> Option<(usize, usize)> {
@@ -408,12 +413,11 @@ fn response_and_ack(log: &str) -> Option<(usize, usize)> {
     // `Sending PUBLISH to lab-1a2b (d0, q1, r0, m3, 'lab/mcp/tools/echo/call/tester', ...`
     // The call topic, not the tool's name alone: the caller may fetch the
     // tool's card (`.../echo/card`) first.
-    let at = lines
+    let (at, (server, mid)) = lines
         .iter()
-        .position(|l| l.contains("Sending PUBLISH to ") && l.contains("/echo/call/"))?;
-    let call = lines[at];
-    let server = call.split("Sending PUBLISH to ").nth(1)?.split(' ').next()?;
-    let mid = call.split(", m").nth(1)?.split(',').next()?;
+        .enumerate()
+        .filter(|(_, l)| l.contains("/echo/call/"))
+        .find_map(|(at, l)| Some((at, delivery(l)?)))?;
     let from = format!("Received PUBLISH from {server} ");
     // Both come after the call's delivery (a packet id is used again once free).
     let after = |wanted: &dyn Fn(&str) -> bool| lines[at..].iter().position(|l| wanted(l)).map(|i| at + i);
