@@ -67,6 +67,7 @@ mod connection;
 mod error;
 mod protocol;
 mod server;
+mod signal;
 mod tool;
 
 #[cfg(feature = "embedded-broker")]

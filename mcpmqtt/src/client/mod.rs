@@ -437,6 +437,9 @@ impl Client {
         let mut backoff = RETRY_FIRST;
         let mut attempt = 0;
         let mut refusals = 0u32;
+        // One timer for the whole call, however many times it is published.
+        let expired = tokio::time::sleep_until(call.deadline);
+        tokio::pin!(expired);
         loop {
             attempt += 1;
             let mut response_rx = inner.router.register(call.call_id.clone(), &call.correlation, attempt);
@@ -447,15 +450,17 @@ impl Client {
                 move |ack| router.on_call_ack(&call_id, attempt, ack)
             };
             let published = inner.link.publish_then(call.message(), on_ack);
-            tokio::time::timeout_at(call.deadline, published)
-                .await
-                .map_err(|_| CallError::Timeout {
+            // The timer is registered only if the outbox is full.
+            tokio::select! {
+                biased;
+                sent = published => sent.map_err(transport)?,
+                () = &mut expired => return Err(CallError::Timeout {
                     message: format!(
                         "the call could not be sent within {} ms: the connection's outbox stayed full",
                         timeout.as_millis()
                     ),
-                })?
-                .map_err(transport)?;
+                }),
+            }
             // Set when this publish will not be answered: wait for this
             // moment, then publish again.
             let mut again_at = None;
@@ -501,7 +506,7 @@ impl Client {
                                         "the connection was lost before the broker acknowledged the call: {why}"
                                     )));
                                 }
-                                _ = tokio::time::sleep_until(call.deadline) => {
+                                () = &mut expired => {
                                     return Err(CallError::Timeout { message: format!(
                                         "the connection was lost before the broker acknowledged the call, and was \
                                          not back within {} ms",
@@ -522,7 +527,7 @@ impl Client {
                     _ = cancelled(&options.cancel) => {
                         return Err(CallError::Cancelled { message: format!("the caller cancelled the call of `{}`", call.tool) });
                     }
-                    _ = tokio::time::sleep_until(call.deadline) => {
+                    () = &mut expired => {
                         let message = if inner.router.accepted(&call.call_id) {
                             no_response(call.tool, timeout, inner.protocol, inner.router.cards.tool_online(call.tool))
                         } else {

@@ -27,9 +27,9 @@ use rumqttc::v5::mqttbytes::v5::{LastWill, PubAckReason, PublishProperties, Subs
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::Transport;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
+use crate::signal::Signal;
 
 mod batch;
 mod cert;
@@ -880,7 +880,7 @@ pub(crate) struct Link {
     closing: Arc<std::sync::atomic::AtomicBool>,
     /// Ends the connection task at once, wherever it is (connecting to a
     /// broker that does not answer, writing to a stalled socket).
-    abandon: CancellationToken,
+    abandon: Arc<Signal>,
     /// The largest packet that may be sent, learned from each CONNACK.
     limit: Arc<PacketLimit>,
     /// The QoS 1 publishes that may await their PUBACK at once.
@@ -1108,7 +1108,7 @@ impl Link {
             sessions_lost: sessions_lost_rx,
             reconnected_at: Arc::new(Mutex::new(None)),
             closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            abandon: CancellationToken::new(),
+            abandon: Arc::default(),
             limit,
             window: Arc::new(SendWindow::new()),
         };
@@ -1468,7 +1468,7 @@ impl Link {
             }
             tracing::warn!("the broker did not take the DISCONNECT in time: dropping the connection");
         }
-        self.abandon.cancel();
+        self.abandon.raise();
         // The connection task ends at its next poll; if it is gone already
         // (aborted), the state's sender is dropped and this returns too.
         let _ = tokio::time::timeout(DISCONNECT_GRACE, self.closed()).await;
@@ -1578,16 +1578,20 @@ async fn drive(
     let mut down_since: Option<std::time::Instant> = None;
     // Why each broker of the list refused the first connection.
     let mut first_failures = Vec::new();
-    // Made once: a fresh one per poll would register with the token, and
-    // leave it again, for every packet.
-    let abandoned = link.abandon.clone().cancelled_owned();
+    // Made once, and polled only when rumqttc has nothing: each poll of it
+    // takes the lock of its waiters, which would cost every packet. The
+    // flag, read first, stops a busy loop as soon.
+    let abandoned = link.abandon.raised();
     tokio::pin!(abandoned);
     let failure = loop {
+        if link.abandon.is_raised() {
+            break None;
+        }
         eventloop.ack_on_receipt(|| inbox.acks_on_receipt());
         let polled = tokio::select! {
             biased;
-            _ = &mut abandoned => break None,
             polled = eventloop.poll() => polled,
+            () = &mut abandoned => break None,
         };
         match polled {
             Ok(event) => match event {
@@ -1687,7 +1691,7 @@ async fn drive(
                 let _ = state.send(LinkState::Reconnecting(why));
                 tokio::select! {
                     biased;
-                    _ = &mut abandoned => break None,
+                    () = &mut abandoned => break None,
                     _ = tokio::time::sleep(jittered(backoff)) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));

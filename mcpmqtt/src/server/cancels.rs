@@ -1,15 +1,13 @@
 //! Which calls a cancel can reach: the calls running, each with its caller
-//! and its cancellation token, and the cancels of calls not running (yet).
+//! and the way to cancel it, and the cancels of calls not running (yet).
 //! A data structure only: no I/O, and no clock of its own (callers pass the
 //! time). One lock guards both, so a call's start and a cancel cannot pass
 //! each other.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
-
 use super::dedupe::{CallKey, CallMap};
+use crate::tool::context::CallerCancel;
 
 /// How long a cancel of a call that is not running is remembered.
 const EARLY_KEPT: Duration = Duration::from_secs(60);
@@ -22,7 +20,7 @@ const EARLY_MAX: usize = 10_000;
 pub(crate) struct Cancels {
     /// The calls running, with the caller that made each: only it may
     /// cancel it.
-    running: CallMap<(Arc<str>, CancellationToken)>,
+    running: CallMap<CallerCancel>,
     /// Cancels of calls not running (yet): a call still in line is answered
     /// `cancelled` when its turn comes.
     early: CallMap<Instant>,
@@ -40,15 +38,13 @@ pub(crate) enum Cancelled {
 }
 
 impl Cancels {
-    /// A call starts: its token, or `None` if it was cancelled before it
-    /// started.
-    pub(crate) fn start(&mut self, key: &CallKey, caller: &Arc<str>) -> Option<CancellationToken> {
+    /// A call starts, unless it was cancelled before it started (`false`).
+    pub(crate) fn start(&mut self, key: &CallKey, call: CallerCancel) -> bool {
         if self.early.remove(key).is_some() {
-            return None;
+            return false;
         }
-        let token = CancellationToken::new();
-        self.running.insert(*key, (caller.clone(), token.clone()));
-        Some(token)
+        self.running.insert(*key, call);
+        true
     }
 
     /// A call ended, however.
@@ -58,11 +54,11 @@ impl Cancels {
 
     /// `caller` cancels the call `key`.
     pub(crate) fn cancel(&mut self, key: CallKey, caller: &str, now: Instant) -> Cancelled {
-        if let Some((owner, token)) = self.running.get(&key) {
-            if **owner != *caller {
+        if let Some(call) = self.running.get(&key) {
+            if call.caller() != caller {
                 return Cancelled::NotTheCaller;
             }
-            token.cancel();
+            call.cancel();
             return Cancelled::Running;
         }
         self.early.retain(|_, at| now.duration_since(*at) < EARLY_KEPT);
@@ -76,6 +72,17 @@ impl Cancels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tool::context::{CallContext, Caller};
+
+    fn call() -> CallContext {
+        CallContext::new(
+            "c".into(),
+            "echo".into(),
+            Caller::new("scout", true),
+            None,
+            Default::default(),
+        )
+    }
 
     fn key(call_id: &str) -> CallKey {
         CallKey::new("echo", call_id, "lab/mcp/clients/scout/responses")
@@ -84,12 +91,13 @@ mod tests {
     #[test]
     fn only_the_caller_cancels_a_running_call() {
         let mut cancels = Cancels::default();
-        let token = cancels.start(&key("c1"), &"scout".into()).unwrap();
+        let ctx = call();
+        assert!(cancels.start(&key("c1"), ctx.caller_cancel()));
         let now = Instant::now();
         assert_eq!(cancels.cancel(key("c1"), "mallory", now), Cancelled::NotTheCaller);
-        assert!(!token.is_cancelled());
+        assert!(!ctx.is_cancelled());
         assert_eq!(cancels.cancel(key("c1"), "scout", now), Cancelled::Running);
-        assert!(token.is_cancelled());
+        assert!(ctx.cancelled_by_caller());
         cancels.end(&key("c1"));
         // Ended: a cancel now only waits for a call that will not come.
         assert_eq!(cancels.cancel(key("c1"), "scout", now), Cancelled::Early);
@@ -100,9 +108,9 @@ mod tests {
         let mut cancels = Cancels::default();
         let now = Instant::now();
         assert_eq!(cancels.cancel(key("c2"), "scout", now), Cancelled::Early);
-        assert!(cancels.start(&key("c2"), &"scout".into()).is_none());
+        assert!(!cancels.start(&key("c2"), call().caller_cancel()));
         assert!(
-            cancels.start(&key("c2"), &"scout".into()).is_some(),
+            cancels.start(&key("c2"), call().caller_cancel()),
             "the early cancel is used up"
         );
     }

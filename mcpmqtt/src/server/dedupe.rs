@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use siphasher::sip128::{Hash128, Hasher128, SipHasher13};
 
 /// How many finished calls are remembered, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +58,10 @@ pub(crate) enum Seen {
 /// leaves nothing to free (out of the cache by then) when it expires.
 ///
 /// Two calls share a key only if their parts are equal, or with a chance of
-/// 2^-128: the digest is SipHash under a random key, so that callers can
-/// neither predict it nor choose call ids that collide.
+/// 2^-128: the digest is SipHash-1-3 with its 128-bit output, under a random
+/// key, so that callers can neither predict it nor choose call ids that
+/// collide. One pass makes both halves (two 64-bit hashes took twice the
+/// time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CallKey {
     /// Also the key's hash in the window's maps.
@@ -74,16 +77,19 @@ impl Hash for CallKey {
 
 impl CallKey {
     pub(crate) fn new(tool: &str, call_id: &str, reply_topic: &str) -> Self {
-        static KEY: OnceLock<RandomState> = OnceLock::new();
-        let key = KEY.get_or_init(RandomState::new);
+        static KEY: OnceLock<(u64, u64)> = OnceLock::new();
+        let &(k0, k1) = KEY.get_or_init(|| {
+            // The standard library's per-process random keys, drawn from the
+            // operating system.
+            let random = RandomState::new();
+            (random.hash_one(0u8), random.hash_one(1u8))
+        });
+        let mut digest = SipHasher13::new_with_keys(k0, k1);
         // Each `str` hashes with a 0xff after it, a byte UTF-8 never holds,
-        // so the parts cannot run together. The two halves are one keyed
-        // function of different inputs (a leading 0 or 1), hence independent.
-        let parts = (tool, reply_topic, call_id);
-        CallKey {
-            hash: key.hash_one((0u8, parts)),
-            check: key.hash_one((1u8, parts)),
-        }
+        // so the parts cannot run together.
+        (tool, reply_topic, call_id).hash(&mut digest);
+        let Hash128 { h1, h2 } = digest.finish128();
+        CallKey { hash: h1, check: h2 }
     }
 }
 

@@ -15,7 +15,6 @@ use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -96,6 +95,9 @@ impl InlineBudget {
 
 /// The longest a call's first step may take on the connection task.
 const INLINE_BUDGET: Duration = Duration::from_micros(200);
+/// The largest call that takes its first step on the connection task while
+/// other calls run: above it, the work of a call is worth the other core.
+const INLINE_AMONG_OTHERS_BYTES: usize = 1024;
 /// How far [`InlineBudget::slow_steps`] may climb before calls are no longer
 /// started on the connection task.
 const SLOW_STEPS_LIMIT: u32 = 8;
@@ -298,22 +300,27 @@ impl Dispatcher {
             )),
             _ => None,
         };
-        let cancel = match refusal {
+        let ctx = match refusal {
             Some(response) => Err(response),
-            None => shared
-                .cancels
-                .lock()
-                .expect("cancels lock")
-                .start(&key, caller.shared_id())
-                .ok_or_else(|| {
+            None => {
+                // Its table entry is the context itself: a cancel reaches
+                // the handler through it.
+                let ctx = self.context(tool, &request, caller);
+                let started = shared
+                    .cancels
+                    .lock()
+                    .expect("cancels lock")
+                    .start(&key, ctx.caller_cancel());
+                started.then_some(ctx).ok_or_else(|| {
                     refuse(
                         ErrorType::Cancelled,
                         "the caller cancelled the call before it started".into(),
                     )
-                }),
+                })
+            }
         };
-        let cancel = match cancel {
-            Ok(cancel) => cancel,
+        let ctx = match ctx {
+            Ok(ctx) => ctx,
             Err(response) => {
                 shared.window.lock().expect("window lock").forget(&key);
                 self.respond(reply, &response).await;
@@ -321,19 +328,15 @@ impl Dispatcher {
             }
         };
         let _running = Deregister { shared, key };
+        let caller = ctx.caller();
         let span = tracing::info_span!("call", call_id = %request.call_id, tool = %tool.def.name, caller = %caller.id(), verified = caller.is_verified());
-        let CallRequest {
-            call_id,
-            arguments,
-            private_stream,
-            ..
-        } = request;
+        let CallRequest { call_id, arguments, .. } = request;
         async {
             // Biased: a call that finishes at once never registers for the
             // shutdown signal.
             let ran = tokio::select! {
                 biased;
-                ran = self.run_call(tool, &call_id, arguments, private_stream, caller, cancel) => Some(ran),
+                ran = self.run_call(tool, &ctx, arguments) => Some(ran),
                 () = shutting_down(&shared.phase) => None,
             };
             let elapsed = elapsed_ms(started);
@@ -373,36 +376,38 @@ impl Dispatcher {
         drop(slot);
     }
 
-    /// Runs a call's handler: its result, and how many partials its stream
-    /// sent.
-    async fn run_call(
-        &self,
-        tool: &HostedTool,
-        call_id: &str,
-        arguments: Value,
-        private_stream: bool,
-        caller: Caller,
-        cancel: CancellationToken,
-    ) -> (Result<Value, ToolError>, Option<u64>) {
+    /// The context a call's handler gets: for a streaming tool, with the
+    /// stream its caller reads (a private one when the caller asked for it
+    /// and its id can name a topic).
+    fn context(&self, tool: &HostedTool, request: &CallRequest, caller: Caller) -> CallContext {
+        let call_id = request.call_id.as_str();
         let stream = tool.def.streaming.then(|| {
-            let topic = if private_stream && crate::protocol::names::name_problem(caller.id()).is_none() {
+            let topic = if request.private_stream && crate::protocol::names::name_problem(caller.id()).is_none() {
                 self.shared.topics.private_stream(caller.id(), call_id)
             } else {
                 self.shared.topics.stream(&tool.def.name, call_id)
             };
             StreamSink::mqtt(self.reply_link.clone(), topic)
         });
-        // The handler hears the caller's cancel at once, through the call's
-        // token; a handler that cancels its own context (as the timeout
-        // does) does not make its call look cancelled by the caller.
-        let ctx = CallContext::new(
+        CallContext::new(
             call_id.to_owned(),
             tool.name.clone(),
             caller,
             stream,
-            cancel.clone(),
             self.shared.config.states.clone(),
-        );
+        )
+    }
+
+    /// Runs a call's handler: its result, and how many partials its stream
+    /// sent. The handler hears the caller's cancel at once, through its
+    /// context; a handler that cancels its own context (as the timeout does)
+    /// does not make its call look cancelled by the caller.
+    async fn run_call(
+        &self,
+        tool: &HostedTool,
+        ctx: &CallContext,
+        arguments: Value,
+    ) -> (Result<Value, ToolError>, Option<u64>) {
         // A handler may panic while building its future, or while running
         // it. Its future is boxed already, so this one moves freely (into the
         // grace task below) without another allocation.
@@ -412,7 +417,7 @@ impl Dispatcher {
         };
         // The cancel first: the handler hears it too, and may answer at once,
         // but the caller asked for a cancel, and is answered `cancelled`.
-        let by_caller = if cancel.is_cancelled() {
+        let by_caller = if ctx.cancelled_by_caller() {
             None
         } else if let Poll::Ready(outcome) = futures_util::poll!(&mut run) {
             // Answered at its first step: no timer was needed.
@@ -420,7 +425,7 @@ impl Dispatcher {
         } else {
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => None,
+                () = ctx.caller_cancelled() => None,
                 outcome = &mut run => Some(outcome),
                 _ = tokio::time::sleep(tool.timeout) => None,
             }
@@ -432,7 +437,7 @@ impl Dispatcher {
                 // handler hears it through `ctx.cancelled()`, and has the
                 // grace to wind down, in the background; its caller is
                 // answered, and its slot freed, now.
-                let by_caller = cancel.is_cancelled();
+                let by_caller = ctx.cancelled_by_caller();
                 ctx.cancel();
                 let (grace, name) = (self.shared.config.cancel_grace, tool.def.name.clone());
                 self.tasks.spawn(async move {
@@ -583,11 +588,14 @@ impl Intake {
         if d.waiting.load(Ordering::Acquire) == 0 {
             let idle = d.shared.is_idle();
             if let Some(slot) = d.shared.free_slot() {
-                // Alone, a call takes its first step here: a quick handler
-                // (most are, until they await) is answered without a task, and
-                // without waking another thread. Among others, it goes to a task
-                // at once, so that the calls run side by side.
-                let inline = idle && d.inline.is_on();
+                // A call alone, or a small one, takes its first step here: a
+                // quick handler (most are, until they await) is answered
+                // without a task, and without waking another thread, which
+                // cost a small call more than running it (BENCHMARKS.md,
+                // session 16). A larger one among others goes to a task at
+                // once, so that decoding and encoding run side by side.
+                let small = publish.payload.len() <= INLINE_AMONG_OTHERS_BYTES;
+                let inline = (idle || small) && d.inline.is_on();
                 // The call starts now, so it is acknowledged now, unless it
                 // was as it was read (`acks_on_receipt`; then these acks do
                 // nothing): from here, without waking the connection task

@@ -2,24 +2,23 @@
 //! hands the handler its call, never the connection: partials leave through
 //! the sink the dispatcher set up.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS;
 use serde::Serialize;
-use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
 use crate::connection::{Link, Message};
 use crate::error::Error;
 use crate::protocol::envelope::{Partial, Progress, StreamMessage, StreamType};
+use crate::signal::Signal;
 use crate::tool::state::{State, States};
 
 /// Who made a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// Shared: the running calls' table keeps it too.
     id: Arc<str>,
     verified: bool,
 }
@@ -30,11 +29,6 @@ impl Caller {
             id: id.into(),
             verified,
         }
-    }
-
-    /// The identity, to keep without a copy.
-    pub(crate) fn shared_id(&self) -> &Arc<str> {
-        &self.id
     }
 
     /// The caller's identity.
@@ -64,14 +58,12 @@ struct Inner {
     tool: Arc<str>,
     caller: Caller,
     stream: Option<StreamSink>,
-    /// The caller's cancel, shared with the dispatcher.
-    cancel: CancellationToken,
-    /// Set by [`CallContext::cancel`] (the tool's timeout, or the handler
-    /// itself): heard by the handler, not taken for the caller's cancel. A
-    /// flag here, not a child token, which would be one more allocation and
-    /// two locked links a call.
-    stopped: AtomicBool,
-    stop: Notify,
+    /// The caller's cancel, raised through the server's table of running
+    /// calls ([`CallerCancel`]).
+    by_caller: Signal,
+    /// Raised by [`CallContext::cancel`] (the tool's timeout, or the handler
+    /// itself): heard by the handler, not taken for the caller's cancel.
+    stopped: Signal,
 }
 
 impl std::fmt::Debug for CallContext {
@@ -84,16 +76,29 @@ impl std::fmt::Debug for CallContext {
     }
 }
 
+/// A running call, as its caller's cancel reaches it.
+pub(crate) struct CallerCancel(Arc<Inner>);
+
+impl CallerCancel {
+    /// Who made the call: only they may cancel it.
+    pub(crate) fn caller(&self) -> &str {
+        self.0.caller.id()
+    }
+
+    /// Cancels the call for its caller.
+    pub(crate) fn cancel(&self) {
+        self.0.by_caller.raise();
+    }
+}
+
 impl CallContext {
-    /// A call's context. `cancel` is the caller's cancel, which
-    /// [`CallContext::cancelled`] hears besides [`CallContext::cancel`];
-    /// `states` the server's registered state.
+    /// A call's context; `states` the server's registered state. Its
+    /// caller's cancel comes through [`CallContext::caller_cancel`].
     pub(crate) fn new(
         call_id: String,
         tool: Arc<str>,
         caller: Caller,
         stream: Option<StreamSink>,
-        cancel: CancellationToken,
         states: States,
     ) -> Self {
         CallContext {
@@ -102,12 +107,28 @@ impl CallContext {
                 tool,
                 caller,
                 stream,
-                cancel,
-                stopped: AtomicBool::new(false),
-                stop: Notify::new(),
+                by_caller: Signal::default(),
+                stopped: Signal::default(),
             }),
             states,
         }
+    }
+
+    /// What the server's table of running calls keeps, to cancel the call
+    /// when its caller asks: the context itself, so that a call costs no
+    /// token of its own.
+    pub(crate) fn caller_cancel(&self) -> CallerCancel {
+        CallerCancel(self.inner.clone())
+    }
+
+    /// Whether the caller cancelled the call (not the tool's timeout).
+    pub(crate) fn cancelled_by_caller(&self) -> bool {
+        self.inner.by_caller.is_raised()
+    }
+
+    /// Resolves once the caller cancels the call.
+    pub(crate) async fn caller_cancelled(&self) {
+        self.inner.by_caller.raised().await
     }
 
     /// Resolves once the call is cancelled: by its caller, or by the
@@ -131,37 +152,23 @@ impl CallContext {
     /// ```
     pub async fn cancelled(&self) {
         let inner = &*self.inner;
-        let stopped = async {
-            loop {
-                // Registered before the flag is read: a `cancel` between the
-                // two still wakes it.
-                let notified = inner.stop.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if inner.stopped.load(Ordering::Acquire) {
-                    return;
-                }
-                notified.await;
-            }
-        };
         tokio::select! {
-            _ = inner.cancel.cancelled() => {}
-            _ = stopped => {}
+            () = inner.by_caller.raised() => {}
+            () = inner.stopped.raised() => {}
         }
     }
 
     /// Whether the call has been cancelled, for a handler that checks
     /// between steps.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.stopped.load(Ordering::Acquire) || self.inner.cancel.is_cancelled()
+        self.inner.stopped.is_raised() || self.inner.by_caller.is_raised()
     }
 
     /// Cancels the call for its handler: what the dispatcher does on a
     /// timeout, and a unit test to see how a handler takes it. The caller's
     /// own cancel reaches the handler without it.
     pub fn cancel(&self) {
-        self.inner.stopped.store(true, Ordering::Release);
-        self.inner.stop.notify_waiters();
+        self.inner.stopped.raise();
     }
 
     /// The context with the server's registered state.
@@ -216,7 +223,6 @@ impl CallContext {
             tool.into(),
             Caller::new(caller, true),
             Some(StreamSink::Test(tx)),
-            CancellationToken::new(),
             States::default(),
         );
         (ctx, rx)
@@ -356,13 +362,12 @@ mod tests {
 
     use super::*;
 
-    fn context(cancel: CancellationToken) -> CallContext {
+    fn context() -> CallContext {
         CallContext::new(
             "c1".into(),
             "crawl".into(),
             Caller::new("scout", true),
             None,
-            cancel,
             States::default(),
         )
     }
@@ -384,26 +389,30 @@ mod tests {
     /// taken for the caller's.
     #[tokio::test]
     async fn the_contexts_own_cancel_wakes_a_waiting_handler_and_not_the_caller() {
-        let by_caller = CancellationToken::new();
-        let ctx = context(by_caller.clone());
+        let ctx = context();
         let handler = waiting(&ctx);
         tokio::task::yield_now().await;
         assert!(!ctx.is_cancelled());
         ctx.cancel();
         heard(handler).await;
         assert!(ctx.is_cancelled());
-        assert!(!by_caller.is_cancelled(), "the caller did not cancel");
+        assert!(!ctx.cancelled_by_caller(), "the caller did not cancel");
         // Cancelled already: a later wait returns at once.
         heard(waiting(&ctx)).await;
     }
 
     #[tokio::test]
     async fn the_callers_cancel_reaches_the_handler() {
-        let by_caller = CancellationToken::new();
-        let ctx = context(by_caller.clone());
+        let ctx = context();
+        let by_caller = ctx.caller_cancel();
+        assert_eq!(by_caller.caller(), "scout");
         let handler = waiting(&ctx);
         by_caller.cancel();
         heard(handler).await;
         assert!(ctx.is_cancelled());
+        assert!(ctx.cancelled_by_caller());
+        tokio::time::timeout(Duration::from_secs(10), ctx.caller_cancelled())
+            .await
+            .expect("cancelled already: no wait");
     }
 }
