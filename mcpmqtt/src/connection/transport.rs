@@ -217,10 +217,6 @@ pub(crate) struct Driver {
     /// Whether the connection was opened with manual acks (which
     /// [`Driver::ack_on_receipt`] may lift for a read).
     manual_acks: bool,
-    /// Whether the publishes of the last read were acknowledged as they
-    /// were read. rumqttc buffers a read's packets and hands them out one a
-    /// poll, reading again only once all are out.
-    read_acked: bool,
 }
 
 // One per connection, owned by its task: the size of the variants does not matter.
@@ -261,7 +257,6 @@ pub(crate) fn open(options: ConnectOptions, capacity: usize) -> (Sender, Driver)
         brokers,
         current: 0,
         manual_acks,
-        read_acked: !manual_acks,
     };
     (sender, driver)
 }
@@ -424,26 +419,26 @@ impl Driver {
         if !self.manual_acks {
             return;
         }
-        let (reads, manual_acks) = match &mut self.eventloop {
-            EventLoop::V5(eventloop) => (eventloop.state.events.is_empty(), &mut eventloop.state.manual_acks),
-            EventLoop::V311(eventloop) => (eventloop.state.events.is_empty(), &mut eventloop.state.manual_acks),
-        };
+        let (reads, manual_acks) = self.read_state();
         if reads {
             *manual_acks = !on();
         }
     }
 
-    pub(crate) async fn poll(&mut self) -> Result<Polled, PollError> {
-        // A poll reads only when no packet of the last read is left: the
-        // publishes it returns from here on were read with acks as set now.
-        let (reads, manual) = match &self.eventloop {
-            EventLoop::V5(eventloop) => (eventloop.state.events.is_empty(), eventloop.state.manual_acks),
-            EventLoop::V311(eventloop) => (eventloop.state.events.is_empty(), eventloop.state.manual_acks),
-        };
-        if reads {
-            self.read_acked = !manual;
+    /// Whether the next poll reads from the socket, and rumqttc's manual
+    /// acks flag. rumqttc buffers a read's packets and hands them out one a
+    /// poll, reading again only once all are out; the flag changes only
+    /// before a read ([`Driver::ack_on_receipt`]), so whatever a poll hands
+    /// out was read with the flag as it is.
+    fn read_state(&mut self) -> (bool, &mut bool) {
+        match &mut self.eventloop {
+            EventLoop::V5(eventloop) => (eventloop.state.events.is_empty(), &mut eventloop.state.manual_acks),
+            EventLoop::V311(eventloop) => (eventloop.state.events.is_empty(), &mut eventloop.state.manual_acks),
         }
-        let acked = self.read_acked;
+    }
+
+    pub(crate) async fn poll(&mut self) -> Result<Polled, PollError> {
+        let acked = !*self.read_state().1;
         match &mut self.eventloop {
             EventLoop::V5(eventloop) => match eventloop.poll().await {
                 Ok(rumqttc::v5::Event::Incoming(packet)) => Ok(match packet {
