@@ -84,12 +84,11 @@ pub enum Error {
     Closed,
     /// A server stopped without a whole goodbye to the broker (down, stalled
     /// or cut off); the reason says which part was missing, and what follows
-    /// from it. When its
-    /// cards could not be set offline, the broker publishes its Last Will
-    /// once it notices the connection gone, and calls still in flight get
-    /// no answer from it. When only the UNSUBACKs were late, the cards did go
-    /// offline, but the broker may still hold calls for this instance's
-    /// session.
+    /// from it. When its cards could not be set offline, the broker publishes
+    /// its Last Will once it notices the connection gone, and calls still in
+    /// flight get no answer from it. When only the UNSUBACKs were late, the
+    /// cards did go offline, but the broker may still hold calls for this
+    /// instance's session.
     #[error("stopped without a goodbye to the broker ({0})")]
     Goodbye(String),
     /// Streaming was asked of a tool that is not declared `streaming`.

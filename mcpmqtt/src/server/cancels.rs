@@ -72,16 +72,11 @@ impl Cancels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tool::context::{CallContext, Caller};
+    use crate::tool::context::CallContext;
 
+    /// A running call's context, made by "scout".
     fn call() -> CallContext {
-        CallContext::new(
-            "c".into(),
-            "echo".into(),
-            Caller::new("scout", true),
-            None,
-            Default::default(),
-        )
+        CallContext::for_test("echo", "scout").0
     }
 
     fn key(call_id: &str) -> CallKey {

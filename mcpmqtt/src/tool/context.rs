@@ -363,13 +363,7 @@ mod tests {
     use super::*;
 
     fn context() -> CallContext {
-        CallContext::new(
-            "c1".into(),
-            "crawl".into(),
-            Caller::new("scout", true),
-            None,
-            States::default(),
-        )
+        CallContext::for_test("crawl", "scout").0
     }
 
     /// A handler waiting on `ctx.cancelled()`, in a task of its own.
